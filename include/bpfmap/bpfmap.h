@@ -1,0 +1,55 @@
+/*
+ * bpfmap: the Linux kernel's BPF maps in user space, shared between processes.
+ *
+ * Conventions of this C interface:
+ *  1. bpfmap_bpf() is the bpf(2) system call for map commands: the kernel's union bpf_attr
+ *     (from <linux/bpf.h>, any version: shorter and longer attrs work as with the kernel),
+ *     the kernel's enum values, and its result: a value >= 0, or -1 with errno set to
+ *     exactly what the kernel sets for the same call.
+ *  2. Map fds are real file descriptors owned by the caller: close() releases them,
+ *     dup() and fork() share them, exec() closes them (they are O_CLOEXEC, as the
+ *     kernel's are). A map lives while an fd, a mapping or a pin holds it.
+ *  3. The program-side calls (bpfmap_map_*) are what an eBPF VM registers as helpers.
+ *     They take an opaque struct bpfmap_map handle from bpfmap_map_get(fd) and return
+ *     0 or a negative errno, like the kernel's helpers. A handle stays valid until
+ *     bpfmap_map_put(), whatever happens to the fd it came from.
+ *  4. Nothing here throws, and no call keeps a pointer the caller passed in.
+ *  5. Pins live under $BPFMAP_PIN_ROOT (default /dev/shm/bpfmap); a pin path under
+ *     /sys/fs/bpf is taken to mean the same path under the pin root.
+ */
+#ifndef BPFMAP_BPFMAP_H
+#define BPFMAP_BPFMAP_H
+
+#include <stdint.h>
+
+#define BPFMAP_API __attribute__((visibility("default")))
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+union bpf_attr;
+
+/* The bpf(2) system call, served in user space. */
+BPFMAP_API long bpfmap_bpf(int cmd, union bpf_attr *attr, unsigned int size);
+
+/* Program-side ABI. */
+struct bpfmap_map;
+
+/* A handle for the map behind fd, or NULL with errno EBADF / EINVAL. */
+BPFMAP_API struct bpfmap_map *bpfmap_map_get(int fd);
+BPFMAP_API void bpfmap_map_put(struct bpfmap_map *map);
+
+/* A pointer to the value stored for key, or NULL; like bpf_map_lookup_elem(). */
+BPFMAP_API void *bpfmap_map_lookup_elem(struct bpfmap_map *map, const void *key);
+/* Like the bpf_map_update_elem() helper: 0 or -errno (flags BPF_ANY/NOEXIST/EXIST). */
+BPFMAP_API long bpfmap_map_update_elem(struct bpfmap_map *map, const void *key, const void *value,
+			    uint64_t flags);
+/* Like the bpf_map_delete_elem() helper: 0 or -errno. */
+BPFMAP_API long bpfmap_map_delete_elem(struct bpfmap_map *map, const void *key);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BPFMAP_BPFMAP_H */

@@ -1,0 +1,35 @@
+// Process-shared locks that live in a map's region.
+//
+// A writer that dies while holding one must not wedge the others: the lock is a robust,
+// process-shared pthread mutex, so the kernel marks it owner-dead when its holder exits and
+// the next locker takes it over. Every structure guarded by one is written so that it is
+// consistent at each instruction (publish with one store), so the new owner only has to
+// mark the mutex consistent; what a dead writer can leave behind is at most one element
+// it had taken from the free list and not yet published (see hashtab.cc).
+#pragma once
+
+#include <pthread.h>
+
+namespace bpfmap {
+
+struct alignas(64) shared_lock {
+	pthread_mutex_t mutex;
+
+	// Called once, on a region nobody else can see yet.
+	void init();
+	void lock();
+	void unlock() { pthread_mutex_unlock(&mutex); }
+};
+
+class lock_guard {
+public:
+	explicit lock_guard(shared_lock &l) : l_(l) { l_.lock(); }
+	~lock_guard() { l_.unlock(); }
+	lock_guard(const lock_guard &) = delete;
+	lock_guard &operator=(const lock_guard &) = delete;
+
+private:
+	shared_lock &l_;
+};
+
+} // namespace bpfmap

@@ -1,0 +1,116 @@
+// The map object and its ops table: the analogue of struct bpf_map and struct bpf_map_ops.
+//
+// A map's state is one shared region: the type's data first (so that the data of an
+// mmapable array sits at file offset 0, as mmap() of a kernel map fd shows it), then one
+// page holding struct map_header and the type's control block. Only plain data and offsets
+// live in the region. struct bpf_map is the process-local handle over a mapped region;
+// every process (and every fd of one process) that uses the same map shares one region.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <sys/types.h>
+
+#include "uapi/bpf_uapi.h"
+
+namespace bpfmap {
+
+inline constexpr uint64_t MAP_MAGIC = 0x3130504d41465042ULL; // "BPFAMP01"
+inline constexpr size_t PAGE_SIZE = 4096;
+inline constexpr size_t MAP_HEADER_SIZE = PAGE_SIZE;
+inline constexpr size_t MAP_CTL_OFFSET = 256; // type control block inside the header page
+
+inline constexpr size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+// Lives in shared memory. Written once at create, before magic is published, except for
+// the fields marked atomic.
+struct map_header {
+	std::atomic<uint64_t> magic;
+	uint32_t map_type;
+	uint32_t key_size;
+	uint32_t value_size;
+	uint32_t max_entries;
+	uint32_t map_flags;
+	uint32_t id;
+	uint64_t map_extra;
+	uint64_t data_size; // bytes before the header page
+	char name[uapi::OBJ_NAME_LEN];
+	std::atomic<uint32_t> frozen;
+};
+static_assert(sizeof(map_header) <= MAP_CTL_OFFSET);
+
+struct bpf_map;
+
+// One table per map family, written with designated initialisers at the end of the
+// family's file. Element ops return 0 or a negative errno, as in the kernel; a null entry
+// means the type does not serve the command.
+struct bpf_map_ops {
+	// Validate the type's own attributes (the generic ones are checked by the caller).
+	int (*map_alloc_check)(const uapi::map_create_attr &attr);
+	// Bytes of the data area the type needs; fails (E2BIG) where the kernel's allocation
+	// of such a map fails, after the generic checks that follow alloc_check.
+	int (*map_mem_size)(const uapi::map_create_attr &attr, size_t *size);
+	// A new process-local handle of the family's own kind; no region yet.
+	bpf_map *(*map_alloc)();
+	// Lay out a fresh region (header filled, data zeroed).
+	void (*map_init)(bpf_map *map);
+	// Derive process-local pointers from a region that is already initialised.
+	void (*map_attach)(bpf_map *map);
+
+	// Program-side lookup: a pointer into the map's value, or nullptr.
+	void *(*map_lookup_elem)(bpf_map *map, const void *key);
+	// Syscall-side lookup: copy the value out; never a torn value where the type promises.
+	int (*map_copy_value)(bpf_map *map, const void *key, void *value, uint64_t flags);
+	int (*map_update_elem)(bpf_map *map, const void *key, const void *value, uint64_t flags);
+	int (*map_delete_elem)(bpf_map *map, const void *key);
+	int (*map_get_next_key)(bpf_map *map, const void *key, void *next_key);
+	int (*map_lookup_and_delete_elem)(bpf_map *map, const void *key, void *value,
+					  uint64_t flags);
+
+	// Batch commands (served by a later issue; null means ENOTSUPP as in the kernel).
+	int (*map_lookup_batch)(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *out);
+	int (*map_lookup_and_delete_batch)(bpf_map *map, const uapi::batch_attr &attr,
+					   uapi::batch_attr *out);
+	int (*map_update_batch)(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *out);
+	int (*map_delete_batch)(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *out);
+
+	// Queue, stack and bloom filter (later families).
+	int (*map_push_elem)(bpf_map *map, const void *value, uint64_t flags);
+	int (*map_pop_elem)(bpf_map *map, void *value);
+	int (*map_peek_elem)(bpf_map *map, void *value);
+
+	// True when the data area may be mapped by the user (BPF_F_MMAPABLE).
+	bool (*map_mmapable)(const bpf_map *map);
+};
+
+// Process-local handle. Families derive from it to cache pointers into the region.
+struct bpf_map {
+	virtual ~bpf_map() = default;
+
+	const bpf_map_ops *ops = nullptr;
+	map_header *hdr = nullptr;
+	char *data = nullptr; // start of the region (the type's data area)
+	size_t region_size = 0;
+
+	// Copies of the immutable header fields, so hot paths read process-local memory.
+	uint32_t map_type = 0;
+	uint32_t key_size = 0;
+	uint32_t value_size = 0;
+	uint32_t max_entries = 0;
+	uint32_t map_flags = 0;
+
+	// Identity of the region's file, so several fds of one map share this handle.
+	dev_t dev = 0;
+	ino_t ino = 0;
+
+	// Process-local references: fd-table entries and handles given out by the C ABI.
+	std::atomic<long> refcnt{0};
+
+	template <typename T> T *ctl() const
+	{
+		return reinterpret_cast<T *>(reinterpret_cast<char *>(hdr) + MAP_CTL_OFFSET);
+	}
+	bool frozen() const { return hdr->frozen.load(std::memory_order_acquire) != 0; }
+};
+} // namespace bpfmap

@@ -1,0 +1,6 @@
+// The one list of map types bpfmap serves, like include/linux/bpf_types.h: every per-type
+// table is an expansion of this list; no switch over map types exists anywhere else.
+//
+//   BPF_MAP_TYPE(type constant, ops table)
+BPF_MAP_TYPE(MAP_TYPE_HASH, htab_map_ops)
+BPF_MAP_TYPE(MAP_TYPE_ARRAY, array_map_ops)

@@ -1,0 +1,135 @@
+#include "core/region.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <mutex>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace bpfmap {
+
+namespace {
+
+int mkdir_p(const std::string &path)
+{
+	for (size_t i = 1; i <= path.size(); i++) {
+		if (i != path.size() && path[i] != '/')
+			continue;
+		std::string part = path.substr(0, i);
+		if (mkdir(part.c_str(), 0700) != 0 && errno != EEXIST)
+			return -errno;
+	}
+	return 0;
+}
+
+// Shared by every process using the pin root: the last id handed out.
+struct id_counter {
+	std::atomic<uint32_t> last_id;
+};
+
+id_counter *map_id_counter()
+{
+	static id_counter *counter = [] () -> id_counter * {
+		std::string path = pin_root() + "/.bpfmap-ids";
+		int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return nullptr;
+		// Every process extends the file to the same size; the first writer's zeroes stand.
+		if (ftruncate(fd, PAGE_SIZE) != 0) {
+			close(fd);
+			return nullptr;
+		}
+		void *p = mmap(nullptr, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		close(fd);
+		return p == MAP_FAILED ? nullptr : static_cast<id_counter *>(p);
+	}();
+	return counter;
+}
+
+} // namespace
+
+const std::string &pin_root()
+{
+	static const std::string root = [] {
+		const char *env = getenv("BPFMAP_PIN_ROOT");
+		std::string r = env && *env ? env : "/dev/shm/bpfmap";
+		while (r.size() > 1 && r.back() == '/')
+			r.pop_back();
+		mkdir_p(r);
+		return r;
+	}();
+	return root;
+}
+
+uint32_t next_map_id()
+{
+	static std::atomic<uint32_t> local{0};
+	id_counter *c = map_id_counter();
+	std::atomic<uint32_t> &ctr = c ? c->last_id : local;
+	uint32_t id;
+	do
+		id = ctr.fetch_add(1, std::memory_order_relaxed) + 1;
+	while (id == 0 || id > INT32_MAX);
+	return id;
+}
+
+int region_create(size_t data_size, bool prealloc, void **base)
+{
+	size_t size = data_size + MAP_HEADER_SIZE;
+	int fd = open(pin_root().c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0)
+		fd = memfd_create("bpfmap", MFD_CLOEXEC); // no pinning then, but maps still work
+	if (fd < 0)
+		return -errno;
+	int err = 0;
+	if (ftruncate(fd, static_cast<off_t>(size)) != 0)
+		err = errno == EFBIG || errno == EINVAL ? -ENOMEM : -errno;
+	else if (prealloc && fallocate(fd, 0, 0, static_cast<off_t>(size)) != 0)
+		err = errno == ENOSPC || errno == EFBIG ? -ENOMEM : -errno;
+	if (!err)
+		err = region_map(fd, size, base);
+	if (err) {
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+int region_map(int fd, size_t size, void **base)
+{
+	void *p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		return errno == EACCES ? -EPERM : -ENOMEM;
+	*base = p;
+	return 0;
+}
+
+int region_read_header(int fd, map_header *hdr, size_t *size, dev_t *dev, ino_t *ino)
+{
+	struct stat st;
+	if (fstat(fd, &st) != 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || st.st_size < static_cast<off_t>(MAP_HEADER_SIZE) ||
+	    st.st_size % PAGE_SIZE != 0)
+		return -EINVAL;
+	off_t off = st.st_size - static_cast<off_t>(MAP_HEADER_SIZE);
+	if (pread(fd, hdr, sizeof(*hdr), off) != static_cast<ssize_t>(sizeof(*hdr)))
+		return -EINVAL;
+	if (hdr->magic.load(std::memory_order_relaxed) != MAP_MAGIC ||
+	    hdr->data_size + MAP_HEADER_SIZE != static_cast<uint64_t>(st.st_size))
+		return -EINVAL;
+	*size = static_cast<size_t>(st.st_size);
+	*dev = st.st_dev;
+	*ino = st.st_ino;
+	return 0;
+}
+
+void region_unmap(void *base, size_t size)
+{
+	munmap(base, size);
+}
+
+} // namespace bpfmap

@@ -1,0 +1,32 @@
+// The shared-memory region behind a map: a file on tmpfs (by default the pin root under
+// /dev/shm), created unlinked with O_TMPFILE so that it lives only while an fd, a mapping
+// or a pin (a hard link made by OBJ_PIN) holds it, like a kernel map.
+#pragma once
+
+#include <string>
+
+#include "core/map.h"
+
+namespace bpfmap {
+
+// The directory where pins and the id counter live: $BPFMAP_PIN_ROOT, else /dev/shm/bpfmap.
+// Created on first use.
+const std::string &pin_root();
+
+// Create a region file of data_size + one header page and map it. prealloc commits the
+// memory now (ENOMEM up front, as the kernel's prealloc does). Returns the fd or -errno;
+// *base receives the mapping.
+int region_create(size_t data_size, bool prealloc, void **base);
+
+// Map the region behind an fd that was checked to be one of ours. Returns 0 or -errno.
+int region_map(int fd, size_t size, void **base);
+
+// Read the header of whatever file fd refers to; -EINVAL if it is not a map region.
+int region_read_header(int fd, map_header *hdr, size_t *size, dev_t *dev, ino_t *ino);
+
+void region_unmap(void *base, size_t size);
+
+// A machine-wide (pin-root-wide) map id, never 0.
+uint32_t next_map_id();
+
+} // namespace bpfmap

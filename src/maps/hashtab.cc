@@ -1,0 +1,637 @@
+// BPF_MAP_TYPE_HASH.
+//
+// Layout of the data area (offsets recorded in struct htab_ctl):
+//
+//   [ locks: n_locks x shared_lock ][ buckets: n_buckets x 64 B ][ elems: n_elems x elem_size ]
+//
+// A bucket is one cache line: 12 one-byte tags (0 = empty slot, else 0x80 | top hash bits),
+// the head of an overflow chain, and 12 element indices. A lookup hashes the key, reads the
+// bucket's tags with two loads, compares the full key only in elements whose tag matches,
+// and walks the overflow chain only when a bucket ever held more than 12 keys.
+//
+// Elements come from a fixed pool of max_entries + n_locks elements: a lock-free free list
+// plus a bump index over never-used elements (so BPF_F_NO_PREALLOC touches memory only as
+// elements are first used). The n_locks spares let every bucket lock holder replace an
+// existing key even when the map is full, as the kernel's extra_elems do.
+//
+// Concurrency contract:
+// - Writers (update, delete, lookup_and_delete) hold the bucket's lock (striped by bucket
+//   index). Lock order: a writer holds one bucket lock at a time, never another lock.
+// - Readers take no lock. An update never overwrites a live element: it fills a fresh one
+//   and publishes it with one store (slot or chain link), then frees the old one.
+// - Each element has a sequence count, made odd while the element is being refilled after
+//   reuse. The copy-out lookup reads it before and after copying and retries on change, so
+//   it never returns a torn value. The pointer lookup returns the element's value as the
+//   kernel helper does; like the kernel's preallocated maps, a concurrent delete may let
+//   the element be reused under the caller.
+// - Chains end in a "nulls" marker naming their bucket; a reader that was carried into
+//   another chain (or the free list) by a reused element sees the wrong marker and restarts.
+// - A writer that dies at any instruction leaves every bucket consistent; at worst one
+//   element it took from the pool is lost, and the live count may be one too high.
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <random>
+#include <sched.h>
+
+#include "core/hash.h"
+#include "core/lock.h"
+#include "core/map.h"
+#include "core/registry.h"
+#include "core/shmem.h"
+
+namespace bpfmap {
+namespace {
+
+constexpr uint32_t SLOTS = 12;
+constexpr uint32_t NULLS_BIT = 0x80000000u;
+constexpr uint32_t NIL = 0xffffffffu; // end of the free list; never a bucket's marker
+constexpr uint32_t MAX_LOCKS = 1024;
+constexpr uint32_t KEYS_PER_BUCKET = 6; // sizing: average load between 3 and 6 of 12
+// The kernel's limits: an element (its 48-byte header, key and value) must fit one
+// kmalloc (4 MiB), and its 16-byte bucket array must stay below 2^31 bytes.
+constexpr uint64_t MAX_KEY_VALUE_SIZE = (1ull << 22) - 48;
+constexpr uint32_t MAX_ENTRIES = 1u << 27;
+constexpr uint32_t HTAB_CREATE_FLAG_MASK = uapi::BPF_F_NO_PREALLOC | uapi::BPF_F_NO_COMMON_LRU |
+					   uapi::BPF_F_NUMA_NODE | uapi::BPF_F_ACCESS_MASK |
+					   uapi::BPF_F_ZERO_SEED;
+
+struct alignas(64) bucket {
+	// tagw[0]: tags 0-7; tagw[1]: tags 8-11 (low half) and the overflow head (high half).
+	// Written only by the lock holder, whole words, so readers get a consistent snapshot.
+	std::atomic<uint64_t> tagw[2];
+	std::atomic<uint32_t> slot[SLOTS];
+};
+static_assert(sizeof(bucket) == 64);
+
+struct htab_elem {
+	std::atomic<uint32_t> seq;
+	std::atomic<uint32_t> next; // overflow chain or free list
+	std::atomic<uint32_t> hash; // low 32 bits of the key's hash
+	uint32_t pad;
+	// key, rounded up to 8, then value
+};
+
+struct htab_ctl {
+	uint64_t seed;
+	uint64_t locks_off;
+	uint64_t buckets_off;
+	uint64_t elems_off;
+	uint32_t n_buckets;
+	uint32_t n_locks;
+	uint32_t n_elems;
+	uint32_t elem_size;
+	alignas(64) std::atomic<uint64_t> free_head; // (aba << 32) | index
+	alignas(64) std::atomic<uint32_t> bump;
+	alignas(64) std::atomic<uint32_t> count;
+};
+
+struct bpf_htab : bpf_map {
+	htab_ctl *ctl_ = nullptr;
+	shared_lock *locks = nullptr;
+	bucket *buckets = nullptr;
+	char *elems = nullptr;
+	uint64_t seed = 0;
+	uint32_t bucket_mask = 0;
+	uint32_t lock_mask = 0;
+	uint32_t n_elems = 0;
+	uint32_t elem_size = 0;
+	uint32_t key_off_value = 0; // value offset inside an element
+
+	htab_elem *elem(uint32_t idx) const
+	{
+		return reinterpret_cast<htab_elem *>(elems + static_cast<size_t>(idx) * elem_size);
+	}
+	char *elem_key(htab_elem *e) const { return reinterpret_cast<char *>(e + 1); }
+	char *elem_value(htab_elem *e) const { return reinterpret_cast<char *>(e) + key_off_value; }
+	uint32_t index_of(const htab_elem *e) const
+	{
+		return static_cast<uint32_t>((reinterpret_cast<const char *>(e) - elems) / elem_size);
+	}
+};
+
+bpf_htab *htab_of(bpf_map *map) { return static_cast<bpf_htab *>(map); }
+
+uint32_t roundup_pow2(uint64_t v)
+{
+	uint64_t p = 1;
+	while (p < v)
+		p <<= 1;
+	return static_cast<uint32_t>(p);
+}
+
+uint8_t tag_of(uint64_t hash) { return static_cast<uint8_t>(0x80 | (hash >> 57)); }
+
+// Bit 8*i+7 set for each byte of w equal to tag (exact, no false positives).
+uint64_t match_bytes(uint64_t w, uint8_t tag)
+{
+	uint64_t x = w ^ (0x0101010101010101ull * tag);
+	return ~(((x & 0x7f7f7f7f7f7f7f7full) + 0x7f7f7f7f7f7f7f7full) | x | 0x7f7f7f7f7f7f7f7full);
+}
+
+uint8_t tag_at(const uint64_t w[2], uint32_t i)
+{
+	return static_cast<uint8_t>(w[i / 8] >> (8 * (i % 8)));
+}
+
+// ---- element pool --------------------------------------------------------------------
+
+htab_elem *pool_pop(bpf_htab *h)
+{
+	htab_ctl *c = h->ctl_;
+	uint64_t head = c->free_head.load(std::memory_order_acquire);
+	while (static_cast<uint32_t>(head) != NIL) {
+		uint32_t idx = static_cast<uint32_t>(head);
+		uint32_t next = h->elem(idx)->next.load(std::memory_order_relaxed);
+		uint64_t fresh = ((head >> 32) + 1) << 32 | next;
+		if (c->free_head.compare_exchange_weak(head, fresh, std::memory_order_acquire))
+			return h->elem(idx);
+	}
+	uint32_t b = c->bump.load(std::memory_order_relaxed);
+	while (b < h->n_elems)
+		if (c->bump.compare_exchange_weak(b, b + 1, std::memory_order_relaxed))
+			return h->elem(b);
+	return nullptr;
+}
+
+void pool_push(bpf_htab *h, htab_elem *e)
+{
+	htab_ctl *c = h->ctl_;
+	uint32_t idx = h->index_of(e);
+	uint64_t head = c->free_head.load(std::memory_order_relaxed);
+	for (;;) {
+		e->next.store(static_cast<uint32_t>(head), std::memory_order_relaxed);
+		uint64_t fresh = ((head >> 32) + 1) << 32 | idx;
+		if (c->free_head.compare_exchange_weak(head, fresh, std::memory_order_release))
+			return;
+	}
+}
+
+bool count_inc_below_max(bpf_htab *h)
+{
+	std::atomic<uint32_t> &cnt = h->ctl_->count;
+	uint32_t n = cnt.load(std::memory_order_relaxed);
+	while (n < h->max_entries)
+		if (cnt.compare_exchange_weak(n, n + 1, std::memory_order_relaxed))
+			return true;
+	return false;
+}
+
+// Fill a fresh element; it becomes visible only when the caller publishes it.
+htab_elem *elem_fill(bpf_htab *h, htab_elem *e, uint64_t hash, const void *key, const void *value)
+{
+	uint32_t s = e->seq.load(std::memory_order_relaxed);
+	e->seq.store(s + 1, std::memory_order_relaxed);
+	std::atomic_thread_fence(std::memory_order_release);
+	e->hash.store(static_cast<uint32_t>(hash), std::memory_order_relaxed);
+	copy_to_shared(h->elem_key(e), key, h->key_size);
+	copy_to_shared(h->elem_value(e), value, h->value_size);
+	e->seq.store(s + 2, std::memory_order_release);
+	return e;
+}
+
+// ---- lookup --------------------------------------------------------------------------
+
+bool elem_matches(bpf_htab *h, htab_elem *e, uint64_t hash, const void *key)
+{
+	return e->hash.load(std::memory_order_relaxed) == static_cast<uint32_t>(hash) &&
+	       equal_shared(h->elem_key(e), key, h->key_size);
+}
+
+// Lock-free search of one bucket. Retries internally if a reused element carried the
+// walk out of this bucket's chain.
+htab_elem *bucket_find(bpf_htab *h, uint32_t b, uint64_t hash, const void *key)
+{
+	bucket *bk = &h->buckets[b];
+	uint8_t tag = tag_of(hash);
+	for (;;) {
+		uint64_t w0 = bk->tagw[0].load(std::memory_order_acquire);
+		uint64_t w1 = bk->tagw[1].load(std::memory_order_acquire);
+		uint64_t m0 = match_bytes(w0, tag);
+		uint64_t m1 = match_bytes(w1 & 0xffffffffull, tag);
+		for (; m0; m0 &= m0 - 1) {
+			uint32_t i = static_cast<uint32_t>(__builtin_ctzll(m0)) / 8;
+			htab_elem *e = h->elem(bk->slot[i].load(std::memory_order_acquire));
+			if (elem_matches(h, e, hash, key))
+				return e;
+		}
+		for (; m1; m1 &= m1 - 1) {
+			uint32_t i = 8 + static_cast<uint32_t>(__builtin_ctzll(m1)) / 8;
+			htab_elem *e = h->elem(bk->slot[i].load(std::memory_order_acquire));
+			if (elem_matches(h, e, hash, key))
+				return e;
+		}
+		uint32_t idx = static_cast<uint32_t>(w1 >> 32);
+		uint32_t steps = 0;
+		while (!(idx & NULLS_BIT) && idx < h->n_elems && steps++ <= h->n_elems) {
+			htab_elem *e = h->elem(idx);
+			if (elem_matches(h, e, hash, key))
+				return e;
+			idx = e->next.load(std::memory_order_acquire);
+		}
+		if (idx == (NULLS_BIT | b))
+			return nullptr;
+	}
+}
+
+htab_elem *htab_find(bpf_htab *h, const void *key, uint64_t *hash_out)
+{
+	uint64_t hash = hash_key(key, h->key_size, h->seed);
+	*hash_out = hash;
+	return bucket_find(h, static_cast<uint32_t>(hash) & h->bucket_mask, hash, key);
+}
+
+void *htab_map_lookup_elem(bpf_map *map, const void *key)
+{
+	bpf_htab *h = htab_of(map);
+	uint64_t hash;
+	htab_elem *e = htab_find(h, key, &hash);
+	return e ? h->elem_value(e) : nullptr;
+}
+
+int htab_map_copy_value(bpf_map *map, const void *key, void *value, uint64_t)
+{
+	bpf_htab *h = htab_of(map);
+	for (;;) {
+		uint64_t hash;
+		htab_elem *e = htab_find(h, key, &hash);
+		if (!e)
+			return -ENOENT;
+		uint32_t s = e->seq.load(std::memory_order_acquire);
+		if (s & 1)
+			continue;
+		if (!elem_matches(h, e, hash, key))
+			continue; // reused for another key: search again
+		copy_from_shared(value, h->elem_value(e), h->value_size);
+		std::atomic_thread_fence(std::memory_order_acquire);
+		if (e->seq.load(std::memory_order_relaxed) == s)
+			return 0;
+	}
+}
+
+// ---- writers (bucket lock held) -------------------------------------------------------
+
+// Where a key sits in its bucket: a slot, or a chain link (the word that points at it).
+struct position {
+	htab_elem *e = nullptr;
+	int slot = -1;                          // slot index, or -1 when in the chain
+	htab_elem *prev = nullptr;              // chain predecessor, nullptr for the head
+};
+
+position locked_find(bpf_htab *h, bucket *bk, uint64_t hash, const void *key)
+{
+	position p;
+	uint64_t w[2] = {bk->tagw[0].load(std::memory_order_relaxed),
+			 bk->tagw[1].load(std::memory_order_relaxed)};
+	uint8_t tag = tag_of(hash);
+	for (uint32_t i = 0; i < SLOTS; i++) {
+		if (tag_at(w, i) != tag)
+			continue;
+		htab_elem *e = h->elem(bk->slot[i].load(std::memory_order_relaxed));
+		if (elem_matches(h, e, hash, key)) {
+			p.e = e;
+			p.slot = static_cast<int>(i);
+			return p;
+		}
+	}
+	uint32_t idx = static_cast<uint32_t>(w[1] >> 32);
+	htab_elem *prev = nullptr;
+	while (!(idx & NULLS_BIT)) {
+		htab_elem *e = h->elem(idx);
+		if (elem_matches(h, e, hash, key)) {
+			p.e = e;
+			p.prev = prev;
+			return p;
+		}
+		prev = e;
+		idx = e->next.load(std::memory_order_relaxed);
+	}
+	return p;
+}
+
+void set_tag(bucket *bk, uint32_t i, uint8_t tag)
+{
+	std::atomic<uint64_t> &w = bk->tagw[i / 8];
+	uint64_t v = w.load(std::memory_order_relaxed);
+	uint32_t shift = 8 * (i % 8);
+	v = (v & ~(0xffull << shift)) | (static_cast<uint64_t>(tag) << shift);
+	w.store(v, std::memory_order_release);
+}
+
+void set_chain_head(bucket *bk, uint32_t idx)
+{
+	uint64_t v = bk->tagw[1].load(std::memory_order_relaxed);
+	bk->tagw[1].store((v & 0xffffffffull) | static_cast<uint64_t>(idx) << 32,
+			  std::memory_order_release);
+}
+
+uint32_t chain_head(bucket *bk)
+{
+	return static_cast<uint32_t>(bk->tagw[1].load(std::memory_order_relaxed) >> 32);
+}
+
+// Put e where old was (same slot or same chain link).
+void replace_at(bpf_htab *h, bucket *bk, const position &p, htab_elem *e)
+{
+	uint32_t idx = h->index_of(e);
+	if (p.slot >= 0) {
+		bk->slot[p.slot].store(idx, std::memory_order_release);
+		return;
+	}
+	e->next.store(p.e->next.load(std::memory_order_relaxed), std::memory_order_relaxed);
+	if (p.prev)
+		p.prev->next.store(idx, std::memory_order_release);
+	else
+		set_chain_head(bk, idx);
+}
+
+void insert_new(bpf_htab *h, bucket *bk, uint64_t hash, htab_elem *e)
+{
+	uint32_t idx = h->index_of(e);
+	uint64_t w[2] = {bk->tagw[0].load(std::memory_order_relaxed),
+			 bk->tagw[1].load(std::memory_order_relaxed)};
+	for (uint32_t i = 0; i < SLOTS; i++) {
+		if (tag_at(w, i) != 0)
+			continue;
+		bk->slot[i].store(idx, std::memory_order_relaxed);
+		set_tag(bk, i, tag_of(hash)); // release: slot and element before the tag
+		return;
+	}
+	e->next.store(chain_head(bk), std::memory_order_relaxed);
+	set_chain_head(bk, idx);
+}
+
+void unlink_at(bucket *bk, const position &p, bpf_htab *h)
+{
+	if (p.slot >= 0) {
+		set_tag(bk, static_cast<uint32_t>(p.slot), 0);
+		return;
+	}
+	uint32_t next = p.e->next.load(std::memory_order_relaxed);
+	if (p.prev)
+		p.prev->next.store(next, std::memory_order_release);
+	else
+		set_chain_head(bk, next);
+	(void)h;
+}
+
+int check_update_flags(uint64_t flags)
+{
+	if ((flags & ~uapi::BPF_F_LOCK) > uapi::BPF_EXIST)
+		return -EINVAL;
+	if (flags & uapi::BPF_F_LOCK)
+		return -EINVAL; // no value carries a bpf_spin_lock (no BTF yet)
+	return 0;
+}
+
+int htab_map_update_elem(bpf_map *map, const void *key, const void *value, uint64_t flags)
+{
+	bpf_htab *h = htab_of(map);
+	int err = check_update_flags(flags);
+	if (err)
+		return err;
+	uint64_t hash = hash_key(key, h->key_size, h->seed);
+	uint32_t b = static_cast<uint32_t>(hash) & h->bucket_mask;
+	bucket *bk = &h->buckets[b];
+	lock_guard g(h->locks[b & h->lock_mask]);
+
+	position p = locked_find(h, bk, hash, key);
+	if (p.e && flags == uapi::BPF_NOEXIST)
+		return -EEXIST;
+	if (!p.e && flags == uapi::BPF_EXIST)
+		return -ENOENT;
+	if (!p.e && !count_inc_below_max(h))
+		return -E2BIG;
+	htab_elem *e = pool_pop(h);
+	if (!e) {
+		// Only reachable after a process died holding pool elements.
+		if (!p.e)
+			h->ctl_->count.fetch_sub(1, std::memory_order_relaxed);
+		return p.e ? -ENOMEM : -E2BIG;
+	}
+	elem_fill(h, e, hash, key, value);
+	if (p.e) {
+		replace_at(h, bk, p, e);
+		pool_push(h, p.e);
+	} else {
+		insert_new(h, bk, hash, e);
+	}
+	return 0;
+}
+
+// Remove key under the bucket lock; copy its value first if value is not null.
+int htab_remove(bpf_htab *h, const void *key, void *value)
+{
+	uint64_t hash = hash_key(key, h->key_size, h->seed);
+	uint32_t b = static_cast<uint32_t>(hash) & h->bucket_mask;
+	bucket *bk = &h->buckets[b];
+	lock_guard g(h->locks[b & h->lock_mask]);
+	position p = locked_find(h, bk, hash, key);
+	if (!p.e)
+		return -ENOENT;
+	if (value)
+		copy_from_shared(value, h->elem_value(p.e), h->value_size);
+	unlink_at(bk, p, h);
+	pool_push(h, p.e);
+	h->ctl_->count.fetch_sub(1, std::memory_order_relaxed);
+	return 0;
+}
+
+int htab_map_delete_elem(bpf_map *map, const void *key)
+{
+	return htab_remove(htab_of(map), key, nullptr);
+}
+
+int htab_map_lookup_and_delete_elem(bpf_map *map, const void *key, void *value, uint64_t flags)
+{
+	if (flags & ~uapi::BPF_F_LOCK)
+		return -EINVAL;
+	if (flags & uapi::BPF_F_LOCK)
+		return -EINVAL; // no bpf_spin_lock in values yet
+	return htab_remove(htab_of(map), key, value);
+}
+
+// ---- iteration -----------------------------------------------------------------------
+
+// Copy e's key into out if e still holds a key of this bucket; false if it was reused.
+bool copy_key_stable(bpf_htab *h, htab_elem *e, void *out)
+{
+	uint32_t s = e->seq.load(std::memory_order_acquire);
+	if (s & 1)
+		return false;
+	copy_from_shared(out, h->elem_key(e), h->key_size);
+	std::atomic_thread_fence(std::memory_order_acquire);
+	return e->seq.load(std::memory_order_relaxed) == s;
+}
+
+// The first key at or after (bucket b, slot `from`), in bucket order: slots, then chain.
+// `after` (when not null) is a chain element whose successors are the place to start.
+int first_key_from(bpf_htab *h, uint32_t b, uint32_t from, htab_elem *after, void *next_key)
+{
+	for (; b <= h->bucket_mask; b++, from = 0, after = nullptr) {
+		bucket *bk = &h->buckets[b];
+	again:
+		uint64_t w[2] = {bk->tagw[0].load(std::memory_order_acquire),
+				 bk->tagw[1].load(std::memory_order_acquire)};
+		uint32_t idx;
+		if (!after) {
+			for (uint32_t i = from; i < SLOTS; i++) {
+				if (!tag_at(w, i))
+					continue;
+				htab_elem *e = h->elem(bk->slot[i].load(std::memory_order_acquire));
+				if (!copy_key_stable(h, e, next_key))
+					goto again;
+				return 0;
+			}
+			idx = static_cast<uint32_t>(w[1] >> 32);
+		} else {
+			idx = after->next.load(std::memory_order_acquire);
+		}
+		if (!(idx & NULLS_BIT) && idx < h->n_elems) {
+			if (copy_key_stable(h, h->elem(idx), next_key))
+				return 0;
+			after = nullptr; // our place in the chain is gone: finish the bucket's slots
+			from = SLOTS;
+			goto again;
+		}
+	}
+	return -ENOENT;
+}
+
+int htab_map_get_next_key(bpf_map *map, const void *key, void *next_key)
+{
+	bpf_htab *h = htab_of(map);
+	if (!key)
+		return first_key_from(h, 0, 0, nullptr, next_key);
+	uint64_t hash = hash_key(key, h->key_size, h->seed);
+	uint32_t b = static_cast<uint32_t>(hash) & h->bucket_mask;
+	bucket *bk = &h->buckets[b];
+	uint8_t tag = tag_of(hash);
+	uint64_t w[2] = {bk->tagw[0].load(std::memory_order_acquire),
+			 bk->tagw[1].load(std::memory_order_acquire)};
+	for (uint32_t i = 0; i < SLOTS; i++) {
+		if (tag_at(w, i) == tag &&
+		    elem_matches(h, h->elem(bk->slot[i].load(std::memory_order_acquire)), hash, key))
+			return first_key_from(h, b, i + 1, nullptr, next_key);
+	}
+	htab_elem *e = bucket_find(h, b, hash, key);
+	if (e)
+		return first_key_from(h, b, SLOTS, e, next_key);
+	// A key that is not in the map restarts the walk, as in the kernel.
+	return first_key_from(h, 0, 0, nullptr, next_key);
+}
+
+// ---- creation ------------------------------------------------------------------------
+
+struct htab_geometry {
+	uint32_t n_buckets, n_locks, n_elems, elem_size;
+	uint64_t locks_off, buckets_off, elems_off, size;
+};
+
+htab_geometry geometry(const uapi::map_create_attr &attr)
+{
+	htab_geometry g;
+	g.n_buckets = roundup_pow2((static_cast<uint64_t>(attr.max_entries) + KEYS_PER_BUCKET - 1) /
+				   KEYS_PER_BUCKET);
+	g.n_locks = g.n_buckets < MAX_LOCKS ? g.n_buckets : MAX_LOCKS;
+	g.n_elems = attr.max_entries + g.n_locks;
+	g.elem_size = static_cast<uint32_t>(sizeof(htab_elem) + round_up(attr.key_size, 8) +
+					    round_up(attr.value_size, 8));
+	g.locks_off = 0;
+	g.buckets_off = round_up(g.n_locks * sizeof(shared_lock), 64);
+	g.elems_off = g.buckets_off + static_cast<uint64_t>(g.n_buckets) * sizeof(bucket);
+	g.size = g.elems_off + static_cast<uint64_t>(g.n_elems) * g.elem_size;
+	return g;
+}
+
+int htab_map_alloc_check(const uapi::map_create_attr &attr)
+{
+	if (attr.map_flags & ~HTAB_CREATE_FLAG_MASK)
+		return -EINVAL;
+	if (attr.map_flags & uapi::BPF_F_NO_COMMON_LRU)
+		return -EINVAL; // LRU only
+	if (attr.max_entries == 0 || attr.key_size == 0 || attr.value_size == 0)
+		return -EINVAL;
+	if (static_cast<uint64_t>(attr.key_size) + attr.value_size >= MAX_KEY_VALUE_SIZE)
+		return -E2BIG;
+	return 0;
+}
+
+int htab_map_mem_size(const uapi::map_create_attr &attr, size_t *size)
+{
+	if (attr.max_entries > MAX_ENTRIES)
+		return -E2BIG;
+	*size = geometry(attr).size;
+	return 0;
+}
+
+bpf_map *htab_map_alloc() { return new bpf_htab; }
+
+void htab_map_attach(bpf_map *map)
+{
+	bpf_htab *h = htab_of(map);
+	htab_ctl *c = map->ctl<htab_ctl>();
+	h->ctl_ = c;
+	h->locks = reinterpret_cast<shared_lock *>(map->data + c->locks_off);
+	h->buckets = reinterpret_cast<bucket *>(map->data + c->buckets_off);
+	h->elems = map->data + c->elems_off;
+	h->seed = c->seed;
+	h->bucket_mask = c->n_buckets - 1;
+	h->lock_mask = c->n_locks - 1;
+	h->n_elems = c->n_elems;
+	h->elem_size = c->elem_size;
+	h->key_off_value = static_cast<uint32_t>(sizeof(htab_elem) + round_up(map->key_size, 8));
+}
+
+void htab_map_init(bpf_map *map)
+{
+	uapi::map_create_attr attr{};
+	attr.key_size = map->key_size;
+	attr.value_size = map->value_size;
+	attr.max_entries = map->max_entries;
+	htab_geometry g = geometry(attr);
+	htab_ctl *c = map->ctl<htab_ctl>();
+	c->seed = (map->map_flags & uapi::BPF_F_ZERO_SEED)
+			  ? 0
+			  : (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
+	c->locks_off = g.locks_off;
+	c->buckets_off = g.buckets_off;
+	c->elems_off = g.elems_off;
+	c->n_buckets = g.n_buckets;
+	c->n_locks = g.n_locks;
+	c->n_elems = g.n_elems;
+	c->elem_size = g.elem_size;
+	c->free_head.store(NIL, std::memory_order_relaxed);
+	auto *locks = reinterpret_cast<shared_lock *>(map->data + g.locks_off);
+	for (uint32_t i = 0; i < g.n_locks; i++)
+		locks[i].init();
+	auto *buckets = reinterpret_cast<bucket *>(map->data + g.buckets_off);
+	for (uint32_t b = 0; b < g.n_buckets; b++)
+		set_chain_head(&buckets[b], NULLS_BIT | b);
+}
+
+} // namespace
+
+const bpf_map_ops htab_map_ops = {
+	.map_alloc_check = htab_map_alloc_check,
+	.map_mem_size = htab_map_mem_size,
+	.map_alloc = htab_map_alloc,
+	.map_init = htab_map_init,
+	.map_attach = htab_map_attach,
+	.map_lookup_elem = htab_map_lookup_elem,
+	.map_copy_value = htab_map_copy_value,
+	.map_update_elem = htab_map_update_elem,
+	.map_delete_elem = htab_map_delete_elem,
+	.map_get_next_key = htab_map_get_next_key,
+	.map_lookup_and_delete_elem = htab_map_lookup_and_delete_elem,
+	.map_lookup_batch = nullptr,
+	.map_lookup_and_delete_batch = nullptr,
+	.map_update_batch = nullptr,
+	.map_delete_batch = nullptr,
+	.map_push_elem = nullptr,
+	.map_pop_elem = nullptr,
+	.map_peek_elem = nullptr,
+	.map_mmapable = nullptr,
+};
+
+} // namespace bpfmap

@@ -1,0 +1,192 @@
+#include "syscall/objtab.h"
+
+#include <cerrno>
+#include <map>
+#include <mutex>
+#include <sys/stat.h>
+#include <utility>
+
+#include "core/rcu.h"
+#include "core/region.h"
+#include "core/registry.h"
+
+namespace bpfmap {
+
+namespace {
+
+// fd -> handle, two levels so that readers never see a table being reallocated.
+constexpr int FD_CHUNK_BITS = 10;
+constexpr int FD_CHUNK = 1 << FD_CHUNK_BITS;
+constexpr int FD_CHUNKS = 1024;
+constexpr int FD_MAX = FD_CHUNK * FD_CHUNKS;
+
+struct fd_chunk {
+	std::atomic<bpf_map *> slot[FD_CHUNK];
+};
+std::atomic<fd_chunk *> fd_chunks[FD_CHUNKS];
+
+std::atomic<bpf_map *> *fd_slot(int fd, bool create)
+{
+	if (fd < 0 || fd >= FD_MAX)
+		return nullptr;
+	std::atomic<fd_chunk *> &c = fd_chunks[fd >> FD_CHUNK_BITS];
+	fd_chunk *chunk = c.load(std::memory_order_acquire);
+	if (!chunk) {
+		if (!create)
+			return nullptr;
+		auto *fresh = new fd_chunk{};
+		if (!c.compare_exchange_strong(chunk, fresh, std::memory_order_acq_rel))
+			delete fresh;
+		else
+			chunk = fresh;
+	}
+	return &chunk->slot[fd & (FD_CHUNK - 1)];
+}
+
+// Handles by region identity, so every fd of one map shares one mapping. A handle whose
+// count reached zero is being freed and is never revived: a lookup makes a new one.
+std::mutex handles_lock;
+std::map<std::pair<dev_t, ino_t>, bpf_map *> handles;
+
+bpf_map *handle_new(const bpf_map_ops *ops, void *base, size_t size, dev_t dev, ino_t ino,
+		    bool fresh)
+{
+	bpf_map *map = ops->map_alloc();
+	map->ops = ops;
+	map->data = static_cast<char *>(base);
+	map->region_size = size;
+	map->hdr = reinterpret_cast<map_header *>(map->data + size - MAP_HEADER_SIZE);
+	map->map_type = map->hdr->map_type;
+	map->key_size = map->hdr->key_size;
+	map->value_size = map->hdr->value_size;
+	map->max_entries = map->hdr->max_entries;
+	map->map_flags = map->hdr->map_flags;
+	map->dev = dev;
+	map->ino = ino;
+	if (fresh)
+		ops->map_init(map);
+	ops->map_attach(map);
+	return map;
+}
+
+// Put map at fd; whoever takes a pointer out of a slot drops its reference.
+void fd_install(int fd, bpf_map *map)
+{
+	std::atomic<bpf_map *> *slot = fd_slot(fd, true);
+	if (!slot) {
+		map_put(map); // beyond the cache: looked up each time instead
+		return;
+	}
+	bpf_map *old = slot->exchange(map, std::memory_order_acq_rel);
+	if (old)
+		map_put(old);
+}
+
+// Slow path: an fd we have not cached. Returns a referenced handle.
+bpf_map *handle_from_fd(int fd, int *err)
+{
+	map_header hdr;
+	size_t size;
+	dev_t dev;
+	ino_t ino;
+	*err = region_read_header(fd, &hdr, &size, &dev, &ino);
+	if (*err)
+		return nullptr;
+	const bpf_map_ops *ops = map_type_ops(hdr.map_type);
+	if (!ops) {
+		*err = -EINVAL;
+		return nullptr;
+	}
+	std::lock_guard<std::mutex> g(handles_lock);
+	auto it = handles.find({dev, ino});
+	if (it != handles.end()) {
+		long n = it->second->refcnt.load(std::memory_order_relaxed);
+		while (n > 0)
+			if (it->second->refcnt.compare_exchange_weak(n, n + 1, std::memory_order_relaxed))
+				return it->second;
+	}
+	void *base;
+	*err = region_map(fd, size, &base);
+	if (*err)
+		return nullptr;
+	bpf_map *map = handle_new(ops, base, size, dev, ino, false);
+	map->refcnt.store(1, std::memory_order_relaxed);
+	handles[{dev, ino}] = map;
+	return map;
+}
+
+} // namespace
+
+bpf_map *map_from_fd(int fd, int *err)
+{
+	std::atomic<bpf_map *> *slot = fd_slot(fd, false);
+	if (slot) {
+		bpf_map *map = slot->load(std::memory_order_acquire);
+		if (map)
+			return map;
+	}
+	bpf_map *map = handle_from_fd(fd, err);
+	if (!map)
+		return nullptr;
+	if (fd >= FD_MAX) {
+		// Not cacheable: keep the handle alive through the caller's section, then drop.
+		map_put(map);
+		return map;
+	}
+	slot = fd_slot(fd, true);
+	bpf_map *expected = nullptr;
+	if (!slot->compare_exchange_strong(expected, map, std::memory_order_acq_rel)) {
+		map_put(map); // another thread cached it first
+		return expected;
+	}
+	return map;
+}
+
+int map_install_new(const bpf_map_ops *ops, void *base, size_t size, int fd)
+{
+	struct stat st;
+	if (fstat(fd, &st) != 0)
+		return -errno;
+	bpf_map *map = handle_new(ops, base, size, st.st_dev, st.st_ino, true);
+	// Other processes recognise the region only once it is complete.
+	map->hdr->magic.store(MAP_MAGIC, std::memory_order_release);
+	map->refcnt.store(1, std::memory_order_relaxed);
+	{
+		std::lock_guard<std::mutex> g(handles_lock);
+		handles[{st.st_dev, st.st_ino}] = map;
+	}
+	fd_install(fd, map);
+	return 0;
+}
+
+void map_get(bpf_map *map)
+{
+	map->refcnt.fetch_add(1, std::memory_order_relaxed);
+}
+
+void map_put(bpf_map *map)
+{
+	if (map->refcnt.fetch_sub(1, std::memory_order_acq_rel) != 1)
+		return;
+	{
+		std::lock_guard<std::mutex> g(handles_lock);
+		auto it = handles.find({map->dev, map->ino});
+		if (it != handles.end() && it->second == map)
+			handles.erase(it);
+	}
+	synchronize_rcu();
+	region_unmap(map->data, map->region_size);
+	delete map;
+}
+
+void fd_forget(int fd)
+{
+	std::atomic<bpf_map *> *slot = fd_slot(fd, false);
+	if (!slot)
+		return;
+	bpf_map *old = slot->exchange(nullptr, std::memory_order_acq_rel);
+	if (old)
+		map_put(old);
+}
+
+} // namespace bpfmap

@@ -1,0 +1,31 @@
+// The object table: which fd is which map in this process, and the handles behind them.
+// The analogue of the kernel's fd table plus the refcounting of struct bpf_map.
+//
+// Contract:
+// - map_from_fd() is the hot path: two loads, no lock, no syscall. Call it inside
+//   rcu_read_lock(); the handle stays valid until rcu_read_unlock() without a reference.
+// - Every fd-table entry and every handle given out by map_get() holds one reference.
+//   The last map_put() unmaps the region after a grace period.
+// - An fd not seen before (inherited, dup()ed, received over a socket) is looked up once
+//   with fstat and the region header, then cached. close(), dup2() and dup3() are
+//   interposed by the library so a cached entry never outlives its fd.
+#pragma once
+
+#include "core/map.h"
+
+namespace bpfmap {
+
+// The map behind fd, or nullptr with *err = -EBADF (no such fd) or -EINVAL (not a map).
+bpf_map *map_from_fd(int fd, int *err);
+
+// Lay out a fresh region whose header is filled (all but magic), wrap it in a handle and
+// install it at fd.
+int map_install_new(const bpf_map_ops *ops, void *base, size_t size, int fd);
+
+void map_get(bpf_map *map);
+void map_put(bpf_map *map);
+
+// Drop the cached entry of an fd that was closed or replaced.
+void fd_forget(int fd);
+
+} // namespace bpfmap

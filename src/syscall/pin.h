@@ -1,0 +1,14 @@
+// OBJ_PIN and OBJ_GET: pins are hard links to a map's region file under the pin root,
+// which stands in for bpffs. /sys/fs/bpf/<p> means <pin root>/<p>; any path already under
+// the pin root is taken as is; anything else is "not bpffs".
+#pragma once
+
+#include "uapi/bpf_uapi.h"
+
+namespace bpfmap {
+
+// bad_tail: the command's unused attr bytes were not zero.
+long obj_pin(const uapi::obj_attr &attr, bool bad_tail);
+long obj_get(const uapi::obj_attr &attr, bool bad_tail);
+
+} // namespace bpfmap

@@ -1,0 +1,54 @@
+// The program-side ABI: what an eBPF VM registers as map helpers. These calls skip the
+// syscall layer's permission and frozen checks, as helpers do in the kernel.
+#include <cerrno>
+
+#include "bpfmap/bpfmap.h"
+#include "core/rcu.h"
+#include "syscall/objtab.h"
+
+using bpfmap::bpf_map;
+
+namespace {
+bpf_map *to_map(bpfmap_map *m) { return reinterpret_cast<bpf_map *>(m); }
+} // namespace
+
+extern "C" {
+
+bpfmap_map *bpfmap_map_get(int fd)
+{
+	bpfmap::rcu_guard g;
+	int err;
+	bpf_map *map = bpfmap::map_from_fd(fd, &err);
+	if (!map) {
+		errno = -err;
+		return nullptr;
+	}
+	bpfmap::map_get(map);
+	return reinterpret_cast<bpfmap_map *>(map);
+}
+
+void bpfmap_map_put(bpfmap_map *map)
+{
+	if (map)
+		bpfmap::map_put(to_map(map));
+}
+
+void *bpfmap_map_lookup_elem(bpfmap_map *m, const void *key)
+{
+	bpf_map *map = to_map(m);
+	return map->ops->map_lookup_elem(map, key);
+}
+
+long bpfmap_map_update_elem(bpfmap_map *m, const void *key, const void *value, uint64_t flags)
+{
+	bpf_map *map = to_map(m);
+	return map->ops->map_update_elem(map, key, value, flags);
+}
+
+long bpfmap_map_delete_elem(bpfmap_map *m, const void *key)
+{
+	bpf_map *map = to_map(m);
+	return map->ops->map_delete_elem(map, key);
+}
+
+} // extern "C"

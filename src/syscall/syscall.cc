@@ -1,0 +1,460 @@
+// The bpf(cmd, attr, size) dispatcher: the analogue of kernel/bpf/syscall.c.
+//
+// This layer owns the rules that are the same for every map type: attr size and tail
+// checks, each command's unused-field check, fd lookup and permissions, frozen state,
+// key/value copying and the map name. Map families validate only their own attributes.
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <vector>
+
+#include "bpfmap/bpfmap.h"
+#include "core/rcu.h"
+#include "core/region.h"
+#include "core/registry.h"
+#include "syscall/objtab.h"
+#include "syscall/pin.h"
+#include "syscall/syscall.h"
+
+namespace bpfmap {
+namespace {
+
+using uapi::bpf_attr;
+
+constexpr int ENOTSUPP = 524; // the kernel's internal "not supported", seen by user space
+
+void *user_ptr(uint64_t v) { return reinterpret_cast<void *>(static_cast<uintptr_t>(v)); }
+
+// The kernel's CHECK_ATTR: every byte after the command's last field must be zero.
+bool attr_tail_nonzero(const bpf_attr &attr, size_t end)
+{
+	for (size_t i = end; i < sizeof(attr.raw); i++)
+		if (attr.raw[i])
+			return true;
+	return false;
+}
+
+// Pointers from user space: the kernel faults on what it cannot read; we can only
+// recognise the ones that can never be valid.
+bool bad_user_ptr(const void *p) { return reinterpret_cast<uintptr_t>(p) < 4096; }
+
+// Copy of the kernel's ___bpf_copy_key() rules: a key pointer for a keyless map is EINVAL.
+int check_key_ptr(const bpf_map *map, const void *ukey)
+{
+	if (map->key_size)
+		return bad_user_ptr(ukey) ? -EFAULT : 0;
+	return ukey ? -EINVAL : 0;
+}
+
+// Up to this many bytes, copied-out values go through a stack buffer.
+constexpr size_t BOUNCE_STACK = 512;
+
+class bounce {
+public:
+	explicit bounce(size_t n)
+	{
+		if (n > BOUNCE_STACK)
+			heap_.resize(n);
+	}
+	void *get() { return heap_.empty() ? static_cast<void *>(stack_) : heap_.data(); }
+
+private:
+	alignas(8) unsigned char stack_[BOUNCE_STACK];
+	std::vector<unsigned char> heap_;
+};
+
+// Returns the map for an element command, or nullptr with *err set.
+bpf_map *elem_map(uint32_t fd, int *err)
+{
+	return map_from_fd(static_cast<int>(fd), err);
+}
+
+// The kernel's isalnum() is Latin-1: it also accepts the accented letters 0xc0-0xff,
+// except the multiplication and division signs.
+bool name_char_ok(unsigned char c)
+{
+	if (isalnum(c) || c == '_' || c == '.')
+		return true;
+	return c >= 0xc0 && c != 0xd7 && c != 0xf7;
+}
+
+int name_copy(char *dst, const char *src)
+{
+	memset(dst, 0, uapi::OBJ_NAME_LEN);
+	size_t i = 0;
+	for (; i < uapi::OBJ_NAME_LEN && src[i]; i++) {
+		if (!name_char_ok(static_cast<unsigned char>(src[i])))
+			return -EINVAL;
+		dst[i] = src[i];
+	}
+	return i == uapi::OBJ_NAME_LEN ? -EINVAL : 0;
+}
+
+// Map flags that describe an fd, not the map: they are not kept in map_flags.
+constexpr uint32_t FD_ONLY_FLAGS = uapi::BPF_F_RDONLY | uapi::BPF_F_WRONLY;
+constexpr int32_t NUMA_NO_NODE = -1;
+
+bool fd_is_open(int fd) { return fcntl(fd, F_GETFD) >= 0; }
+
+// The checks syscall.c makes before the type is known.
+int map_create_generic_check(const uapi::map_create_attr &a)
+{
+	if (a.btf_vmlinux_value_type_id)
+		return -EINVAL; // struct_ops only
+	if (a.btf_key_type_id && !a.btf_value_type_id)
+		return -EINVAL;
+	if (a.map_type != uapi::MAP_TYPE_BLOOM_FILTER && a.map_type != uapi::MAP_TYPE_ARENA &&
+	    a.map_extra != 0)
+		return -EINVAL;
+	if ((a.map_flags & uapi::BPF_F_RDONLY) && (a.map_flags & uapi::BPF_F_WRONLY))
+		return -EINVAL;
+	// One NUMA node, as on the machines this serves.
+	if ((a.map_flags & uapi::BPF_F_NUMA_NODE) && static_cast<int32_t>(a.numa_node) != 0 &&
+	    static_cast<int32_t>(a.numa_node) != NUMA_NO_NODE)
+		return -EINVAL;
+	return 0;
+}
+
+// What the kernel checks after the map is allocated: name, BTF, exclusive program hash.
+int map_create_late_check(const uapi::map_create_attr &a, char *name)
+{
+	int err = name_copy(name, a.map_name);
+	if (err)
+		return err;
+	if (a.btf_key_type_id || a.btf_value_type_id)
+		return fd_is_open(static_cast<int>(a.btf_fd)) ? -EINVAL : -EBADF; // no BTF yet
+	if (a.excl_prog_hash) {
+		if (a.excl_prog_hash_size != 32)
+			return -EINVAL;
+		if (bad_user_ptr(user_ptr(a.excl_prog_hash)))
+			return -EFAULT;
+	} else if (a.excl_prog_hash_size) {
+		return -EINVAL;
+	}
+	return 0;
+}
+
+long map_create(bpf_attr &attr)
+{
+	if (attr_tail_nonzero(attr, uapi::end_of_map_create))
+		return -EINVAL;
+	uapi::map_create_attr a = attr.map_create;
+	bool token = a.map_flags & uapi::BPF_F_TOKEN_FD;
+	a.map_flags &= ~uapi::BPF_F_TOKEN_FD; // not a property of the map
+	int err = map_create_generic_check(a);
+	if (err)
+		return err;
+	const bpf_map_ops *ops = map_type_ops(a.map_type);
+	if (!ops)
+		return -EINVAL;
+	// Every type refuses both directions of program access at once.
+	if ((a.map_flags & uapi::BPF_F_RDONLY_PROG) && (a.map_flags & uapi::BPF_F_WRONLY_PROG))
+		return -EINVAL;
+	if ((err = ops->map_alloc_check(a)))
+		return err;
+	if (a.map_ifindex)
+		return a.map_ifindex == 1 ? -EOPNOTSUPP : -EINVAL; // no device offload
+	if (token)
+		return fd_is_open(a.map_token_fd) ? -EINVAL : -EBADF; // no BPF tokens
+
+	size_t data_size;
+	if ((err = ops->map_mem_size(a, &data_size)))
+		return err;
+	data_size = round_up(data_size, PAGE_SIZE);
+	void *base;
+	int fd = region_create(data_size, !(a.map_flags & uapi::BPF_F_NO_PREALLOC), &base);
+	if (fd < 0)
+		return fd;
+	auto *hdr = reinterpret_cast<map_header *>(static_cast<char *>(base) + data_size);
+	if ((err = map_create_late_check(a, hdr->name))) {
+		region_unmap(base, data_size + MAP_HEADER_SIZE);
+		close(fd);
+		return err;
+	}
+	hdr->map_type = a.map_type;
+	hdr->key_size = a.key_size;
+	hdr->value_size = a.value_size;
+	hdr->max_entries = a.max_entries;
+	hdr->map_flags = a.map_flags & ~FD_ONLY_FLAGS;
+	hdr->map_extra = a.map_extra;
+	hdr->data_size = data_size;
+	hdr->id = next_map_id();
+	if ((err = map_install_new(ops, base, data_size + MAP_HEADER_SIZE, fd))) {
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+long map_lookup_elem(bpf_attr &attr)
+{
+	if (attr_tail_nonzero(attr, uapi::end_of_elem))
+		return -EINVAL;
+	if (attr.elem.flags & ~uapi::BPF_F_LOCK)
+		return -EINVAL;
+	rcu_guard g;
+	int err;
+	bpf_map *map = elem_map(attr.elem.map_fd, &err);
+	if (!map)
+		return err;
+	if (attr.elem.flags & uapi::BPF_F_LOCK)
+		return -EINVAL; // no value holds a bpf_spin_lock (no BTF yet)
+	const void *key = user_ptr(attr.elem.key);
+	if ((err = check_key_ptr(map, key)))
+		return err;
+	bounce buf(map->value_size);
+	err = map->ops->map_copy_value(map, key, buf.get(), attr.elem.flags);
+	if (err)
+		return err;
+	void *uvalue = user_ptr(attr.elem.value);
+	if (bad_user_ptr(uvalue))
+		return -EFAULT;
+	memcpy(uvalue, buf.get(), map->value_size);
+	return 0;
+}
+
+long map_update_elem(bpf_attr &attr)
+{
+	if (attr_tail_nonzero(attr, uapi::end_of_elem))
+		return -EINVAL;
+	rcu_guard g;
+	int err;
+	bpf_map *map = elem_map(attr.elem.map_fd, &err);
+	if (!map)
+		return err;
+	if (map->frozen())
+		return -EPERM;
+	if (attr.elem.flags & uapi::BPF_F_LOCK)
+		return -EINVAL;
+	const void *key = user_ptr(attr.elem.key);
+	if ((err = check_key_ptr(map, key)))
+		return err;
+	const void *value = user_ptr(attr.elem.value);
+	if (bad_user_ptr(value))
+		return -EFAULT;
+	return map->ops->map_update_elem(map, key, value, attr.elem.flags);
+}
+
+long map_delete_elem(bpf_attr &attr)
+{
+	if (attr_tail_nonzero(attr, uapi::end_of_key))
+		return -EINVAL;
+	rcu_guard g;
+	int err;
+	bpf_map *map = elem_map(attr.elem.map_fd, &err);
+	if (!map)
+		return err;
+	if (map->frozen())
+		return -EPERM;
+	const void *key = user_ptr(attr.elem.key);
+	if ((err = check_key_ptr(map, key)))
+		return err;
+	return map->ops->map_delete_elem(map, key);
+}
+
+long map_get_next_key(bpf_attr &attr)
+{
+	if (attr_tail_nonzero(attr, uapi::end_of_next_key))
+		return -EINVAL;
+	rcu_guard g;
+	int err;
+	bpf_map *map = elem_map(attr.elem.map_fd, &err);
+	if (!map)
+		return err;
+	const void *key = user_ptr(attr.elem.key);
+	if (key && (err = check_key_ptr(map, key)))
+		return err;
+	if (!map->ops->map_get_next_key)
+		return -ENOTSUPP;
+	bounce buf(map->key_size);
+	err = map->ops->map_get_next_key(map, key, buf.get());
+	if (err)
+		return err;
+	void *unext = user_ptr(attr.elem.next_key);
+	if (bad_user_ptr(unext))
+		return -EFAULT;
+	memcpy(unext, buf.get(), map->key_size);
+	return 0;
+}
+
+long map_lookup_and_delete_elem(bpf_attr &attr)
+{
+	if (attr_tail_nonzero(attr, uapi::end_of_elem))
+		return -EINVAL;
+	if (attr.elem.flags & ~uapi::BPF_F_LOCK)
+		return -EINVAL;
+	rcu_guard g;
+	int err;
+	bpf_map *map = elem_map(attr.elem.map_fd, &err);
+	if (!map)
+		return err;
+	if (map->frozen())
+		return -EPERM;
+	if (attr.elem.flags && map->ops->map_pop_elem)
+		return -EINVAL;
+	if (attr.elem.flags & uapi::BPF_F_LOCK)
+		return -EINVAL;
+	const void *key = user_ptr(attr.elem.key);
+	if ((err = check_key_ptr(map, key)))
+		return err;
+	bounce buf(map->value_size);
+	if (map->ops->map_pop_elem)
+		err = map->ops->map_pop_elem(map, buf.get());
+	else if (map->ops->map_lookup_and_delete_elem)
+		err = map->ops->map_lookup_and_delete_elem(map, key, buf.get(), attr.elem.flags);
+	else
+		err = -ENOTSUPP;
+	if (err)
+		return err;
+	void *uvalue = user_ptr(attr.elem.value);
+	if (bad_user_ptr(uvalue))
+		return -EFAULT;
+	memcpy(uvalue, buf.get(), map->value_size);
+	return 0;
+}
+
+long map_freeze(bpf_attr &attr)
+{
+	if (attr_tail_nonzero(attr, uapi::end_of_map_fd))
+		return -EINVAL;
+	rcu_guard g;
+	int err;
+	bpf_map *map = elem_map(attr.elem.map_fd, &err);
+	if (!map)
+		return err;
+	// A frozen map's fds have lost their write permission, so a second freeze is EPERM.
+	uint32_t was = 0;
+	if (!map->hdr->frozen.compare_exchange_strong(was, 1, std::memory_order_acq_rel))
+		return -EPERM;
+	return 0;
+}
+
+// Input fields of struct bpf_map_info (6.18): a buffer for the map's SHA-256, and its size.
+constexpr size_t INFO_HASH_OFF = offsetof(uapi::bpf_map_info, hash);
+constexpr size_t INFO_HASH_SIZE_OFF = offsetof(uapi::bpf_map_info, hash_size);
+// The kernel checks the caller's tail from the end of hash_size, padding included.
+constexpr size_t INFO_TAIL_OFF = INFO_HASH_SIZE_OFF + sizeof(uint32_t);
+
+int map_info_hash_request(const bpf_map *map, const uapi::bpf_map_info &in)
+{
+	if (!in.hash && !in.hash_size)
+		return 0;
+	if (!in.hash || in.hash_size != 32)
+		return -EINVAL;
+	(void)map;
+	return -EINVAL; // no type computes a map hash yet (arrays do in 6.18)
+}
+
+long obj_get_info_by_fd(bpf_attr &attr)
+{
+	if (attr_tail_nonzero(attr, uapi::end_of_info))
+		return -EINVAL;
+	rcu_guard g;
+	int err;
+	bpf_map *map = map_from_fd(static_cast<int>(attr.info.bpf_fd), &err);
+	if (!map)
+		return err == -EBADF ? -EBADFD : err;
+	auto *uinfo = static_cast<unsigned char *>(user_ptr(attr.info.info));
+	uint32_t len = attr.info.info_len;
+	if (len > uapi::BPF_ATTR_MAX_USER_SIZE)
+		return -E2BIG;
+	if (len && bad_user_ptr(uinfo))
+		return -EFAULT;
+	for (size_t i = INFO_TAIL_OFF; i < len; i++)
+		if (uinfo[i])
+			return -E2BIG;
+	len = std::min<uint32_t>(len, sizeof(uapi::bpf_map_info));
+	uapi::bpf_map_info info{};
+	memcpy(&info, uinfo, len);
+	if (len <= INFO_HASH_OFF)
+		info.hash = 0;
+	if (len <= INFO_HASH_SIZE_OFF)
+		info.hash_size = 0;
+	if ((err = map_info_hash_request(map, info)))
+		return err;
+	uint64_t hash = info.hash;
+	uint32_t hash_size = info.hash_size;
+	info = {};
+	info.type = map->map_type;
+	info.id = map->hdr->id;
+	info.key_size = map->key_size;
+	info.value_size = map->value_size;
+	info.max_entries = map->max_entries;
+	info.map_flags = map->map_flags;
+	info.map_extra = map->hdr->map_extra;
+	info.hash = hash;
+	info.hash_size = hash_size;
+	memcpy(info.name, map->hdr->name, sizeof(info.name));
+	memcpy(uinfo, &info, len);
+	attr.info.info_len = len;
+	return 0;
+}
+
+long dispatch(int cmd, bpf_attr &attr)
+{
+	switch (cmd) {
+	case uapi::MAP_CREATE:
+		return map_create(attr);
+	case uapi::MAP_LOOKUP_ELEM:
+		return map_lookup_elem(attr);
+	case uapi::MAP_UPDATE_ELEM:
+		return map_update_elem(attr);
+	case uapi::MAP_DELETE_ELEM:
+		return map_delete_elem(attr);
+	case uapi::MAP_GET_NEXT_KEY:
+		return map_get_next_key(attr);
+	case uapi::MAP_LOOKUP_AND_DELETE_ELEM:
+		return map_lookup_and_delete_elem(attr);
+	case uapi::MAP_FREEZE:
+		return map_freeze(attr);
+	case uapi::OBJ_GET_INFO_BY_FD:
+		return obj_get_info_by_fd(attr);
+	case uapi::OBJ_PIN:
+		return obj_pin(attr.obj, attr_tail_nonzero(attr, uapi::end_of_obj));
+	case uapi::OBJ_GET:
+		return obj_get(attr.obj, attr_tail_nonzero(attr, uapi::end_of_obj));
+	default:
+		return -EINVAL;
+	}
+}
+
+} // namespace
+
+long sys_bpf(int cmd, void *uattr, unsigned int size)
+{
+	if (size > uapi::BPF_ATTR_MAX_USER_SIZE)
+		return -E2BIG;
+	auto *u = static_cast<const unsigned char *>(uattr);
+	if (size && bad_user_ptr(u))
+		return -EFAULT;
+	for (size_t i = sizeof(bpf_attr); i < size; i++)
+		if (u[i])
+			return -E2BIG;
+	bpf_attr attr;
+	size_t n = std::min<size_t>(size, sizeof(attr));
+	memset(&attr, 0, sizeof(attr));
+	memcpy(&attr, u, n);
+	long ret = dispatch(cmd, attr);
+	// Commands that report back through the attr (info_len) write only what was given.
+	if (ret == 0 && cmd == uapi::OBJ_GET_INFO_BY_FD &&
+	    size >= offsetof(uapi::info_attr, info_len) + sizeof(uint32_t))
+		memcpy(static_cast<unsigned char *>(uattr) + offsetof(uapi::info_attr, info_len),
+		       &attr.info.info_len, sizeof(uint32_t));
+	return ret;
+}
+
+} // namespace bpfmap
+
+extern "C" long bpfmap_bpf(int cmd, union bpf_attr *attr, unsigned int size)
+{
+	long ret = bpfmap::sys_bpf(cmd, attr, size);
+	if (ret < 0) {
+		errno = static_cast<int>(-ret);
+		return -1;
+	}
+	return ret;
+}
