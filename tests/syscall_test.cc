@@ -1,0 +1,230 @@
+// The generic layer: attr sizes, fds, pins, info, and sharing across fork and exec.
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "test_util.h"
+
+using namespace bpfmap::test;
+
+extern char **environ;
+
+namespace {
+
+TEST(Attr, SizeAndTailRules)
+{
+	unsigned char buf[4200] = {};
+	auto &a = *reinterpret_cast<u::bpf_attr *>(buf);
+	a.map_create.map_type = u::MAP_TYPE_HASH;
+	a.map_create.key_size = 4;
+	a.map_create.value_size = 4;
+	a.map_create.max_entries = 4;
+	EXPECT_EQ(sys(u::MAP_CREATE, a, 4097), -E2BIG);
+	buf[168] = 1;
+	EXPECT_EQ(sys(u::MAP_CREATE, a, 200), -E2BIG);
+	buf[168] = 0;
+	long fd = sys(u::MAP_CREATE, a, 200);
+	EXPECT_GE(fd, 0) << "a longer attr with a zero tail is accepted";
+	close(static_cast<int>(fd));
+	fd = sys(u::MAP_CREATE, a, 16);
+	EXPECT_GE(fd, 0) << "a short attr is zero-filled";
+	close(static_cast<int>(fd));
+	EXPECT_EQ(sys(u::MAP_CREATE, a, 12), -EINVAL) << "max_entries cut off";
+	buf[100] = 1;
+	EXPECT_EQ(sys(u::MAP_CREATE, a), -EINVAL) << "byte after the command's last field";
+	EXPECT_EQ(bpfmap_bpf(9999, nullptr, 0), -1);
+	EXPECT_EQ(errno, EINVAL);
+	EXPECT_EQ(bpfmap_bpf(u::MAP_CREATE, nullptr, 16), -1);
+	EXPECT_EQ(errno, EFAULT);
+}
+
+TEST(Attr, DeleteAndNextKeyHaveShorterAttrs)
+{
+	int fd = map_create(u::MAP_TYPE_HASH, 4, 4, 4);
+	uint32_t k = 1, v = 1, n;
+	ASSERT_EQ(update(fd, &k, &v), 0);
+	EXPECT_EQ(elem(u::MAP_DELETE_ELEM, fd, &k, &v), -EINVAL) << "value field set on delete";
+	EXPECT_EQ(elem(u::MAP_GET_NEXT_KEY, fd, &k, &n, 1), -EINVAL) << "flags set on next_key";
+	close(fd);
+}
+
+TEST(Fd, ClosedAndForeignFds)
+{
+	uint32_t k = 0, v;
+	int fd = map_create(u::MAP_TYPE_ARRAY, 4, 4, 1);
+	ASSERT_GE(fd, 0);
+	int flags = fcntl(fd, F_GETFD);
+	EXPECT_TRUE(flags & FD_CLOEXEC) << "map fds are O_CLOEXEC like the kernel's";
+	EXPECT_EQ(lookup(fd, &k, &v), 0);
+	close(fd);
+	EXPECT_EQ(lookup(fd, &k, &v), -EBADF);
+	int null = open("/dev/null", O_RDONLY);
+	ASSERT_EQ(null, fd) << "the number is reused by an ordinary file";
+	EXPECT_EQ(lookup(null, &k, &v), -EINVAL) << "a closed map fd's cache entry is gone";
+	u::bpf_attr a{};
+	a.info.bpf_fd = 12345;
+	EXPECT_EQ(sys(u::OBJ_GET_INFO_BY_FD, a), -EBADFD);
+	close(null);
+}
+
+TEST(Fd, DupSharesTheMap)
+{
+	int fd = map_create(u::MAP_TYPE_HASH, 4, 4, 4);
+	int copy = dup(fd);
+	uint32_t k = 1, v = 5, out = 0;
+	ASSERT_EQ(update(fd, &k, &v), 0);
+	close(fd);
+	EXPECT_EQ(lookup(copy, &k, &out), 0);
+	EXPECT_EQ(out, 5u);
+	close(copy);
+}
+
+TEST(Info, ReportsTheMapAsCreated)
+{
+	int fd = map_create(u::MAP_TYPE_HASH, 8, 16, 32,
+			    u::BPF_F_NO_PREALLOC | u::BPF_F_RDONLY_PROG, "flows.v1");
+	ASSERT_GE(fd, 0);
+	u::bpf_map_info info;
+	memset(&info, 0xff, sizeof(info));
+	memset(&info.hash, 0, 16);
+	u::bpf_attr a{};
+	a.info.bpf_fd = static_cast<uint32_t>(fd);
+	a.info.info_len = sizeof(info);
+	a.info.info = ptr(&info);
+	ASSERT_EQ(sys(u::OBJ_GET_INFO_BY_FD, a), 0);
+	EXPECT_EQ(a.info.info_len, sizeof(info));
+	EXPECT_EQ(info.type, u::MAP_TYPE_HASH);
+	EXPECT_NE(info.id, 0u);
+	EXPECT_EQ(info.key_size, 8u);
+	EXPECT_EQ(info.value_size, 16u);
+	EXPECT_EQ(info.max_entries, 32u);
+	EXPECT_EQ(info.map_flags, u::BPF_F_NO_PREALLOC | u::BPF_F_RDONLY_PROG);
+	EXPECT_STREQ(info.name, "flows.v1");
+	EXPECT_EQ(info.btf_id, 0u);
+	a.info.info_len = 6;
+	ASSERT_EQ(sys(u::OBJ_GET_INFO_BY_FD, a), 0);
+	EXPECT_EQ(a.info.info_len, 6u);
+	close(fd);
+}
+
+TEST(Create, IdsAreUniqueAndNamesAreChecked)
+{
+	int a = map_create(u::MAP_TYPE_ARRAY, 4, 4, 1);
+	int b = map_create(u::MAP_TYPE_ARRAY, 4, 4, 1);
+	u::bpf_map_info ia{}, ib{};
+	u::bpf_attr x{};
+	x.info = {static_cast<uint32_t>(a), sizeof(ia), ptr(&ia)};
+	ASSERT_EQ(sys(u::OBJ_GET_INFO_BY_FD, x), 0);
+	x.info = {static_cast<uint32_t>(b), sizeof(ib), ptr(&ib)};
+	ASSERT_EQ(sys(u::OBJ_GET_INFO_BY_FD, x), 0);
+	EXPECT_NE(ia.id, ib.id);
+	close(a);
+	close(b);
+	EXPECT_EQ(map_create(u::MAP_TYPE_HASH, 4, 4, 1, 0, "a-b"), -EINVAL);
+	int latin1 = map_create(u::MAP_TYPE_HASH, 4, 4, 1, 0, "\xe9t\xe9");
+	EXPECT_GE(latin1, 0) << "Latin-1 letters are alphanumeric to the kernel";
+	close(latin1);
+}
+
+std::string pin_file(const std::string &bpffs_path)
+{
+	return std::string(getenv("BPFMAP_PIN_ROOT")) + bpffs_path.substr(strlen("/sys/fs/bpf"));
+}
+
+long pin(int fd, const char *path)
+{
+	u::bpf_attr a{};
+	a.obj.pathname = ptr(path);
+	a.obj.bpf_fd = static_cast<uint32_t>(fd);
+	return sys(u::OBJ_PIN, a);
+}
+
+long get(const char *path, uint32_t flags = 0)
+{
+	u::bpf_attr a{};
+	a.obj.pathname = ptr(path);
+	a.obj.file_flags = flags;
+	return sys(u::OBJ_GET, a);
+}
+
+TEST(Pin, PinGetAndTheKernelsErrors)
+{
+	int fd = map_create(u::MAP_TYPE_HASH, 4, 4, 8);
+	const char *path = "/sys/fs/bpf/pin_test_a";
+	unlink(pin_file(path).c_str());
+	ASSERT_EQ(pin(fd, path), 0);
+	struct stat st;
+	ASSERT_EQ(stat(pin_file(path).c_str(), &st), 0);
+	EXPECT_EQ(st.st_mode & 0777, 0600u);
+	EXPECT_EQ(pin(fd, path), -EEXIST);
+	EXPECT_EQ(pin(fd, "/sys/fs/bpf/no_such_dir/x"), -ENOENT);
+	EXPECT_EQ(pin(fd, "/tmp/bpfmap_not_bpffs"), -EPERM);
+	EXPECT_EQ(pin(9999, "/sys/fs/bpf/pin_test_b"), -EINVAL);
+	EXPECT_EQ(pin(fd, nullptr), -EFAULT);
+	EXPECT_EQ(pin(fd, ""), -ENOENT);
+	uint32_t k = 3, v = 33, out = 0;
+	ASSERT_EQ(update(fd, &k, &v), 0);
+	close(fd);
+	long again = get(path);
+	ASSERT_GE(again, 0);
+	EXPECT_EQ(lookup(static_cast<int>(again), &k, &out), 0) << "the pin kept the map alive";
+	EXPECT_EQ(out, 33u);
+	close(static_cast<int>(again));
+	EXPECT_EQ(get("/sys/fs/bpf/pin_test_missing"), -ENOENT);
+	EXPECT_EQ(get("/etc/hostname"), -EACCES);
+	EXPECT_EQ(get(path, u::BPF_F_RDONLY | u::BPF_F_WRONLY), -EINVAL);
+	unlink(pin_file(path).c_str());
+	EXPECT_EQ(get(path), -ENOENT);
+}
+
+TEST(Share, ForkedChildWritesTheParentSees)
+{
+	int fd = map_create(u::MAP_TYPE_HASH, 4, 8, 1000);
+	pid_t pid = fork();
+	if (pid == 0) {
+		for (uint32_t k = 0; k < 500; k++) {
+			uint64_t v = k * 3ull;
+			if (update(fd, &k, &v) != 0)
+				_exit(1);
+		}
+		_exit(0);
+	}
+	int status;
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	for (uint32_t k = 0; k < 500; k++) {
+		uint64_t v;
+		ASSERT_EQ(lookup(fd, &k, &v), 0);
+		EXPECT_EQ(v, k * 3ull);
+	}
+	close(fd);
+}
+
+// A program started on its own (not forked from us) opens the pin and writes to it.
+TEST(Share, SeparateProgramOpensThePin)
+{
+	int fd = map_create(u::MAP_TYPE_HASH, 4, 8, 64);
+	const char *path = "/sys/fs/bpf/pin_peer_map";
+	unlink(pin_file(path).c_str());
+	ASSERT_EQ(pin(fd, path), 0);
+	uint32_t k = 1;
+	uint64_t v = 100;
+	ASSERT_EQ(update(fd, &k, &v), 0);
+	const char *argv[] = {PIN_PEER, path, nullptr};
+	pid_t pid;
+	ASSERT_EQ(posix_spawn(&pid, PIN_PEER, nullptr, nullptr, const_cast<char **>(argv), environ), 0);
+	int status;
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_TRUE(WIFEXITED(status));
+	ASSERT_EQ(WEXITSTATUS(status), 0) << "the peer found our value";
+	k = 2;
+	ASSERT_EQ(lookup(fd, &k, &v), 0);
+	EXPECT_EQ(v, 200u) << "the peer's write is visible here";
+	unlink(pin_file(path).c_str());
+	close(fd);
+}
+
+} // namespace

@@ -1,0 +1,73 @@
+// Helpers shared by the tests: raw bpf() calls on bpfmap with the kernel's attr layout.
+#pragma once
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <unistd.h>
+
+#include "bpfmap/bpfmap.h"
+#include "uapi/bpf_uapi.h"
+
+namespace bpfmap::test {
+
+namespace u = bpfmap::uapi;
+
+inline uint64_t ptr(const void *p) { return reinterpret_cast<uintptr_t>(p); }
+
+// Returns the call's result; -errno on failure (so tests can compare with -EXXX).
+inline long sys(int cmd, u::bpf_attr &attr, unsigned size = sizeof(u::bpf_attr))
+{
+	long r = bpfmap_bpf(cmd, reinterpret_cast<union bpf_attr *>(&attr), size);
+	return r < 0 ? -errno : r;
+}
+
+inline int map_create(uint32_t type, uint32_t key, uint32_t value, uint32_t max,
+		      uint32_t flags = 0, const char *name = "")
+{
+	u::bpf_attr a{};
+	a.map_create.map_type = type;
+	a.map_create.key_size = key;
+	a.map_create.value_size = value;
+	a.map_create.max_entries = max;
+	a.map_create.map_flags = flags;
+	strncpy(a.map_create.map_name, name, sizeof(a.map_create.map_name) - 1);
+	return static_cast<int>(sys(u::MAP_CREATE, a));
+}
+
+inline long elem(int cmd, int fd, const void *key, const void *value, uint64_t flags = 0)
+{
+	u::bpf_attr a{};
+	a.elem.map_fd = static_cast<uint32_t>(fd);
+	a.elem.key = ptr(key);
+	a.elem.value = ptr(value);
+	a.elem.flags = flags;
+	return sys(cmd, a);
+}
+
+inline long lookup(int fd, const void *k, void *v) { return elem(u::MAP_LOOKUP_ELEM, fd, k, v); }
+inline long update(int fd, const void *k, const void *v, uint64_t f = 0)
+{
+	return elem(u::MAP_UPDATE_ELEM, fd, k, v, f);
+}
+inline long del(int fd, const void *k) { return elem(u::MAP_DELETE_ELEM, fd, k, nullptr); }
+inline long next_key(int fd, const void *k, void *n) { return elem(u::MAP_GET_NEXT_KEY, fd, k, n); }
+
+// A pin root of the test's own, so tests never see each other's pins.
+inline void use_private_pin_root()
+{
+	static std::string root = [] {
+		char tmpl[] = "/dev/shm/bpfmap-test-XXXXXX";
+		return std::string(mkdtemp(tmpl));
+	}();
+	setenv("BPFMAP_PIN_ROOT", root.c_str(), 1);
+}
+
+} // namespace bpfmap::test
+
+namespace bpfmap::test {
+// Every test binary gets its own pin root before its first bpfmap call.
+inline const bool private_pin_root_ready = (use_private_pin_root(), true);
+} // namespace bpfmap::test
