@@ -134,6 +134,20 @@ uint8_t tag_at(const uint64_t w[2], uint32_t i)
 	return static_cast<uint8_t>(w[i / 8] >> (8 * (i % 8)));
 }
 
+// The first slot whose tag is `tag` and for which hit(slot) holds, or -1.
+template <typename F> int find_slot(const uint64_t w[2], uint8_t tag, F &&hit)
+{
+	uint64_t m[2] = {match_bytes(w[0], tag), match_bytes(w[1] & 0xffffffffull, tag)};
+	for (uint32_t half = 0; half < 2; half++) {
+		for (uint64_t bits = m[half]; bits; bits &= bits - 1) {
+			uint32_t i = 8 * half + static_cast<uint32_t>(__builtin_ctzll(bits)) / 8;
+			if (hit(i))
+				return static_cast<int>(i);
+		}
+	}
+	return -1;
+}
+
 // ---- element pool --------------------------------------------------------------------
 
 htab_elem *pool_pop(bpf_htab *h)
@@ -205,23 +219,19 @@ htab_elem *bucket_find(bpf_htab *h, uint32_t b, uint64_t hash, const void *key)
 	bucket *bk = &h->buckets[b];
 	uint8_t tag = tag_of(hash);
 	for (;;) {
-		uint64_t w0 = bk->tagw[0].load(std::memory_order_acquire);
-		uint64_t w1 = bk->tagw[1].load(std::memory_order_acquire);
-		uint64_t m0 = match_bytes(w0, tag);
-		uint64_t m1 = match_bytes(w1 & 0xffffffffull, tag);
-		for (; m0; m0 &= m0 - 1) {
-			uint32_t i = static_cast<uint32_t>(__builtin_ctzll(m0)) / 8;
+		uint64_t w[2] = {bk->tagw[0].load(std::memory_order_acquire),
+				 bk->tagw[1].load(std::memory_order_acquire)};
+		htab_elem *found = nullptr;
+		find_slot(w, tag, [&](uint32_t i) {
 			htab_elem *e = h->elem(bk->slot[i].load(std::memory_order_acquire));
-			if (elem_matches(h, e, hash, key))
-				return e;
-		}
-		for (; m1; m1 &= m1 - 1) {
-			uint32_t i = 8 + static_cast<uint32_t>(__builtin_ctzll(m1)) / 8;
-			htab_elem *e = h->elem(bk->slot[i].load(std::memory_order_acquire));
-			if (elem_matches(h, e, hash, key))
-				return e;
-		}
-		uint32_t idx = static_cast<uint32_t>(w1 >> 32);
+			if (!elem_matches(h, e, hash, key))
+				return false;
+			found = e;
+			return true;
+		});
+		if (found)
+			return found;
+		uint32_t idx = static_cast<uint32_t>(w[1] >> 32);
 		uint32_t steps = 0;
 		while (!(idx & NULLS_BIT) && idx < h->n_elems && steps++ <= h->n_elems) {
 			htab_elem *e = h->elem(idx);
@@ -283,17 +293,13 @@ position locked_find(bpf_htab *h, bucket *bk, uint64_t hash, const void *key)
 	position p;
 	uint64_t w[2] = {bk->tagw[0].load(std::memory_order_relaxed),
 			 bk->tagw[1].load(std::memory_order_relaxed)};
-	uint8_t tag = tag_of(hash);
-	for (uint32_t i = 0; i < SLOTS; i++) {
-		if (tag_at(w, i) != tag)
-			continue;
-		htab_elem *e = h->elem(bk->slot[i].load(std::memory_order_relaxed));
-		if (elem_matches(h, e, hash, key)) {
-			p.e = e;
-			p.slot = static_cast<int>(i);
-			return p;
-		}
-	}
+	p.slot = find_slot(w, tag_of(hash), [&](uint32_t i) {
+		p.e = h->elem(bk->slot[i].load(std::memory_order_relaxed));
+		return elem_matches(h, p.e, hash, key);
+	});
+	if (p.slot >= 0)
+		return p;
+	p.e = nullptr;
 	uint32_t idx = static_cast<uint32_t>(w[1] >> 32);
 	htab_elem *prev = nullptr;
 	while (!(idx & NULLS_BIT)) {
@@ -506,14 +512,13 @@ int htab_map_get_next_key(bpf_map *map, const void *key, void *next_key)
 	uint64_t hash = hash_key(key, h->key_size, h->seed);
 	uint32_t b = static_cast<uint32_t>(hash) & h->bucket_mask;
 	bucket *bk = &h->buckets[b];
-	uint8_t tag = tag_of(hash);
 	uint64_t w[2] = {bk->tagw[0].load(std::memory_order_acquire),
 			 bk->tagw[1].load(std::memory_order_acquire)};
-	for (uint32_t i = 0; i < SLOTS; i++) {
-		if (tag_at(w, i) == tag &&
-		    elem_matches(h, h->elem(bk->slot[i].load(std::memory_order_acquire)), hash, key))
-			return first_key_from(h, b, i + 1, nullptr, next_key);
-	}
+	int slot = find_slot(w, tag_of(hash), [&](uint32_t i) {
+		return elem_matches(h, h->elem(bk->slot[i].load(std::memory_order_acquire)), hash, key);
+	});
+	if (slot >= 0)
+		return first_key_from(h, b, static_cast<uint32_t>(slot) + 1, nullptr, next_key);
 	htab_elem *e = bucket_find(h, b, hash, key);
 	if (e)
 		return first_key_from(h, b, SLOTS, e, next_key);

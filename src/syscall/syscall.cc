@@ -30,12 +30,21 @@ constexpr int ENOTSUPP = 524; // the kernel's internal "not supported", seen by 
 void *user_ptr(uint64_t v) { return reinterpret_cast<void *>(static_cast<uintptr_t>(v)); }
 
 // The kernel's CHECK_ATTR: every byte after the command's last field must be zero.
+// Word-wise, since it runs on every call: the bytes up to the next word boundary first.
 bool attr_tail_nonzero(const bpf_attr &attr, size_t end)
 {
-	for (size_t i = end; i < sizeof(attr.raw); i++)
-		if (attr.raw[i])
-			return true;
-	return false;
+	static_assert(sizeof(attr.raw) % 8 == 0);
+	size_t i = end;
+	unsigned char head = 0;
+	for (; i % 8; i++)
+		head |= attr.raw[i];
+	uint64_t acc = head;
+	for (; i < sizeof(attr.raw); i += 8) {
+		uint64_t w;
+		memcpy(&w, attr.raw + i, 8);
+		acc |= w;
+	}
+	return acc != 0;
 }
 
 // Pointers from user space: the kernel faults on what it cannot read; we can only
@@ -369,7 +378,8 @@ long obj_get_info_by_fd(bpf_attr &attr)
 			return -E2BIG;
 	len = std::min<uint32_t>(len, sizeof(uapi::bpf_map_info));
 	uapi::bpf_map_info info{};
-	memcpy(&info, uinfo, len);
+	if (len)
+		memcpy(&info, uinfo, len);
 	if (len <= INFO_HASH_OFF)
 		info.hash = 0;
 	if (len <= INFO_HASH_SIZE_OFF)
@@ -389,7 +399,8 @@ long obj_get_info_by_fd(bpf_attr &attr)
 	info.hash = hash;
 	info.hash_size = hash_size;
 	memcpy(info.name, map->hdr->name, sizeof(info.name));
-	memcpy(uinfo, &info, len);
+	if (len)
+		memcpy(uinfo, &info, len);
 	attr.info.info_len = len;
 	return 0;
 }
@@ -437,7 +448,8 @@ long sys_bpf(int cmd, void *uattr, unsigned int size)
 	bpf_attr attr;
 	size_t n = std::min<size_t>(size, sizeof(attr));
 	memset(&attr, 0, sizeof(attr));
-	memcpy(&attr, u, n);
+	if (n)
+		memcpy(&attr, u, n);
 	long ret = dispatch(cmd, attr);
 	// Commands that report back through the attr (info_len) write only what was given.
 	if (ret == 0 && cmd == uapi::OBJ_GET_INFO_BY_FD &&
