@@ -103,7 +103,10 @@ TEST(Info, ReportsTheMapAsCreated)
 	EXPECT_EQ(info.max_entries, 32u);
 	EXPECT_EQ(info.map_flags, u::BPF_F_NO_PREALLOC | u::BPF_F_RDONLY_PROG);
 	EXPECT_STREQ(info.name, "flows.v1");
-	EXPECT_EQ(info.btf_id, 0u);
+	// As in 6.18: fields the map has no value for keep the caller's bytes.
+	EXPECT_EQ(info.btf_id, 0xffffffffu);
+	EXPECT_EQ(info.ifindex, 0xffffffffu);
+	EXPECT_EQ(info.btf_vmlinux_value_type_id, 0u);
 	a.info.info_len = 6;
 	ASSERT_EQ(sys(u::OBJ_GET_INFO_BY_FD, a), 0);
 	EXPECT_EQ(a.info.info_len, 6u);

@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
+#include <net/if.h>
+#include <string>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
@@ -76,10 +78,16 @@ private:
 	std::vector<unsigned char> heap_;
 };
 
-// Returns the map for an element command, or nullptr with *err set.
-bpf_map *elem_map(uint32_t fd, int *err)
+// The map behind an attr's map_fd, or nullptr with *err set.
+bpf_map *elem_map(uint32_t fd, int *err) { return map_from_fd(static_cast<int>(fd), err); }
+
+int copy_to_user(uint64_t uptr, const void *src, size_t n)
 {
-	return map_from_fd(static_cast<int>(fd), err);
+	void *dst = user_ptr(uptr);
+	if (bad_user_ptr(dst))
+		return -EFAULT;
+	memcpy(dst, src, n);
+	return 0;
 }
 
 // The kernel's isalnum() is Latin-1: it also accepts the accented letters 0xc0-0xff,
@@ -108,6 +116,19 @@ constexpr uint32_t FD_ONLY_FLAGS = uapi::BPF_F_RDONLY | uapi::BPF_F_WRONLY;
 constexpr int32_t NUMA_NO_NODE = -1;
 
 bool fd_is_open(int fd) { return fcntl(fd, F_GETFD) >= 0; }
+
+// No device takes a map here. The kernel answers EINVAL for a missing ifindex and for a
+// device whose driver has a BPF hook (which then refuses), EOPNOTSUPP for a device without
+// one; software devices (lo, ifb, veth...) have no backing device in sysfs, drivers do.
+int offload_errno(uint32_t ifindex)
+{
+	char name[IF_NAMESIZE];
+	if (!if_indextoname(ifindex, name))
+		return -EINVAL;
+	struct stat st;
+	std::string dev = std::string("/sys/class/net/") + name + "/device";
+	return stat(dev.c_str(), &st) == 0 ? -EINVAL : -EOPNOTSUPP;
+}
 
 // The checks syscall.c makes before the type is known.
 int map_create_generic_check(const uapi::map_create_attr &a)
@@ -166,7 +187,7 @@ long map_create(bpf_attr &attr)
 	if ((err = ops->map_alloc_check(a)))
 		return err;
 	if (a.map_ifindex)
-		return a.map_ifindex == 1 ? -EOPNOTSUPP : -EINVAL; // no device offload
+		return offload_errno(a.map_ifindex);
 	if (token)
 		return fd_is_open(a.map_token_fd) ? -EINVAL : -EBADF; // no BPF tokens
 
@@ -219,11 +240,7 @@ long map_lookup_elem(bpf_attr &attr)
 	err = map->ops->map_copy_value(map, key, buf.get(), attr.elem.flags);
 	if (err)
 		return err;
-	void *uvalue = user_ptr(attr.elem.value);
-	if (bad_user_ptr(uvalue))
-		return -EFAULT;
-	memcpy(uvalue, buf.get(), map->value_size);
-	return 0;
+	return copy_to_user(attr.elem.value, buf.get(), map->value_size);
 }
 
 long map_update_elem(bpf_attr &attr)
@@ -283,11 +300,7 @@ long map_get_next_key(bpf_attr &attr)
 	err = map->ops->map_get_next_key(map, key, buf.get());
 	if (err)
 		return err;
-	void *unext = user_ptr(attr.elem.next_key);
-	if (bad_user_ptr(unext))
-		return -EFAULT;
-	memcpy(unext, buf.get(), map->key_size);
-	return 0;
+	return copy_to_user(attr.elem.next_key, buf.get(), map->key_size);
 }
 
 long map_lookup_and_delete_elem(bpf_attr &attr)
@@ -319,11 +332,7 @@ long map_lookup_and_delete_elem(bpf_attr &attr)
 		err = -ENOTSUPP;
 	if (err)
 		return err;
-	void *uvalue = user_ptr(attr.elem.value);
-	if (bad_user_ptr(uvalue))
-		return -EFAULT;
-	memcpy(uvalue, buf.get(), map->value_size);
-	return 0;
+	return copy_to_user(attr.elem.value, buf.get(), map->value_size);
 }
 
 long map_freeze(bpf_attr &attr)
@@ -352,10 +361,11 @@ int map_info_hash_request(const bpf_map *map, const uapi::bpf_map_info &in)
 {
 	if (!in.hash && !in.hash_size)
 		return 0;
-	if (!in.hash || in.hash_size != 32)
-		return -EINVAL;
-	(void)map;
-	return -EINVAL; // no type computes a map hash yet (arrays do in 6.18)
+	if (!in.hash || in.hash_size != 32 || !map->ops->map_mmapable)
+		return -EINVAL; // only arrays have a hash in 6.18
+	if (!map->frozen())
+		return -EPERM;
+	return -EINVAL; // TODO(next issue): SHA-256 of a frozen array's values, as 6.18 gives
 }
 
 long obj_get_info_by_fd(bpf_attr &attr)
@@ -386,9 +396,8 @@ long obj_get_info_by_fd(bpf_attr &attr)
 		info.hash_size = 0;
 	if ((err = map_info_hash_request(map, info)))
 		return err;
-	uint64_t hash = info.hash;
-	uint32_t hash_size = info.hash_size;
-	info = {};
+	// The kernel fills what it knows over the caller's own bytes and leaves the rest
+	// (device, netns and BTF fields of a map without them) as the caller wrote them.
 	info.type = map->map_type;
 	info.id = map->hdr->id;
 	info.key_size = map->key_size;
@@ -396,8 +405,7 @@ long obj_get_info_by_fd(bpf_attr &attr)
 	info.max_entries = map->max_entries;
 	info.map_flags = map->map_flags;
 	info.map_extra = map->hdr->map_extra;
-	info.hash = hash;
-	info.hash_size = hash_size;
+	info.btf_vmlinux_value_type_id = 0;
 	memcpy(info.name, map->hdr->name, sizeof(info.name));
 	if (len)
 		memcpy(uinfo, &info, len);
@@ -451,9 +459,9 @@ long sys_bpf(int cmd, void *uattr, unsigned int size)
 	if (n)
 		memcpy(&attr, u, n);
 	long ret = dispatch(cmd, attr);
-	// Commands that report back through the attr (info_len) write only what was given.
-	if (ret == 0 && cmd == uapi::OBJ_GET_INFO_BY_FD &&
-	    size >= offsetof(uapi::info_attr, info_len) + sizeof(uint32_t))
+	// info_len goes back into the caller's attr whatever size the caller gave, as the
+	// kernel's put_user() does.
+	if (ret == 0 && cmd == uapi::OBJ_GET_INFO_BY_FD)
 		memcpy(static_cast<unsigned char *>(uattr) + offsetof(uapi::info_attr, info_len),
 		       &attr.info.info_len, sizeof(uint32_t));
 	return ret;

@@ -1,0 +1,409 @@
+// map_bench: bpfmap's HASH and ARRAY maps against the kernel's, through the same attrs.
+//
+// For every (type, max_entries, key/value size) config, one bpfmap map and one kernel map
+// are created and filled to max_entries with the same random keys, once: the config is
+// built lazily by the first benchmark that needs it and dropped when a benchmark of another
+// config asks for its own (benchmarks are registered config by config, so each config is
+// built once per run, whatever the repetition count). Timed loops walk a shuffled list of
+// present keys, so a 1M-entry map misses in cache as a real workload would.
+//
+// Paths measured, one op per iteration:
+//   ptr    bpfmap program-side ABI: bpfmap_map_lookup_elem / bpfmap_map_update_elem
+//   copy   bpfmap_bpf(BPF_MAP_*_ELEM, attr) -- the bpf(2) convention, value copied out
+//   kernel syscall(__NR_bpf, BPF_MAP_*_ELEM, attr)
+// Attrs are passed with libbpf's size, offsetofend(union bpf_attr, flags), to both.
+// The pointer lookup reads the value's first 8 bytes, so it pays for the value's cache line
+// as the copy-out paths do.
+//
+// Benchmark names: <TYPE>/<entries>/k<key>v<value>/<op>/<path>, e.g. HASH/10000/k4v8/lookup/copy.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <linux/bpf.h>
+#include <memory>
+#include <random>
+#include <string>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <vector>
+
+#include "bpfmap/bpfmap.h"
+
+namespace {
+
+// libbpf's attr size for element commands: offsetofend(union bpf_attr, flags).
+constexpr unsigned ELEM_ATTR_SIZE = offsetof(union bpf_attr, flags) + sizeof(__u64);
+
+long kernel_bpf(int cmd, union bpf_attr *attr, unsigned size)
+{
+	return syscall(__NR_bpf, cmd, attr, size);
+}
+
+struct config {
+	uint32_t type; // BPF_MAP_TYPE_HASH or BPF_MAP_TYPE_ARRAY
+	uint32_t entries, key_size, value_size;
+
+	bool operator==(const config &o) const
+	{
+		return type == o.type && entries == o.entries && key_size == o.key_size &&
+		       value_size == o.value_size;
+	}
+	std::string name() const
+	{
+		return std::string(type == BPF_MAP_TYPE_HASH ? "HASH" : "ARRAY") + "/" +
+		       std::to_string(entries) + "/k" + std::to_string(key_size) + "v" +
+		       std::to_string(value_size);
+	}
+};
+
+// A bijection on 32-bit integers (murmur3's finaliser): distinct, random-looking keys.
+uint32_t mix32(uint32_t x)
+{
+	x ^= x >> 16;
+	x *= 0x85ebca6bu;
+	x ^= x >> 13;
+	x *= 0xc2b2ae35u;
+	x ^= x >> 16;
+	return x;
+}
+
+// ---- kernel availability -------------------------------------------------------------
+
+std::string kernel_probe_error;
+bool kernel_probed = false;
+
+bool kernel_available()
+{
+	if (kernel_probed)
+		return kernel_probe_error.empty();
+	kernel_probed = true;
+	union bpf_attr a;
+	memset(&a, 0, sizeof(a));
+	a.map_type = BPF_MAP_TYPE_ARRAY;
+	a.key_size = 4;
+	a.value_size = 8;
+	a.max_entries = 1;
+	long fd = kernel_bpf(BPF_MAP_CREATE, &a, offsetof(union bpf_attr, map_extra) + 8);
+	if (fd < 0) {
+		kernel_probe_error = std::string("bpf(2) unavailable: ") + strerror(errno);
+		return false;
+	}
+	close(static_cast<int>(fd));
+	return true;
+}
+
+// ---- one config's maps ---------------------------------------------------------------
+
+using create_fn = long (*)(int, union bpf_attr *, unsigned);
+
+int create_map(create_fn fn, const config &c, std::string *err)
+{
+	union bpf_attr a;
+	memset(&a, 0, sizeof(a));
+	a.map_type = c.type;
+	a.key_size = c.key_size;
+	a.value_size = c.value_size;
+	a.max_entries = c.entries;
+	strncpy(a.map_name, "map_bench", sizeof(a.map_name) - 1);
+	long fd = fn(BPF_MAP_CREATE, &a, offsetof(union bpf_attr, map_extra) + 8);
+	if (fd < 0) {
+		*err = std::string("map create failed: ") + strerror(errno);
+		return -1;
+	}
+	return static_cast<int>(fd);
+}
+
+struct fixture {
+	config cfg;
+	std::vector<unsigned char> keys; // entries keys, key_size bytes each, shuffled
+	std::vector<unsigned char> value;
+	int bfd = -1;                      // bpfmap map
+	bpfmap_map *handle = nullptr;
+	int kfd = -1;                      // kernel map, made on first use
+	std::string kerr;
+
+	explicit fixture(const config &c) : cfg(c), value(c.value_size, 0x5a)
+	{
+		std::mt19937_64 rng(0x6270666d6170ull ^ c.entries ^ (uint64_t(c.key_size) << 32) ^
+				    (uint64_t(c.value_size) << 40) ^ (uint64_t(c.type) << 48));
+		keys.resize(size_t(c.entries) * c.key_size);
+		// Random keys, distinct by construction: the first 4 bytes are a bijection of
+		// the index (hash), or the index itself (array: the only valid keys).
+		uint32_t salt = static_cast<uint32_t>(rng());
+		for (uint32_t i = 0; i < c.entries; i++) {
+			unsigned char *k = &keys[size_t(i) * c.key_size];
+			uint32_t head = c.type == BPF_MAP_TYPE_HASH ? mix32(i ^ salt) : i;
+			memcpy(k, &head, 4);
+			for (uint32_t off = 4; off < c.key_size; off += 8) {
+				uint64_t r = rng();
+				memcpy(k + off, &r, std::min<uint32_t>(8, c.key_size - off));
+			}
+		}
+		shuffle();
+
+		std::string err;
+		bfd = create_map(bpfmap_bpf, c, &err);
+		if (bfd < 0) {
+			fprintf(stderr, "bpfmap %s: %s\n", c.name().c_str(), err.c_str());
+			abort();
+		}
+		fill(bpfmap_bpf, bfd);
+		handle = bpfmap_map_get(bfd);
+		if (!handle) {
+			perror("bpfmap_map_get");
+			abort();
+		}
+		shuffle(); // lookups walk an order unrelated to the insertion order
+	}
+
+	~fixture()
+	{
+		if (handle)
+			bpfmap_map_put(handle);
+		if (bfd >= 0)
+			close(bfd);
+		if (kfd >= 0)
+			close(kfd);
+	}
+
+	void shuffle()
+	{
+		std::mt19937_64 rng(cfg.entries * 7919ull + cfg.value_size);
+		std::vector<unsigned char> tmp(cfg.key_size);
+		for (size_t i = cfg.entries - 1; i > 0; i--) {
+			size_t j = std::uniform_int_distribution<size_t>(0, i)(rng);
+			if (i == j)
+				continue;
+			unsigned char *a = key(i), *b = key(j);
+			memcpy(tmp.data(), a, cfg.key_size);
+			memcpy(a, b, cfg.key_size);
+			memcpy(b, tmp.data(), cfg.key_size);
+		}
+	}
+
+	unsigned char *key(size_t i) { return &keys[i * cfg.key_size]; }
+
+	void fill(create_fn fn, int fd)
+	{
+		union bpf_attr a;
+		memset(&a, 0, sizeof(a));
+		a.map_fd = static_cast<uint32_t>(fd);
+		a.value = reinterpret_cast<uintptr_t>(value.data());
+		a.flags = BPF_ANY;
+		for (uint32_t i = 0; i < cfg.entries; i++) {
+			a.key = reinterpret_cast<uintptr_t>(key(i));
+			if (fn(BPF_MAP_UPDATE_ELEM, &a, ELEM_ATTR_SIZE) != 0) {
+				fprintf(stderr, "%s: fill %s failed at %u: %s\n", cfg.name().c_str(),
+					fn == bpfmap_bpf ? "bpfmap" : "kernel", i, strerror(errno));
+				abort();
+			}
+		}
+	}
+
+	// The kernel map, created and filled on first use; -1 with kerr set if unavailable.
+	int kernel_fd()
+	{
+		if (kfd >= 0 || !kerr.empty())
+			return kfd;
+		if (!kernel_available()) {
+			kerr = kernel_probe_error;
+			return -1;
+		}
+		std::string err;
+		kfd = create_map(kernel_bpf, cfg, &err);
+		if (kfd < 0) {
+			kerr = "bpf(2) unavailable: " + err;
+			return -1;
+		}
+		fill(kernel_bpf, kfd);
+		return kfd;
+	}
+};
+
+std::unique_ptr<fixture> current;
+
+fixture &get_fixture(const config &c)
+{
+	if (!current || !(current->cfg == c)) {
+		current.reset(); // one config's maps alive at a time
+		current = std::make_unique<fixture>(c);
+	}
+	return *current;
+}
+
+// ---- benchmarks ----------------------------------------------------------------------
+
+enum class path { ptr, copy, kernel };
+enum class op { lookup, update, delete_reinsert };
+
+const char *path_name(path p)
+{
+	return p == path::ptr ? "ptr" : p == path::copy ? "copy" : "kernel";
+}
+const char *op_name(op o)
+{
+	return o == op::lookup ? "lookup" : o == op::update ? "update" : "delete_reinsert";
+}
+
+void fail(benchmark::State &state, const char *what)
+{
+	state.SkipWithError((std::string(what) + ": " + strerror(errno)).c_str());
+}
+
+void run(benchmark::State &state, config c, op o, path p)
+{
+	fixture &f = get_fixture(c);
+	create_fn fn = bpfmap_bpf;
+	int fd = f.bfd;
+	if (p == path::kernel) {
+		fd = f.kernel_fd();
+		if (fd < 0) {
+			state.SkipWithError(f.kerr.c_str());
+			return;
+		}
+		fn = kernel_bpf;
+	}
+	const size_t n = c.entries;
+	const uint32_t ks = c.key_size;
+	unsigned char *keys = f.keys.data();
+	std::vector<unsigned char> out(c.value_size);
+	std::vector<unsigned char> val(f.value);
+	union bpf_attr a;
+	memset(&a, 0, sizeof(a));
+	a.map_fd = static_cast<uint32_t>(fd);
+	a.flags = BPF_ANY;
+	size_t i = 0;
+	bool ok = true;
+
+	switch (o) {
+	case op::lookup:
+		if (p == path::ptr) {
+			for (auto _ : state) {
+				void *v = bpfmap_map_lookup_elem(f.handle, keys + i * ks);
+				if (__builtin_expect(!v, 0)) {
+					ok = false;
+					break;
+				}
+				uint64_t w;
+				memcpy(&w, v, 8);
+				benchmark::DoNotOptimize(w);
+				if (++i == n)
+					i = 0;
+			}
+		} else {
+			a.flags = 0;
+			a.value = reinterpret_cast<uintptr_t>(out.data());
+			for (auto _ : state) {
+				a.key = reinterpret_cast<uintptr_t>(keys + i * ks);
+				if (__builtin_expect(fn(BPF_MAP_LOOKUP_ELEM, &a, ELEM_ATTR_SIZE) != 0, 0)) {
+					ok = false;
+					break;
+				}
+				benchmark::DoNotOptimize(out.data());
+				benchmark::ClobberMemory();
+				if (++i == n)
+					i = 0;
+			}
+		}
+		break;
+	case op::update:
+		if (p == path::ptr) {
+			for (auto _ : state) {
+				val[0]++;
+				if (__builtin_expect(bpfmap_map_update_elem(f.handle, keys + i * ks,
+									    val.data(), BPF_ANY) != 0,
+						     0)) {
+					ok = false;
+					break;
+				}
+				if (++i == n)
+					i = 0;
+			}
+		} else {
+			a.value = reinterpret_cast<uintptr_t>(val.data());
+			for (auto _ : state) {
+				val[0]++;
+				a.key = reinterpret_cast<uintptr_t>(keys + i * ks);
+				if (__builtin_expect(fn(BPF_MAP_UPDATE_ELEM, &a, ELEM_ATTR_SIZE) != 0, 0)) {
+					ok = false;
+					break;
+				}
+				if (++i == n)
+					i = 0;
+			}
+		}
+		break;
+	case op::delete_reinsert: {
+		union bpf_attr d;
+		memset(&d, 0, sizeof(d));
+		d.map_fd = static_cast<uint32_t>(fd);
+		a.value = reinterpret_cast<uintptr_t>(val.data());
+		for (auto _ : state) {
+			d.key = a.key = reinterpret_cast<uintptr_t>(keys + i * ks);
+			if (__builtin_expect(fn(BPF_MAP_DELETE_ELEM, &d, ELEM_ATTR_SIZE) != 0 ||
+						     fn(BPF_MAP_UPDATE_ELEM, &a, ELEM_ATTR_SIZE) != 0,
+					     0)) {
+				ok = false;
+				break;
+			}
+			if (++i == n)
+				i = 0;
+		}
+		break;
+	}
+	}
+	if (!ok) {
+		fail(state, op_name(o));
+		return;
+	}
+	state.SetItemsProcessed(state.iterations());
+	state.counters["entries"] = c.entries;
+}
+
+void register_all()
+{
+	std::vector<config> configs;
+	for (uint32_t n : {10000u, 1000000u}) {
+		configs.push_back({BPF_MAP_TYPE_HASH, n, 4, 8});
+		configs.push_back({BPF_MAP_TYPE_HASH, n, 16, 64});
+	}
+	for (uint32_t n : {10000u, 1000000u}) {
+		configs.push_back({BPF_MAP_TYPE_ARRAY, n, 4, 8});
+		configs.push_back({BPF_MAP_TYPE_ARRAY, n, 4, 64});
+	}
+	for (const config &c : configs) {
+		for (op o : {op::lookup, op::update, op::delete_reinsert}) {
+			if (o == op::delete_reinsert && c.type != BPF_MAP_TYPE_HASH)
+				continue;
+			for (path p : {path::kernel, path::copy, path::ptr}) {
+				if (o == op::delete_reinsert && p == path::ptr)
+					continue;
+				std::string name =
+					c.name() + "/" + op_name(o) + "/" + path_name(p);
+				benchmark::RegisterBenchmark(name.c_str(), run, c, o, p)
+					->Unit(benchmark::kNanosecond)
+					->UseRealTime();
+			}
+		}
+	}
+}
+
+} // namespace
+
+int main(int argc, char **argv)
+{
+	register_all();
+	benchmark::Initialize(&argc, argv);
+	if (benchmark::ReportUnrecognizedArguments(argc, argv))
+		return 1;
+	benchmark::RunSpecifiedBenchmarks();
+	benchmark::Shutdown();
+	current.reset();
+	return 0;
+}

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Ratio table for map_bench's JSON output (stdlib only).
+
+Usage: ratios.py map_bench.json
+
+Per (type, entries, key/value, op): ns/op for the kernel's bpf(2), bpfmap's copy-out
+bpfmap_bpf() and bpfmap's pointer path, and kernel/copy and kernel/ptr speedups. With
+repetitions the median is used. Then the target: bpfmap_bpf HASH lookups at least 20x
+faster than the kernel's at both map sizes.
+"""
+import json
+import sys
+
+TARGET = 20.0
+PATHS = ("kernel", "copy", "ptr")
+
+
+def to_ns(t, unit):
+    return t * {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}[unit]
+
+
+def load(path):
+    with open(path) as f:
+        data = json.load(f)
+    medians, means, iters, errors = {}, {}, {}, {}
+    for b in data["benchmarks"]:
+        name = b.get("run_name", b["name"])
+        # UseRealTime()/MeasureProcessCPUTime() append a component to the name.
+        for suffix in ("/real_time", "/process_time"):
+            if name.endswith(suffix):
+                name = name[: -len(suffix)]
+        if b.get("error_occurred"):
+            errors[name] = b.get("error_message", "error")
+            continue
+        ns = to_ns(b["real_time"], b.get("time_unit", "ns"))
+        if b.get("run_type") == "aggregate":
+            if b.get("aggregate_name") == "median":
+                medians[name] = ns
+            elif b.get("aggregate_name") == "mean":
+                means[name] = ns
+        else:
+            iters.setdefault(name, []).append(ns)
+    times = {n: sum(v) / len(v) for n, v in iters.items()}
+    times.update(means)
+    times.update(medians)
+    return data.get("context", {}), times, errors
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    context, times, errors = load(sys.argv[1])
+    rows = {}  # (type, entries, kv, op) -> {path: ns or error}
+    order = []
+    for name in list(times) + list(errors):
+        parts = name.split("/")
+        if len(parts) != 5 or parts[4] not in PATHS:
+            continue
+        key = (parts[0], int(parts[1]), parts[2], parts[3])
+        if key not in rows:
+            rows[key] = {}
+            order.append(key)
+        rows[key][parts[4]] = times.get(name, errors.get(name))
+
+    def cell(v):
+        if v is None:
+            return "-"
+        if isinstance(v, str):
+            return "skip"
+        return "%.1f" % v
+
+    def ratio(a, b):
+        if isinstance(a, float) and isinstance(b, float) and b > 0:
+            return a / b
+        return None
+
+    print("ns/op (median of repetitions, wall clock); ratio = kernel ns / bpfmap ns")
+    hdr = ("type", "entries", "k/v", "op", "kernel", "bpfmap_copy", "bpfmap_ptr",
+           "kern/copy", "kern/ptr")
+    fmt = "%-5s %8s %-6s %-15s %10s %12s %11s %10s %9s"
+    print(fmt % hdr)
+    print("-" * 95)
+    type_rank = {"HASH": 0, "ARRAY": 1}
+    op_rank = {"lookup": 0, "update": 1, "delete_reinsert": 2}
+    def kv_rank(kv):  # "k16v64" -> (16, 64)
+        k, _, v = kv[1:].partition("v")
+        return (int(k), int(v)) if k.isdigit() and v.isdigit() else (0, 0)
+
+    order.sort(key=lambda k: (type_rank.get(k[0], 9), k[1], kv_rank(k[2]), op_rank.get(k[3], 9)))
+    for key in order:
+        r = rows[key]
+        rc = ratio(r.get("kernel"), r.get("copy"))
+        rp = ratio(r.get("kernel"), r.get("ptr"))
+        kv = key[2].replace("k", "").replace("v", "/")
+        print(fmt % (key[0], key[1], kv, key[3], cell(r.get("kernel")), cell(r.get("copy")),
+                     cell(r.get("ptr")),
+                     "-" if rc is None else "%.1fx" % rc,
+                     "-" if rp is None else "%.1fx" % rp))
+
+    skipped = sorted({m for m in errors.values()})
+    for m in skipped:
+        print("skipped: %s" % m)
+
+    print()
+    print("Target: bpfmap_bpf HASH lookup >= %.0fx faster than kernel bpf(2), both sizes" % TARGET)
+    verdict = True
+    checked = 0
+    for key in order:
+        if key[0] != "HASH" or key[3] != "lookup":
+            continue
+        r = rows[key]
+        rc = ratio(r.get("kernel"), r.get("copy"))
+        checked += 1
+        if rc is None:
+            status = "N/A (kernel skipped)"
+            verdict = False
+        else:
+            status = "PASS" if rc >= TARGET else "FAIL"
+            verdict = verdict and rc >= TARGET
+        print("  HASH %8d %-6s lookup  kernel/copy = %s  %s" % (
+            key[1], key[2].replace("k", "").replace("v", "/"),
+            "-" if rc is None else "%.1fx" % rc, status))
+    print("Overall: %s" % ("PASS" if verdict and checked else "FAIL"))
+
+
+if __name__ == "__main__":
+    main()
