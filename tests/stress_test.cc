@@ -88,6 +88,49 @@ TEST(Stress, CopyOutLookupNeverSeesATornValue)
 	close(fd);
 }
 
+// Keys that are only ever replaced, never deleted, must be found by every lookup, even
+// when the element a reader is looking at is freed and reused for another key under it.
+TEST(Stress, ReplacedKeysNeverGoMissing)
+{
+	int fd = map_create(u::MAP_TYPE_HASH, 4, sizeof(wide_value), 8);
+	ASSERT_GE(fd, 0);
+	for (uint32_t k = 0; k < 4; k++) {
+		wide_value v{};
+		ASSERT_EQ(update(fd, &k, &v), 0);
+	}
+	std::atomic<bool> stop{false};
+	std::atomic<long> missing{0}, reads{0};
+	std::vector<std::thread> threads;
+	for (int t = 0; t < 2; t++)
+		threads.emplace_back([&, t] {
+			std::mt19937 rng(t);
+			wide_value v{};
+			for (int i = 0; i < 20000 * SCALE; i++) {
+				uint32_t k = rng() % 4;
+				v.w[0] = i;
+				update(fd, &k, &v, u::BPF_EXIST);
+			}
+		});
+	for (int t = 0; t < 2; t++)
+		threads.emplace_back([&, t] {
+			std::mt19937 rng(100 + t);
+			wide_value v;
+			while (!stop.load(std::memory_order_relaxed)) {
+				uint32_t k = rng() % 4;
+				reads++;
+				if (lookup(fd, &k, &v) != 0)
+					missing++;
+			}
+		});
+	threads[0].join();
+	threads[1].join();
+	stop = true;
+	threads[2].join();
+	threads[3].join();
+	EXPECT_EQ(missing.load(), 0) << "out of " << reads.load() << " lookups";
+	close(fd);
+}
+
 TEST(Stress, DisjointWritersLoseNothing)
 {
 	const uint32_t per_thread = 2000, threads_n = 4;

@@ -212,71 +212,90 @@ bool elem_matches(bpf_htab *h, htab_elem *e, uint64_t hash, const void *key)
 	       equal_shared(h->elem_key(e), key, h->key_size);
 }
 
-// Lock-free search of one bucket. Retries internally if a reused element carried the
-// walk out of this bucket's chain.
-htab_elem *bucket_find(bpf_htab *h, uint32_t b, uint64_t hash, const void *key)
+enum class probe_result { hit, miss, retry };
+
+// Whether e holds key, judged consistently: the element's sequence count is read before
+// and after, so an element reused for another key while we looked says "retry" rather
+// than "miss" (a miss then could skip the key's replacement, published in a slot we
+// already passed). On a hit the value is copied to out, if out is not null.
+probe_result probe(bpf_htab *h, htab_elem *e, uint64_t hash, const void *key, void *out)
+{
+	uint32_t s = e->seq.load(std::memory_order_acquire);
+	if (s & 1)
+		return probe_result::retry;
+	bool hit = elem_matches(h, e, hash, key);
+	if (hit && out)
+		copy_from_shared(out, h->elem_value(e), h->value_size);
+	std::atomic_thread_fence(std::memory_order_acquire);
+	if (e->seq.load(std::memory_order_relaxed) != s)
+		return probe_result::retry;
+	return hit ? probe_result::hit : probe_result::miss;
+}
+
+// Lock-free search of one bucket: slots whose tag matches, then the overflow chain.
+// Starts over when an element changed under it or a reused element carried the walk out
+// of this bucket's chain.
+htab_elem *bucket_find(bpf_htab *h, uint32_t b, uint64_t hash, const void *key, void *out)
 {
 	bucket *bk = &h->buckets[b];
 	uint8_t tag = tag_of(hash);
-	for (;;) {
-		uint64_t w[2] = {bk->tagw[0].load(std::memory_order_acquire),
-				 bk->tagw[1].load(std::memory_order_acquire)};
-		htab_elem *found = nullptr;
-		find_slot(w, tag, [&](uint32_t i) {
-			htab_elem *e = h->elem(bk->slot[i].load(std::memory_order_acquire));
-			if (!elem_matches(h, e, hash, key))
-				return false;
-			found = e;
-			return true;
-		});
-		if (found)
-			return found;
-		uint32_t idx = static_cast<uint32_t>(w[1] >> 32);
-		uint32_t steps = 0;
-		while (!(idx & NULLS_BIT) && idx < h->n_elems && steps++ <= h->n_elems) {
-			htab_elem *e = h->elem(idx);
-			if (elem_matches(h, e, hash, key))
-				return e;
-			idx = e->next.load(std::memory_order_acquire);
-		}
-		if (idx == (NULLS_BIT | b))
-			return nullptr;
+again:
+	uint64_t w[2] = {bk->tagw[0].load(std::memory_order_acquire),
+			 bk->tagw[1].load(std::memory_order_acquire)};
+	htab_elem *found = nullptr;
+	bool retry = false;
+	find_slot(w, tag, [&](uint32_t i) {
+		uint32_t idx = bk->slot[i].load(std::memory_order_acquire);
+		htab_elem *e = h->elem(idx);
+		probe_result r = probe(h, e, hash, key, out);
+		// A miss on an element that left the slot meanwhile may have been the old copy
+		// of our key, replaced in this very slot after we read it: look again.
+		if (r == probe_result::miss && bk->slot[i].load(std::memory_order_acquire) != idx)
+			r = probe_result::retry;
+		if (r == probe_result::miss)
+			return false;
+		found = e;
+		retry = r == probe_result::retry;
+		return true;
+	});
+	if (retry)
+		goto again;
+	if (found)
+		return found;
+	uint32_t idx = static_cast<uint32_t>(w[1] >> 32);
+	for (uint32_t steps = 0; !(idx & NULLS_BIT); steps++) {
+		if (idx >= h->n_elems || steps > h->n_elems)
+			goto again;
+		htab_elem *e = h->elem(idx);
+		probe_result r = probe(h, e, hash, key, out);
+		if (r == probe_result::hit)
+			return e;
+		if (r == probe_result::retry)
+			goto again;
+		idx = e->next.load(std::memory_order_acquire);
 	}
+	if (idx != (NULLS_BIT | b))
+		goto again;
+	return nullptr;
 }
 
-htab_elem *htab_find(bpf_htab *h, const void *key, uint64_t *hash_out)
+// Find key, copying its value to out when out is not null.
+htab_elem *htab_find(bpf_htab *h, const void *key, void *out)
 {
 	uint64_t hash = hash_key(key, h->key_size, h->seed);
-	*hash_out = hash;
-	return bucket_find(h, static_cast<uint32_t>(hash) & h->bucket_mask, hash, key);
+	return bucket_find(h, static_cast<uint32_t>(hash) & h->bucket_mask, hash, key, out);
 }
 
 void *htab_map_lookup_elem(bpf_map *map, const void *key)
 {
 	bpf_htab *h = htab_of(map);
-	uint64_t hash;
-	htab_elem *e = htab_find(h, key, &hash);
+	htab_elem *e = htab_find(h, key, nullptr);
 	return e ? h->elem_value(e) : nullptr;
 }
 
 int htab_map_copy_value(bpf_map *map, const void *key, void *value, uint64_t)
 {
-	bpf_htab *h = htab_of(map);
-	for (;;) {
-		uint64_t hash;
-		htab_elem *e = htab_find(h, key, &hash);
-		if (!e)
-			return -ENOENT;
-		uint32_t s = e->seq.load(std::memory_order_acquire);
-		if (s & 1)
-			continue;
-		if (!elem_matches(h, e, hash, key))
-			continue; // reused for another key: search again
-		copy_from_shared(value, h->elem_value(e), h->value_size);
-		std::atomic_thread_fence(std::memory_order_acquire);
-		if (e->seq.load(std::memory_order_relaxed) == s)
-			return 0;
-	}
+	return htab_find(htab_of(map), key, value) ? 0 : -ENOENT;
 }
 
 // ---- writers (bucket lock held) -------------------------------------------------------
@@ -519,7 +538,7 @@ int htab_map_get_next_key(bpf_map *map, const void *key, void *next_key)
 	});
 	if (slot >= 0)
 		return first_key_from(h, b, static_cast<uint32_t>(slot) + 1, nullptr, next_key);
-	htab_elem *e = bucket_find(h, b, hash, key);
+	htab_elem *e = bucket_find(h, b, hash, key, nullptr);
 	if (e)
 		return first_key_from(h, b, SLOTS, e, next_key);
 	// A key that is not in the map restarts the walk, as in the kernel.
