@@ -220,78 +220,80 @@ long map_create(bpf_attr &attr)
 	return fd;
 }
 
-long map_lookup_elem(bpf_attr &attr)
+// An element command's fields. Passed in registers: the hot path never stores an attr
+// and loads it back (a load that cannot take its data straight from a recent wide store
+// waits for that store to retire, which serialises lookups that miss the cache).
+struct elem_args {
+	uint32_t map_fd;
+	uint64_t key;
+	uint64_t value; // or next_key
+	uint64_t flags;
+};
+
+long map_lookup_elem(elem_args e)
 {
-	if (attr_tail_nonzero(attr, uapi::end_of_elem))
-		return -EINVAL;
-	if (attr.elem.flags & ~uapi::BPF_F_LOCK)
+	if (e.flags & ~uapi::BPF_F_LOCK)
 		return -EINVAL;
 	rcu_guard g;
 	int err;
-	bpf_map *map = elem_map(attr.elem.map_fd, &err);
+	bpf_map *map = elem_map(e.map_fd, &err);
 	if (!map)
 		return err;
-	if (attr.elem.flags & uapi::BPF_F_LOCK)
+	if (e.flags & uapi::BPF_F_LOCK)
 		return -EINVAL; // no value holds a bpf_spin_lock (no BTF yet)
-	const void *key = user_ptr(attr.elem.key);
+	const void *key = user_ptr(e.key);
 	if ((err = check_key_ptr(map, key)))
 		return err;
 	bounce buf(map->value_size);
-	err = map->ops->map_copy_value(map, key, buf.get(), attr.elem.flags);
+	err = map->ops->map_copy_value(map, key, buf.get(), e.flags);
 	if (err)
 		return err;
-	return copy_to_user(attr.elem.value, buf.get(), map->value_size);
+	return copy_to_user(e.value, buf.get(), map->value_size);
 }
 
-long map_update_elem(bpf_attr &attr)
+long map_update_elem(elem_args e)
 {
-	if (attr_tail_nonzero(attr, uapi::end_of_elem))
-		return -EINVAL;
 	rcu_guard g;
 	int err;
-	bpf_map *map = elem_map(attr.elem.map_fd, &err);
+	bpf_map *map = elem_map(e.map_fd, &err);
 	if (!map)
 		return err;
 	if (map->frozen())
 		return -EPERM;
-	if (attr.elem.flags & uapi::BPF_F_LOCK)
+	if (e.flags & uapi::BPF_F_LOCK)
 		return -EINVAL;
-	const void *key = user_ptr(attr.elem.key);
+	const void *key = user_ptr(e.key);
 	if ((err = check_key_ptr(map, key)))
 		return err;
-	const void *value = user_ptr(attr.elem.value);
+	const void *value = user_ptr(e.value);
 	if (bad_user_ptr(value))
 		return -EFAULT;
-	return map->ops->map_update_elem(map, key, value, attr.elem.flags);
+	return map->ops->map_update_elem(map, key, value, e.flags);
 }
 
-long map_delete_elem(bpf_attr &attr)
+long map_delete_elem(elem_args e)
 {
-	if (attr_tail_nonzero(attr, uapi::end_of_key))
-		return -EINVAL;
 	rcu_guard g;
 	int err;
-	bpf_map *map = elem_map(attr.elem.map_fd, &err);
+	bpf_map *map = elem_map(e.map_fd, &err);
 	if (!map)
 		return err;
 	if (map->frozen())
 		return -EPERM;
-	const void *key = user_ptr(attr.elem.key);
+	const void *key = user_ptr(e.key);
 	if ((err = check_key_ptr(map, key)))
 		return err;
 	return map->ops->map_delete_elem(map, key);
 }
 
-long map_get_next_key(bpf_attr &attr)
+long map_get_next_key(elem_args e)
 {
-	if (attr_tail_nonzero(attr, uapi::end_of_next_key))
-		return -EINVAL;
 	rcu_guard g;
 	int err;
-	bpf_map *map = elem_map(attr.elem.map_fd, &err);
+	bpf_map *map = elem_map(e.map_fd, &err);
 	if (!map)
 		return err;
-	const void *key = user_ptr(attr.elem.key);
+	const void *key = user_ptr(e.key);
 	if (key && (err = check_key_ptr(map, key)))
 		return err;
 	if (!map->ops->map_get_next_key)
@@ -300,39 +302,37 @@ long map_get_next_key(bpf_attr &attr)
 	err = map->ops->map_get_next_key(map, key, buf.get());
 	if (err)
 		return err;
-	return copy_to_user(attr.elem.next_key, buf.get(), map->key_size);
+	return copy_to_user(e.value, buf.get(), map->key_size);
 }
 
-long map_lookup_and_delete_elem(bpf_attr &attr)
+long map_lookup_and_delete_elem(elem_args e)
 {
-	if (attr_tail_nonzero(attr, uapi::end_of_elem))
-		return -EINVAL;
-	if (attr.elem.flags & ~uapi::BPF_F_LOCK)
+	if (e.flags & ~uapi::BPF_F_LOCK)
 		return -EINVAL;
 	rcu_guard g;
 	int err;
-	bpf_map *map = elem_map(attr.elem.map_fd, &err);
+	bpf_map *map = elem_map(e.map_fd, &err);
 	if (!map)
 		return err;
 	if (map->frozen())
 		return -EPERM;
-	if (attr.elem.flags && map->ops->map_pop_elem)
+	if (e.flags && map->ops->map_pop_elem)
 		return -EINVAL;
-	if (attr.elem.flags & uapi::BPF_F_LOCK)
+	if (e.flags & uapi::BPF_F_LOCK)
 		return -EINVAL;
-	const void *key = user_ptr(attr.elem.key);
+	const void *key = user_ptr(e.key);
 	if ((err = check_key_ptr(map, key)))
 		return err;
 	bounce buf(map->value_size);
 	if (map->ops->map_pop_elem)
 		err = map->ops->map_pop_elem(map, buf.get());
 	else if (map->ops->map_lookup_and_delete_elem)
-		err = map->ops->map_lookup_and_delete_elem(map, key, buf.get(), attr.elem.flags);
+		err = map->ops->map_lookup_and_delete_elem(map, key, buf.get(), e.flags);
 	else
 		err = -ENOTSUPP;
 	if (err)
 		return err;
-	return copy_to_user(attr.elem.value, buf.get(), map->value_size);
+	return copy_to_user(e.value, buf.get(), map->value_size);
 }
 
 long map_freeze(bpf_attr &attr)
@@ -413,21 +413,44 @@ long obj_get_info_by_fd(bpf_attr &attr)
 	return 0;
 }
 
+// The byte where each element command's attr ends (its CHECK_ATTR), or 0 if cmd is not one.
+size_t elem_cmd_end(int cmd)
+{
+	switch (cmd) {
+	case uapi::MAP_LOOKUP_ELEM:
+	case uapi::MAP_UPDATE_ELEM:
+	case uapi::MAP_LOOKUP_AND_DELETE_ELEM:
+		return uapi::end_of_elem;
+	case uapi::MAP_DELETE_ELEM:
+		return uapi::end_of_key;
+	case uapi::MAP_GET_NEXT_KEY:
+		return uapi::end_of_next_key;
+	default:
+		return 0;
+	}
+}
+
+long elem_dispatch(int cmd, elem_args e)
+{
+	switch (cmd) {
+	case uapi::MAP_LOOKUP_ELEM:
+		return map_lookup_elem(e);
+	case uapi::MAP_UPDATE_ELEM:
+		return map_update_elem(e);
+	case uapi::MAP_DELETE_ELEM:
+		return map_delete_elem(e);
+	case uapi::MAP_GET_NEXT_KEY:
+		return map_get_next_key(e);
+	default:
+		return map_lookup_and_delete_elem(e);
+	}
+}
+
 long dispatch(int cmd, bpf_attr &attr)
 {
 	switch (cmd) {
 	case uapi::MAP_CREATE:
 		return map_create(attr);
-	case uapi::MAP_LOOKUP_ELEM:
-		return map_lookup_elem(attr);
-	case uapi::MAP_UPDATE_ELEM:
-		return map_update_elem(attr);
-	case uapi::MAP_DELETE_ELEM:
-		return map_delete_elem(attr);
-	case uapi::MAP_GET_NEXT_KEY:
-		return map_get_next_key(attr);
-	case uapi::MAP_LOOKUP_AND_DELETE_ELEM:
-		return map_lookup_and_delete_elem(attr);
 	case uapi::MAP_FREEZE:
 		return map_freeze(attr);
 	case uapi::OBJ_GET_INFO_BY_FD:
@@ -439,6 +462,36 @@ long dispatch(int cmd, bpf_attr &attr)
 	default:
 		return -EINVAL;
 	}
+}
+
+template <typename T> T load_user(const unsigned char *u, size_t off)
+{
+	T v;
+	memcpy(&v, u + off, sizeof(v));
+	return v;
+}
+
+// Element commands: the fields are loaded one by one from the caller's attr (n bytes of
+// it are readable), and must be followed by zeros up to the kernel's attr size.
+long elem_command(int cmd, size_t end, const unsigned char *u, size_t n)
+{
+	if (n < sizeof(uapi::elem_attr)) {
+		// Short attr: the missing fields are zero.
+		bpf_attr attr;
+		memset(&attr, 0, sizeof(attr));
+		if (n)
+			memcpy(&attr, u, n);
+		return elem_command(cmd, end, attr.raw, sizeof(attr));
+	}
+	elem_args e{load_user<uint32_t>(u, offsetof(uapi::elem_attr, map_fd)),
+		    load_user<uint64_t>(u, offsetof(uapi::elem_attr, key)),
+		    load_user<uint64_t>(u, offsetof(uapi::elem_attr, value)),
+		    load_user<uint64_t>(u, offsetof(uapi::elem_attr, flags))};
+	bool tail = (end <= offsetof(uapi::elem_attr, value) && e.value) ||
+		    (end <= offsetof(uapi::elem_attr, flags) && e.flags);
+	for (size_t i = sizeof(uapi::elem_attr); i < n && !tail; i++)
+		tail = u[i] != 0;
+	return tail ? -EINVAL : elem_dispatch(cmd, e);
 }
 
 } // namespace
@@ -453,8 +506,10 @@ long sys_bpf(int cmd, void *uattr, unsigned int size)
 	for (size_t i = sizeof(bpf_attr); i < size; i++)
 		if (u[i])
 			return -E2BIG;
+	size_t n = std::min<size_t>(size, sizeof(bpf_attr));
+	if (size_t end = elem_cmd_end(cmd))
+		return elem_command(cmd, end, u, n);
 	bpf_attr attr;
-	size_t n = std::min<size_t>(size, sizeof(attr));
 	memset(&attr, 0, sizeof(attr));
 	if (n)
 		memcpy(&attr, u, n);
