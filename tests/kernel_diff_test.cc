@@ -203,10 +203,6 @@ Known kKnown[] = {
 	 "KNOWN-3: MAP_FREEZE succeeds while a writable mmap exists (kernel EBUSY)", 0},
 	{"mmap(PROT_WRITE, MAP_SHARED) of a frozen", "",
 	 "KNOWN-4: a frozen map can still be mmapped writable (kernel EPERM)", 0},
-	{"hash ptr, hash_size 32", "kernel ret 0, bpfmap -1 EINVAL(22)",
-	 "KNOWN-7: bpf_map_info.hash of a frozen ARRAY: kernel gives the SHA-256 of the values; "
-	 "bpfmap EINVAL",
-	 0},
 };
 
 bool strict()

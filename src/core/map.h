@@ -82,6 +82,8 @@ struct bpf_map_ops {
 
 	// True when the data area may be mapped by the user (BPF_F_MMAPABLE).
 	bool (*map_mmapable)(const bpf_map *map);
+	// The SHA-256 of a frozen map's contents, for bpf_map_info.hash (arrays only in 6.18).
+	void (*map_get_hash)(bpf_map *map, uint8_t *digest);
 };
 
 // Process-local handle. Families derive from it to cache pointers into the region.

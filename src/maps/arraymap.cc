@@ -12,6 +12,7 @@
 
 #include "core/map.h"
 #include "core/registry.h"
+#include "core/sha256.h"
 #include "core/shmem.h"
 
 namespace bpfmap {
@@ -117,6 +118,12 @@ int array_map_get_next_key(bpf_map *map, const void *key, void *next_key)
 
 bool array_map_mmapable(const bpf_map *map) { return map->map_flags & uapi::BPF_F_MMAPABLE; }
 
+// Over every element with its padding to the 8-byte stride, as the kernel hashes it.
+void array_map_get_hash(bpf_map *map, uint8_t *digest)
+{
+	sha256(map->data, static_cast<size_t>(map->max_entries) * array_of(map)->elem_size, digest);
+}
+
 } // namespace
 
 const bpf_map_ops array_map_ops = {
@@ -139,6 +146,7 @@ const bpf_map_ops array_map_ops = {
 	.map_pop_elem = nullptr,
 	.map_peek_elem = nullptr,
 	.map_mmapable = array_map_mmapable,
+	.map_get_hash = array_map_get_hash,
 };
 
 } // namespace bpfmap

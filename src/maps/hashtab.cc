@@ -656,6 +656,7 @@ const bpf_map_ops htab_map_ops = {
 	.map_pop_elem = nullptr,
 	.map_peek_elem = nullptr,
 	.map_mmapable = nullptr,
+	.map_get_hash = nullptr,
 };
 
 } // namespace bpfmap

@@ -18,6 +18,7 @@
 #include "core/rcu.h"
 #include "core/region.h"
 #include "core/registry.h"
+#include "core/sha256.h"
 #include "syscall/objtab.h"
 #include "syscall/pin.h"
 #include "syscall/syscall.h"
@@ -357,15 +358,18 @@ constexpr size_t INFO_HASH_SIZE_OFF = offsetof(uapi::bpf_map_info, hash_size);
 // The kernel checks the caller's tail from the end of hash_size, padding included.
 constexpr size_t INFO_TAIL_OFF = INFO_HASH_SIZE_OFF + sizeof(uint32_t);
 
-int map_info_hash_request(const bpf_map *map, const uapi::bpf_map_info &in)
+// The caller asked for the map's hash: only frozen maps whose type has one give it.
+int map_info_hash(bpf_map *map, const uapi::bpf_map_info &in)
 {
 	if (!in.hash && !in.hash_size)
 		return 0;
-	if (!in.hash || in.hash_size != 32 || !map->ops->map_mmapable)
-		return -EINVAL; // only arrays have a hash in 6.18
+	if (!in.hash || !map->ops->map_get_hash || in.hash_size != SHA256_DIGEST_SIZE)
+		return -EINVAL;
 	if (!map->frozen())
 		return -EPERM;
-	return -EINVAL; // TODO(next issue): SHA-256 of a frozen array's values, as 6.18 gives
+	uint8_t digest[SHA256_DIGEST_SIZE];
+	map->ops->map_get_hash(map, digest);
+	return copy_to_user(in.hash, digest, sizeof(digest));
 }
 
 long obj_get_info_by_fd(bpf_attr &attr)
@@ -394,7 +398,7 @@ long obj_get_info_by_fd(bpf_attr &attr)
 		info.hash = 0;
 	if (len <= INFO_HASH_SIZE_OFF)
 		info.hash_size = 0;
-	if ((err = map_info_hash_request(map, info)))
+	if ((err = map_info_hash(map, info)))
 		return err;
 	// The kernel fills what it knows over the caller's own bytes and leaves the rest
 	// (device, netns and BTF fields of a map without them) as the caller wrote them.
