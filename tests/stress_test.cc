@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/hash.h"
 #include "test_util.h"
 
 using namespace bpfmap::test;
@@ -128,6 +129,62 @@ TEST(Stress, ReplacedKeysNeverGoMissing)
 	threads[2].join();
 	threads[3].join();
 	EXPECT_EQ(missing.load(), 0) << "out of " << reads.load() << " lookups";
+	close(fd);
+}
+
+// The same, with every key in one bucket's overflow chain: chain elements are replaced and
+// reused under readers walking the chain.
+TEST(Stress, ChainedKeysNeverGoMissingOrTear)
+{
+	const uint32_t max = 1200; // 256 buckets; 40 keys of one bucket, 28 of them chained
+	int fd = map_create(u::MAP_TYPE_HASH, 4, sizeof(wide_value), max, u::BPF_F_ZERO_SEED);
+	ASSERT_GE(fd, 0);
+	std::vector<uint32_t> same;
+	for (uint32_t k = 0; same.size() < 40; k++)
+		if ((bpfmap::hash_key(&k, 4, 0) & 255) == 9)
+			same.push_back(k);
+	for (uint32_t k : same) {
+		wide_value v{};
+		ASSERT_EQ(update(fd, &k, &v), 0);
+	}
+	std::atomic<bool> stop{false};
+	std::atomic<long> missing{0}, torn{0}, reads{0};
+	std::vector<std::thread> threads;
+	for (int t = 0; t < 2; t++)
+		threads.emplace_back([&, t] {
+			std::mt19937 rng(t);
+			wide_value v;
+			for (int i = 0; i < 5000 * SCALE; i++) {
+				uint32_t k = same[rng() % same.size()];
+				for (auto &w : v.w)
+					w = static_cast<uint64_t>(i) << 8 | t;
+				update(fd, &k, &v, u::BPF_EXIST);
+			}
+		});
+	for (int t = 0; t < 2; t++)
+		threads.emplace_back([&, t] {
+			std::mt19937 rng(100 + t);
+			wide_value v;
+			while (!stop.load(std::memory_order_relaxed)) {
+				uint32_t k = same[rng() % same.size()];
+				reads++;
+				if (lookup(fd, &k, &v) != 0) {
+					missing++;
+					continue;
+				}
+				for (auto w : v.w)
+					if (w != v.w[0])
+						torn++;
+			}
+		});
+	threads[0].join();
+	threads[1].join();
+	stop = true;
+	threads[2].join();
+	threads[3].join();
+	EXPECT_EQ(missing.load(), 0) << "out of " << reads.load() << " lookups";
+	EXPECT_EQ(torn.load(), 0);
+	EXPECT_EQ(count_keys(fd), same.size());
 	close(fd);
 }
 
