@@ -15,17 +15,18 @@ void shared_lock::init()
 	pthread_mutexattr_destroy(&attr);
 }
 
-void shared_lock::lock()
+bool shared_lock::lock()
 {
 	int err = pthread_mutex_lock(&mutex);
 	if (err == EOWNERDEAD) {
 		// The previous holder died; what it guarded is consistent by construction.
 		pthread_mutex_consistent(&mutex);
-		return;
+		return true;
 	}
 	// ENOTRECOVERABLE cannot happen: we always mark the mutex consistent above.
 	if (err != 0)
 		abort();
+	return false;
 }
 
 } // namespace bpfmap

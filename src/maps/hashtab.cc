@@ -27,12 +27,16 @@
 // - Chains end in a "nulls" marker naming their bucket; a reader that was carried into
 //   another chain (or the free list) by a reused element sees the wrong marker and restarts.
 // - A writer that dies at any instruction leaves every bucket consistent; at worst one
-//   element it took from the pool is lost, and the live count may be one too high.
+//   element it took from the pool is unaccounted for, and the live count one too high. The
+//   next writer to take that lock sees the owner died and flags an audit: with every lock
+//   held, the free list and the count are rebuilt from what the buckets hold.
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstring>
 #include <random>
 #include <sched.h>
+#include <vector>
 
 #include "core/hash.h"
 #include "core/lock.h"
@@ -84,6 +88,7 @@ struct htab_ctl {
 	alignas(64) std::atomic<uint64_t> free_head; // (aba << 32) | index
 	alignas(64) std::atomic<uint32_t> bump;
 	alignas(64) std::atomic<uint32_t> count;
+	std::atomic<uint32_t> needs_audit; // a writer died holding a bucket lock
 };
 
 struct bpf_htab : bpf_map {
@@ -409,17 +414,9 @@ int check_update_flags(uint64_t flags)
 	return 0;
 }
 
-int htab_map_update_elem(bpf_map *map, const void *key, const void *value, uint64_t flags)
+int update_locked(bpf_htab *h, bucket *bk, uint64_t hash, const void *key, const void *value,
+		  uint64_t flags)
 {
-	bpf_htab *h = htab_of(map);
-	int err = check_update_flags(flags);
-	if (err)
-		return err;
-	uint64_t hash = hash_key(key, h->key_size, h->seed);
-	uint32_t b = static_cast<uint32_t>(hash) & h->bucket_mask;
-	bucket *bk = &h->buckets[b];
-	lock_guard g(h->locks[b & h->lock_mask]);
-
 	position p = locked_find(h, bk, hash, key);
 	if (p.e && flags == uapi::BPF_NOEXIST)
 		return -EEXIST;
@@ -429,7 +426,7 @@ int htab_map_update_elem(bpf_map *map, const void *key, const void *value, uint6
 		return -E2BIG;
 	htab_elem *e = pool_pop(h);
 	if (!e) {
-		// Only reachable after a process died holding pool elements.
+		// Only reachable while elements stranded by a dead writer await the audit.
 		if (!p.e)
 			h->ctl_->count.fetch_sub(1, std::memory_order_relaxed);
 		return p.e ? -ENOMEM : -E2BIG;
@@ -444,22 +441,95 @@ int htab_map_update_elem(bpf_map *map, const void *key, const void *value, uint6
 	return 0;
 }
 
+// Rebuild the free list and the live count from the buckets, with every lock held so that
+// no element is in a writer's hands. Safe to die in: the new free list is linked through
+// free elements only and published with one store, and the flag stays set until the end.
+void htab_audit(bpf_htab *h)
+{
+	htab_ctl *c = h->ctl_;
+	for (uint32_t i = 0; i <= h->lock_mask; i++)
+		h->locks[i].lock();
+	if (c->needs_audit.load(std::memory_order_relaxed)) {
+		uint32_t used = std::min(c->bump.load(std::memory_order_relaxed), h->n_elems);
+		std::vector<bool> live(used);
+		uint32_t count = 0;
+		auto mark = [&](uint32_t idx) {
+			if (idx < used && !live[idx]) {
+				live[idx] = true;
+				count++;
+			}
+		};
+		for (uint32_t b = 0; b <= h->bucket_mask; b++) {
+			bucket *bk = &h->buckets[b];
+			uint64_t w[2] = {bk->tagw[0].load(std::memory_order_relaxed),
+					 bk->tagw[1].load(std::memory_order_relaxed)};
+			for (uint32_t i = 0; i < SLOTS; i++)
+				if (tag_at(w, i))
+					mark(bk->slot[i].load(std::memory_order_relaxed));
+			uint32_t idx = chain_head(bk);
+			for (uint32_t steps = 0; !(idx & NULLS_BIT) && idx < used && steps < used; steps++) {
+				mark(idx);
+				idx = h->elem(idx)->next.load(std::memory_order_relaxed);
+			}
+		}
+		uint32_t head = NIL;
+		for (uint32_t idx = 0; idx < used; idx++) {
+			if (live[idx])
+				continue;
+			h->elem(idx)->next.store(head, std::memory_order_relaxed);
+			head = idx;
+		}
+		uint64_t old = c->free_head.load(std::memory_order_relaxed);
+		c->free_head.store(((old >> 32) + 1) << 32 | head, std::memory_order_release);
+		c->count.store(count, std::memory_order_relaxed);
+		c->needs_audit.store(0, std::memory_order_release);
+	}
+	for (uint32_t i = h->lock_mask + 1; i-- > 0;)
+		h->locks[i].unlock();
+}
+
+// Run fn(bucket) under the bucket's lock, then the audit if any writer was found dead.
+template <typename F> int with_bucket_locked(bpf_htab *h, uint32_t b, F &&fn)
+{
+	int ret;
+	{
+		lock_guard g(h->locks[b & h->lock_mask]);
+		if (g.owner_died())
+			h->ctl_->needs_audit.store(1, std::memory_order_relaxed);
+		ret = fn(&h->buckets[b]);
+	}
+	if (__builtin_expect(h->ctl_->needs_audit.load(std::memory_order_acquire) != 0, 0))
+		htab_audit(h);
+	return ret;
+}
+
+int htab_map_update_elem(bpf_map *map, const void *key, const void *value, uint64_t flags)
+{
+	bpf_htab *h = htab_of(map);
+	int err = check_update_flags(flags);
+	if (err)
+		return err;
+	uint64_t hash = hash_key(key, h->key_size, h->seed);
+	return with_bucket_locked(h, static_cast<uint32_t>(hash) & h->bucket_mask, [&](bucket *bk) {
+		return update_locked(h, bk, hash, key, value, flags);
+	});
+}
+
 // Remove key under the bucket lock; copy its value first if value is not null.
 int htab_remove(bpf_htab *h, const void *key, void *value)
 {
 	uint64_t hash = hash_key(key, h->key_size, h->seed);
-	uint32_t b = static_cast<uint32_t>(hash) & h->bucket_mask;
-	bucket *bk = &h->buckets[b];
-	lock_guard g(h->locks[b & h->lock_mask]);
-	position p = locked_find(h, bk, hash, key);
-	if (!p.e)
-		return -ENOENT;
-	if (value)
-		copy_from_shared(value, h->elem_value(p.e), h->value_size);
-	unlink_at(bk, p, h);
-	pool_push(h, p.e);
-	h->ctl_->count.fetch_sub(1, std::memory_order_relaxed);
-	return 0;
+	return with_bucket_locked(h, static_cast<uint32_t>(hash) & h->bucket_mask, [&](bucket *bk) {
+		position p = locked_find(h, bk, hash, key);
+		if (!p.e)
+			return -ENOENT;
+		if (value)
+			copy_from_shared(value, h->elem_value(p.e), h->value_size);
+		unlink_at(bk, p, h);
+		pool_push(h, p.e);
+		h->ctl_->count.fetch_sub(1, std::memory_order_relaxed);
+		return 0;
+	});
 }
 
 int htab_map_delete_elem(bpf_map *map, const void *key)
