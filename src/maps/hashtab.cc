@@ -20,7 +20,7 @@
 // - Readers take no lock. An update never overwrites a live element: it fills a fresh one
 //   and publishes it with one store (slot or chain link), then frees the old one.
 // - Each element has a sequence count, made odd while the element is being refilled after
-//   reuse. The copy-out lookup reads it before and after copying and retries on change, so
+//   reuse, and advanced when it is unlinked. The copy-out lookup reads it before and after copying and retries on change, so
 //   it never returns a torn value. The pointer lookup returns the element's value as the
 //   kernel helper does; like the kernel's preallocated maps, a concurrent delete may let
 //   the element be reused under the caller.
@@ -223,9 +223,12 @@ enum class probe_result { hit, miss, retry };
 // and after, so an element reused for another key while we looked says "retry" rather
 // than "miss" (a miss then could skip the key's replacement, published in a slot we
 // already passed). On a hit the value is copied to out, if out is not null.
-probe_result probe(bpf_htab *h, htab_elem *e, uint64_t hash, const void *key, void *out)
+probe_result probe(bpf_htab *h, htab_elem *e, uint64_t hash, const void *key, void *out,
+		   uint32_t *seq = nullptr)
 {
 	uint32_t s = e->seq.load(std::memory_order_acquire);
+	if (seq)
+		*seq = s;
 	if (s & 1)
 		return probe_result::retry;
 	bool hit = elem_matches(h, e, hash, key);
@@ -268,16 +271,31 @@ again:
 	if (found)
 		return found;
 	uint32_t idx = static_cast<uint32_t>(w[1] >> 32);
+	htab_elem *prev = nullptr;
+	uint32_t prev_seq = 0;
 	for (uint32_t steps = 0; !(idx & NULLS_BIT); steps++) {
 		if (idx >= h->n_elems || steps > h->n_elems)
 			goto again;
 		htab_elem *e = h->elem(idx);
-		probe_result r = probe(h, e, hash, key, out);
+		uint32_t seq;
+		probe_result r = probe(h, e, hash, key, out, &seq);
 		if (r == probe_result::hit)
 			return e;
 		if (r == probe_result::retry)
 			goto again;
+		// A miss counts only if e was still linked where we found it, behind a
+		// predecessor that was itself still linked (unlinking bumps an element's seq):
+		// an element unlinked and reused under us would lead past our key's replacement.
+		uint32_t link = prev ? prev->next.load(std::memory_order_acquire)
+				     : static_cast<uint32_t>(
+					       bk->tagw[1].load(std::memory_order_acquire) >> 32);
+		if (link != idx || (prev && prev->seq.load(std::memory_order_acquire) != prev_seq))
+			goto again;
+		prev = e;
+		prev_seq = seq;
 		idx = e->next.load(std::memory_order_acquire);
+		if (e->seq.load(std::memory_order_acquire) != seq)
+			goto again; // e left the chain before we read where it leads
 	}
 	if (idx != (NULLS_BIT | b))
 		goto again;
@@ -360,6 +378,13 @@ uint32_t chain_head(bucket *bk)
 	return static_cast<uint32_t>(bk->tagw[1].load(std::memory_order_relaxed) >> 32);
 }
 
+// Mark an element that was just unlinked, so that a reader who reached it through a stale
+// link, or who stands on it in a chain, notices (see bucket_find).
+void retire(htab_elem *e)
+{
+	e->seq.store(e->seq.load(std::memory_order_relaxed) + 2, std::memory_order_release);
+}
+
 // Put e where old was (same slot or same chain link).
 void replace_at(bpf_htab *h, bucket *bk, const position &p, htab_elem *e)
 {
@@ -434,6 +459,7 @@ int update_locked(bpf_htab *h, bucket *bk, uint64_t hash, const void *key, const
 	elem_fill(h, e, hash, key, value);
 	if (p.e) {
 		replace_at(h, bk, p, e);
+		retire(p.e);
 		pool_push(h, p.e);
 	} else {
 		insert_new(h, bk, hash, e);
@@ -526,6 +552,7 @@ int htab_remove(bpf_htab *h, const void *key, void *value)
 		if (value)
 			copy_from_shared(value, h->elem_value(p.e), h->value_size);
 		unlink_at(bk, p, h);
+		retire(p.e);
 		pool_push(h, p.e);
 		h->ctl_->count.fetch_sub(1, std::memory_order_relaxed);
 		return 0;
