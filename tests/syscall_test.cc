@@ -70,6 +70,39 @@ TEST(Fd, ClosedAndForeignFds)
 	close(null);
 }
 
+TEST(Fd, CloseRangeAndClosefromForgetMapFds)
+{
+	uint32_t k = 0, v;
+	int a = map_create(u::MAP_TYPE_ARRAY, 4, 4, 1);
+	int b = map_create(u::MAP_TYPE_ARRAY, 4, 4, 1);
+	ASSERT_EQ(lookup(a, &k, &v), 0);
+	ASSERT_EQ(lookup(b, &k, &v), 0);
+	ASSERT_EQ(close_range(a, a, 0), 0);
+	int other = dup(b); // takes a's number: now the same map as b
+	ASSERT_EQ(other, a);
+	v = 77;
+	ASSERT_EQ(update(other, &k, &v), 0);
+	uint32_t out = 0;
+	ASSERT_EQ(lookup(b, &k, &out), 0);
+	EXPECT_EQ(out, 77u) << "the reused number reaches b's map, not a's stale entry";
+	int high = fcntl(b, F_DUPFD_CLOEXEC, 900);
+	ASSERT_GE(high, 900);
+	ASSERT_EQ(lookup(high, &k, &out), 0);
+	closefrom(900);
+	EXPECT_EQ(lookup(high, &k, &out), -EBADF);
+	close(other);
+	close(b);
+}
+
+TEST(Fd, HandleOfAClosedFdIsRefused)
+{
+	int fd = map_create(u::MAP_TYPE_HASH, 4, 4, 4);
+	close(fd);
+	errno = 0;
+	EXPECT_EQ(bpfmap_map_get(fd), nullptr);
+	EXPECT_EQ(errno, EBADF);
+}
+
 TEST(Fd, DupSharesTheMap)
 {
 	int fd = map_create(u::MAP_TYPE_HASH, 4, 4, 4);

@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <vector>
 
 namespace bpfmap {
 
@@ -35,6 +36,12 @@ struct reader_slot {
 	}
 };
 thread_local reader_slot slot;
+
+struct deferred_call {
+	void (*fn)(void *);
+	void *arg;
+};
+thread_local std::vector<deferred_call> deferred;
 
 // A child of fork has only the forking thread: the other threads' records must not be
 // waited for.
@@ -82,6 +89,26 @@ rcu_reader *rcu_register_thread()
 	slot.r = r;
 	rcu_self = r;
 	return r;
+}
+
+void rcu_defer(void (*fn)(void *), void *arg)
+{
+	rcu_reader *r = rcu_self;
+	if (!r || r->nesting == 0) {
+		fn(arg);
+		return;
+	}
+	deferred.push_back({fn, arg});
+	r->deferred_pending = true;
+}
+
+void rcu_run_deferred(rcu_reader *r)
+{
+	r->deferred_pending = false;
+	std::vector<deferred_call> calls;
+	calls.swap(deferred);
+	for (const deferred_call &c : calls)
+		c.fn(c.arg);
 }
 
 void synchronize_rcu()

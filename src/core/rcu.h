@@ -17,7 +17,8 @@ namespace bpfmap {
 // it moves, so a reader that keeps re-entering cannot starve the writer.
 struct rcu_reader {
 	std::atomic<uint64_t> seq{0};
-	uint64_t nesting = 0; // touched by the owning thread only
+	uint64_t nesting = 0;         // touched by the owning thread only
+	bool deferred_pending = false; // rcu_defer() work waits for the end of the section
 	rcu_reader *next = nullptr;
 	std::atomic<bool> registered{false};
 };
@@ -41,12 +42,22 @@ inline void rcu_read_lock()
 	}
 }
 
+void rcu_run_deferred(rcu_reader *r);
+
 inline void rcu_read_unlock()
 {
 	rcu_reader *r = rcu_self;
-	if (--r->nesting == 0)
+	if (--r->nesting == 0) {
 		r->seq.store(r->seq.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+		if (__builtin_expect(r->deferred_pending, 0))
+			rcu_run_deferred(r);
+	}
 }
+
+// Run fn(arg) once this thread has left its read-side section (at once if it is in none).
+// For dropping a reference from inside a section: the last drop frees after
+// synchronize_rcu(), which does not wait for the calling thread's own section.
+void rcu_defer(void (*fn)(void *), void *arg);
 
 void synchronize_rcu();
 

@@ -255,10 +255,15 @@ again:
 	find_slot(w, tag, [&](uint32_t i) {
 		uint32_t idx = bk->slot[i].load(std::memory_order_acquire);
 		htab_elem *e = h->elem(idx);
-		probe_result r = probe(h, e, hash, key, out);
+		uint32_t seq;
+		probe_result r = probe(h, e, hash, key, out, &seq);
 		// A miss on an element that left the slot meanwhile may have been the old copy
-		// of our key, replaced in this very slot after we read it: look again.
-		if (r == probe_result::miss && bk->slot[i].load(std::memory_order_acquire) != idx)
+		// of our key, replaced in this very slot after we read it: look again. The seq
+		// (advanced by every unlink and refill) tells a return of the same element to
+		// the slot from one that never left.
+		if (r == probe_result::miss &&
+		    (bk->slot[i].load(std::memory_order_acquire) != idx ||
+		     e->seq.load(std::memory_order_acquire) != seq))
 			r = probe_result::retry;
 		if (r == probe_result::miss)
 			return false;

@@ -1,7 +1,9 @@
-// close(), dup2() and dup3() are interposed so that the fd cache in objtab.cc never
+// close(), close_range(), closefrom(), dup2() and dup3() are interposed so that the fd cache in objtab.cc never
 // outlives the fd it describes: after the real call, the entry for the fd that was closed
 // or replaced is dropped. Everything else passes straight to the kernel.
 #include <cerrno>
+#include <climits>
+#include <linux/close_range.h>
 #include <fcntl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -24,6 +26,27 @@ BPFMAP_API int dup3(int oldfd, int newfd, int flags)
 	if (ret >= 0)
 		bpfmap::fd_forget(newfd);
 	return static_cast<int>(ret);
+}
+
+BPFMAP_API int close_range(unsigned int first, unsigned int last, int flags)
+{
+	long ret = syscall(SYS_close_range, first, last, flags);
+	if (ret == 0 && !(flags & CLOSE_RANGE_CLOEXEC) && first <= INT_MAX)
+		bpfmap::fds_forget(static_cast<int>(first),
+				   last > INT_MAX ? INT_MAX : static_cast<int>(last));
+	return static_cast<int>(ret);
+}
+
+BPFMAP_API void closefrom(int lowfd)
+{
+	if (lowfd < 0)
+		lowfd = 0;
+	if (syscall(SYS_close_range, lowfd, ~0U, 0) == 0) {
+		bpfmap::fds_forget(lowfd, INT_MAX);
+		return;
+	}
+	for (int fd = lowfd; fd < sysconf(_SC_OPEN_MAX); fd++) // kernels before close_range
+		close(fd);
 }
 
 BPFMAP_API int dup2(int oldfd, int newfd)

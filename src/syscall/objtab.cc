@@ -1,7 +1,10 @@
 #include "syscall/objtab.h"
 
 #include <cerrno>
+#include <algorithm>
 #include <map>
+#include <new>
+#include <pthread.h>
 #include <mutex>
 #include <sys/stat.h>
 #include <utility>
@@ -47,6 +50,13 @@ std::atomic<bpf_map *> *fd_slot(int fd, bool create)
 // count reached zero is being freed and is never revived: a lookup makes a new one.
 std::mutex handles_lock;
 std::map<std::pair<dev_t, ino_t>, bpf_map *> handles;
+
+// A fork while another thread holds handles_lock must not leave the child's copy locked.
+const bool handles_lock_atfork = [] {
+	pthread_atfork([] { handles_lock.lock(); }, [] { handles_lock.unlock(); },
+		       [] { new (&handles_lock) std::mutex; });
+	return true;
+}();
 
 bpf_map *handle_new(const bpf_map_ops *ops, void *base, size_t size, dev_t dev, ino_t ino,
 		    bool fresh)
@@ -115,6 +125,11 @@ bpf_map *handle_from_fd(int fd, int *err)
 	return map;
 }
 
+void put_cb(void *map) { map_put(static_cast<bpf_map *>(map)); }
+
+// Drop a reference from inside a read-side section (every caller of map_from_fd is in one).
+void map_put_later(bpf_map *map) { rcu_defer(put_cb, map); }
+
 } // namespace
 
 bpf_map *map_from_fd(int fd, int *err)
@@ -129,15 +144,24 @@ bpf_map *map_from_fd(int fd, int *err)
 	if (!map)
 		return nullptr;
 	if (fd >= FD_MAX) {
-		// Not cacheable: keep the handle alive through the caller's section, then drop.
-		map_put(map);
+		// Not cacheable: the handle lives through the caller's section, then goes.
+		map_put_later(map);
 		return map;
 	}
 	slot = fd_slot(fd, true);
 	bpf_map *expected = nullptr;
 	if (!slot->compare_exchange_strong(expected, map, std::memory_order_acq_rel)) {
-		map_put(map); // another thread cached it first
+		map_put_later(map); // another thread cached it first
 		return expected;
+	}
+	// A close() between our fstat and the install found nothing to forget; if the number
+	// was closed or reused since, take the entry back and look again.
+	struct stat st;
+	if (fstat(fd, &st) != 0 || st.st_dev != map->dev || st.st_ino != map->ino) {
+		bpf_map *mine = map;
+		if (slot->compare_exchange_strong(mine, nullptr, std::memory_order_acq_rel))
+			map_put_later(map);
+		return map_from_fd(fd, err);
 	}
 	return map;
 }
@@ -159,9 +183,25 @@ int map_install_new(const bpf_map_ops *ops, void *base, size_t size, int fd)
 	return 0;
 }
 
-void map_get(bpf_map *map)
+bool map_get(bpf_map *map)
 {
-	map->refcnt.fetch_add(1, std::memory_order_relaxed);
+	long n = map->refcnt.load(std::memory_order_relaxed);
+	while (n > 0)
+		if (map->refcnt.compare_exchange_weak(n, n + 1, std::memory_order_relaxed))
+			return true;
+	return false; // its last fd was closed under us: it is being freed
+}
+
+void fds_forget(int first, int last)
+{
+	for (int c = first >> FD_CHUNK_BITS; c < FD_CHUNKS && c <= (last >> FD_CHUNK_BITS); c++) {
+		if (!fd_chunks[c].load(std::memory_order_acquire))
+			continue;
+		int lo = std::max(first, c << FD_CHUNK_BITS);
+		int hi = std::min(last, ((c + 1) << FD_CHUNK_BITS) - 1);
+		for (int fd = lo; fd <= hi; fd++)
+			fd_forget(fd);
+	}
 }
 
 void map_put(bpf_map *map)

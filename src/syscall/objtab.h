@@ -7,8 +7,9 @@
 // - Every fd-table entry and every handle given out by map_get() holds one reference.
 //   The last map_put() unmaps the region after a grace period.
 // - An fd not seen before (inherited, dup()ed, received over a socket) is looked up once
-//   with fstat and the region header, then cached. close(), dup2() and dup3() are
-//   interposed by the library so a cached entry never outlives its fd.
+//   with fstat and the region header, then cached. close(), close_range(), closefrom(),
+//   dup2() and dup3() are interposed by the library so a cached entry never outlives its
+//   fd (a raw syscall(SYS_close) bypasses this and is not supported for map fds).
 #pragma once
 
 #include "core/map.h"
@@ -22,10 +23,12 @@ bpf_map *map_from_fd(int fd, int *err);
 // install it at fd.
 int map_install_new(const bpf_map_ops *ops, void *base, size_t size, int fd);
 
-void map_get(bpf_map *map);
+// Take a reference; false if the map's last reference is already gone.
+bool map_get(bpf_map *map);
 void map_put(bpf_map *map);
 
-// Drop the cached entry of an fd that was closed or replaced.
+// Drop the cached entries of fds that were closed or replaced.
 void fd_forget(int fd);
+void fds_forget(int first, int last);
 
 } // namespace bpfmap

@@ -23,7 +23,10 @@ bpfmap_map *bpfmap_map_get(int fd)
 		errno = -err;
 		return nullptr;
 	}
-	bpfmap::map_get(map);
+	if (!bpfmap::map_get(map)) {
+		errno = EBADF; // closed while we looked
+		return nullptr;
+	}
 	return reinterpret_cast<bpfmap_map *>(map);
 }
 
