@@ -30,6 +30,10 @@ struct wide_value {
 	uint64_t w[512];
 };
 
+struct narrow_value {
+	uint64_t w[2];
+};
+
 size_t count_keys(int fd)
 {
 	std::set<uint32_t> seen;
@@ -43,130 +47,36 @@ size_t count_keys(int fd)
 	return seen.size();
 }
 
-TEST(Stress, CopyOutLookupNeverSeesATornValue)
-{
-	int fd = map_create(u::MAP_TYPE_HASH, 4, sizeof(wide_value), 64);
-	ASSERT_GE(fd, 0);
-	for (uint32_t k = 0; k < 4; k++) {
-		wide_value v{};
-		ASSERT_EQ(update(fd, &k, &v), 0);
-	}
-	std::atomic<bool> stop{false};
-	std::atomic<long> torn{0}, reads{0};
-	std::vector<std::thread> threads;
-	for (int t = 0; t < 2; t++)
-		threads.emplace_back([&, t] {
-			std::mt19937 rng(t);
-			for (int i = 0; i < 20000 * SCALE; i++) {
-				uint32_t k = rng() % 4;
-				wide_value v;
-				for (auto &w : v.w)
-					w = static_cast<uint64_t>(i) << 8 | t;
-				update(fd, &k, &v);
-			}
-		});
-	for (int t = 0; t < 2; t++)
-		threads.emplace_back([&, t] {
-			std::mt19937 rng(100 + t);
-			while (!stop.load(std::memory_order_relaxed)) {
-				uint32_t k = rng() % 4;
-				wide_value v;
-				if (lookup(fd, &k, &v) != 0)
-					continue;
-				reads++;
-				for (auto w : v.w)
-					if (w != v.w[0])
-						torn++;
-			}
-		});
-	threads[0].join();
-	threads[1].join();
-	stop = true;
-	threads[2].join();
-	threads[3].join();
-	EXPECT_EQ(torn.load(), 0) << "out of " << reads.load() << " reads";
-	EXPECT_GT(reads.load(), 0);
-	close(fd);
-}
+struct race_result {
+	long reads, missing, torn;
+};
 
-// Keys that are only ever replaced, never deleted, must be found by every lookup, even
-// when the element a reader is looking at is freed and reused for another key under it.
-TEST(Stress, ReplacedKeysNeverGoMissing)
+// Two writers replace the values of `keys` (every word of a value the same number) while
+// two readers look them up, until the writers are done. Wide values make a reader's copy
+// slow, so elements get reused under it; narrow ones make replacements fast and frequent.
+template <typename V>
+race_result replace_under_readers(int fd, const std::vector<uint32_t> &keys, int iterations)
 {
-	int fd = map_create(u::MAP_TYPE_HASH, 4, sizeof(wide_value), 8);
-	ASSERT_GE(fd, 0);
-	for (uint32_t k = 0; k < 4; k++) {
-		wide_value v{};
-		ASSERT_EQ(update(fd, &k, &v), 0);
-	}
 	std::atomic<bool> stop{false};
-	std::atomic<long> missing{0}, reads{0};
-	std::vector<std::thread> threads;
+	std::atomic<long> reads{0}, missing{0}, torn{0};
+	std::vector<std::thread> writers, readers;
 	for (int t = 0; t < 2; t++)
-		threads.emplace_back([&, t] {
+		writers.emplace_back([&, t] {
 			std::mt19937 rng(t);
-			wide_value v{};
-			for (int i = 0; i < 20000 * SCALE; i++) {
-				uint32_t k = rng() % 4;
-				v.w[0] = i;
-				update(fd, &k, &v, u::BPF_EXIST);
-			}
-		});
-	for (int t = 0; t < 2; t++)
-		threads.emplace_back([&, t] {
-			std::mt19937 rng(100 + t);
-			wide_value v;
-			while (!stop.load(std::memory_order_relaxed)) {
-				uint32_t k = rng() % 4;
-				reads++;
-				if (lookup(fd, &k, &v) != 0)
-					missing++;
-			}
-		});
-	threads[0].join();
-	threads[1].join();
-	stop = true;
-	threads[2].join();
-	threads[3].join();
-	EXPECT_EQ(missing.load(), 0) << "out of " << reads.load() << " lookups";
-	close(fd);
-}
-
-// The same, with every key in one bucket's overflow chain: chain elements are replaced and
-// reused under readers walking the chain.
-TEST(Stress, ChainedKeysNeverGoMissingOrTear)
-{
-	const uint32_t max = 1200; // 256 buckets; 40 keys of one bucket, 28 of them chained
-	int fd = map_create(u::MAP_TYPE_HASH, 4, sizeof(wide_value), max, u::BPF_F_ZERO_SEED);
-	ASSERT_GE(fd, 0);
-	std::vector<uint32_t> same;
-	for (uint32_t k = 0; same.size() < 40; k++)
-		if ((bpfmap::hash_key(&k, 4, 0) & 255) == 9)
-			same.push_back(k);
-	for (uint32_t k : same) {
-		wide_value v{};
-		ASSERT_EQ(update(fd, &k, &v), 0);
-	}
-	std::atomic<bool> stop{false};
-	std::atomic<long> missing{0}, torn{0}, reads{0};
-	std::vector<std::thread> threads;
-	for (int t = 0; t < 2; t++)
-		threads.emplace_back([&, t] {
-			std::mt19937 rng(t);
-			wide_value v;
-			for (int i = 0; i < 5000 * SCALE; i++) {
-				uint32_t k = same[rng() % same.size()];
+			V v;
+			for (int i = 0; i < iterations; i++) {
+				uint32_t k = keys[rng() % keys.size()];
 				for (auto &w : v.w)
 					w = static_cast<uint64_t>(i) << 8 | t;
 				update(fd, &k, &v, u::BPF_EXIST);
 			}
 		});
 	for (int t = 0; t < 2; t++)
-		threads.emplace_back([&, t] {
+		readers.emplace_back([&, t] {
 			std::mt19937 rng(100 + t);
-			wide_value v;
+			V v;
 			while (!stop.load(std::memory_order_relaxed)) {
-				uint32_t k = same[rng() % same.size()];
+				uint32_t k = keys[rng() % keys.size()];
 				reads++;
 				if (lookup(fd, &k, &v) != 0) {
 					missing++;
@@ -177,14 +87,67 @@ TEST(Stress, ChainedKeysNeverGoMissingOrTear)
 						torn++;
 			}
 		});
-	threads[0].join();
-	threads[1].join();
+	for (auto &w : writers)
+		w.join();
 	stop = true;
-	threads[2].join();
-	threads[3].join();
-	EXPECT_EQ(missing.load(), 0) << "out of " << reads.load() << " lookups";
-	EXPECT_EQ(torn.load(), 0);
-	EXPECT_EQ(count_keys(fd), same.size());
+	for (auto &r : readers)
+		r.join();
+	return {reads.load(), missing.load(), torn.load()};
+}
+
+template <typename V>
+int map_with_keys(uint32_t max, uint32_t flags, const std::vector<uint32_t> &keys)
+{
+	int fd = map_create(u::MAP_TYPE_HASH, 4, sizeof(V), max, flags);
+	for (uint32_t k : keys) {
+		V v{};
+		if (fd < 0 || update(fd, &k, &v) != 0)
+			return -1;
+	}
+	return fd;
+}
+
+// The copy-out lookup never returns a value half old and half new, even when the element
+// a reader copies from is freed and reused under it.
+TEST(Stress, ReplacedKeysNeverTear)
+{
+	std::vector<uint32_t> keys = {0, 1, 2, 3};
+	int fd = map_with_keys<wide_value>(8, 0, keys);
+	ASSERT_GE(fd, 0);
+	race_result r = replace_under_readers<wide_value>(fd, keys, 20000 * SCALE);
+	EXPECT_EQ(r.torn, 0) << "out of " << r.reads << " lookups";
+	EXPECT_EQ(r.missing, 0) << "out of " << r.reads << " lookups";
+	EXPECT_GT(r.reads, 0);
+	close(fd);
+}
+
+// Keys that are only ever replaced are found by every lookup, even when the element a
+// reader stands on is reused for another key and the key's new element takes its slot.
+TEST(Stress, ReplacedKeysNeverGoMissing)
+{
+	std::vector<uint32_t> keys = {0, 1, 2, 3};
+	int fd = map_with_keys<narrow_value>(8, 0, keys);
+	ASSERT_GE(fd, 0);
+	race_result r = replace_under_readers<narrow_value>(fd, keys, 100000 * SCALE);
+	EXPECT_EQ(r.missing, 0) << "out of " << r.reads << " lookups";
+	EXPECT_EQ(r.torn, 0) << "out of " << r.reads << " lookups";
+	close(fd);
+}
+
+// The same with every key in one bucket's overflow chain: chain elements are replaced and
+// reused under readers walking the chain.
+TEST(Stress, ChainedKeysNeverTearOrGoMissing)
+{
+	std::vector<uint32_t> keys; // 40 keys of one of 256 buckets: 28 of them chained
+	for (uint32_t k = 0; keys.size() < 40; k++)
+		if ((bpfmap::hash_key(&k, 4, 0) & 255) == 9)
+			keys.push_back(k);
+	int fd = map_with_keys<wide_value>(1200, u::BPF_F_ZERO_SEED, keys);
+	ASSERT_GE(fd, 0);
+	race_result r = replace_under_readers<wide_value>(fd, keys, 5000 * SCALE);
+	EXPECT_EQ(r.torn, 0) << "out of " << r.reads << " lookups";
+	EXPECT_EQ(r.missing, 0) << "out of " << r.reads << " lookups";
+	EXPECT_EQ(count_keys(fd), keys.size());
 	close(fd);
 }
 
