@@ -18,4 +18,7 @@ run_suite() { # build-dir, extra cmake args...
 run_suite build-test -DCMAKE_BUILD_TYPE=RelWithDebInfo
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   run_suite build-asan -DCMAKE_BUILD_TYPE=Debug -DBPFMAP_SANITIZE=address
-TSAN_OPTIONS=halt_on_error=1 run_suite build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBPFMAP_SANITIZE=thread
+# The hash audit after a killed writer holds every bucket lock at once, in index order: more
+# than ThreadSanitizer's deadlock detector can track (64), so that detector is off.
+TSAN_OPTIONS="halt_on_error=1 detect_deadlocks=0" \
+  run_suite build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBPFMAP_SANITIZE=thread

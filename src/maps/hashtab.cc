@@ -199,13 +199,15 @@ bool count_inc_below_max(bpf_htab *h)
 // Fill a fresh element; it becomes visible only when the caller publishes it.
 htab_elem *elem_fill(bpf_htab *h, htab_elem *e, uint64_t hash, const void *key, const void *value)
 {
-	uint32_t s = e->seq.load(std::memory_order_relaxed);
-	e->seq.store(s + 1, std::memory_order_relaxed);
+	// Odd while being written, and different from before. The seq may already be odd: a
+	// writer killed in the middle of a fill left it so before the audit freed the element.
+	uint32_t busy = (e->seq.load(std::memory_order_relaxed) | 1) + 2;
+	e->seq.store(busy, std::memory_order_relaxed);
 	std::atomic_thread_fence(std::memory_order_release);
 	e->hash.store(static_cast<uint32_t>(hash), std::memory_order_relaxed);
 	copy_to_shared(h->elem_key(e), key, h->key_size);
 	copy_to_shared(h->elem_value(e), value, h->value_size);
-	e->seq.store(s + 2, std::memory_order_release);
+	e->seq.store(busy + 1, std::memory_order_release);
 	return e;
 }
 
