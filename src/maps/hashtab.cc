@@ -423,7 +423,7 @@ void insert_new(bpf_htab *h, bucket *bk, uint64_t hash, htab_elem *e)
 	set_chain_head(bk, idx);
 }
 
-void unlink_at(bucket *bk, const position &p, bpf_htab *h)
+void unlink_at(bucket *bk, const position &p)
 {
 	if (p.slot >= 0) {
 		set_tag(bk, static_cast<uint32_t>(p.slot), 0);
@@ -434,7 +434,6 @@ void unlink_at(bucket *bk, const position &p, bpf_htab *h)
 		p.prev->next.store(next, std::memory_order_release);
 	else
 		set_chain_head(bk, next);
-	(void)h;
 }
 
 int check_update_flags(uint64_t flags)
@@ -558,7 +557,7 @@ int htab_remove(bpf_htab *h, const void *key, void *value)
 			return -ENOENT;
 		if (value)
 			copy_from_shared(value, h->elem_value(p.e), h->value_size);
-		unlink_at(bk, p, h);
+		unlink_at(bk, p);
 		retire(p.e);
 		pool_push(h, p.e);
 		h->ctl_->count.fetch_sub(1, std::memory_order_relaxed);

@@ -109,12 +109,8 @@ bpf_map *handle_from_fd(int fd, int *err)
 	}
 	std::lock_guard<std::mutex> g(handles_lock);
 	auto it = handles.find({dev, ino});
-	if (it != handles.end()) {
-		long n = it->second->refcnt.load(std::memory_order_relaxed);
-		while (n > 0)
-			if (it->second->refcnt.compare_exchange_weak(n, n + 1, std::memory_order_relaxed))
-				return it->second;
-	}
+	if (it != handles.end() && map_get(it->second))
+		return it->second;
 	void *base;
 	*err = region_map(fd, size, &base);
 	if (*err)
