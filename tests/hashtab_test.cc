@@ -226,4 +226,24 @@ TEST_F(HashTest, PointerLookupSeesAndChangesTheStoredValue)
 	bpfmap_map_put(m);
 }
 
+// BPF_F_RDONLY_PROG limits programs, not the syscall side: a program cannot write the map
+// (the kernel's verifier refuses it with EACCES) while user space still can.
+TEST_F(HashTest, ReadOnlyProgMapRefusesProgramWrites)
+{
+	make(4, 8, 16, u::BPF_F_RDONLY_PROG);
+	bpfmap_map *m = bpfmap_map_get(fd);
+	ASSERT_NE(m, nullptr);
+	uint32_t k = 4;
+	uint64_t v = 40;
+	EXPECT_EQ(bpfmap_map_update_elem(m, &k, &v, u::BPF_ANY), -EACCES);
+	EXPECT_EQ(bpfmap_map_lookup_elem(m, &k), nullptr) << "the refused update stored nothing";
+	EXPECT_EQ(update(fd, &k, &v), 0);
+	auto *p = static_cast<uint64_t *>(bpfmap_map_lookup_elem(m, &k));
+	ASSERT_NE(p, nullptr);
+	EXPECT_EQ(*p, 40u);
+	EXPECT_EQ(bpfmap_map_delete_elem(m, &k), -EACCES);
+	EXPECT_EQ(del(fd, &k), 0);
+	bpfmap_map_put(m);
+}
+
 } // namespace

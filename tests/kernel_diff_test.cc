@@ -193,12 +193,6 @@ struct Known {
 	int hits;
 };
 Known kKnown[] = {
-	{"", "fd access mode",
-	 "KNOWN-1: fds of BPF_F_RDONLY / BPF_F_WRONLY maps are O_RDWR in bpfmap (kernel: O_RDONLY / O_WRONLY)", 0},
-	{"RDONLY ", "",
-	 "KNOWN-2: bpfmap ignores BPF_F_RDONLY (no EPERM for update/delete/lookup_and_delete/freeze)", 0},
-	{"WRONLY ", "",
-	 "KNOWN-2: bpfmap ignores BPF_F_WRONLY (no EPERM for lookup/get_next_key/lookup_and_delete)", 0},
 	{"FREEZE with a writable mapping alive", "",
 	 "KNOWN-3: MAP_FREEZE succeeds while a writable mmap exists (kernel EBUSY)", 0},
 	{"mmap(PROT_WRITE, MAP_SHARED) of a frozen", "",

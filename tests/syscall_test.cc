@@ -216,6 +216,57 @@ TEST(Pin, PinGetAndTheKernelsErrors)
 	EXPECT_EQ(get(path), -ENOENT);
 }
 
+// OBJ_GET's file_flags give the new fd that open mode, and each fd keeps its own rights
+// although every fd of the map shares one mapping.
+TEST(Pin, GetReadOnlyAndWriteOnlyFds)
+{
+	int fd = map_create(u::MAP_TYPE_HASH, 4, 4, 8);
+	const char *path = "/sys/fs/bpf/pin_test_modes";
+	unlink(pin_file(path).c_str());
+	ASSERT_EQ(pin(fd, path), 0);
+	uint32_t k = 1, v = 10, out = 0, nk = 0;
+	ASSERT_EQ(update(fd, &k, &v), 0);
+	int ro = static_cast<int>(get(path, u::BPF_F_RDONLY));
+	int wo = static_cast<int>(get(path, u::BPF_F_WRONLY));
+	ASSERT_GE(ro, 0);
+	ASSERT_GE(wo, 0);
+	EXPECT_EQ(fcntl(ro, F_GETFL) & O_ACCMODE, O_RDONLY);
+	EXPECT_EQ(fcntl(wo, F_GETFL) & O_ACCMODE, O_WRONLY);
+
+	EXPECT_EQ(lookup(ro, &k, &out), 0);
+	EXPECT_EQ(out, 10u);
+	EXPECT_EQ(next_key(ro, nullptr, &nk), 0);
+	EXPECT_EQ(update(ro, &k, &v), -EPERM);
+	EXPECT_EQ(del(ro, &k), -EPERM);
+	EXPECT_EQ(elem(u::MAP_LOOKUP_AND_DELETE_ELEM, ro, &k, &out), -EPERM);
+
+	EXPECT_EQ(lookup(wo, &k, &out), -EPERM);
+	EXPECT_EQ(next_key(wo, nullptr, &nk), -EPERM);
+	EXPECT_EQ(elem(u::MAP_LOOKUP_AND_DELETE_ELEM, wo, &k, &out), -EPERM);
+	v = 20;
+	EXPECT_EQ(update(wo, &k, &v), 0);
+	EXPECT_EQ(lookup(fd, &k, &out), 0) << "the read-write fd is unaffected";
+	EXPECT_EQ(out, 20u);
+
+	u::bpf_attr a{};
+	a.elem.map_fd = static_cast<uint32_t>(ro);
+	EXPECT_EQ(sys(u::MAP_FREEZE, a), -EPERM);
+	// A dup shares the open file and so its mode; a fork child inherits it too.
+	int ro2 = dup(ro);
+	EXPECT_EQ(update(ro2, &k, &v), -EPERM);
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(update(ro, &k, &v) == -EPERM && lookup(ro, &k, &out) == 0 ? 0 : 1);
+	int status;
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	close(ro2);
+	close(ro);
+	close(wo);
+	unlink(pin_file(path).c_str());
+	close(fd);
+}
+
 TEST(Share, ForkedChildWritesTheParentSees)
 {
 	int fd = map_create(u::MAP_TYPE_HASH, 4, 8, 1000);

@@ -42,7 +42,11 @@ BPFMAP_API void bpfmap_map_put(struct bpfmap_map *map);
 
 /* A pointer to the value stored for key, or NULL; like bpf_map_lookup_elem(). */
 BPFMAP_API void *bpfmap_map_lookup_elem(struct bpfmap_map *map, const void *key);
-/* Like the bpf_map_update_elem() helper: 0 or -errno (flags BPF_ANY/NOEXIST/EXIST). */
+/* Like the bpf_map_update_elem() helper: 0 or -errno (flags BPF_ANY/NOEXIST/EXIST).
+ * Update and delete on a map created with BPF_F_RDONLY_PROG return -EACCES, the errno with
+ * which the kernel's verifier refuses a program that writes such a map. The kernel lets a
+ * program look up a BPF_F_WRONLY_PROG map and only write through the pointer; bpfmap cannot
+ * police accesses through a pointer, so lookup is served for both. */
 BPFMAP_API long bpfmap_map_update_elem(struct bpfmap_map *map, const void *key, const void *value,
 			    uint64_t flags);
 /* Like the bpf_map_delete_elem() helper: 0 or -errno. */

@@ -132,4 +132,20 @@ void region_unmap(void *base, size_t size)
 	munmap(base, size);
 }
 
+int region_reopen(int fd, int mode)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0)
+		return -EBADF;
+	if ((fl & O_ACCMODE) == mode)
+		return fd;
+	// Only regular files: opening a device or a FIFO anew could have effects of its own.
+	struct stat st;
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+		return -EINVAL;
+	std::string path = "/proc/self/fd/" + std::to_string(fd);
+	int nfd = open(path.c_str(), mode | O_CLOEXEC);
+	return nfd < 0 ? -errno : nfd;
+}
+
 } // namespace bpfmap

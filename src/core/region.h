@@ -26,6 +26,11 @@ int region_read_header(int fd, map_header *hdr, size_t *size, dev_t *dev, ino_t 
 
 void region_unmap(void *base, size_t size);
 
+// The region file behind fd opened anew with access mode `mode` (O_RDONLY, O_WRONLY or
+// O_RDWR), close-on-exec; fd itself when it already has that mode. -EINVAL when fd is
+// not a regular file, -errno when it cannot be reopened.
+int region_reopen(int fd, int mode);
+
 // A machine-wide (pin-root-wide) map id, never 0.
 uint32_t next_map_id();
 

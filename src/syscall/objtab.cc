@@ -1,6 +1,8 @@
 #include "syscall/objtab.h"
 
 #include <cerrno>
+#include <fcntl.h>
+#include <unistd.h>
 #include <algorithm>
 #include <map>
 #include <new>
@@ -23,12 +25,20 @@ constexpr int FD_CHUNK = 1 << FD_CHUNK_BITS;
 constexpr int FD_CHUNKS = 1024;
 constexpr int FD_MAX = FD_CHUNK * FD_CHUNKS;
 
+// A slot holds the handle with the fd's missing permissions in the low bits (handles are
+// at least 8-byte aligned), so the hot path reads both with one load.
+constexpr uintptr_t FD_MODE_BITS = FD_NO_READ | FD_NO_WRITE;
+static_assert(alignof(bpf_map) > FD_MODE_BITS);
+
+uintptr_t slot_pack(bpf_map *map, unsigned denied) { return reinterpret_cast<uintptr_t>(map) | denied; }
+bpf_map *slot_map(uintptr_t v) { return reinterpret_cast<bpf_map *>(v & ~FD_MODE_BITS); }
+
 struct fd_chunk {
-	std::atomic<bpf_map *> slot[FD_CHUNK];
+	std::atomic<uintptr_t> slot[FD_CHUNK];
 };
 std::atomic<fd_chunk *> fd_chunks[FD_CHUNKS];
 
-std::atomic<bpf_map *> *fd_slot(int fd, bool create)
+std::atomic<uintptr_t> *fd_slot(int fd, bool create)
 {
 	if (fd < 0 || fd >= FD_MAX)
 		return nullptr;
@@ -80,16 +90,35 @@ bpf_map *handle_new(const bpf_map_ops *ops, void *base, size_t size, dev_t dev, 
 }
 
 // Put map at fd; whoever takes a pointer out of a slot drops its reference.
-void fd_install(int fd, bpf_map *map)
+void fd_install(int fd, bpf_map *map, unsigned denied)
 {
-	std::atomic<bpf_map *> *slot = fd_slot(fd, true);
+	std::atomic<uintptr_t> *slot = fd_slot(fd, true);
 	if (!slot) {
 		map_put(map); // beyond the cache: looked up each time instead
 		return;
 	}
-	bpf_map *old = slot->exchange(map, std::memory_order_acq_rel);
+	uintptr_t old = slot->exchange(slot_pack(map, denied), std::memory_order_acq_rel);
 	if (old)
-		map_put(old);
+		map_put(slot_map(old));
+}
+
+// What the fd's open mode does not allow, as the kernel's FMODE_CAN_READ/WRITE say.
+int fd_denied(int fd, unsigned *denied)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0)
+		return -EBADF;
+	switch (fl & O_ACCMODE) {
+	case O_RDONLY:
+		*denied = FD_NO_WRITE;
+		break;
+	case O_WRONLY:
+		*denied = FD_NO_READ;
+		break;
+	default:
+		*denied = 0;
+	}
+	return 0;
 }
 
 // Slow path: an fd we have not cached. Returns a referenced handle.
@@ -99,7 +128,22 @@ bpf_map *handle_from_fd(int fd, int *err)
 	size_t size;
 	dev_t dev;
 	ino_t ino;
-	*err = region_read_header(fd, &hdr, &size, &dev, &ino);
+	// A read-only or write-only fd can neither be read nor mapped shared-writable; the
+	// same file opened read-write through /proc serves instead.
+	int rw = region_reopen(fd, O_RDWR);
+	if (rw < 0) {
+		*err = rw;
+		return nullptr;
+	}
+	struct closer {
+		int fd, orig;
+		~closer()
+		{
+			if (fd != orig)
+				close(fd);
+		}
+	} rw_closer{rw, fd};
+	*err = region_read_header(rw, &hdr, &size, &dev, &ino);
 	if (*err)
 		return nullptr;
 	const bpf_map_ops *ops = map_type_ops(hdr.map_type);
@@ -112,7 +156,7 @@ bpf_map *handle_from_fd(int fd, int *err)
 	if (it != handles.end() && map_get(it->second))
 		return it->second;
 	void *base;
-	*err = region_map(fd, size, &base);
+	*err = region_map(rw, size, &base);
 	if (*err)
 		return nullptr;
 	bpf_map *map = handle_new(ops, base, size, dev, ino, false);
@@ -128,41 +172,57 @@ void map_put_later(bpf_map *map) { rcu_defer(put_cb, map); }
 
 } // namespace
 
-bpf_map *map_from_fd(int fd, int *err)
+bpf_map *map_from_fd(int fd, int *err, unsigned *denied)
 {
-	std::atomic<bpf_map *> *slot = fd_slot(fd, false);
+	std::atomic<uintptr_t> *slot = fd_slot(fd, false);
 	if (slot) {
-		bpf_map *map = slot->load(std::memory_order_acquire);
-		if (map)
-			return map;
+		uintptr_t v = slot->load(std::memory_order_acquire);
+		if (v) {
+			*denied = v & FD_MODE_BITS;
+			return slot_map(v);
+		}
 	}
+	unsigned mode;
+	if ((*err = fd_denied(fd, &mode)))
+		return nullptr;
 	bpf_map *map = handle_from_fd(fd, err);
 	if (!map)
 		return nullptr;
+	*denied = mode;
 	if (fd >= FD_MAX) {
 		// Not cacheable: the handle lives through the caller's section, then goes.
 		map_put_later(map);
 		return map;
 	}
 	slot = fd_slot(fd, true);
-	bpf_map *expected = nullptr;
-	if (!slot->compare_exchange_strong(expected, map, std::memory_order_acq_rel)) {
+	uintptr_t expected = 0;
+	if (!slot->compare_exchange_strong(expected, slot_pack(map, mode),
+					   std::memory_order_acq_rel)) {
 		map_put_later(map); // another thread cached it first
-		return expected;
+		*denied = expected & FD_MODE_BITS;
+		return slot_map(expected);
 	}
 	// A close() between our fstat and the install found nothing to forget; if the number
 	// was closed or reused since, take the entry back and look again.
 	struct stat st;
-	if (fstat(fd, &st) != 0 || st.st_dev != map->dev || st.st_ino != map->ino) {
-		bpf_map *mine = map;
-		if (slot->compare_exchange_strong(mine, nullptr, std::memory_order_acq_rel))
+	unsigned now_mode;
+	if (fstat(fd, &st) != 0 || st.st_dev != map->dev || st.st_ino != map->ino ||
+	    fd_denied(fd, &now_mode) != 0 || now_mode != mode) {
+		uintptr_t mine = slot_pack(map, mode);
+		if (slot->compare_exchange_strong(mine, 0, std::memory_order_acq_rel))
 			map_put_later(map);
-		return map_from_fd(fd, err);
+		return map_from_fd(fd, err, denied);
 	}
 	return map;
 }
 
-int map_install_new(const bpf_map_ops *ops, void *base, size_t size, int fd)
+bpf_map *map_from_fd(int fd, int *err)
+{
+	unsigned denied;
+	return map_from_fd(fd, err, &denied);
+}
+
+int map_install_new(const bpf_map_ops *ops, void *base, size_t size, int fd, unsigned denied)
 {
 	struct stat st;
 	if (fstat(fd, &st) != 0)
@@ -175,7 +235,7 @@ int map_install_new(const bpf_map_ops *ops, void *base, size_t size, int fd)
 		std::lock_guard<std::mutex> g(handles_lock);
 		handles[{st.st_dev, st.st_ino}] = map;
 	}
-	fd_install(fd, map);
+	fd_install(fd, map, denied);
 	return 0;
 }
 
@@ -217,12 +277,12 @@ void map_put(bpf_map *map)
 
 void fd_forget(int fd)
 {
-	std::atomic<bpf_map *> *slot = fd_slot(fd, false);
+	std::atomic<uintptr_t> *slot = fd_slot(fd, false);
 	if (!slot)
 		return;
-	bpf_map *old = slot->exchange(nullptr, std::memory_order_acq_rel);
+	uintptr_t old = slot->exchange(0, std::memory_order_acq_rel);
 	if (old)
-		map_put(old);
+		map_put(slot_map(old));
 }
 
 } // namespace bpfmap

@@ -16,12 +16,18 @@
 
 namespace bpfmap {
 
+// What an fd's open mode withholds (the kernel's missing FMODE_CAN_READ / FMODE_CAN_WRITE).
+inline constexpr unsigned FD_NO_READ = 1;
+inline constexpr unsigned FD_NO_WRITE = 2;
+
 // The map behind fd, or nullptr with *err = -EBADF (no such fd) or -EINVAL (not a map).
+// *denied receives the FD_NO_* bits of the fd's open mode.
+bpf_map *map_from_fd(int fd, int *err, unsigned *denied);
 bpf_map *map_from_fd(int fd, int *err);
 
 // Lay out a fresh region whose header is filled (all but magic), wrap it in a handle and
-// install it at fd.
-int map_install_new(const bpf_map_ops *ops, void *base, size_t size, int fd);
+// install it at fd, whose open mode withholds `denied`.
+int map_install_new(const bpf_map_ops *ops, void *base, size_t size, int fd, unsigned denied);
 
 // Take a reference; false if the map's last reference is already gone.
 bool map_get(bpf_map *map);

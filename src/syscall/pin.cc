@@ -138,7 +138,10 @@ long obj_get(const uapi::obj_attr &attr, bool bad_tail)
 		return -ENOENT;
 	if (!p.in_bpffs || !S_ISREG(st.st_mode))
 		return -EACCES;
-	int fd = open(p.file.c_str(), O_RDWR | O_CLOEXEC);
+	int mode = (attr.file_flags & uapi::BPF_F_RDONLY)   ? O_RDONLY
+		   : (attr.file_flags & uapi::BPF_F_WRONLY) ? O_WRONLY
+							    : O_RDWR;
+	int fd = open(p.file.c_str(), mode | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOENT ? -ENOENT : -EACCES;
 	rcu_guard g;

@@ -45,12 +45,16 @@ void *bpfmap_map_lookup_elem(bpfmap_map *m, const void *key)
 long bpfmap_map_update_elem(bpfmap_map *m, const void *key, const void *value, uint64_t flags)
 {
 	bpf_map *map = to_map(m);
+	if (map->map_flags & bpfmap::uapi::BPF_F_RDONLY_PROG)
+		return -EACCES;
 	return map->ops->map_update_elem(map, key, value, flags);
 }
 
 long bpfmap_map_delete_elem(bpfmap_map *m, const void *key)
 {
 	bpf_map *map = to_map(m);
+	if (map->map_flags & bpfmap::uapi::BPF_F_RDONLY_PROG)
+		return -EACCES;
 	return map->ops->map_delete_elem(map, key);
 }
 

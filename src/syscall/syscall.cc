@@ -80,7 +80,15 @@ private:
 };
 
 // The map behind an attr's map_fd, or nullptr with *err set.
-bpf_map *elem_map(uint32_t fd, int *err) { return map_from_fd(static_cast<int>(fd), err); }
+// The map behind an element command's fd, and what the command may not do through it:
+// the kernel's map_get_sys_perms(), the fd's open mode less writing once the map is frozen.
+bpf_map *elem_map(uint32_t fd, int *err, unsigned *denied)
+{
+	bpf_map *map = map_from_fd(static_cast<int>(fd), err, denied);
+	if (map && map->frozen())
+		*denied |= FD_NO_WRITE;
+	return map;
+}
 
 int copy_to_user(uint64_t uptr, const void *src, size_t n)
 {
@@ -169,6 +177,31 @@ int map_create_late_check(const uapi::map_create_attr &a, char *name)
 	return 0;
 }
 
+// The open mode that BPF_F_RDONLY / BPF_F_WRONLY ask of a new fd (bpf_get_file_flag()).
+int fd_access_mode(uint32_t flags)
+{
+	if (flags & uapi::BPF_F_RDONLY)
+		return O_RDONLY;
+	if (flags & uapi::BPF_F_WRONLY)
+		return O_WRONLY;
+	return O_RDWR;
+}
+
+// Give a fresh read-write map fd the open mode the flags ask for, keeping its number.
+int fd_set_mode(int fd, uint32_t flags, unsigned *denied)
+{
+	int mode = fd_access_mode(flags);
+	*denied = mode == O_RDONLY ? FD_NO_WRITE : mode == O_WRONLY ? FD_NO_READ : 0;
+	if (mode == O_RDWR)
+		return 0;
+	int nfd = region_reopen(fd, mode);
+	if (nfd < 0)
+		return nfd;
+	int err = dup3(nfd, fd, O_CLOEXEC) < 0 ? -errno : 0;
+	close(nfd);
+	return err;
+}
+
 long map_create(bpf_attr &attr)
 {
 	if (attr_tail_nonzero(attr, uapi::end_of_map_create))
@@ -214,7 +247,10 @@ long map_create(bpf_attr &attr)
 	hdr->map_extra = a.map_extra;
 	hdr->data_size = data_size;
 	hdr->id = next_map_id();
-	if ((err = map_install_new(ops, base, data_size + MAP_HEADER_SIZE, fd))) {
+	unsigned denied = 0;
+	if ((err = fd_set_mode(fd, a.map_flags, &denied)) ||
+	    (err = map_install_new(ops, base, data_size + MAP_HEADER_SIZE, fd, denied))) {
+		region_unmap(base, data_size + MAP_HEADER_SIZE);
 		close(fd);
 		return err;
 	}
@@ -237,9 +273,12 @@ long map_lookup_elem(elem_args e)
 		return -EINVAL;
 	rcu_guard g;
 	int err;
-	bpf_map *map = elem_map(e.map_fd, &err);
+	unsigned denied;
+	bpf_map *map = elem_map(e.map_fd, &err, &denied);
 	if (!map)
 		return err;
+	if (denied & FD_NO_READ)
+		return -EPERM;
 	if (e.flags & uapi::BPF_F_LOCK)
 		return -EINVAL; // no value holds a bpf_spin_lock (no BTF yet)
 	const void *key = user_ptr(e.key);
@@ -256,10 +295,11 @@ long map_update_elem(elem_args e)
 {
 	rcu_guard g;
 	int err;
-	bpf_map *map = elem_map(e.map_fd, &err);
+	unsigned denied;
+	bpf_map *map = elem_map(e.map_fd, &err, &denied);
 	if (!map)
 		return err;
-	if (map->frozen())
+	if (denied & FD_NO_WRITE)
 		return -EPERM;
 	if (e.flags & uapi::BPF_F_LOCK)
 		return -EINVAL;
@@ -276,10 +316,11 @@ long map_delete_elem(elem_args e)
 {
 	rcu_guard g;
 	int err;
-	bpf_map *map = elem_map(e.map_fd, &err);
+	unsigned denied;
+	bpf_map *map = elem_map(e.map_fd, &err, &denied);
 	if (!map)
 		return err;
-	if (map->frozen())
+	if (denied & FD_NO_WRITE)
 		return -EPERM;
 	const void *key = user_ptr(e.key);
 	if ((err = check_key_ptr(map, key)))
@@ -291,9 +332,12 @@ long map_get_next_key(elem_args e)
 {
 	rcu_guard g;
 	int err;
-	bpf_map *map = elem_map(e.map_fd, &err);
+	unsigned denied;
+	bpf_map *map = elem_map(e.map_fd, &err, &denied);
 	if (!map)
 		return err;
+	if (denied & FD_NO_READ)
+		return -EPERM;
 	const void *key = user_ptr(e.key);
 	if (key && (err = check_key_ptr(map, key)))
 		return err;
@@ -312,11 +356,12 @@ long map_lookup_and_delete_elem(elem_args e)
 		return -EINVAL;
 	rcu_guard g;
 	int err;
-	bpf_map *map = elem_map(e.map_fd, &err);
+	unsigned denied;
+	bpf_map *map = elem_map(e.map_fd, &err, &denied);
 	if (!map)
 		return err;
-	if (map->frozen())
-		return -EPERM;
+	if (denied)
+		return -EPERM; // reads and deletes: needs both
 	if (e.flags && map->ops->map_pop_elem)
 		return -EINVAL;
 	if (e.flags & uapi::BPF_F_LOCK)
@@ -342,10 +387,13 @@ long map_freeze(bpf_attr &attr)
 		return -EINVAL;
 	rcu_guard g;
 	int err;
-	bpf_map *map = elem_map(attr.elem.map_fd, &err);
+	unsigned denied;
+	bpf_map *map = elem_map(attr.elem.map_fd, &err, &denied);
 	if (!map)
 		return err;
 	// A frozen map's fds have lost their write permission, so a second freeze is EPERM.
+	if (denied & FD_NO_WRITE)
+		return -EPERM;
 	uint32_t was = 0;
 	if (!map->hdr->frozen.compare_exchange_strong(was, 1, std::memory_order_acq_rel))
 		return -EPERM;
