@@ -68,12 +68,13 @@ struct bpf_map_ops {
 	int (*map_lookup_and_delete_elem)(bpf_map *map, const void *key, void *value,
 					  uint64_t flags);
 
-	// Batch commands (served by a later issue; null means ENOTSUPP as in the kernel).
-	int (*map_lookup_batch)(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *out);
+	// Batch commands; null means ENOTSUPP, as in the kernel. attr is the caller's attr as
+	// read; count and out_batch are written back through uattr, the caller's own copy.
+	int (*map_lookup_batch)(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uattr);
 	int (*map_lookup_and_delete_batch)(bpf_map *map, const uapi::batch_attr &attr,
-					   uapi::batch_attr *out);
-	int (*map_update_batch)(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *out);
-	int (*map_delete_batch)(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *out);
+					   uapi::batch_attr *uattr);
+	int (*map_update_batch)(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uattr);
+	int (*map_delete_batch)(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uattr);
 
 	// Queue, stack and bloom filter (later families).
 	int (*map_push_elem)(bpf_map *map, const void *value, uint64_t flags);

@@ -14,6 +14,7 @@
 #include "core/registry.h"
 #include "core/sha256.h"
 #include "core/shmem.h"
+#include "syscall/batch.h"
 
 namespace bpfmap {
 namespace {
@@ -138,9 +139,9 @@ const bpf_map_ops array_map_ops = {
 	.map_delete_elem = array_map_delete_elem,
 	.map_get_next_key = array_map_get_next_key,
 	.map_lookup_and_delete_elem = nullptr,
-	.map_lookup_batch = nullptr,
+	.map_lookup_batch = generic_map_lookup_batch,
 	.map_lookup_and_delete_batch = nullptr,
-	.map_update_batch = nullptr,
+	.map_update_batch = generic_map_update_batch,
 	.map_delete_batch = nullptr,
 	.map_push_elem = nullptr,
 	.map_pop_elem = nullptr,

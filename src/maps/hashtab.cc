@@ -43,6 +43,8 @@
 #include "core/map.h"
 #include "core/registry.h"
 #include "core/shmem.h"
+#include "syscall/batch.h"
+#include "syscall/uaccess.h"
 
 namespace bpfmap {
 namespace {
@@ -648,6 +650,208 @@ int htab_map_get_next_key(bpf_map *map, const void *key, void *next_key)
 	return first_key_from(h, 0, 0, nullptr, next_key);
 }
 
+// ---- batch walk ----------------------------------------------------------------------
+//
+// The kernel's batch cursor is a bucket index and a batch returns whole buckets, with
+// roundup_pow2(max_entries) buckets, so about one element each. Our buckets hold several
+// keys, so the walk splits each into "virtual buckets" that match the kernel's granularity:
+// virtual bucket t covers bucket t / R and the next log2(R) hash bits, where R is the
+// number of virtual buckets per bucket. The cursor is stable under concurrent deletes,
+// ENOSPC means what it means in the kernel (the next virtual bucket holds more elements
+// than the caller has room for), and an in_batch token past the end is ENOENT as there.
+
+struct vbucket_geometry {
+	uint32_t n_virtual;  // roundup_pow2(max_entries), the kernel's bucket count
+	uint32_t per_bucket; // R, a power of two
+	uint32_t bucket_bits;
+};
+
+vbucket_geometry vbuckets(const bpf_htab *h)
+{
+	vbucket_geometry g;
+	g.n_virtual = roundup_pow2(h->max_entries);
+	g.per_bucket = g.n_virtual / (h->bucket_mask + 1);
+	g.bucket_bits = static_cast<uint32_t>(__builtin_ctz(h->bucket_mask + 1));
+	return g;
+}
+
+bool bucket_looks_empty(bucket *bk)
+{
+	return bk->tagw[0].load(std::memory_order_acquire) == 0 &&
+	       (bk->tagw[1].load(std::memory_order_acquire) & 0xffffffffull) == 0 &&
+	       (chain_head(bk) & NULLS_BIT);
+}
+
+struct batch_elem {
+	htab_elem *e;
+	uint32_t sub; // virtual bucket within the bucket
+};
+
+// The elements of a locked bucket in bucket order (slots, then chain).
+void bucket_elems(bpf_htab *h, bucket *bk, const vbucket_geometry &g, std::vector<batch_elem> *out)
+{
+	out->clear();
+	auto add = [&](htab_elem *e) {
+		uint32_t sub = (e->hash.load(std::memory_order_relaxed) >> g.bucket_bits) & (g.per_bucket - 1);
+		out->push_back({e, sub});
+	};
+	uint64_t w[2] = {bk->tagw[0].load(std::memory_order_relaxed),
+			 bk->tagw[1].load(std::memory_order_relaxed)};
+	for (uint32_t i = 0; i < SLOTS; i++)
+		if (tag_at(w, i))
+			add(h->elem(bk->slot[i].load(std::memory_order_relaxed)));
+	for (uint32_t idx = chain_head(bk); !(idx & NULLS_BIT);
+	     idx = h->elem(idx)->next.load(std::memory_order_relaxed))
+		add(h->elem(idx));
+}
+
+// Unlink and free every element of a locked bucket for which doomed(e) holds.
+template <typename F> void bucket_remove_if(bpf_htab *h, bucket *bk, F &&doomed)
+{
+	auto free_elem = [&](htab_elem *e) {
+		retire(e);
+		pool_push(h, e);
+		h->ctl_->count.fetch_sub(1, std::memory_order_relaxed);
+	};
+	uint64_t w[2] = {bk->tagw[0].load(std::memory_order_relaxed),
+			 bk->tagw[1].load(std::memory_order_relaxed)};
+	for (uint32_t i = 0; i < SLOTS; i++) {
+		if (!tag_at(w, i))
+			continue;
+		htab_elem *e = h->elem(bk->slot[i].load(std::memory_order_relaxed));
+		if (doomed(e)) {
+			unlink_at(bk, position{e, static_cast<int>(i), nullptr});
+			free_elem(e);
+		}
+	}
+	htab_elem *prev = nullptr;
+	for (uint32_t idx = chain_head(bk); !(idx & NULLS_BIT);) {
+		htab_elem *e = h->elem(idx);
+		idx = e->next.load(std::memory_order_relaxed);
+		if (doomed(e)) {
+			unlink_at(bk, position{e, -1, prev});
+			free_elem(e);
+		} else {
+			prev = e;
+		}
+	}
+}
+
+// Under bucket b's lock: copy out whole virtual buckets from *cursor on while they fit in
+// room elements, deleting them if asked. Advances *cursor past what it copied; *full says
+// it stopped at a virtual bucket that did not fit.
+uint32_t batch_bucket(bpf_htab *h, bucket *bk, const vbucket_geometry &g, uint32_t *cursor,
+		      uint32_t room, bool do_delete, std::vector<unsigned char> *keys,
+		      std::vector<unsigned char> *values, bool *full)
+{
+	std::vector<batch_elem> elems;
+	bucket_elems(h, bk, g, &elems);
+	std::stable_sort(elems.begin(), elems.end(),
+			 [](const batch_elem &a, const batch_elem &b) { return a.sub < b.sub; });
+	const uint32_t ks = h->key_size, vs = h->value_size;
+	uint32_t first = *cursor & (g.per_bucket - 1), copied = 0;
+	uint32_t stop = g.per_bucket; // first virtual bucket not taken
+	size_t i = 0;
+	while (i < elems.size() && elems[i].sub < first)
+		i++;
+	while (i < elems.size()) {
+		size_t j = i;
+		while (j < elems.size() && elems[j].sub == elems[i].sub)
+			j++;
+		if (j - i > room - copied) {
+			stop = elems[i].sub;
+			*full = true;
+			break;
+		}
+		for (; i < j; i++) {
+			size_t at = keys->size();
+			keys->resize(at + ks);
+			copy_from_shared(keys->data() + at, h->elem_key(elems[i].e), ks);
+			at = values->size();
+			values->resize(at + vs);
+			copy_from_shared(values->data() + at, h->elem_value(elems[i].e), vs);
+			copied++;
+		}
+	}
+	if (do_delete && copied) {
+		uint32_t last = *full ? stop : g.per_bucket;
+		bucket_remove_if(h, bk, [&](htab_elem *e) {
+			uint32_t sub = (e->hash.load(std::memory_order_relaxed) >> g.bucket_bits) &
+				       (g.per_bucket - 1);
+			return sub >= first && sub < last;
+		});
+	}
+	*cursor = (*cursor & ~(g.per_bucket - 1)) + stop;
+	return copied;
+}
+
+int htab_batch(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uattr,
+	       bool do_delete)
+{
+	bpf_htab *h = htab_of(map);
+	int err = batch_check_elem_flags(attr.elem_flags);
+	if (err)
+		return err;
+	if (attr.flags)
+		return -EINVAL;
+	if (!attr.count)
+		return 0;
+	uattr->count = 0;
+	uint32_t cursor = 0;
+	if (attr.in_batch && (err = copy_from_user(&cursor, attr.in_batch, sizeof(cursor))))
+		return err;
+	const vbucket_geometry g = vbuckets(h);
+	if (cursor >= g.n_virtual)
+		return -ENOENT;
+	const uint32_t ks = h->key_size, vs = h->value_size;
+	std::vector<unsigned char> keys, values;
+	uint32_t total = 0;
+	int ret = 0;
+	for (;;) {
+		uint32_t b = cursor >> __builtin_ctz(g.per_bucket);
+		bool full = false;
+		uint32_t n = 0;
+		if (bucket_looks_empty(&h->buckets[b])) {
+			cursor = (b + 1) * g.per_bucket;
+		} else {
+			keys.clear();
+			values.clear();
+			n = static_cast<uint32_t>(with_bucket_locked(h, b, [&](bucket *bk) {
+				return static_cast<int>(batch_bucket(h, bk, g, &cursor, attr.count - total,
+								     do_delete, &keys, &values, &full));
+			}));
+		}
+		if (n && ((err = copy_to_user(attr.keys + uint64_t(total) * ks, keys.data(), n * ks)) ||
+			  (err = copy_to_user(attr.values + uint64_t(total) * vs, values.data(), n * vs))))
+			return err; // as in the kernel: count stays 0 though elements may be gone
+		total += n;
+		if (full) {
+			if (!total)
+				ret = -ENOSPC;
+			break;
+		}
+		if (cursor >= g.n_virtual) {
+			ret = -ENOENT;
+			break;
+		}
+	}
+	if ((err = copy_to_user(attr.out_batch, &cursor, sizeof(cursor))))
+		return err;
+	uattr->count = total;
+	return ret;
+}
+
+int htab_map_lookup_batch(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uattr)
+{
+	return htab_batch(map, attr, uattr, false);
+}
+
+int htab_map_lookup_and_delete_batch(bpf_map *map, const uapi::batch_attr &attr,
+				     uapi::batch_attr *uattr)
+{
+	return htab_batch(map, attr, uattr, true);
+}
+
 // ---- creation ------------------------------------------------------------------------
 
 struct htab_geometry {
@@ -751,10 +955,10 @@ const bpf_map_ops htab_map_ops = {
 	.map_delete_elem = htab_map_delete_elem,
 	.map_get_next_key = htab_map_get_next_key,
 	.map_lookup_and_delete_elem = htab_map_lookup_and_delete_elem,
-	.map_lookup_batch = nullptr,
-	.map_lookup_and_delete_batch = nullptr,
-	.map_update_batch = nullptr,
-	.map_delete_batch = nullptr,
+	.map_lookup_batch = htab_map_lookup_batch,
+	.map_lookup_and_delete_batch = htab_map_lookup_and_delete_batch,
+	.map_update_batch = generic_map_update_batch,
+	.map_delete_batch = generic_map_delete_batch,
 	.map_push_elem = nullptr,
 	.map_pop_elem = nullptr,
 	.map_peek_elem = nullptr,

@@ -22,6 +22,7 @@
 #include "syscall/objtab.h"
 #include "syscall/pin.h"
 #include "syscall/syscall.h"
+#include "syscall/uaccess.h"
 
 namespace bpfmap {
 namespace {
@@ -29,8 +30,6 @@ namespace {
 using uapi::bpf_attr;
 
 constexpr int ENOTSUPP = 524; // the kernel's internal "not supported", seen by user space
-
-void *user_ptr(uint64_t v) { return reinterpret_cast<void *>(static_cast<uintptr_t>(v)); }
 
 // The kernel's CHECK_ATTR: every byte after the command's last field must be zero.
 // Word-wise, since it runs on every call: the bytes up to the next word boundary first.
@@ -49,10 +48,6 @@ bool attr_tail_nonzero(const bpf_attr &attr, size_t end)
 	}
 	return acc != 0;
 }
-
-// Pointers from user space: the kernel faults on what it cannot read; we can only
-// recognise the ones that can never be valid.
-bool bad_user_ptr(const void *p) { return reinterpret_cast<uintptr_t>(p) < 4096; }
 
 // Copy of the kernel's ___bpf_copy_key() rules: a key pointer for a keyless map is EINVAL.
 int check_key_ptr(const bpf_map *map, const void *ukey)
@@ -88,15 +83,6 @@ bpf_map *elem_map(uint32_t fd, int *err, unsigned *denied)
 	if (map && map->frozen())
 		*denied |= FD_NO_WRITE;
 	return map;
-}
-
-int copy_to_user(uint64_t uptr, const void *src, size_t n)
-{
-	void *dst = user_ptr(uptr);
-	if (bad_user_ptr(dst))
-		return -EFAULT;
-	memcpy(dst, src, n);
-	return 0;
 }
 
 // The kernel's isalnum() is Latin-1: it also accepts the accented letters 0xc0-0xff,
@@ -498,7 +484,34 @@ long elem_dispatch(int cmd, elem_args e)
 	}
 }
 
-long dispatch(int cmd, bpf_attr &attr)
+// The batch commands: permissions as for their single-element forms, then the type's walk.
+long map_do_batch(int cmd, const bpf_attr &attr, void *uattr)
+{
+	if (attr_tail_nonzero(attr, uapi::end_of_batch))
+		return -EINVAL;
+	bool has_read = cmd == uapi::MAP_LOOKUP_BATCH || cmd == uapi::MAP_LOOKUP_AND_DELETE_BATCH;
+	bool has_write = cmd != uapi::MAP_LOOKUP_BATCH;
+	rcu_guard g;
+	int err;
+	unsigned denied;
+	bpf_map *map = elem_map(attr.batch.map_fd, &err, &denied);
+	if (!map)
+		return err;
+	if ((has_read && (denied & FD_NO_READ)) || (has_write && (denied & FD_NO_WRITE)))
+		return -EPERM;
+	const bpf_map_ops *ops = map->ops;
+	auto fn = cmd == uapi::MAP_LOOKUP_BATCH		   ? ops->map_lookup_batch
+		  : cmd == uapi::MAP_LOOKUP_AND_DELETE_BATCH ? ops->map_lookup_and_delete_batch
+		  : cmd == uapi::MAP_UPDATE_BATCH		   ? ops->map_update_batch
+							   : ops->map_delete_batch;
+	if (!fn)
+		return -ENOTSUPP;
+	if (bad_user_ptr(uattr))
+		return -EFAULT; // count goes back into the caller's attr
+	return fn(map, attr.batch, static_cast<uapi::batch_attr *>(uattr));
+}
+
+long dispatch(int cmd, bpf_attr &attr, void *uattr)
 {
 	switch (cmd) {
 	case uapi::MAP_CREATE:
@@ -511,6 +524,11 @@ long dispatch(int cmd, bpf_attr &attr)
 		return obj_pin(attr.obj, attr_tail_nonzero(attr, uapi::end_of_obj));
 	case uapi::OBJ_GET:
 		return obj_get(attr.obj, attr_tail_nonzero(attr, uapi::end_of_obj));
+	case uapi::MAP_LOOKUP_BATCH:
+	case uapi::MAP_LOOKUP_AND_DELETE_BATCH:
+	case uapi::MAP_UPDATE_BATCH:
+	case uapi::MAP_DELETE_BATCH:
+		return map_do_batch(cmd, attr, uattr);
 	default:
 		return -EINVAL;
 	}
@@ -565,7 +583,7 @@ long sys_bpf(int cmd, void *uattr, unsigned int size)
 	memset(&attr, 0, sizeof(attr));
 	if (n)
 		memcpy(&attr, u, n);
-	long ret = dispatch(cmd, attr);
+	long ret = dispatch(cmd, attr, uattr);
 	// info_len goes back into the caller's attr whatever size the caller gave, as the
 	// kernel's put_user() does.
 	if (ret == 0 && cmd == uapi::OBJ_GET_INFO_BY_FD)
