@@ -1433,6 +1433,71 @@ TEST_F(KernelDiff, BatchCursorSurvivesDeletes)
 	}
 }
 
+// ==== ids ==============================================================================
+
+TEST_F(KernelDiff, IdCommandErrors)
+{
+	constexpr int C_GET_NEXT_ID = 12, C_GET_FD_BY_ID = 14;
+	auto next = [](uint32_t start, size_t poke = 0) {
+		Req q(C_GET_NEXT_ID);
+		q.u32(0, start);
+		if (poke)
+			q.attr[poke] = 1;
+		return q;
+	};
+	// Only errors compare: the two id spaces differ.
+	check("GET_NEXT_ID start INT_MAX", next(0x7fffffff));
+	check("GET_NEXT_ID start 0xffffffff", next(0xffffffff));
+	check("GET_NEXT_ID start INT_MAX-1", next(0x7ffffffe));
+	check("GET_NEXT_ID open_flags set", next(0, 8));
+	check("GET_NEXT_ID byte 100 set", next(0, 100));
+	auto by_id = [](uint32_t id, uint32_t flags, size_t poke = 0) {
+		Req q(C_GET_FD_BY_ID);
+		q.u32(0, id);
+		q.u32(8, flags);
+		if (poke)
+			q.attr[poke] = 1;
+		return q;
+	};
+	check("GET_FD_BY_ID id 0", by_id(0, 0));
+	check("GET_FD_BY_ID id 0xffffffff", by_id(0xffffffff, 0));
+	check("GET_FD_BY_ID id 0x7ffffffe", by_id(0x7ffffffe, 0));
+	check("GET_FD_BY_ID RDONLY|WRONLY", by_id(1, F_RDONLY | F_WRONLY));
+	check("GET_FD_BY_ID RDONLY_PROG", by_id(1, F_RDONLY_PROG));
+	check("GET_FD_BY_ID flag 1", by_id(1, 1));
+	check("GET_FD_BY_ID byte 12 set", by_id(1, 0, 12));
+	// Each side opens its own map by its own id, with the asked-for mode.
+	Pair p = hash_pair("by id");
+	ASSERT_TRUE(p);
+	auto own_id = [](int fd, bool kernel) {
+		std::vector<uint8_t> info(INFO_SIZE, 0), attr(KATTR, 0);
+		put32(attr, I_FD, static_cast<uint32_t>(fd));
+		put32(attr, I_LEN, INFO_SIZE);
+		put64(attr, I_INFO, reinterpret_cast<uintptr_t>(info.data()));
+		long r = kernel ? syscall(__NR_bpf, C_OBJ_GET_INFO, attr.data(), KATTR)
+				: bpfmap_bpf(C_OBJ_GET_INFO, reinterpret_cast<union bpf_attr *>(attr.data()), KATTR);
+		EXPECT_EQ(r, 0);
+		return get32(info, 4);
+	};
+	uint32_t kid = own_id(p.k, true), uid = own_id(p.u, false);
+	for (uint32_t flags : {0u, F_RDONLY, F_WRONLY}) {
+		std::vector<uint8_t> ka(KATTR, 0), ua(KATTR, 0);
+		put32(ka, 0, kid);
+		put32(ka, 8, flags);
+		put32(ua, 0, uid);
+		put32(ua, 8, flags);
+		long kf = syscall(__NR_bpf, C_GET_FD_BY_ID, ka.data(), KATTR);
+		long uf = bpfmap_bpf(C_GET_FD_BY_ID, reinterpret_cast<union bpf_attr *>(ua.data()), KATTR);
+		ASSERT_GE(kf, 0);
+		ASSERT_GE(uf, 0) << errname(errno);
+		std::string m = fd_modes(static_cast<int>(kf), static_cast<int>(uf));
+		if (!m.empty())
+			MISMATCH("GET_FD_BY_ID open_flags " + std::to_string(flags), m);
+		close(static_cast<int>(kf));
+		close(static_cast<int>(uf));
+	}
+}
+
 // ==== MAP_CREATE ====================================================================================
 
 TEST_F(KernelDiff, CreateErrorTable)

@@ -1,6 +1,9 @@
 // The generic layer: attr sizes, fds, pins, info, and sharing across fork and exec.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <climits>
+#include <csignal>
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -265,6 +268,149 @@ TEST(Pin, GetReadOnlyAndWriteOnlyFds)
 	close(wo);
 	unlink(pin_file(path).c_str());
 	close(fd);
+}
+
+// ---- ids -----------------------------------------------------------------------------
+
+uint32_t map_id(int fd)
+{
+	u::bpf_map_info info{};
+	u::bpf_attr a{};
+	a.info.bpf_fd = static_cast<uint32_t>(fd);
+	a.info.info_len = sizeof(info);
+	a.info.info = ptr(&info);
+	EXPECT_EQ(sys(u::OBJ_GET_INFO_BY_FD, a), 0);
+	return info.id;
+}
+
+long next_id(uint32_t start, uint32_t *next)
+{
+	u::bpf_attr a{};
+	a.id.start_id = start;
+	long r = sys(u::MAP_GET_NEXT_ID, a);
+	*next = a.id.next_id;
+	return r;
+}
+
+long fd_by_id(uint32_t id, uint32_t flags = 0)
+{
+	u::bpf_attr a{};
+	a.id.map_id = id;
+	a.id.open_flags = flags;
+	return sys(u::MAP_GET_FD_BY_ID, a);
+}
+
+// Every live id above start, in order, as MAP_GET_NEXT_ID walks them.
+std::vector<uint32_t> id_walk()
+{
+	std::vector<uint32_t> ids;
+	uint32_t id = 0, next;
+	while (next_id(id, &next) == 0) {
+		EXPECT_GT(next, id);
+		ids.push_back(next);
+		id = next;
+	}
+	return ids;
+}
+
+bool walk_has(uint32_t id)
+{
+	auto ids = id_walk();
+	return std::find(ids.begin(), ids.end(), id) != ids.end();
+}
+
+TEST(Ids, WalkAndOpenByIdAsTheKernelDoes)
+{
+	int a = map_create(u::MAP_TYPE_HASH, 4, 4, 8), b = map_create(u::MAP_TYPE_ARRAY, 4, 4, 2);
+	uint32_t ida = map_id(a), idb = map_id(b);
+	ASSERT_LT(ida, idb);
+	EXPECT_TRUE(walk_has(ida));
+	EXPECT_TRUE(walk_has(idb));
+	uint32_t next = 0;
+	EXPECT_EQ(next_id(ida - 1, &next), 0);
+	EXPECT_EQ(next, ida) << "start_id need not exist";
+	EXPECT_EQ(next_id(INT32_MAX, &next), -EINVAL);
+	EXPECT_EQ(next_id(INT32_MAX - 1, &next), -ENOENT);
+
+	uint32_t k = 1, v = 11, out = 0;
+	ASSERT_EQ(update(a, &k, &v), 0);
+	int a2 = static_cast<int>(fd_by_id(ida));
+	ASSERT_GE(a2, 0);
+	EXPECT_EQ(fcntl(a2, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+	EXPECT_EQ(lookup(a2, &k, &out), 0);
+	EXPECT_EQ(out, 11u);
+	int ro = static_cast<int>(fd_by_id(ida, u::BPF_F_RDONLY));
+	ASSERT_GE(ro, 0);
+	EXPECT_EQ(fcntl(ro, F_GETFL) & O_ACCMODE, O_RDONLY);
+	EXPECT_EQ(update(ro, &k, &v), -EPERM);
+	EXPECT_EQ(fd_by_id(ida, u::BPF_F_RDONLY | u::BPF_F_WRONLY), -EINVAL);
+	EXPECT_EQ(fd_by_id(ida, u::BPF_F_RDONLY_PROG), -EINVAL);
+	EXPECT_EQ(fd_by_id(0), -ENOENT);
+	EXPECT_EQ(fd_by_id(0xffffffffu), -ENOENT);
+
+	// Gone once nothing holds it: every fd closed, no pin.
+	close(a);
+	close(ro);
+	EXPECT_TRUE(walk_has(ida)) << "a2 still holds it";
+	close(a2);
+	EXPECT_FALSE(walk_has(ida));
+	EXPECT_EQ(fd_by_id(ida), -ENOENT);
+	EXPECT_TRUE(walk_has(idb));
+	close(b);
+}
+
+TEST(Ids, PinnedMapKeepsItsId)
+{
+	int fd = map_create(u::MAP_TYPE_HASH, 4, 4, 8);
+	uint32_t id = map_id(fd);
+	const char *path = "/sys/fs/bpf/ids_pinned";
+	unlink(pin_file(path).c_str());
+	ASSERT_EQ(pin(fd, path), 0);
+	close(fd);
+	EXPECT_TRUE(walk_has(id));
+	int again = static_cast<int>(fd_by_id(id));
+	EXPECT_GE(again, 0);
+	close(again);
+	unlink(pin_file(path).c_str());
+	EXPECT_FALSE(walk_has(id)) << "unpinned and unheld";
+}
+
+// Another process's map is visible while that process lives, and gone when it is killed.
+TEST(Ids, OtherProcessesMapsAndTheirDeath)
+{
+	int to_child[2], from_child[2];
+	ASSERT_EQ(pipe(to_child), 0);
+	ASSERT_EQ(pipe(from_child), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		int fd = map_create(u::MAP_TYPE_HASH, 4, 4, 8);
+		uint32_t k = 7, v = 77;
+		update(fd, &k, &v);
+		uint32_t id = map_id(fd);
+		if (write(from_child[1], &id, sizeof(id)) != sizeof(id))
+			_exit(1);
+		char c;
+		(void)!read(to_child[0], &c, 1); // wait to be killed
+		_exit(0);
+	}
+	uint32_t id = 0;
+	ASSERT_EQ(read(from_child[0], &id, sizeof(id)), static_cast<ssize_t>(sizeof(id)));
+	EXPECT_TRUE(walk_has(id));
+	int fd = static_cast<int>(fd_by_id(id));
+	ASSERT_GE(fd, 0);
+	uint32_t k = 7, out = 0;
+	EXPECT_EQ(lookup(fd, &k, &out), 0);
+	EXPECT_EQ(out, 77u);
+	kill(pid, SIGKILL);
+	int status;
+	waitpid(pid, &status, 0);
+	EXPECT_TRUE(walk_has(id)) << "we still hold it";
+	close(fd);
+	EXPECT_FALSE(walk_has(id)) << "its creator was killed and we closed ours";
+	close(to_child[0]);
+	close(to_child[1]);
+	close(from_child[0]);
+	close(from_child[1]);
 }
 
 TEST(Share, ForkedChildWritesTheParentSees)

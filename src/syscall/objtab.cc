@@ -14,6 +14,7 @@
 #include "core/rcu.h"
 #include "core/region.h"
 #include "core/registry.h"
+#include "syscall/mapid.h"
 
 namespace bpfmap {
 
@@ -270,9 +271,12 @@ void map_put(bpf_map *map)
 		if (it != handles.end() && it->second == map)
 			handles.erase(it);
 	}
+	uint32_t id = map->hdr->id;
 	synchronize_rcu();
 	region_unmap(map->data, map->region_size);
 	delete map;
+	// This process no longer holds the map; if nobody else does, its id goes too.
+	map_id_reap(id);
 }
 
 void fd_forget(int fd)

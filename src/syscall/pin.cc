@@ -11,6 +11,7 @@
 
 #include "core/rcu.h"
 #include "core/region.h"
+#include "syscall/mapid.h"
 #include "syscall/objtab.h"
 
 namespace bpfmap {
@@ -149,6 +150,7 @@ long obj_get(const uapi::obj_attr &attr, bool bad_tail)
 		close(fd);
 		return -EACCES; // a file in the pin root that is not a map
 	}
+	map_id_hold(fd);
 	return fd;
 }
 

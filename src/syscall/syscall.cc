@@ -19,6 +19,7 @@
 #include "core/region.h"
 #include "core/registry.h"
 #include "core/sha256.h"
+#include "syscall/mapid.h"
 #include "syscall/objtab.h"
 #include "syscall/pin.h"
 #include "syscall/syscall.h"
@@ -240,6 +241,7 @@ long map_create(bpf_attr &attr)
 		close(fd);
 		return err;
 	}
+	map_id_publish(fd, hdr->id);
 	return fd;
 }
 
@@ -524,6 +526,10 @@ long dispatch(int cmd, bpf_attr &attr, void *uattr)
 		return obj_pin(attr.obj, attr_tail_nonzero(attr, uapi::end_of_obj));
 	case uapi::OBJ_GET:
 		return obj_get(attr.obj, attr_tail_nonzero(attr, uapi::end_of_obj));
+	case uapi::MAP_GET_NEXT_ID:
+		return map_get_next_id(attr.id, attr_tail_nonzero(attr, uapi::end_of_next_id));
+	case uapi::MAP_GET_FD_BY_ID:
+		return map_get_fd_by_id(attr.id, attr_tail_nonzero(attr, uapi::end_of_open_flags));
 	case uapi::MAP_LOOKUP_BATCH:
 	case uapi::MAP_LOOKUP_AND_DELETE_BATCH:
 	case uapi::MAP_UPDATE_BATCH:
@@ -589,6 +595,9 @@ long sys_bpf(int cmd, void *uattr, unsigned int size)
 	if (ret == 0 && cmd == uapi::OBJ_GET_INFO_BY_FD)
 		memcpy(static_cast<unsigned char *>(uattr) + offsetof(uapi::info_attr, info_len),
 		       &attr.info.info_len, sizeof(uint32_t));
+	if (ret == 0 && cmd == uapi::MAP_GET_NEXT_ID)
+		memcpy(static_cast<unsigned char *>(uattr) + offsetof(uapi::id_attr, next_id),
+		       &attr.id.next_id, sizeof(uint32_t));
 	return ret;
 }
 

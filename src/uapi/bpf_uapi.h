@@ -198,5 +198,7 @@ inline constexpr size_t end_of_next_key = offsetof(elem_attr, next_key) + 8;
 inline constexpr size_t end_of_batch = offsetof(batch_attr, flags) + 8;
 inline constexpr size_t end_of_obj = offsetof(obj_attr, path_fd) + 4;
 inline constexpr size_t end_of_info = offsetof(info_attr, info) + 8;
+inline constexpr size_t end_of_next_id = offsetof(id_attr, next_id) + 4;
+inline constexpr size_t end_of_open_flags = offsetof(id_attr, open_flags) + 4;
 
 } // namespace bpfmap::uapi
