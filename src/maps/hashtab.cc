@@ -737,17 +737,32 @@ template <typename F> void bucket_remove_if(bpf_htab *h, bucket *bk, F &&doomed)
 	}
 }
 
+// Bytes copied out of one bucket; grows without clearing what it will overwrite anyway.
+struct batch_buf {
+	std::vector<unsigned char> bytes;
+	size_t used = 0;
+	unsigned char *take(size_t n)
+	{
+		if (used + n > bytes.size())
+			bytes.resize(std::max(2 * bytes.size(), used + n));
+		unsigned char *p = bytes.data() + used;
+		used += n;
+		return p;
+	}
+};
+
 // Under bucket b's lock: copy out whole virtual buckets from *cursor on while they fit in
 // room elements, deleting them if asked. Advances *cursor past what it copied; *full says
 // it stopped at a virtual bucket that did not fit.
 uint32_t batch_bucket(bpf_htab *h, bucket *bk, const vbucket_geometry &g, uint32_t *cursor,
-		      uint32_t room, bool do_delete, std::vector<unsigned char> *keys,
-		      std::vector<unsigned char> *values, bool *full)
+		      uint32_t room, bool do_delete, std::vector<batch_elem> &elems, batch_buf *keys,
+		      batch_buf *values, bool *full)
 {
-	std::vector<batch_elem> elems;
 	bucket_elems(h, bk, g, &elems);
-	std::stable_sort(elems.begin(), elems.end(),
-			 [](const batch_elem &a, const batch_elem &b) { return a.sub < b.sub; });
+	// A handful of elements: an insertion sort, stable and without allocating.
+	for (size_t i = 1; i < elems.size(); i++)
+		for (size_t j = i; j > 0 && elems[j - 1].sub > elems[j].sub; j--)
+			std::swap(elems[j - 1], elems[j]);
 	const uint32_t ks = h->key_size, vs = h->value_size;
 	uint32_t first = *cursor & (g.per_bucket - 1), copied = 0;
 	uint32_t stop = g.per_bucket; // first virtual bucket not taken
@@ -763,14 +778,9 @@ uint32_t batch_bucket(bpf_htab *h, bucket *bk, const vbucket_geometry &g, uint32
 			*full = true;
 			break;
 		}
-		for (; i < j; i++) {
-			size_t at = keys->size();
-			keys->resize(at + ks);
-			copy_from_shared(keys->data() + at, h->elem_key(elems[i].e), ks);
-			at = values->size();
-			values->resize(at + vs);
-			copy_from_shared(values->data() + at, h->elem_value(elems[i].e), vs);
-			copied++;
+		for (; i < j; i++, copied++) {
+			copy_from_shared(keys->take(ks), h->elem_key(elems[i].e), ks);
+			copy_from_shared(values->take(vs), h->elem_value(elems[i].e), vs);
 		}
 	}
 	if (do_delete && copied) {
@@ -804,7 +814,8 @@ int htab_batch(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uat
 	if (cursor >= g.n_virtual)
 		return -ENOENT;
 	const uint32_t ks = h->key_size, vs = h->value_size;
-	std::vector<unsigned char> keys, values;
+	batch_buf keys, values;
+	std::vector<batch_elem> scratch;
 	uint32_t total = 0;
 	int ret = 0;
 	for (;;) {
@@ -814,15 +825,16 @@ int htab_batch(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uat
 		if (bucket_looks_empty(&h->buckets[b])) {
 			cursor = (b + 1) * g.per_bucket;
 		} else {
-			keys.clear();
-			values.clear();
+			keys.used = values.used = 0;
 			n = static_cast<uint32_t>(with_bucket_locked(h, b, [&](bucket *bk) {
 				return static_cast<int>(batch_bucket(h, bk, g, &cursor, attr.count - total,
-								     do_delete, &keys, &values, &full));
+								     do_delete, scratch, &keys, &values,
+								     &full));
 			}));
 		}
-		if (n && ((err = copy_to_user(attr.keys + uint64_t(total) * ks, keys.data(), n * ks)) ||
-			  (err = copy_to_user(attr.values + uint64_t(total) * vs, values.data(), n * vs))))
+		if (n && ((err = copy_to_user(attr.keys + uint64_t(total) * ks, keys.bytes.data(), n * ks)) ||
+			  (err = copy_to_user(attr.values + uint64_t(total) * vs, values.bytes.data(),
+					      n * vs))))
 			return err; // as in the kernel: count stays 0 though elements may be gone
 		total += n;
 		if (full) {
