@@ -117,10 +117,7 @@ long map_get_fd_by_id(const uapi::id_attr &attr, bool bad_tail)
 		return -EINVAL;
 	if (attr.map_id == 0 || attr.map_id >= INT_MAX)
 		return -ENOENT;
-	int mode = (attr.open_flags & uapi::BPF_F_RDONLY)   ? O_RDONLY
-		   : (attr.open_flags & uapi::BPF_F_WRONLY) ? O_WRONLY
-							    : O_RDWR;
-	int fd = open_held(attr.map_id, mode);
+	int fd = open_held(attr.map_id, bpf_file_mode(attr.open_flags));
 	if (fd < 0)
 		return fd;
 	rcu_guard g;

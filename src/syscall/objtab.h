@@ -12,6 +12,8 @@
 //   fd (a raw syscall(SYS_close) bypasses this and is not supported for map fds).
 #pragma once
 
+#include <fcntl.h>
+
 #include "core/map.h"
 
 namespace bpfmap {
@@ -19,6 +21,15 @@ namespace bpfmap {
 // What an fd's open mode withholds (the kernel's missing FMODE_CAN_READ / FMODE_CAN_WRITE).
 inline constexpr unsigned FD_NO_READ = 1;
 inline constexpr unsigned FD_NO_WRITE = 2;
+
+// The open mode BPF_F_RDONLY / BPF_F_WRONLY ask of a new map fd (the kernel's
+// bpf_get_file_flag(); callers refuse both at once beforehand).
+inline int bpf_file_mode(uint32_t flags)
+{
+	return (flags & uapi::BPF_F_RDONLY)   ? O_RDONLY
+	       : (flags & uapi::BPF_F_WRONLY) ? O_WRONLY
+					      : O_RDWR;
+}
 
 // The map behind fd, or nullptr with *err = -EBADF (no such fd) or -EINVAL (not a map).
 // *denied receives the FD_NO_* bits of the fd's open mode.

@@ -139,10 +139,7 @@ long obj_get(const uapi::obj_attr &attr, bool bad_tail)
 		return -ENOENT;
 	if (!p.in_bpffs || !S_ISREG(st.st_mode))
 		return -EACCES;
-	int mode = (attr.file_flags & uapi::BPF_F_RDONLY)   ? O_RDONLY
-		   : (attr.file_flags & uapi::BPF_F_WRONLY) ? O_WRONLY
-							    : O_RDWR;
-	int fd = open(p.file.c_str(), mode | O_CLOEXEC);
+	int fd = open(p.file.c_str(), bpf_file_mode(attr.file_flags) | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOENT ? -ENOENT : -EACCES;
 	rcu_guard g;

@@ -164,20 +164,10 @@ int map_create_late_check(const uapi::map_create_attr &a, char *name)
 	return 0;
 }
 
-// The open mode that BPF_F_RDONLY / BPF_F_WRONLY ask of a new fd (bpf_get_file_flag()).
-int fd_access_mode(uint32_t flags)
-{
-	if (flags & uapi::BPF_F_RDONLY)
-		return O_RDONLY;
-	if (flags & uapi::BPF_F_WRONLY)
-		return O_WRONLY;
-	return O_RDWR;
-}
-
 // Give a fresh read-write map fd the open mode the flags ask for, keeping its number.
 int fd_set_mode(int fd, uint32_t flags, unsigned *denied)
 {
-	int mode = fd_access_mode(flags);
+	int mode = bpf_file_mode(flags);
 	*denied = mode == O_RDONLY ? FD_NO_WRITE : mode == O_WRONLY ? FD_NO_READ : 0;
 	if (mode == O_RDWR)
 		return 0;
