@@ -109,16 +109,7 @@ int fd_denied(int fd, unsigned *denied)
 	int fl = fcntl(fd, F_GETFL);
 	if (fl < 0)
 		return -EBADF;
-	switch (fl & O_ACCMODE) {
-	case O_RDONLY:
-		*denied = FD_NO_WRITE;
-		break;
-	case O_WRONLY:
-		*denied = FD_NO_READ;
-		break;
-	default:
-		*denied = 0;
-	}
+	*denied = access_mode_denied(fl & O_ACCMODE);
 	return 0;
 }
 

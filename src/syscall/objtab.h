@@ -22,6 +22,12 @@ namespace bpfmap {
 inline constexpr unsigned FD_NO_READ = 1;
 inline constexpr unsigned FD_NO_WRITE = 2;
 
+// What an fd of access mode O_RDONLY, O_WRONLY or O_RDWR withholds.
+inline unsigned access_mode_denied(int accmode)
+{
+	return accmode == O_RDONLY ? FD_NO_WRITE : accmode == O_WRONLY ? FD_NO_READ : 0;
+}
+
 // The open mode BPF_F_RDONLY / BPF_F_WRONLY ask of a new map fd (the kernel's
 // bpf_get_file_flag(); callers refuse both at once beforehand).
 inline int bpf_file_mode(uint32_t flags)

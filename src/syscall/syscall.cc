@@ -76,14 +76,17 @@ private:
 };
 
 // The map behind an attr's map_fd, or nullptr with *err set.
-// The map behind an element command's fd, and what the command may not do through it:
-// the kernel's map_get_sys_perms(), the fd's open mode less writing once the map is frozen.
+// The map behind an element command's fd, and what the fd's open mode withholds.
 bpf_map *elem_map(uint32_t fd, int *err, unsigned *denied)
 {
-	bpf_map *map = map_from_fd(static_cast<int>(fd), err, denied);
-	if (map && map->frozen())
-		*denied |= FD_NO_WRITE;
-	return map;
+	return map_from_fd(static_cast<int>(fd), err, denied);
+}
+
+// The write half of the kernel's map_get_sys_perms(): the fd's mode, and no writing at all
+// once the map is frozen. Only writers pay for reading the frozen flag.
+bool write_denied(const bpf_map *map, unsigned denied)
+{
+	return (denied & FD_NO_WRITE) || map->frozen();
 }
 
 // The kernel's isalnum() is Latin-1: it also accepts the accented letters 0xc0-0xff,
@@ -168,7 +171,7 @@ int map_create_late_check(const uapi::map_create_attr &a, char *name)
 int fd_set_mode(int fd, uint32_t flags, unsigned *denied)
 {
 	int mode = bpf_file_mode(flags);
-	*denied = mode == O_RDONLY ? FD_NO_WRITE : mode == O_WRONLY ? FD_NO_READ : 0;
+	*denied = access_mode_denied(mode);
 	if (mode == O_RDWR)
 		return 0;
 	int nfd = region_reopen(fd, mode);
@@ -277,7 +280,7 @@ long map_update_elem(elem_args e)
 	bpf_map *map = elem_map(e.map_fd, &err, &denied);
 	if (!map)
 		return err;
-	if (denied & FD_NO_WRITE)
+	if (write_denied(map, denied))
 		return -EPERM;
 	if (e.flags & uapi::BPF_F_LOCK)
 		return -EINVAL;
@@ -298,7 +301,7 @@ long map_delete_elem(elem_args e)
 	bpf_map *map = elem_map(e.map_fd, &err, &denied);
 	if (!map)
 		return err;
-	if (denied & FD_NO_WRITE)
+	if (write_denied(map, denied))
 		return -EPERM;
 	const void *key = user_ptr(e.key);
 	if ((err = check_key_ptr(map, key)))
@@ -338,7 +341,7 @@ long map_lookup_and_delete_elem(elem_args e)
 	bpf_map *map = elem_map(e.map_fd, &err, &denied);
 	if (!map)
 		return err;
-	if (denied)
+	if ((denied & FD_NO_READ) || write_denied(map, denied))
 		return -EPERM; // reads and deletes: needs both
 	if (e.flags && map->ops->map_pop_elem)
 		return -EINVAL;
@@ -370,7 +373,7 @@ long map_freeze(bpf_attr &attr)
 	if (!map)
 		return err;
 	// A frozen map's fds have lost their write permission, so a second freeze is EPERM.
-	if (denied & FD_NO_WRITE)
+	if (write_denied(map, denied))
 		return -EPERM;
 	uint32_t was = 0;
 	if (!map->hdr->frozen.compare_exchange_strong(was, 1, std::memory_order_acq_rel))
@@ -489,7 +492,7 @@ long map_do_batch(int cmd, const bpf_attr &attr, void *uattr)
 	bpf_map *map = elem_map(attr.batch.map_fd, &err, &denied);
 	if (!map)
 		return err;
-	if ((has_read && (denied & FD_NO_READ)) || (has_write && (denied & FD_NO_WRITE)))
+	if ((has_read && (denied & FD_NO_READ)) || (has_write && write_denied(map, denied)))
 		return -EPERM;
 	const bpf_map_ops *ops = map->ops;
 	auto fn = cmd == uapi::MAP_LOOKUP_BATCH		   ? ops->map_lookup_batch
