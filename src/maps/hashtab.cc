@@ -549,6 +549,15 @@ int htab_map_update_elem(bpf_map *map, const void *key, const void *value, uint6
 	});
 }
 
+// Take the element at p out of its bucket and give it back to the pool.
+void remove_at(bpf_htab *h, bucket *bk, const position &p)
+{
+	unlink_at(bk, p);
+	retire(p.e);
+	pool_push(h, p.e);
+	h->ctl_->count.fetch_sub(1, std::memory_order_relaxed);
+}
+
 // Remove key under the bucket lock; copy its value first if value is not null.
 int htab_remove(bpf_htab *h, const void *key, void *value)
 {
@@ -559,10 +568,7 @@ int htab_remove(bpf_htab *h, const void *key, void *value)
 			return -ENOENT;
 		if (value)
 			copy_from_shared(value, h->elem_value(p.e), h->value_size);
-		unlink_at(bk, p);
-		retire(p.e);
-		pool_push(h, p.e);
-		h->ctl_->count.fetch_sub(1, std::memory_order_relaxed);
+		remove_at(h, bk, p);
 		return 0;
 	});
 }
@@ -675,6 +681,12 @@ vbucket_geometry vbuckets(const bpf_htab *h)
 	return g;
 }
 
+// Which of its bucket's virtual buckets an element falls in.
+uint32_t sub_of(const vbucket_geometry &g, const htab_elem *e)
+{
+	return (e->hash.load(std::memory_order_relaxed) >> g.bucket_bits) & (g.per_bucket - 1);
+}
+
 bool bucket_looks_empty(bucket *bk)
 {
 	return bk->tagw[0].load(std::memory_order_acquire) == 0 &&
@@ -691,10 +703,7 @@ struct batch_elem {
 void bucket_elems(bpf_htab *h, bucket *bk, const vbucket_geometry &g, std::vector<batch_elem> *out)
 {
 	out->clear();
-	auto add = [&](htab_elem *e) {
-		uint32_t sub = (e->hash.load(std::memory_order_relaxed) >> g.bucket_bits) & (g.per_bucket - 1);
-		out->push_back({e, sub});
-	};
+	auto add = [&](htab_elem *e) { out->push_back({e, sub_of(g, e)}); };
 	uint64_t w[2] = {bk->tagw[0].load(std::memory_order_relaxed),
 			 bk->tagw[1].load(std::memory_order_relaxed)};
 	for (uint32_t i = 0; i < SLOTS; i++)
@@ -708,29 +717,21 @@ void bucket_elems(bpf_htab *h, bucket *bk, const vbucket_geometry &g, std::vecto
 // Unlink and free every element of a locked bucket for which doomed(e) holds.
 template <typename F> void bucket_remove_if(bpf_htab *h, bucket *bk, F &&doomed)
 {
-	auto free_elem = [&](htab_elem *e) {
-		retire(e);
-		pool_push(h, e);
-		h->ctl_->count.fetch_sub(1, std::memory_order_relaxed);
-	};
 	uint64_t w[2] = {bk->tagw[0].load(std::memory_order_relaxed),
 			 bk->tagw[1].load(std::memory_order_relaxed)};
 	for (uint32_t i = 0; i < SLOTS; i++) {
 		if (!tag_at(w, i))
 			continue;
 		htab_elem *e = h->elem(bk->slot[i].load(std::memory_order_relaxed));
-		if (doomed(e)) {
-			unlink_at(bk, position{e, static_cast<int>(i), nullptr});
-			free_elem(e);
-		}
+		if (doomed(e))
+			remove_at(h, bk, position{e, static_cast<int>(i), nullptr});
 	}
 	htab_elem *prev = nullptr;
 	for (uint32_t idx = chain_head(bk); !(idx & NULLS_BIT);) {
 		htab_elem *e = h->elem(idx);
 		idx = e->next.load(std::memory_order_relaxed);
 		if (doomed(e)) {
-			unlink_at(bk, position{e, -1, prev});
-			free_elem(e);
+			remove_at(h, bk, position{e, -1, prev});
 		} else {
 			prev = e;
 		}
@@ -786,8 +787,7 @@ uint32_t batch_bucket(bpf_htab *h, bucket *bk, const vbucket_geometry &g, uint32
 	if (do_delete && copied) {
 		uint32_t last = *full ? stop : g.per_bucket;
 		bucket_remove_if(h, bk, [&](htab_elem *e) {
-			uint32_t sub = (e->hash.load(std::memory_order_relaxed) >> g.bucket_bits) &
-				       (g.per_bucket - 1);
+			uint32_t sub = sub_of(g, e);
 			return sub >= first && sub < last;
 		});
 	}
