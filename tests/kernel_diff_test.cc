@@ -303,6 +303,13 @@ struct Both {
 	Res k, u;
 };
 
+// One bpf() call on the kernel or on bpfmap: the result, errno set on failure.
+long call_side(bool kernel, int cmd, void *attr, unsigned size)
+{
+	return kernel ? syscall(__NR_bpf, cmd, attr, size)
+		      : bpfmap_bpf(cmd, static_cast<union bpf_attr *>(attr), size);
+}
+
 Res run_side(bool kernel, const Req &q)
 {
 	Res r;
@@ -316,8 +323,7 @@ Res run_side(bool kernel, const Req &q)
 	}
 	void *a = q.null_attr ? nullptr : r.attr.data();
 	errno = 0;
-	r.ret = kernel ? syscall(__NR_bpf, q.cmd, a, q.size)
-		       : bpfmap_bpf(q.cmd, static_cast<union bpf_attr *>(a), q.size);
+	r.ret = call_side(kernel, q.cmd, a, q.size);
 	r.err = r.ret < 0 ? errno : 0;
 	return r;
 }
@@ -1250,7 +1256,7 @@ Drained drain(const Pair &p, bool kernel, int cmd, uint32_t step, bool carry_cou
 			a.count = p.max - total + 1; // never past the buffers
 		a.map_fd = static_cast<uint32_t>(kernel ? p.k : p.u);
 		errno = 0;
-		long r = kernel ? syscall(__NR_bpf, cmd, &a, sizeof(a)) : bpfmap_bpf(cmd, reinterpret_cast<union bpf_attr *>(&a), sizeof(a));
+		long r = call_side(kernel, cmd, &a, sizeof(a));
 		d.calls++;
 		count = a.count;
 		if (r && errno == ENOSPC) {
@@ -1388,8 +1394,7 @@ TEST_F(KernelDiff, BatchCursorSurvivesDeletes)
 		batch_update_both("fill", p, ks, 1);
 		int fd = kernel ? p.k : p.u;
 		auto call = [&](battr &a) {
-			return kernel ? syscall(__NR_bpf, C_LOOKUP_BATCH, &a, sizeof(a))
-				      : bpfmap_bpf(C_LOOKUP_BATCH, reinterpret_cast<union bpf_attr *>(&a), sizeof(a));
+			return call_side(kernel, C_LOOKUP_BATCH, &a, sizeof(a));
 		};
 		std::multiset<uint32_t> seen;
 		std::set<uint32_t> deleted;
@@ -1418,8 +1423,7 @@ TEST_F(KernelDiff, BatchCursorSurvivesDeletes)
 					std::vector<uint8_t> d(KATTR, 0);
 					put32(d, E_FD, static_cast<uint32_t>(fd));
 					put64(d, E_KEY, reinterpret_cast<uintptr_t>(&ks[j]));
-					long dr = kernel ? syscall(__NR_bpf, C_DELETE, d.data(), KATTR)
-							 : bpfmap_bpf(C_DELETE, reinterpret_cast<union bpf_attr *>(d.data()), KATTR);
+					long dr = call_side(kernel, C_DELETE, d.data(), KATTR);
 					ASSERT_EQ(dr, 0);
 				}
 		}
@@ -1474,8 +1478,7 @@ TEST_F(KernelDiff, IdCommandErrors)
 		put32(attr, I_FD, static_cast<uint32_t>(fd));
 		put32(attr, I_LEN, INFO_SIZE);
 		put64(attr, I_INFO, reinterpret_cast<uintptr_t>(info.data()));
-		long r = kernel ? syscall(__NR_bpf, C_OBJ_GET_INFO, attr.data(), KATTR)
-				: bpfmap_bpf(C_OBJ_GET_INFO, reinterpret_cast<union bpf_attr *>(attr.data()), KATTR);
+		long r = call_side(kernel, C_OBJ_GET_INFO, attr.data(), KATTR);
 		EXPECT_EQ(r, 0);
 		return get32(info, 4);
 	};
@@ -1486,8 +1489,8 @@ TEST_F(KernelDiff, IdCommandErrors)
 		put32(ka, 8, flags);
 		put32(ua, 0, uid);
 		put32(ua, 8, flags);
-		long kf = syscall(__NR_bpf, C_GET_FD_BY_ID, ka.data(), KATTR);
-		long uf = bpfmap_bpf(C_GET_FD_BY_ID, reinterpret_cast<union bpf_attr *>(ua.data()), KATTR);
+		long kf = call_side(true, C_GET_FD_BY_ID, ka.data(), KATTR);
+		long uf = call_side(false, C_GET_FD_BY_ID, ua.data(), KATTR);
 		ASSERT_GE(kf, 0);
 		ASSERT_GE(uf, 0) << errname(errno);
 		std::string m = fd_modes(static_cast<int>(kf), static_cast<int>(uf));
