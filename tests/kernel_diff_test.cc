@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <fstream>
 #include <map>
 #include <net/if.h>
 #include <random>
@@ -51,7 +52,44 @@ enum : int {
 	C_DELETE_BATCH = 27,
 };
 
-constexpr uint32_t T_HASH = 1, T_ARRAY = 2;
+constexpr uint32_t T_HASH = 1, T_ARRAY = 2, T_PERCPU_HASH = 5, T_PERCPU_ARRAY = 6;
+
+bool is_hash(uint32_t type) { return type == T_HASH || type == T_PERCPU_HASH; }
+bool is_percpu(uint32_t type) { return type == T_PERCPU_HASH || type == T_PERCPU_ARRAY; }
+const char *type_name(uint32_t type)
+{
+	return type == T_HASH ? "HASH" : type == T_ARRAY ? "ARRAY" : type == T_PERCPU_HASH ? "PERCPU_HASH"
+										     : "PERCPU_ARRAY";
+}
+
+// The possible CPUs, counted from sysfs the way libbpf counts them (independently of
+// bpfmap's own reading).
+uint32_t possible_cpus()
+{
+	static const uint32_t n = [] {
+		std::ifstream f("/sys/devices/system/cpu/possible");
+		std::string list;
+		std::getline(f, list);
+		uint32_t count = 0;
+		std::stringstream ss(list);
+		std::string part;
+		while (std::getline(ss, part, ',')) {
+			unsigned lo = 0, hi = 0;
+			if (sscanf(part.c_str(), "%u-%u", &lo, &hi) == 2)
+				count += hi - lo + 1;
+			else if (sscanf(part.c_str(), "%u", &lo) == 1)
+				count++;
+		}
+		return count ? count : 1u;
+	}();
+	return n;
+}
+
+// Bytes of one value in a syscall buffer: for per-CPU maps, one 8-byte-aligned slot per CPU.
+uint32_t value_bytes(uint32_t type, uint32_t vs)
+{
+	return is_percpu(type) ? (vs + 7) / 8 * 8 * possible_cpus() : vs;
+}
 
 constexpr uint32_t F_NO_PREALLOC = 0x1, F_NO_COMMON_LRU = 0x2, F_NUMA_NODE = 0x4, F_RDONLY = 0x8,
 		   F_WRONLY = 0x10, F_ZERO_SEED = 0x40, F_RDONLY_PROG = 0x80, F_WRONLY_PROG = 0x100,
@@ -482,6 +520,7 @@ struct Pair {
 		k = u = -1;
 	}
 	explicit operator bool() const { return k >= 0 && u >= 0; }
+	uint32_t vb() const { return value_bytes(type, vs); }
 };
 
 Req create_req(uint32_t type, uint32_t ks, uint32_t vs, uint32_t max, uint32_t flags = 0,
@@ -577,7 +616,7 @@ Req elem_req(const Pair &p, int cmd, const EA &a)
 		q.u64(E_KEY, 0x10);
 	}
 	if (cmd != C_DELETE) {
-		size_t n = cmd == C_GET_NEXT_KEY ? p.ks + 8 : p.vs + 16;
+		size_t n = cmd == C_GET_NEXT_KEY ? p.ks + 8 : p.vb() + 16;
 		if (a.valp == Ptr::BUF) {
 			std::vector<uint8_t> vb(n, SENTINEL);
 			if (cmd == C_UPDATE && a.val)
@@ -667,7 +706,7 @@ void fill(const Pair &p, uint32_t key, uint8_t v)
 {
 	std::vector<uint8_t> k = u32key(key);
 	k.resize(p.ks, 0);
-	std::vector<uint8_t> val(p.vs, v);
+	std::vector<uint8_t> val(p.vb(), v);
 	EA a;
 	a.key = &k;
 	a.val = &val;
@@ -1096,7 +1135,7 @@ Req batch_req(const Pair &p, int cmd, const BA &a)
 	};
 	arr(B_KEYS, a.keysp, a.keys, cap * p.ks);
 	if (cmd != C_DELETE_BATCH)
-		arr(B_VALUES, a.valsp, a.vals, cap * p.vs);
+		arr(B_VALUES, a.valsp, a.vals, cap * p.vb());
 	if (a.in)
 		q.buf(B_IN, *a.in);
 	q.buf(B_OUT, std::vector<uint8_t>(std::max<uint32_t>(p.ks, 4) + 8, SENTINEL));
@@ -1130,8 +1169,7 @@ TEST_F(KernelDiff, BatchArgumentChecks)
 {
 	const std::vector<uint8_t> k1 = keys_of({1}, 4), past_hash = u32key(1u << 20),
 				   past_array = u32key(100), zero4 = u32key(0);
-	const std::vector<uint8_t> upd_keys = keys_of({1, 2, 3, 4}, 4), upd_vals = vals_of(4, 8, 7),
-				   arr_keys = keys_of({0, 2, 100, 3}, 4);
+	const std::vector<uint8_t> upd_keys = keys_of({1, 2, 3, 4}, 4), arr_keys = keys_of({0, 2, 100, 3}, 4);
 	int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	struct Case {
 		const char *name;
@@ -1156,8 +1194,9 @@ TEST_F(KernelDiff, BatchArgumentChecks)
 		{"attr size 40", [](BA &a) { a.size = 40; }},
 	};
 	for (int cmd : {C_LOOKUP_BATCH, C_LOOKUP_AND_DELETE_BATCH, C_UPDATE_BATCH, C_DELETE_BATCH}) {
-		for (uint32_t type : {T_HASH, T_ARRAY}) {
-			std::string t = std::string(cmd_name(cmd)) + (type == T_HASH ? " HASH " : " ARRAY ");
+		for (uint32_t type : {T_HASH, T_ARRAY, T_PERCPU_HASH, T_PERCPU_ARRAY}) {
+			std::string t = std::string(cmd_name(cmd)) + " " + type_name(type) + " ";
+			const std::vector<uint8_t> upd_vals = vals_of(4, value_bytes(type, 8), 7);
 			auto fresh = [&]() {
 				Pair p = create_both(t, create_req(type, 4, 8, 8));
 				if (p)
@@ -1166,7 +1205,7 @@ TEST_F(KernelDiff, BatchArgumentChecks)
 			};
 			auto base = [&](BA &a) {
 				if (cmd == C_UPDATE_BATCH || cmd == C_DELETE_BATCH) {
-					a.keys = type == T_HASH ? &upd_keys : &arr_keys;
+					a.keys = is_hash(type) ? &upd_keys : &arr_keys;
 					a.vals = &upd_vals;
 				}
 			};
@@ -1189,7 +1228,7 @@ TEST_F(KernelDiff, BatchArgumentChecks)
 				Pair p = fresh();
 				BA a;
 				base(a);
-				a.in = type == T_HASH ? &past_hash : &past_array;
+				a.in = is_hash(type) ? &past_hash : &past_array;
 				check(t + "in_batch past the end", batch_req(p, cmd, a));
 				a.in = &zero4;
 				check(t + "in_batch 0", batch_req(p, cmd, a));
@@ -1242,7 +1281,7 @@ struct Drained {
 Drained drain(const Pair &p, bool kernel, int cmd, uint32_t step, bool carry_count)
 {
 	Drained d;
-	std::vector<uint8_t> keys(size_t(p.max) * p.ks + 64), vals(size_t(p.max) * p.vs + 64);
+	std::vector<uint8_t> keys(size_t(p.max) * p.ks + 64), vals(size_t(p.max) * p.vb() + 64);
 	uint32_t token = 0, count = step, total = 0;
 	for (;;) {
 		battr a;
@@ -1250,7 +1289,7 @@ Drained drain(const Pair &p, bool kernel, int cmd, uint32_t step, bool carry_cou
 		a.in_batch = d.calls ? reinterpret_cast<uintptr_t>(&token) : 0;
 		a.out_batch = reinterpret_cast<uintptr_t>(&token);
 		a.keys = reinterpret_cast<uintptr_t>(keys.data() + size_t(total) * p.ks);
-		a.values = reinterpret_cast<uintptr_t>(vals.data() + size_t(total) * p.vs);
+		a.values = reinterpret_cast<uintptr_t>(vals.data() + size_t(total) * p.vb());
 		a.count = carry_count ? count : step;
 		if (total + a.count > p.max)
 			a.count = p.max - total + 1; // never past the buffers
@@ -1265,8 +1304,8 @@ Drained drain(const Pair &p, bool kernel, int cmd, uint32_t step, bool carry_cou
 		}
 		for (uint32_t i = 0; i < a.count; i++) {
 			const uint8_t *k = keys.data() + size_t(total + i) * p.ks;
-			const uint8_t *v = vals.data() + size_t(total + i) * p.vs;
-			if (!d.pairs.emplace(std::vector<uint8_t>(k, k + p.ks), std::vector<uint8_t>(v, v + p.vs)).second)
+			const uint8_t *v = vals.data() + size_t(total + i) * p.vb();
+			if (!d.pairs.emplace(std::vector<uint8_t>(k, k + p.ks), std::vector<uint8_t>(v, v + p.vb())).second)
 				d.dups++;
 		}
 		total += a.count;
@@ -1285,7 +1324,7 @@ Drained drain(const Pair &p, bool kernel, int cmd, uint32_t step, bool carry_cou
 void batch_update_both(const std::string &label, const Pair &p, const std::vector<uint32_t> &ks,
 		       uint8_t base)
 {
-	std::vector<uint8_t> keys = keys_of(ks, p.ks), vals = vals_of(ks.size(), p.vs, base);
+	std::vector<uint8_t> keys = keys_of(ks, p.ks), vals = vals_of(ks.size(), p.vb(), base);
 	BA a;
 	a.count = static_cast<uint32_t>(ks.size());
 	a.keys = &keys;
@@ -1297,22 +1336,21 @@ void batch_update_both(const std::string &label, const Pair &p, const std::vecto
 TEST_F(KernelDiff, BatchDrainsEveryPairOnce)
 {
 	std::mt19937 rng(static_cast<uint32_t>(global_seed() ^ 0xba7c4));
-	for (uint32_t type : {T_HASH, T_ARRAY}) {
+	for (uint32_t type : {T_HASH, T_ARRAY, T_PERCPU_HASH, T_PERCPU_ARRAY}) {
 		for (uint32_t max : {10u, 100u, 1000u}) {
-			std::string t = std::string(type == T_HASH ? "HASH" : "ARRAY") + " max " +
-					std::to_string(max) + " ";
+			std::string t = std::string(type_name(type)) + " max " + std::to_string(max) + " ";
 			Pair p = create_both(t, create_req(type, 4, 12, max));
 			ASSERT_TRUE(p);
 			std::vector<uint32_t> ks;
 			for (uint32_t i = 0; i < max; i++)
-				ks.push_back(type == T_ARRAY ? i : static_cast<uint32_t>(rng()));
+				ks.push_back(is_hash(type) ? static_cast<uint32_t>(rng()) : i);
 			batch_update_both(t + "UPDATE_BATCH all", p, ks, 3);
 			// One more than fits: E2BIG for the hash (full) and the array (index), at the
 			// same element on both sides.
 			batch_update_both(t + "UPDATE_BATCH refill", p, ks, 5);
 			std::vector<uint32_t> extra = {ks[0], max + 7, ks[1]};
 			{
-				std::vector<uint8_t> keys = keys_of(extra, 4), vals = vals_of(3, 12, 9);
+				std::vector<uint8_t> keys = keys_of(extra, 4), vals = vals_of(3, p.vb(), 9);
 				BA a;
 				a.count = 3;
 				a.keys = &keys;
@@ -1337,7 +1375,7 @@ TEST_F(KernelDiff, BatchDrainsEveryPairOnce)
 								      << errname(u.last_err));
 				}
 			}
-			if (type != T_HASH)
+			if (!is_hash(type))
 				continue;
 			Drained k = drain(p, true, C_LOOKUP_AND_DELETE_BATCH, 7, false);
 			Drained u = drain(p, false, C_LOOKUP_AND_DELETE_BATCH, 7, false);
@@ -1609,6 +1647,14 @@ TEST_F(KernelDiff, CreateErrorTable)
 			 q.u32(MC_FLAGS, F_NO_PREALLOC);
 		 },
 		 true, false},
+		{"value_size 32768", [](Req &q, uint32_t) { q.u32(MC_VALUE, 32768); }},
+		{"value_size 32761", [](Req &q, uint32_t) { q.u32(MC_VALUE, 32761); }},
+		{"value_size 32769", [](Req &q, uint32_t) { q.u32(MC_VALUE, 32769); }},
+		{"value_size 32769, max_entries 2^20",
+		 [](Req &q, uint32_t) {
+			 q.u32(MC_VALUE, 32769);
+			 q.u32(MC_MAX, 1u << 20);
+		 }},
 		{"value_size 0x80000000", [](Req &q, uint32_t) { q.u32(MC_VALUE, 0x80000000u); }},
 		{"value_size 0xffffffff", [](Req &q, uint32_t) { q.u32(MC_VALUE, 0xffffffffu); }},
 		{"max_entries 0x08000001", [](Req &q, uint32_t) { q.u32(MC_MAX, 0x08000001u); }, true, false},
@@ -1662,12 +1708,12 @@ TEST_F(KernelDiff, CreateErrorTable)
 		 }},
 	};
 	for (const Case &c : cases) {
-		for (uint32_t type : {T_HASH, T_ARRAY}) {
-			if ((type == T_HASH && !c.hash) || (type == T_ARRAY && !c.array))
+		for (uint32_t type : {T_HASH, T_ARRAY, T_PERCPU_HASH, T_PERCPU_ARRAY}) {
+			if (is_hash(type) ? !c.hash : !c.array)
 				continue;
 			Req q = create_req(type, 4, 4, 1);
 			c.edit(q, type);
-			std::string label = std::string(type == T_HASH ? "HASH " : "ARRAY ") + c.name;
+			std::string label = std::string(type_name(type)) + " " + c.name;
 			Both b{run_side(true, q), run_side(false, q)};
 			std::string d = diff(q, b);
 			if (d.empty() && b.k.ret >= 0) {
@@ -1914,7 +1960,8 @@ struct Cfg {
 
 std::string cfg_name(const Cfg &c)
 {
-	std::string s = c.type == T_HASH ? "hash" : "array";
+	std::string s = type_name(c.type);
+	std::transform(s.begin(), s.end(), s.begin(), [](unsigned char ch) { return std::tolower(ch); });
 	s += "_k" + std::to_string(c.ks) + "_v" + std::to_string(c.vs) + "_m" + std::to_string(c.max);
 	if (c.flags & F_NO_PREALLOC)
 		s += "_noprealloc";
@@ -1923,6 +1970,22 @@ std::string cfg_name(const Cfg &c)
 	if (c.flags & F_MMAPABLE)
 		s += "_mmapable";
 	return s;
+}
+
+// Per-CPU types: the value sizes whose padding matters, and both allocation modes.
+std::vector<Cfg> percpu_cfgs(uint32_t type)
+{
+	const std::pair<uint32_t, uint32_t> kv[] = {{4, 4}, {4, 8}, {3, 5}, {8, 20}, {16, 64}};
+	std::vector<Cfg> v;
+	for (auto [k, val] : kv)
+		for (uint32_t m : {1u, 7u, 64u, 1000u}) {
+			if (type == T_PERCPU_ARRAY)
+				v.push_back({type, 4, val, m, 0});
+			else
+				for (uint32_t f : {0u, F_NO_PREALLOC})
+					v.push_back({type, k, val, m, f});
+		}
+	return v;
 }
 
 std::vector<Cfg> random_cfgs(uint32_t type)
@@ -1967,13 +2030,13 @@ public:
 		seed_ = global_seed() ^ fnv(cfg_name(c));
 		rng_.seed(seed_);
 		salt_ = rng_();
-		if (c.type == T_HASH) {
+		if (is_hash(c.type)) {
 			uint64_t d = c.max + std::max<uint32_t>(3, c.max / 4);
 			if (c.ks < 4)
 				d = std::min<uint64_t>(d, uint64_t{1} << (8 * c.ks));
 			domain_ = static_cast<uint32_t>(d);
 		} else {
-			amodel_.assign(c.max, Bytes(c.vs, 0));
+			amodel_.assign(c.max, Bytes(value_bytes(c.type, c.vs), 0));
 		}
 	}
 
@@ -1983,7 +2046,7 @@ public:
 		ASSERT_TRUE(p_) << where("create");
 		int nops = std::max<int>(3000, 8 * static_cast<int>(c_.max));
 		for (op_ = 0; op_ < nops && ok_; op_++) {
-			if (c_.type == T_HASH)
+			if (is_hash(c_.type))
 				hash_op();
 			else
 				array_op();
@@ -1996,9 +2059,9 @@ public:
 			mmap_compare();
 		std::string st;
 		for (auto &[k, n] : stats_)
-			if (k.rfind("LOOKUP_ELEM:OK", 0) != 0 || c_.type == T_ARRAY)
+			if (k.rfind("LOOKUP_ELEM:OK", 0) != 0 || !is_hash(c_.type))
 				st += " " + k + "=" + std::to_string(n);
-		if (c_.type == T_HASH)
+		if (is_hash(c_.type))
 			st += " max_elements=" + std::to_string(max_size_);
 		printf("[kernel_diff] %s: %d ops, %s, seed %llu (%s); kernel results:%s\n", cfg_name(c_).c_str(),
 		       op_, ok_ ? "all matched" : "STOPPED at first mismatch",
@@ -2037,7 +2100,7 @@ private:
 	}
 	Bytes rvalue()
 	{
-		Bytes v(c_.vs);
+		Bytes v(value_bytes(c_.type, c_.vs)); // with per-CPU padding: the kernel keeps it
 		for (auto &x : v)
 			x = static_cast<uint8_t>(rng_());
 		return v;
@@ -2434,7 +2497,7 @@ private:
 	bool walk_side(bool kernel, std::vector<Bytes> *keys)
 	{
 		Bytes cur;
-		size_t limit = (c_.type == T_HASH ? hmodel_.size() : c_.max) + 2;
+		size_t limit = (is_hash(c_.type) ? hmodel_.size() : c_.max) + 2;
 		for (size_t i = 0; i <= limit; i++) {
 			Req q(C_GET_NEXT_KEY);
 			Res r = gnk_side(kernel, i ? &cur : nullptr, &q);
@@ -2461,7 +2524,7 @@ private:
 			ok_ = false;
 			return;
 		}
-		if (c_.type == T_HASH) {
+		if (is_hash(c_.type)) {
 			std::set<Bytes> ks(kk.begin(), kk.end()), us(uk.begin(), uk.end()), ms;
 			for (auto &[k, v] : hmodel_)
 				ms.insert(k);
@@ -2550,5 +2613,9 @@ std::string param_name(const ::testing::TestParamInfo<Cfg> &i) { return cfg_name
 
 INSTANTIATE_TEST_SUITE_P(Hash, RandomOps, ::testing::ValuesIn(random_cfgs(T_HASH)), param_name);
 INSTANTIATE_TEST_SUITE_P(Array, RandomOps, ::testing::ValuesIn(random_cfgs(T_ARRAY)), param_name);
+INSTANTIATE_TEST_SUITE_P(PercpuHash, RandomOps, ::testing::ValuesIn(percpu_cfgs(T_PERCPU_HASH)),
+			 param_name);
+INSTANTIATE_TEST_SUITE_P(PercpuArray, RandomOps, ::testing::ValuesIn(percpu_cfgs(T_PERCPU_ARRAY)),
+			 param_name);
 
 } // namespace

@@ -40,9 +40,26 @@ struct bpfmap_map;
 BPFMAP_API struct bpfmap_map *bpfmap_map_get(int fd);
 BPFMAP_API void bpfmap_map_put(struct bpfmap_map *map);
 
-/* A pointer to the value stored for key, or NULL; like bpf_map_lookup_elem(). */
+/* A pointer to the value stored for key, or NULL; like bpf_map_lookup_elem(). For a
+ * per-CPU map, the value of the CPU the caller runs on (sched_getcpu()). */
 BPFMAP_API void *bpfmap_map_lookup_elem(struct bpfmap_map *map, const void *key);
-/* Like the bpf_map_update_elem() helper: 0 or -errno (flags BPF_ANY/NOEXIST/EXIST).
+/* Like bpf_map_lookup_percpu_elem(): CPU number cpu's value in a per-CPU map, or NULL (also
+ * for a CPU that is not possible, and for maps that are not per-CPU). */
+BPFMAP_API void *bpfmap_map_lookup_percpu_elem(struct bpfmap_map *map, const void *key,
+					       uint32_t cpu);
+/* The CPUs a per-CPU value has a slot for (as /sys/devices/system/cpu/possible lists them).
+ * Syscall commands on a per-CPU map copy round_up(value_size, 8) bytes for each. */
+BPFMAP_API uint32_t bpfmap_num_possible_cpus(void);
+/* Like the bpf_map_update_elem() helper: 0 or -errno (flags BPF_ANY/NOEXIST/EXIST). On a
+ * per-CPU map it writes the value of the CPU the caller runs on; a new key gets zeros for
+ * every other CPU, as in the kernel.
+ * Per-CPU maps and preemption: in the kernel nothing else runs on a CPU while a program
+ * updates that CPU's value; here a thread can be preempted mid-update and another thread
+ * run on the same CPU. bpfmap guarantees that updates (from either ABI) of one CPU's value
+ * never interleave and that syscall lookups never return a half-written CPU value: each
+ * CPU value is written under a lock. Stores through a pointer from a lookup are not
+ * covered (they are not in the kernel either), and a thread that moves to another CPU
+ * between lookup and store writes the old CPU's value.
  * Update and delete on a map created with BPF_F_RDONLY_PROG return -EACCES, the errno with
  * which the kernel's verifier refuses a program that writes such a map. The kernel lets a
  * program look up a BPF_F_WRONLY_PROG map and only write through the pointer; bpfmap cannot

@@ -23,6 +23,15 @@ inline constexpr size_t MAP_CTL_OFFSET = 256; // type control block inside the h
 
 inline constexpr size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
+inline constexpr int32_t NUMA_NO_NODE = -1;
+
+// The node a create attr asks for, as the kernel's bpf_map_attr_numa_node() reads it.
+inline int32_t map_attr_numa_node(const uapi::map_create_attr &a)
+{
+	return (a.map_flags & uapi::BPF_F_NUMA_NODE) ? static_cast<int32_t>(a.numa_node)
+						     : NUMA_NO_NODE;
+}
+
 // Lives in shared memory. Written once at create, before magic is published, except for
 // the fields marked atomic.
 struct map_header {
@@ -35,6 +44,7 @@ struct map_header {
 	uint32_t id;
 	uint64_t map_extra;
 	uint64_t data_size; // bytes before the header page
+	uint32_t nr_cpus;   // value slots of a per-CPU map (possible CPUs at create)
 	char name[uapi::OBJ_NAME_LEN];
 	std::atomic<uint32_t> frozen;
 };
@@ -58,11 +68,19 @@ struct bpf_map_ops {
 	// Derive process-local pointers from a region that is already initialised.
 	void (*map_attach)(bpf_map *map);
 
-	// Program-side lookup: a pointer into the map's value, or nullptr.
+	// Program-side lookup: a pointer into the map's value (this CPU's, for a per-CPU map),
+	// or nullptr.
 	void *(*map_lookup_elem)(bpf_map *map, const void *key);
-	// Syscall-side lookup: copy the value out; never a torn value where the type promises.
+	// Program-side lookup of CPU number cpu's value; per-CPU maps only.
+	void *(*map_lookup_percpu_elem)(bpf_map *map, const void *key, uint32_t cpu);
+	// Syscall-side lookup: copy the value out in the syscall layout (bpf_map_value_size
+	// bytes); never a torn value where the type promises.
 	int (*map_copy_value)(bpf_map *map, const void *key, void *value, uint64_t flags);
+	// Program-side update: value_size bytes (this CPU's value, for a per-CPU map).
 	int (*map_update_elem)(bpf_map *map, const void *key, const void *value, uint64_t flags);
+	// Syscall-side update: bpf_map_value_size bytes. The same op as map_update_elem except
+	// for per-CPU maps, where it writes every CPU's value.
+	int (*map_update_value)(bpf_map *map, const void *key, const void *value, uint64_t flags);
 	int (*map_delete_elem)(bpf_map *map, const void *key);
 	int (*map_get_next_key)(bpf_map *map, const void *key, void *next_key);
 	int (*map_lookup_and_delete_elem)(bpf_map *map, const void *key, void *value,
@@ -102,6 +120,10 @@ struct bpf_map {
 	uint32_t value_size = 0;
 	uint32_t max_entries = 0;
 	uint32_t map_flags = 0;
+	// Bytes of one value as syscall commands copy it: value_size, or for a per-CPU map
+	// round_up(value_size, 8) for each of its nr_cpus slots (set by
+	// the per-CPU family's attach).
+	uint32_t uvalue_size = 0;
 
 	// Identity of the region's file, so several fds of one map share this handle.
 	dev_t dev = 0;
@@ -116,4 +138,7 @@ struct bpf_map {
 	}
 	bool frozen() const { return hdr->frozen.load(std::memory_order_acquire) != 0; }
 };
+
+// The kernel's bpf_map_value_size(): what one value occupies in a syscall buffer.
+inline uint32_t bpf_map_value_size(const bpf_map *map) { return map->uvalue_size; }
 } // namespace bpfmap

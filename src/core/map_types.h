@@ -4,3 +4,5 @@
 //   BPF_MAP_TYPE(type constant, ops table)
 BPF_MAP_TYPE(MAP_TYPE_HASH, htab_map_ops)
 BPF_MAP_TYPE(MAP_TYPE_ARRAY, array_map_ops)
+BPF_MAP_TYPE(MAP_TYPE_PERCPU_HASH, htab_percpu_map_ops)
+BPF_MAP_TYPE(MAP_TYPE_PERCPU_ARRAY, percpu_array_map_ops)

@@ -1,4 +1,4 @@
-// BPF_MAP_TYPE_HASH.
+// BPF_MAP_TYPE_HASH and BPF_MAP_TYPE_PERCPU_HASH.
 //
 // Layout of the data area (offsets recorded in struct htab_ctl):
 //
@@ -30,6 +30,16 @@
 //   element it took from the pool is unaccounted for, and the live count one too high. The
 //   next writer to take that lock sees the owner died and flags an audit: with every lock
 //   held, the free list and the count are rebuilt from what the buckets hold.
+//
+// PERCPU_HASH: an element's value is one round_up(value_size, 8) slot per CPU slot (see
+// core/percpu.h). As in the kernel, an update of a key that exists writes its value in
+// place (so pointers that lookups returned stay valid): under the bucket lock, with the
+// element's sequence count odd meanwhile, so copy-out lookups retry rather than return a
+// torn value. A program-side update writes the caller's CPU slot; the syscall update
+// writes every slot. There are no spare elements: nothing is ever replaced. A reader that
+// keeps seeing an odd count takes the bucket lock, which waits out a descheduled writer
+// or, if the writer died mid-write, runs the audit, which evens the counts of linked
+// elements.
 #include <algorithm>
 #include <cerrno>
 #include <climits>
@@ -41,6 +51,7 @@
 #include "core/hash.h"
 #include "core/lock.h"
 #include "core/map.h"
+#include "core/percpu.h"
 #include "core/registry.h"
 #include "core/shmem.h"
 #include "syscall/batch.h"
@@ -104,6 +115,8 @@ struct bpf_htab : bpf_map {
 	uint32_t n_elems = 0;
 	uint32_t elem_size = 0;
 	uint32_t key_off_value = 0; // value offset inside an element
+	bool percpu = false;
+	uint32_t pcpu_size = 0; // one CPU slot of a per-CPU value: round_up(value_size, 8)
 
 	htab_elem *elem(uint32_t idx) const
 	{
@@ -198,8 +211,28 @@ bool count_inc_below_max(bpf_htab *h)
 	return false;
 }
 
+// What an update writes: the whole value area (a plain value, or a syscall update's value
+// for every CPU), or one CPU slot of a per-CPU value (a program-side update).
+struct value_src {
+	const void *bytes;
+	int cpu = -1; // the CPU slot a program-side per-CPU update writes; -1: the whole area
+};
+
+// Write v into an element's value area; a fresh per-CPU element gets zeros in the other
+// CPUs' slots and in the padding, as the kernel gives it.
+void write_value(bpf_htab *h, char *dst, value_src v, bool fresh)
+{
+	if (v.cpu < 0) {
+		copy_to_shared(dst, v.bytes, h->uvalue_size);
+		return;
+	}
+	if (fresh)
+		zero_shared(dst, h->uvalue_size);
+	copy_to_shared(dst + static_cast<size_t>(v.cpu) * h->pcpu_size, v.bytes, h->value_size);
+}
+
 // Fill a fresh element; it becomes visible only when the caller publishes it.
-htab_elem *elem_fill(bpf_htab *h, htab_elem *e, uint64_t hash, const void *key, const void *value)
+htab_elem *elem_fill(bpf_htab *h, htab_elem *e, uint64_t hash, const void *key, value_src value)
 {
 	// Odd while being written, and different from before. The seq may already be odd: a
 	// writer killed in the middle of a fill left it so before the audit freed the element.
@@ -208,9 +241,19 @@ htab_elem *elem_fill(bpf_htab *h, htab_elem *e, uint64_t hash, const void *key, 
 	std::atomic_thread_fence(std::memory_order_release);
 	e->hash.store(static_cast<uint32_t>(hash), std::memory_order_relaxed);
 	copy_to_shared(h->elem_key(e), key, h->key_size);
-	copy_to_shared(h->elem_value(e), value, h->value_size);
+	write_value(h, h->elem_value(e), value, true);
 	e->seq.store(busy + 1, std::memory_order_release);
 	return e;
+}
+
+// Rewrite a linked per-CPU element's value (bucket lock held); its count is odd meanwhile.
+void elem_rewrite(bpf_htab *h, htab_elem *e, value_src value)
+{
+	uint32_t seq = e->seq.load(std::memory_order_relaxed);
+	e->seq.store(seq + 1, std::memory_order_relaxed);
+	std::atomic_thread_fence(std::memory_order_release);
+	write_value(h, h->elem_value(e), value, false);
+	e->seq.store(seq + 2, std::memory_order_release);
 }
 
 // ---- lookup --------------------------------------------------------------------------
@@ -237,12 +280,16 @@ probe_result probe(bpf_htab *h, htab_elem *e, uint64_t hash, const void *key, vo
 		return probe_result::retry;
 	bool hit = elem_matches(h, e, hash, key);
 	if (hit && out)
-		copy_from_shared(out, h->elem_value(e), h->value_size);
+		copy_from_shared(out, h->elem_value(e), h->uvalue_size);
 	std::atomic_thread_fence(std::memory_order_acquire);
 	if (e->seq.load(std::memory_order_relaxed) != s)
 		return probe_result::retry;
 	return hit ? probe_result::hit : probe_result::miss;
 }
+
+constexpr uint32_t READ_RESTARTS = 256; // lock-free restarts before a reader takes the lock
+
+void wait_for_bucket_writer(bpf_htab *h, uint32_t b);
 
 // Lock-free search of one bucket: slots whose tag matches, then the overflow chain.
 // Starts over when an element changed under it or a reused element carried the walk out
@@ -251,7 +298,12 @@ htab_elem *bucket_find(bpf_htab *h, uint32_t b, uint64_t hash, const void *key, 
 {
 	bucket *bk = &h->buckets[b];
 	uint8_t tag = tag_of(hash);
+	uint32_t restarts = 0;
 again:
+	if (__builtin_expect(++restarts > READ_RESTARTS, 0)) {
+		wait_for_bucket_writer(h, b);
+		restarts = 0;
+	}
 	uint64_t w[2] = {bk->tagw[0].load(std::memory_order_acquire),
 			 bk->tagw[1].load(std::memory_order_acquire)};
 	htab_elem *found = nullptr;
@@ -328,6 +380,25 @@ void *htab_map_lookup_elem(bpf_map *map, const void *key)
 int htab_map_copy_value(bpf_map *map, const void *key, void *value, uint64_t)
 {
 	return htab_find(htab_of(map), key, value) ? 0 : -ENOENT;
+}
+
+void *percpu_value(bpf_htab *h, const void *key, uint32_t slot)
+{
+	htab_elem *e = htab_find(h, key, nullptr);
+	return e ? h->elem_value(e) + static_cast<size_t>(slot) * h->pcpu_size : nullptr;
+}
+
+void *htab_percpu_map_lookup_elem(bpf_map *map, const void *key)
+{
+	return percpu_value(htab_of(map), key, this_cpu_slot());
+}
+
+void *htab_percpu_map_lookup_percpu_elem(bpf_map *map, const void *key, uint32_t cpu)
+{
+	int slot = cpu_slot(cpu);
+	if (slot < 0 || static_cast<uint32_t>(slot) >= map->hdr->nr_cpus)
+		return nullptr;
+	return percpu_value(htab_of(map), key, static_cast<uint32_t>(slot));
 }
 
 // ---- writers (bucket lock held) -------------------------------------------------------
@@ -447,7 +518,7 @@ int check_update_flags(uint64_t flags)
 	return 0;
 }
 
-int update_locked(bpf_htab *h, bucket *bk, uint64_t hash, const void *key, const void *value,
+int update_locked(bpf_htab *h, bucket *bk, uint64_t hash, const void *key, value_src value,
 		  uint64_t flags)
 {
 	position p = locked_find(h, bk, hash, key);
@@ -455,6 +526,10 @@ int update_locked(bpf_htab *h, bucket *bk, uint64_t hash, const void *key, const
 		return -EEXIST;
 	if (!p.e && flags == uapi::BPF_EXIST)
 		return -ENOENT;
+	if (p.e && h->percpu) {
+		elem_rewrite(h, p.e, value);
+		return 0;
+	}
 	if (!p.e && !count_inc_below_max(h))
 		return -E2BIG;
 	htab_elem *e = pool_pop(h);
@@ -491,6 +566,11 @@ void htab_audit(bpf_htab *h)
 			if (idx < used && !live[idx]) {
 				live[idx] = true;
 				count++;
+				// Odd: a per-CPU value's writer died mid-write. Readers wait on it.
+				std::atomic<uint32_t> &seq = h->elem(idx)->seq;
+				uint32_t s = seq.load(std::memory_order_relaxed);
+				if (s & 1)
+					seq.store(s + 1, std::memory_order_release);
 			}
 		};
 		for (uint32_t b = 0; b <= h->bucket_mask; b++) {
@@ -537,9 +617,13 @@ template <typename F> int with_bucket_locked(bpf_htab *h, uint32_t b, F &&fn)
 	return ret;
 }
 
-int htab_map_update_elem(bpf_map *map, const void *key, const void *value, uint64_t flags)
+void wait_for_bucket_writer(bpf_htab *h, uint32_t b)
 {
-	bpf_htab *h = htab_of(map);
+	with_bucket_locked(h, b, [](bucket *) { return 0; });
+}
+
+int htab_update(bpf_htab *h, const void *key, value_src value, uint64_t flags)
+{
 	int err = check_update_flags(flags);
 	if (err)
 		return err;
@@ -547,6 +631,17 @@ int htab_map_update_elem(bpf_map *map, const void *key, const void *value, uint6
 	return with_bucket_locked(h, static_cast<uint32_t>(hash) & h->bucket_mask, [&](bucket *bk) {
 		return update_locked(h, bk, hash, key, value, flags);
 	});
+}
+
+int htab_map_update_elem(bpf_map *map, const void *key, const void *value, uint64_t flags)
+{
+	return htab_update(htab_of(map), key, {value}, flags);
+}
+
+// Program side: the value of the CPU the caller runs on.
+int htab_percpu_map_update_elem(bpf_map *map, const void *key, const void *value, uint64_t flags)
+{
+	return htab_update(htab_of(map), key, {value, static_cast<int>(this_cpu_slot())}, flags);
 }
 
 // Take the element at p out of its bucket and give it back to the pool.
@@ -567,7 +662,7 @@ int htab_remove(bpf_htab *h, const void *key, void *value)
 		if (!p.e)
 			return -ENOENT;
 		if (value)
-			copy_from_shared(value, h->elem_value(p.e), h->value_size);
+			copy_from_shared(value, h->elem_value(p.e), h->uvalue_size);
 		remove_at(h, bk, p);
 		return 0;
 	});
@@ -764,7 +859,7 @@ uint32_t batch_bucket(bpf_htab *h, bucket *bk, const vbucket_geometry &g, uint32
 	for (size_t i = 1; i < elems.size(); i++)
 		for (size_t j = i; j > 0 && elems[j - 1].sub > elems[j].sub; j--)
 			std::swap(elems[j - 1], elems[j]);
-	const uint32_t ks = h->key_size, vs = h->value_size;
+	const uint32_t ks = h->key_size, vs = h->uvalue_size;
 	uint32_t first = *cursor & (g.per_bucket - 1), copied = 0;
 	uint32_t stop = g.per_bucket; // first virtual bucket not taken
 	size_t i = 0;
@@ -813,7 +908,7 @@ int htab_batch(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uat
 	const vbucket_geometry g = vbuckets(h);
 	if (cursor >= g.n_virtual)
 		return -ENOENT;
-	const uint32_t ks = h->key_size, vs = h->value_size;
+	const uint32_t ks = h->key_size, vs = h->uvalue_size;
 	batch_buf keys, values;
 	std::vector<batch_elem> scratch;
 	uint32_t total = 0;
@@ -871,15 +966,20 @@ struct htab_geometry {
 	uint64_t locks_off, buckets_off, elems_off, size;
 };
 
-htab_geometry geometry(const uapi::map_create_attr &attr)
+bool is_percpu(uint32_t map_type) { return map_type == uapi::MAP_TYPE_PERCPU_HASH; }
+
+// nr_cpus: the value slots of a per-CPU map.
+htab_geometry geometry(const uapi::map_create_attr &attr, uint32_t nr_cpus)
 {
 	htab_geometry g;
+	bool percpu = is_percpu(attr.map_type);
 	g.n_buckets = roundup_pow2((static_cast<uint64_t>(attr.max_entries) + KEYS_PER_BUCKET - 1) /
 				   KEYS_PER_BUCKET);
 	g.n_locks = g.n_buckets < MAX_LOCKS ? g.n_buckets : MAX_LOCKS;
-	g.n_elems = attr.max_entries + g.n_locks;
+	// Spares let a full map replace a key; per-CPU values are rewritten in place instead.
+	g.n_elems = attr.max_entries + (percpu ? 0 : g.n_locks);
 	g.elem_size = static_cast<uint32_t>(sizeof(htab_elem) + round_up(attr.key_size, 8) +
-					    round_up(attr.value_size, 8));
+					    round_up(attr.value_size, 8) * (percpu ? nr_cpus : 1));
 	g.locks_off = 0;
 	g.buckets_off = round_up(g.n_locks * sizeof(shared_lock), 64);
 	g.elems_off = g.buckets_off + static_cast<uint64_t>(g.n_buckets) * sizeof(bucket);
@@ -891,11 +991,16 @@ int htab_map_alloc_check(const uapi::map_create_attr &attr)
 {
 	if (attr.map_flags & ~HTAB_CREATE_FLAG_MASK)
 		return -EINVAL;
+	bool percpu = is_percpu(attr.map_type);
 	if (attr.map_flags & uapi::BPF_F_NO_COMMON_LRU)
 		return -EINVAL; // LRU only
+	if (percpu && map_attr_numa_node(attr) != NUMA_NO_NODE)
+		return -EINVAL;
 	if (attr.max_entries == 0 || attr.key_size == 0 || attr.value_size == 0)
 		return -EINVAL;
 	if (static_cast<uint64_t>(attr.key_size) + attr.value_size >= MAX_KEY_VALUE_SIZE)
+		return -E2BIG;
+	if (percpu && round_up(attr.value_size, 8) > PCPU_MIN_UNIT_SIZE)
 		return -E2BIG;
 	return 0;
 }
@@ -904,7 +1009,7 @@ int htab_map_mem_size(const uapi::map_create_attr &attr, size_t *size)
 {
 	if (attr.max_entries > MAX_ENTRIES)
 		return -E2BIG;
-	*size = geometry(attr).size;
+	*size = geometry(attr, num_possible_cpus()).size;
 	return 0;
 }
 
@@ -924,15 +1029,20 @@ void htab_map_attach(bpf_map *map)
 	h->n_elems = c->n_elems;
 	h->elem_size = c->elem_size;
 	h->key_off_value = static_cast<uint32_t>(sizeof(htab_elem) + round_up(map->key_size, 8));
+	h->percpu = is_percpu(map->map_type);
+	h->pcpu_size = static_cast<uint32_t>(round_up(map->value_size, 8));
+	if (h->percpu)
+		map->uvalue_size = h->pcpu_size * map->hdr->nr_cpus;
 }
 
 void htab_map_init(bpf_map *map)
 {
 	uapi::map_create_attr attr{};
+	attr.map_type = map->map_type;
 	attr.key_size = map->key_size;
 	attr.value_size = map->value_size;
 	attr.max_entries = map->max_entries;
-	htab_geometry g = geometry(attr);
+	htab_geometry g = geometry(attr, map->hdr->nr_cpus);
 	htab_ctl *c = map->ctl<htab_ctl>();
 	c->seed = (map->map_flags & uapi::BPF_F_ZERO_SEED)
 			  ? 0
@@ -962,8 +1072,35 @@ const bpf_map_ops htab_map_ops = {
 	.map_init = htab_map_init,
 	.map_attach = htab_map_attach,
 	.map_lookup_elem = htab_map_lookup_elem,
+	.map_lookup_percpu_elem = nullptr,
 	.map_copy_value = htab_map_copy_value,
 	.map_update_elem = htab_map_update_elem,
+	.map_update_value = htab_map_update_elem,
+	.map_delete_elem = htab_map_delete_elem,
+	.map_get_next_key = htab_map_get_next_key,
+	.map_lookup_and_delete_elem = htab_map_lookup_and_delete_elem,
+	.map_lookup_batch = htab_map_lookup_batch,
+	.map_lookup_and_delete_batch = htab_map_lookup_and_delete_batch,
+	.map_update_batch = generic_map_update_batch,
+	.map_delete_batch = generic_map_delete_batch,
+	.map_push_elem = nullptr,
+	.map_pop_elem = nullptr,
+	.map_peek_elem = nullptr,
+	.map_mmapable = nullptr,
+	.map_get_hash = nullptr,
+};
+
+const bpf_map_ops htab_percpu_map_ops = {
+	.map_alloc_check = htab_map_alloc_check,
+	.map_mem_size = htab_map_mem_size,
+	.map_alloc = htab_map_alloc,
+	.map_init = htab_map_init,
+	.map_attach = htab_map_attach,
+	.map_lookup_elem = htab_percpu_map_lookup_elem,
+	.map_lookup_percpu_elem = htab_percpu_map_lookup_percpu_elem,
+	.map_copy_value = htab_map_copy_value,
+	.map_update_elem = htab_percpu_map_update_elem,
+	.map_update_value = htab_map_update_elem,
 	.map_delete_elem = htab_map_delete_elem,
 	.map_get_next_key = htab_map_get_next_key,
 	.map_lookup_and_delete_elem = htab_map_lookup_and_delete_elem,

@@ -37,7 +37,7 @@ int generic_map_lookup_batch(bpf_map *map, const uapi::batch_attr &attr,
 	int err = batch_begin(attr, uattr);
 	if (err <= 0)
 		return err;
-	const size_t ks = map->key_size, vs = map->value_size;
+	const size_t ks = map->key_size, vs = bpf_map_value_size(map);
 	std::vector<unsigned char> buf(2 * ks + vs);
 	unsigned char *prev = buf.data(), *key = prev + ks, *value = key + ks;
 	bool have_prev = false;
@@ -81,7 +81,7 @@ int generic_map_update_batch(bpf_map *map, const uapi::batch_attr &attr,
 	int err = batch_begin(attr, uattr);
 	if (err <= 0)
 		return err;
-	const size_t ks = map->key_size, vs = map->value_size;
+	const size_t ks = map->key_size, vs = bpf_map_value_size(map);
 	std::vector<unsigned char> buf(ks + vs);
 	unsigned char *key = buf.data(), *value = key + ks;
 	uint32_t cp;
@@ -90,7 +90,7 @@ int generic_map_update_batch(bpf_map *map, const uapi::batch_attr &attr,
 		    (err = copy_from_user(value, user_elem(attr.values, cp, vs),
 					  vs)))
 			break;
-		if ((err = map->ops->map_update_elem(map, key, value, attr.elem_flags)))
+		if ((err = map->ops->map_update_value(map, key, value, attr.elem_flags)))
 			break;
 	}
 	uattr->count = cp;

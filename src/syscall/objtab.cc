@@ -80,6 +80,7 @@ bpf_map *handle_new(const bpf_map_ops *ops, void *base, size_t size, dev_t dev, 
 	map->map_type = map->hdr->map_type;
 	map->key_size = map->hdr->key_size;
 	map->value_size = map->hdr->value_size;
+	map->uvalue_size = map->value_size;
 	map->max_entries = map->hdr->max_entries;
 	map->map_flags = map->hdr->map_flags;
 	map->dev = dev;

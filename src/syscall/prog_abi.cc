@@ -3,6 +3,7 @@
 #include <cerrno>
 
 #include "bpfmap/bpfmap.h"
+#include "core/percpu.h"
 #include "core/rcu.h"
 #include "syscall/objtab.h"
 
@@ -41,6 +42,16 @@ void *bpfmap_map_lookup_elem(bpfmap_map *m, const void *key)
 	bpf_map *map = to_map(m);
 	return map->ops->map_lookup_elem(map, key);
 }
+
+void *bpfmap_map_lookup_percpu_elem(bpfmap_map *m, const void *key, uint32_t cpu)
+{
+	bpf_map *map = to_map(m);
+	if (!map->ops->map_lookup_percpu_elem || cpu >= bpfmap::nr_cpu_ids())
+		return nullptr;
+	return map->ops->map_lookup_percpu_elem(map, key, cpu);
+}
+
+uint32_t bpfmap_num_possible_cpus(void) { return bpfmap::num_possible_cpus(); }
 
 long bpfmap_map_update_elem(bpfmap_map *m, const void *key, const void *value, uint64_t flags)
 {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "bpfmap/bpfmap.h"
+#include "core/percpu.h"
 #include "core/rcu.h"
 #include "core/region.h"
 #include "core/registry.h"
@@ -112,15 +113,17 @@ int name_copy(char *dst, const char *src)
 
 // Map flags that describe an fd, not the map: they are not kept in map_flags.
 constexpr uint32_t FD_ONLY_FLAGS = uapi::BPF_F_RDONLY | uapi::BPF_F_WRONLY;
-constexpr int32_t NUMA_NO_NODE = -1;
 
 bool fd_is_open(int fd) { return fcntl(fd, F_GETFD) >= 0; }
 
-// No device takes a map here. The kernel answers EINVAL for a missing ifindex and for a
-// device whose driver has a BPF hook (which then refuses), EOPNOTSUPP for a device without
-// one; software devices (lo, ifb, veth...) have no backing device in sysfs, drivers do.
-int offload_errno(uint32_t ifindex)
+// No device takes a map here. The kernel offloads only hash and array maps (EINVAL for the
+// rest), and answers EINVAL for a missing ifindex and for a device whose driver has a BPF
+// hook (which then refuses), EOPNOTSUPP for a device without one; software devices (lo,
+// ifb, veth...) have no backing device in sysfs, drivers do.
+int offload_errno(uint32_t map_type, uint32_t ifindex)
 {
+	if (map_type != uapi::MAP_TYPE_HASH && map_type != uapi::MAP_TYPE_ARRAY)
+		return -EINVAL;
 	char name[IF_NAMESIZE];
 	if (!if_indextoname(ifindex, name))
 		return -EINVAL;
@@ -142,8 +145,8 @@ int map_create_generic_check(const uapi::map_create_attr &a)
 	if ((a.map_flags & uapi::BPF_F_RDONLY) && (a.map_flags & uapi::BPF_F_WRONLY))
 		return -EINVAL;
 	// One NUMA node, as on the machines this serves.
-	if ((a.map_flags & uapi::BPF_F_NUMA_NODE) && static_cast<int32_t>(a.numa_node) != 0 &&
-	    static_cast<int32_t>(a.numa_node) != NUMA_NO_NODE)
+	int32_t node = map_attr_numa_node(a);
+	if (node != NUMA_NO_NODE && node != 0)
 		return -EINVAL;
 	return 0;
 }
@@ -201,7 +204,7 @@ long map_create(bpf_attr &attr)
 	if ((err = ops->map_alloc_check(a)))
 		return err;
 	if (a.map_ifindex)
-		return offload_errno(a.map_ifindex);
+		return offload_errno(a.map_type, a.map_ifindex);
 	if (token)
 		return fd_is_open(a.map_token_fd) ? -EINVAL : -EBADF; // no BPF tokens
 
@@ -226,6 +229,7 @@ long map_create(bpf_attr &attr)
 	hdr->map_flags = a.map_flags & ~FD_ONLY_FLAGS;
 	hdr->map_extra = a.map_extra;
 	hdr->data_size = data_size;
+	hdr->nr_cpus = num_possible_cpus();
 	hdr->id = next_map_id();
 	unsigned denied = 0;
 	if ((err = fd_set_mode(fd, a.map_flags, &denied)) ||
@@ -265,11 +269,11 @@ long map_lookup_elem(elem_args e)
 	const void *key = user_ptr(e.key);
 	if ((err = check_key_ptr(map, key)))
 		return err;
-	bounce buf(map->value_size);
+	bounce buf(bpf_map_value_size(map));
 	err = map->ops->map_copy_value(map, key, buf.get(), e.flags);
 	if (err)
 		return err;
-	return copy_to_user(e.value, buf.get(), map->value_size);
+	return copy_to_user(e.value, buf.get(), bpf_map_value_size(map));
 }
 
 long map_update_elem(elem_args e)
@@ -290,7 +294,7 @@ long map_update_elem(elem_args e)
 	const void *value = user_ptr(e.value);
 	if (bad_user_ptr(value))
 		return -EFAULT;
-	return map->ops->map_update_elem(map, key, value, e.flags);
+	return map->ops->map_update_value(map, key, value, e.flags);
 }
 
 long map_delete_elem(elem_args e)
@@ -350,7 +354,7 @@ long map_lookup_and_delete_elem(elem_args e)
 	const void *key = user_ptr(e.key);
 	if ((err = check_key_ptr(map, key)))
 		return err;
-	bounce buf(map->value_size);
+	bounce buf(bpf_map_value_size(map));
 	if (map->ops->map_pop_elem)
 		err = map->ops->map_pop_elem(map, buf.get());
 	else if (map->ops->map_lookup_and_delete_elem)
@@ -359,7 +363,7 @@ long map_lookup_and_delete_elem(elem_args e)
 		err = -ENOTSUPP;
 	if (err)
 		return err;
-	return copy_to_user(e.value, buf.get(), map->value_size);
+	return copy_to_user(e.value, buf.get(), bpf_map_value_size(map));
 }
 
 long map_freeze(bpf_attr &attr)
