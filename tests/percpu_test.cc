@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "bpfmap/map.hpp"
 #include "test_util.h"
 
 using namespace bpfmap::test;
@@ -387,6 +388,29 @@ TEST(Percpu, KilledWritersNeverWedgeReadersOrWriters)
 		alarm(0);
 		close(fd);
 	}
+}
+
+// The C++ interface sizes per-CPU values as the syscall layout does, and TypedMap (one V
+// per value) refuses per-CPU maps rather than overrun a V.
+TEST(Percpu, CppInterfaceUsesTheSyscallLayout)
+{
+	bpfmap::Map m;
+	ASSERT_EQ(bpfmap::Map::create({bpfmap::MAP_PERCPU_HASH, 4, 4, 8, 0, "pc"}, m), 0);
+	EXPECT_TRUE(m.percpu());
+	EXPECT_EQ(m.value_size(), 4u);
+	EXPECT_EQ(m.value_bytes(), 8 * ncpus());
+	uint32_t key = 9;
+	std::vector<std::byte> small(4), whole(m.value_bytes(), std::byte{7}), out(m.value_bytes());
+	auto k = std::as_bytes(std::span(&key, 1));
+	EXPECT_EQ(m.update(k, small), EINVAL);
+	EXPECT_EQ(m.update(k, whole), 0);
+	EXPECT_EQ(m.lookup(k, small), EINVAL);
+	EXPECT_EQ(m.lookup(k, out), 0);
+	EXPECT_EQ(out, whole);
+
+	bpfmap::TypedMap<uint32_t, uint32_t> t;
+	EXPECT_EQ((bpfmap::TypedMap<uint32_t, uint32_t>::create(bpfmap::MAP_PERCPU_ARRAY, 4, t)), EINVAL);
+	EXPECT_EQ((bpfmap::TypedMap<uint32_t, uint32_t>::open(std::move(m), t)), EINVAL);
 }
 
 } // namespace

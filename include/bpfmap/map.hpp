@@ -24,6 +24,8 @@ namespace bpfmap {
 enum map_type : uint32_t {
 	MAP_HASH = 1,
 	MAP_ARRAY = 2,
+	MAP_PERCPU_HASH = 5,
+	MAP_PERCPU_ARRAY = 6,
 };
 enum update_flags : uint64_t {
 	ANY = 0,
@@ -64,6 +66,10 @@ public:
 	int fd() const { return fd_; }
 	uint32_t key_size() const { return key_size_; }
 	uint32_t value_size() const { return value_size_; }
+	// Bytes that lookup() and update() copy: value_size(), or for a per-CPU map
+	// round_up(value_size(), 8) for each of bpfmap_num_possible_cpus() CPUs, in CPU order.
+	uint32_t value_bytes() const { return value_bytes_; }
+	bool percpu() const { return type_ == MAP_PERCPU_HASH || type_ == MAP_PERCPU_ARRAY; }
 	int info(MapInfo &out) const;
 
 	int lookup(const void *key, void *value) const;
@@ -105,9 +111,12 @@ private:
 	bpfmap_map *map_ = nullptr;
 	uint32_t key_size_ = 0;
 	uint32_t value_size_ = 0;
+	uint32_t value_bytes_ = 0;
+	uint32_t type_ = 0;
 };
 
 // A map whose keys and values are trivially copyable C++ types of exactly the map's sizes.
+// Not for per-CPU maps, whose syscall values hold one V per CPU: use Map and value_bytes().
 template <typename K, typename V> class TypedMap {
 	static_assert(std::is_trivially_copyable_v<K> && std::is_trivially_copyable_v<V>);
 
@@ -117,13 +126,15 @@ public:
 	static int create(uint32_t type, uint32_t max_entries, TypedMap &out, uint32_t flags = 0,
 			  const std::string &name = "")
 	{
+		if (type == MAP_PERCPU_HASH || type == MAP_PERCPU_ARRAY)
+			return EINVAL;
 		MapSpec spec{type, sizeof(K), sizeof(V), max_entries, flags, name};
 		return Map::create(spec, out.map_);
 	}
 	// Fails with EINVAL when the map's sizes are not sizeof(K) and sizeof(V).
 	static int open(Map &&map, TypedMap &out)
 	{
-		if (map.key_size() != sizeof(K) || map.value_size() != sizeof(V))
+		if (map.key_size() != sizeof(K) || map.value_size() != sizeof(V) || map.percpu())
 			return EINVAL;
 		out.map_ = std::move(map);
 		return 0;

@@ -33,7 +33,8 @@ int elem_call(uapi::bpf_cmd cmd, int fd, const void *key, const void *value, uin
 Map::~Map() { reset(); }
 
 Map::Map(Map &&o) noexcept
-	: fd_(o.fd_), map_(o.map_), key_size_(o.key_size_), value_size_(o.value_size_)
+	: fd_(o.fd_), map_(o.map_), key_size_(o.key_size_), value_size_(o.value_size_),
+	  value_bytes_(o.value_bytes_), type_(o.type_)
 {
 	o.fd_ = -1;
 	o.map_ = nullptr;
@@ -47,6 +48,8 @@ Map &Map::operator=(Map &&o) noexcept
 		map_ = o.map_;
 		key_size_ = o.key_size_;
 		value_size_ = o.value_size_;
+		value_bytes_ = o.value_bytes_;
+		type_ = o.type_;
 		o.fd_ = -1;
 		o.map_ = nullptr;
 	}
@@ -80,6 +83,10 @@ int Map::adopt(int fd)
 	}
 	key_size_ = mi.key_size;
 	value_size_ = mi.value_size;
+	type_ = mi.type;
+	value_bytes_ = type_ == MAP_PERCPU_HASH || type_ == MAP_PERCPU_ARRAY
+			       ? (value_size_ + 7) / 8 * 8 * bpfmap_num_possible_cpus()
+			       : value_size_;
 	return 0;
 }
 
@@ -139,7 +146,7 @@ int Map::lookup(const void *key, void *value) const
 
 int Map::lookup(std::span<const std::byte> key, std::span<std::byte> value) const
 {
-	if (key.size() != key_size_ || value.size() != value_size_)
+	if (key.size() != key_size_ || value.size() != value_bytes_)
 		return EINVAL;
 	return lookup(key.data(), value.data());
 }
@@ -153,7 +160,7 @@ int Map::update(const void *key, const void *value, uint64_t flags)
 
 int Map::update(std::span<const std::byte> key, std::span<const std::byte> value, uint64_t flags)
 {
-	if (key.size() != key_size_ || value.size() != value_size_)
+	if (key.size() != key_size_ || value.size() != value_bytes_)
 		return EINVAL;
 	return update(key.data(), value.data(), flags);
 }
