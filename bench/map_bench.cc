@@ -1,4 +1,5 @@
-// map_bench: bpfmap's HASH and ARRAY maps against the kernel's, through the same attrs.
+// map_bench: bpfmap's hash and array maps (plain and per-CPU) against the kernel's, through
+// the same attrs.
 //
 // For every (type, max_entries, key/value size) config, one bpfmap map and one kernel map
 // are created and filled to max_entries with the same random keys, once: the config is
@@ -8,8 +9,10 @@
 // present keys, so a 1M-entry map misses in cache as a real workload would.
 //
 // Paths measured, one op per iteration:
-//   ptr    bpfmap program-side ABI: bpfmap_map_lookup_elem / bpfmap_map_update_elem
+//   ptr    bpfmap program-side ABI: bpfmap_map_lookup_elem / bpfmap_map_update_elem (for a
+//          per-CPU map: the caller's CPU value)
 //   copy   bpfmap_bpf(BPF_MAP_*_ELEM, attr) -- the bpf(2) convention, value copied out
+//          (for a per-CPU map: every possible CPU's value)
 //   kernel syscall(__NR_bpf, BPF_MAP_*_ELEM, attr)
 // Attrs are passed with libbpf's size, offsetofend(union bpf_attr, flags), to both.
 // The pointer lookup reads the value's first 8 bytes, so it pays for the value's cache line
@@ -46,8 +49,19 @@ long kernel_bpf(int cmd, union bpf_attr *attr, unsigned size)
 }
 
 struct config {
-	uint32_t type; // BPF_MAP_TYPE_HASH or BPF_MAP_TYPE_ARRAY
+	uint32_t type; // BPF_MAP_TYPE_{,PERCPU_}HASH or BPF_MAP_TYPE_{,PERCPU_}ARRAY
 	uint32_t entries, key_size, value_size;
+
+	bool hash() const { return type == BPF_MAP_TYPE_HASH || type == BPF_MAP_TYPE_PERCPU_HASH; }
+	bool percpu() const
+	{
+		return type == BPF_MAP_TYPE_PERCPU_HASH || type == BPF_MAP_TYPE_PERCPU_ARRAY;
+	}
+	// Bytes of a value in a syscall buffer.
+	uint32_t value_bytes() const
+	{
+		return percpu() ? (value_size + 7) / 8 * 8 * bpfmap_num_possible_cpus() : value_size;
+	}
 
 	bool operator==(const config &o) const
 	{
@@ -56,7 +70,11 @@ struct config {
 	}
 	std::string name() const
 	{
-		return std::string(type == BPF_MAP_TYPE_HASH ? "HASH" : "ARRAY") + "/" +
+		const char *t = type == BPF_MAP_TYPE_HASH	 ? "HASH"
+				: type == BPF_MAP_TYPE_ARRAY	 ? "ARRAY"
+				: type == BPF_MAP_TYPE_PERCPU_HASH ? "PERCPU_HASH"
+								   : "PERCPU_ARRAY";
+		return std::string(t) + "/" +
 		       std::to_string(entries) + "/k" + std::to_string(key_size) + "v" +
 		       std::to_string(value_size);
 	}
@@ -128,7 +146,7 @@ struct fixture {
 	int kfd = -1;                      // kernel map, made on first use
 	std::string kerr;
 
-	explicit fixture(const config &c) : cfg(c), value(c.value_size, 0x5a)
+	explicit fixture(const config &c) : cfg(c), value(c.value_bytes(), 0x5a)
 	{
 		std::mt19937_64 rng(0x6270666d6170ull ^ c.entries ^ (uint64_t(c.key_size) << 32) ^
 				    (uint64_t(c.value_size) << 40) ^ (uint64_t(c.type) << 48));
@@ -138,7 +156,7 @@ struct fixture {
 		uint32_t salt = static_cast<uint32_t>(rng());
 		for (uint32_t i = 0; i < c.entries; i++) {
 			unsigned char *k = &keys[size_t(i) * c.key_size];
-			uint32_t head = c.type == BPF_MAP_TYPE_HASH ? mix32(i ^ salt) : i;
+			uint32_t head = c.hash() ? mix32(i ^ salt) : i;
 			memcpy(k, &head, 4);
 			for (uint32_t off = 4; off < c.key_size; off += 8) {
 				uint64_t r = rng();
@@ -289,7 +307,7 @@ void run(benchmark::State &state, config c, op o, path p)
 	const size_t n = c.entries;
 	const uint32_t ks = c.key_size;
 	unsigned char *keys = f.keys.data();
-	std::vector<unsigned char> out(c.value_size);
+	std::vector<unsigned char> out(c.value_bytes());
 	std::vector<unsigned char> val(f.value);
 	union bpf_attr a;
 	memset(&a, 0, sizeof(a));
@@ -378,7 +396,7 @@ void run(benchmark::State &state, config c, op o, path p)
 		// One call per iteration, BATCH elements asked for; the walk restarts at the end.
 		// Reported per element (ns_per_elem): a call returns whole buckets, so fewer.
 		constexpr uint32_t BATCH = 256;
-		std::vector<unsigned char> bkeys(size_t(BATCH) * ks), bvals(size_t(BATCH) * c.value_size);
+		std::vector<unsigned char> bkeys(size_t(BATCH) * ks), bvals(size_t(BATCH) * c.value_bytes());
 		uint64_t token = 0, elems = 0;
 		bool first = true;
 		union bpf_attr b;
@@ -422,9 +440,11 @@ void register_all()
 		configs.push_back({BPF_MAP_TYPE_ARRAY, n, 4, 8});
 		configs.push_back({BPF_MAP_TYPE_ARRAY, n, 4, 64});
 	}
+	configs.push_back({BPF_MAP_TYPE_PERCPU_HASH, 10000, 4, 8});
+	configs.push_back({BPF_MAP_TYPE_PERCPU_ARRAY, 10000, 4, 8});
 	for (const config &c : configs) {
 		for (op o : {op::lookup, op::update, op::delete_reinsert, op::lookup_batch}) {
-			if (o == op::delete_reinsert && c.type != BPF_MAP_TYPE_HASH)
+			if (o == op::delete_reinsert && !c.hash())
 				continue;
 			for (path p : {path::kernel, path::copy, path::ptr}) {
 				if ((o == op::delete_reinsert || o == op::lookup_batch) && p == path::ptr)

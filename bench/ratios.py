@@ -81,10 +81,10 @@ def main():
     print("ns/op (median of repetitions, wall clock); ratio = kernel ns / bpfmap ns")
     hdr = ("type", "entries", "k/v", "op", "kernel", "bpfmap_copy", "bpfmap_ptr",
            "kern/copy", "kern/ptr")
-    fmt = "%-5s %8s %-6s %-15s %10s %12s %11s %10s %9s"
+    fmt = "%-12s %8s %-6s %-15s %10s %12s %11s %10s %9s"
     print(fmt % hdr)
     print("-" * 95)
-    type_rank = {"HASH": 0, "ARRAY": 1}
+    type_rank = {"HASH": 0, "ARRAY": 1, "PERCPU_HASH": 2, "PERCPU_ARRAY": 3}
     op_rank = {"lookup": 0, "update": 1, "delete_reinsert": 2, "lookup_batch": 3}
     def kv_rank(kv):  # "k16v64" -> (16, 64)
         k, _, v = kv[1:].partition("v")
