@@ -252,6 +252,91 @@ TEST(Stress, BatchDrainRacingWritersTakesEachKeyOnce)
 	close(fd);
 }
 
+// LOOKUP_BATCH reads buckets without their locks. While writers replace values (wide
+// ones, so copies are slow) and delete and re-add half of the keys, every pass must return
+// each stable key exactly once, no key twice, and only whole values.
+template <uint32_t TYPE> void lookup_batch_under_writers()
+{
+	const uint32_t n = 2000;
+	const bool percpu = TYPE == u::MAP_TYPE_PERCPU_HASH;
+	const uint32_t words = 8, slots = percpu ? bpfmap_num_possible_cpus() : 1;
+	int fd = map_create(TYPE, 4, words * 8, n);
+	ASSERT_GE(fd, 0);
+	auto fill = [&](std::vector<uint64_t> &v, uint32_t k, uint32_t version) {
+		std::fill(v.begin(), v.end(), uint64_t(k) << 32 | version);
+	};
+	std::vector<uint64_t> v(words * slots);
+	for (uint32_t k = 0; k < n; k++) {
+		fill(v, k, 0);
+		ASSERT_EQ(update(fd, &k, v.data()), 0);
+	}
+	std::atomic<bool> stop{false};
+	std::vector<std::thread> writers;
+	for (int t = 0; t < 2; t++)
+		writers.emplace_back([&, t] {
+			std::mt19937 rng(t);
+			std::vector<uint64_t> w(words * slots);
+			for (uint32_t version = 1; !stop.load(std::memory_order_relaxed); version++) {
+				uint32_t k = rng() % n;
+				fill(w, k, version);
+				if (k % 2 == 0) // even keys: replaced in place, never absent
+					update(fd, &k, w.data(), u::BPF_EXIST);
+				else if (rng() % 2)
+					del(fd, &k);
+				else
+					update(fd, &k, w.data());
+			}
+		});
+	int passes = 0, torn = 0, doubled = 0, missing = 0;
+	std::vector<uint32_t> keys(64);
+	std::vector<uint64_t> vals(64 * words * slots);
+	for (; passes < 100 * SCALE; passes++) {
+		std::vector<int> seen(n, 0);
+		uint32_t token = 0;
+		for (bool first = true;; first = false) {
+			u::bpf_attr a{};
+			a.batch.in_batch = first ? 0 : ptr(&token);
+			a.batch.out_batch = ptr(&token);
+			a.batch.keys = ptr(keys.data());
+			a.batch.values = ptr(vals.data());
+			a.batch.count = 64;
+			a.batch.map_fd = static_cast<uint32_t>(fd);
+			long r = sys(u::MAP_LOOKUP_BATCH, a);
+			for (uint32_t i = 0; i < a.batch.count; i++) {
+				seen[keys[i]]++;
+				const uint64_t *p = &vals[size_t(i) * words * slots];
+				for (uint32_t j = 0; j < words * slots; j++)
+					torn += p[j] >> 32 != keys[i] || p[j] != p[0];
+			}
+			if (r != 0) {
+				ASSERT_EQ(r, -ENOENT);
+				break;
+			}
+		}
+		for (uint32_t k = 0; k < n; k++) {
+			doubled += seen[k] > 1;
+			missing += k % 2 == 0 && seen[k] != 1;
+		}
+	}
+	stop = true;
+	for (auto &t : writers)
+		t.join();
+	EXPECT_EQ(torn, 0);
+	EXPECT_EQ(doubled, 0);
+	EXPECT_EQ(missing, 0);
+	close(fd);
+}
+
+TEST(Stress, LookupBatchUnderWritersSeesWholeBuckets)
+{
+	lookup_batch_under_writers<u::MAP_TYPE_HASH>();
+}
+
+TEST(Stress, PercpuLookupBatchUnderWritersSeesWholeBuckets)
+{
+	lookup_batch_under_writers<u::MAP_TYPE_PERCPU_HASH>();
+}
+
 TEST(Stress, FullMapNeverHoldsMoreThanMaxEntries)
 {
 	const uint32_t max = 100;

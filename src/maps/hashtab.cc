@@ -833,6 +833,40 @@ template <typename F> void bucket_remove_if(bpf_htab *h, bucket *bk, F &&doomed)
 	}
 }
 
+// Of a bucket's elements in walk order, sorted by virtual bucket: the run [*begin, *end) of
+// whole virtual buckets from `first` on that fits in room elements. Returns the first
+// virtual bucket not taken; *full says one did not fit.
+template <typename Sub>
+uint32_t pick_vbuckets(size_t n, Sub &&sub, uint32_t first, uint32_t room,
+		       const vbucket_geometry &g, size_t *begin, size_t *end, bool *full)
+{
+	size_t i = 0;
+	while (i < n && sub(i) < first)
+		i++;
+	*begin = i;
+	while (i < n) {
+		size_t j = i;
+		while (j < n && sub(j) == sub(i))
+			j++;
+		if (j - *begin > room) {
+			*full = true;
+			*end = i;
+			return sub(i);
+		}
+		i = j;
+	}
+	*end = n;
+	return g.per_bucket;
+}
+
+// A handful of elements: an insertion sort by virtual bucket, stable, without allocating.
+template <typename T> void sort_by_sub(T *a, size_t n)
+{
+	for (size_t i = 1; i < n; i++)
+		for (size_t j = i; j > 0 && a[j - 1].sub > a[j].sub; j--)
+			std::swap(a[j - 1], a[j]);
+}
+
 // Bytes copied out of one bucket; grows without clearing what it will overwrite anyway.
 struct batch_buf {
 	std::vector<unsigned char> bytes;
@@ -855,39 +889,102 @@ uint32_t batch_bucket(bpf_htab *h, bucket *bk, const vbucket_geometry &g, uint32
 		      batch_buf *values, bool *full)
 {
 	bucket_elems(h, bk, g, &elems);
-	// A handful of elements: an insertion sort, stable and without allocating.
-	for (size_t i = 1; i < elems.size(); i++)
-		for (size_t j = i; j > 0 && elems[j - 1].sub > elems[j].sub; j--)
-			std::swap(elems[j - 1], elems[j]);
+	sort_by_sub(elems.data(), elems.size());
 	const uint32_t ks = h->key_size, vs = h->uvalue_size;
-	uint32_t first = *cursor & (g.per_bucket - 1), copied = 0;
-	uint32_t stop = g.per_bucket; // first virtual bucket not taken
-	size_t i = 0;
-	while (i < elems.size() && elems[i].sub < first)
-		i++;
-	while (i < elems.size()) {
-		size_t j = i;
-		while (j < elems.size() && elems[j].sub == elems[i].sub)
-			j++;
-		if (j - i > room - copied) {
-			stop = elems[i].sub;
-			*full = true;
-			break;
-		}
-		for (; i < j; i++, copied++) {
-			copy_from_shared(keys->take(ks), h->elem_key(elems[i].e), ks);
-			copy_from_shared(values->take(vs), h->elem_value(elems[i].e), vs);
-		}
+	uint32_t first = *cursor & (g.per_bucket - 1);
+	size_t begin, end;
+	uint32_t stop = pick_vbuckets(elems.size(), [&](size_t i) { return elems[i].sub; }, first,
+				      room, g, &begin, &end, full);
+	for (size_t i = begin; i < end; i++) {
+		copy_from_shared(keys->take(ks), h->elem_key(elems[i].e), ks);
+		copy_from_shared(values->take(vs), h->elem_value(elems[i].e), vs);
 	}
-	if (do_delete && copied) {
-		uint32_t last = *full ? stop : g.per_bucket;
+	if (do_delete && end > begin) {
 		bucket_remove_if(h, bk, [&](htab_elem *e) {
 			uint32_t sub = sub_of(g, e);
-			return sub >= first && sub < last;
+			return sub >= first && sub < stop;
 		});
 	}
 	*cursor = (*cursor & ~(g.per_bucket - 1)) + stop;
-	return copied;
+	return static_cast<uint32_t>(end - begin);
+}
+
+constexpr int SNAPSHOT_TRIES = 8;
+constexpr uint32_t PREFETCH_AHEAD = 4; // buckets
+
+// Start loading the elements of bucket b (if it exists) into cache: a batch walks buckets
+// in order, but their elements lie anywhere in the pool.
+void prefetch_bucket_elems(bpf_htab *h, uint32_t b)
+{
+	if (b > h->bucket_mask)
+		return;
+	bucket *bk = &h->buckets[b];
+	uint64_t w[2] = {bk->tagw[0].load(std::memory_order_relaxed),
+			 bk->tagw[1].load(std::memory_order_relaxed)};
+	for (uint32_t i = 0; i < SLOTS; i++)
+		if (tag_at(w, i))
+			__builtin_prefetch(h->elem(bk->slot[i].load(std::memory_order_relaxed)));
+}
+
+struct slot_snap {
+	htab_elem *e;
+	uint32_t slot, idx, seq, sub;
+};
+
+// What batch_bucket() copies, read without the lock and straight into the caller's buffers
+// (keys and values, room for room elements): the bucket's slots and their elements are
+// read, copied, and read again, and the copy counts only if nothing changed meanwhile, so
+// it is the bucket as it stood at one instant. False when the bucket has an overflow chain
+// or kept changing: the caller takes the lock instead. Bytes past what it reports copied
+// may have been written.
+bool batch_bucket_snapshot(bpf_htab *h, bucket *bk, const vbucket_geometry &g, uint32_t *cursor,
+			   uint32_t room, unsigned char *keys, unsigned char *values,
+			   uint32_t *copied, bool *full)
+{
+	const uint32_t ks = h->key_size, vs = h->uvalue_size;
+	const uint32_t first = *cursor & (g.per_bucket - 1);
+	for (int tries = 0; tries < SNAPSHOT_TRIES; tries++) {
+		uint64_t w[2] = {bk->tagw[0].load(std::memory_order_acquire),
+				 bk->tagw[1].load(std::memory_order_acquire)};
+		if (!(static_cast<uint32_t>(w[1] >> 32) & NULLS_BIT))
+			return false;
+		slot_snap snap[SLOTS];
+		size_t n = 0;
+		bool busy = false;
+		for (uint32_t i = 0; i < SLOTS && !busy; i++) {
+			if (!tag_at(w, i))
+				continue;
+			uint32_t idx = bk->slot[i].load(std::memory_order_acquire);
+			htab_elem *e = h->elem(idx);
+			uint32_t seq = e->seq.load(std::memory_order_acquire);
+			busy = seq & 1;
+			snap[n++] = {e, i, idx, seq, sub_of(g, e)};
+		}
+		if (busy)
+			continue;
+		sort_by_sub(snap, n);
+		size_t begin, end;
+		bool over = false;
+		uint32_t stop = pick_vbuckets(n, [&](size_t i) { return snap[i].sub; }, first, room, g,
+					      &begin, &end, &over);
+		for (size_t i = begin; i < end; i++) {
+			copy_from_shared(keys + (i - begin) * ks, h->elem_key(snap[i].e), ks);
+			copy_from_shared(values + (i - begin) * vs, h->elem_value(snap[i].e), vs);
+		}
+		std::atomic_thread_fence(std::memory_order_acquire);
+		bool same = bk->tagw[0].load(std::memory_order_relaxed) == w[0] &&
+			    bk->tagw[1].load(std::memory_order_relaxed) == w[1];
+		for (size_t i = 0; i < n && same; i++)
+			same = bk->slot[snap[i].slot].load(std::memory_order_relaxed) == snap[i].idx &&
+			       snap[i].e->seq.load(std::memory_order_relaxed) == snap[i].seq;
+		if (!same)
+			continue;
+		*full = over;
+		*copied = static_cast<uint32_t>(end - begin);
+		*cursor = (*cursor & ~(g.per_bucket - 1)) + stop;
+		return true;
+	}
+	return false;
 }
 
 int htab_batch(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uattr,
@@ -909,28 +1006,39 @@ int htab_batch(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uat
 	if (cursor >= g.n_virtual)
 		return -ENOENT;
 	const uint32_t ks = h->key_size, vs = h->uvalue_size;
+	// A lookup whose buffers are not in the first page reads buckets without their locks,
+	// straight into the buffers (see batch_bucket_snapshot).
+	auto *ukeys = static_cast<unsigned char *>(user_ptr(attr.keys));
+	auto *uvalues = static_cast<unsigned char *>(user_ptr(attr.values));
+	const bool lockless = !do_delete && !bad_user_ptr(ukeys) && !bad_user_ptr(uvalues);
 	batch_buf keys, values;
 	std::vector<batch_elem> scratch;
 	uint32_t total = 0;
 	int ret = 0;
 	for (;;) {
 		uint32_t b = cursor >> __builtin_ctz(g.per_bucket);
+		bucket *bk = &h->buckets[b];
 		bool full = false;
 		uint32_t n = 0;
-		if (bucket_looks_empty(&h->buckets[b])) {
+		if (lockless)
+			prefetch_bucket_elems(h, b + PREFETCH_AHEAD);
+		if (bucket_looks_empty(bk)) {
 			cursor = (b + 1) * g.per_bucket;
-		} else {
+		} else if (!lockless || !batch_bucket_snapshot(h, bk, g, &cursor, attr.count - total,
+							       ukeys + uint64_t(total) * ks,
+							       uvalues + uint64_t(total) * vs, &n, &full)) {
 			keys.used = values.used = 0;
-			n = static_cast<uint32_t>(with_bucket_locked(h, b, [&](bucket *bk) {
-				return static_cast<int>(batch_bucket(h, bk, g, &cursor, attr.count - total,
-								     do_delete, scratch, &keys, &values,
-								     &full));
+			n = static_cast<uint32_t>(with_bucket_locked(h, b, [&](bucket *locked) {
+				return static_cast<int>(batch_bucket(h, locked, g, &cursor,
+								     attr.count - total, do_delete,
+								     scratch, &keys, &values, &full));
 			}));
+			if (n && ((err = copy_to_user(attr.keys + uint64_t(total) * ks, keys.bytes.data(),
+						      n * ks)) ||
+				  (err = copy_to_user(attr.values + uint64_t(total) * vs,
+						      values.bytes.data(), n * vs))))
+				return err; // as in the kernel: count stays 0 though elements may be gone
 		}
-		if (n && ((err = copy_to_user(attr.keys + uint64_t(total) * ks, keys.bytes.data(), n * ks)) ||
-			  (err = copy_to_user(attr.values + uint64_t(total) * vs, values.bytes.data(),
-					      n * vs))))
-			return err; // as in the kernel: count stays 0 though elements may be gone
 		total += n;
 		if (full) {
 			if (!total)
