@@ -21,11 +21,6 @@ using namespace bpfmap::test;
 
 namespace {
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr int SCALE = 1;
-#else
-constexpr int SCALE = 4;
-#endif
 
 const uint32_t percpu_types[] = {u::MAP_TYPE_PERCPU_HASH, u::MAP_TYPE_PERCPU_ARRAY};
 

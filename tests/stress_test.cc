@@ -18,12 +18,6 @@ using namespace bpfmap::test;
 
 namespace {
 
-// Scaled down under the sanitizers, which slow everything by 5-20x.
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr int SCALE = 1;
-#else
-constexpr int SCALE = 5;
-#endif
 
 // Large enough that a copy takes long and an element is reused while being read.
 struct wide_value {

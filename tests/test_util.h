@@ -15,6 +15,14 @@ namespace bpfmap::test {
 
 namespace u = bpfmap::uapi;
 
+// Iteration counts of stress loops, scaled down under the sanitizers, which slow
+// everything by 5-20x.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+inline constexpr int SCALE = 1;
+#else
+inline constexpr int SCALE = 5;
+#endif
+
 inline uint64_t ptr(const void *p) { return reinterpret_cast<uintptr_t>(p); }
 
 // Returns the call's result; -errno on failure (so tests can compare with -EXXX).
