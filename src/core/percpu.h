@@ -22,5 +22,12 @@ int cpu_slot(uint32_t cpu);
 // The slot of the CPU the calling thread runs on now. The thread may be moved to another
 // CPU right after; callers lock the slot they write (see the per-CPU families).
 uint32_t this_cpu_slot();
+// The same, for a map with nr_slots value slots: a map opened by a process that counts more
+// CPUs than its creator did (it cannot happen on one machine) still stays inside its values.
+inline uint32_t this_cpu_slot(uint32_t nr_slots)
+{
+	uint32_t slot = this_cpu_slot();
+	return slot < nr_slots ? slot : slot % nr_slots;
+}
 
 } // namespace bpfmap

@@ -293,7 +293,7 @@ void *percpu_array_value(bpf_map *map, const void *key, uint32_t slot)
 
 void *percpu_array_map_lookup_elem(bpf_map *map, const void *key)
 {
-	return percpu_array_value(map, key, this_cpu_slot());
+	return percpu_array_value(map, key, this_cpu_slot(pcpu_of(map)->g.nr_cpus));
 }
 
 void *percpu_array_map_lookup_percpu_elem(bpf_map *map, const void *key, uint32_t cpu)
@@ -320,7 +320,8 @@ int percpu_array_map_update_elem(bpf_map *map, const void *key, const void *valu
 	int err = array_update_check(map, index, flags);
 	if (err)
 		return err;
-	pcpu_write(pcpu_of(map), index, this_cpu_slot(), value, map->value_size);
+	bpf_percpu_array *a = pcpu_of(map);
+	pcpu_write(a, index, this_cpu_slot(a->g.nr_cpus), value, map->value_size);
 	return 0;
 }
 

@@ -117,6 +117,7 @@ struct bpf_htab : bpf_map {
 	uint32_t key_off_value = 0; // value offset inside an element
 	bool percpu = false;
 	uint32_t pcpu_size = 0; // one CPU slot of a per-CPU value: round_up(value_size, 8)
+	uint32_t nr_cpus = 0;   // CPU slots of a per-CPU value
 
 	htab_elem *elem(uint32_t idx) const
 	{
@@ -390,13 +391,13 @@ void *percpu_value(bpf_htab *h, const void *key, uint32_t slot)
 
 void *htab_percpu_map_lookup_elem(bpf_map *map, const void *key)
 {
-	return percpu_value(htab_of(map), key, this_cpu_slot());
+	return percpu_value(htab_of(map), key, this_cpu_slot(htab_of(map)->nr_cpus));
 }
 
 void *htab_percpu_map_lookup_percpu_elem(bpf_map *map, const void *key, uint32_t cpu)
 {
 	int slot = cpu_slot(cpu);
-	if (slot < 0 || static_cast<uint32_t>(slot) >= map->hdr->nr_cpus)
+	if (slot < 0 || static_cast<uint32_t>(slot) >= htab_of(map)->nr_cpus)
 		return nullptr;
 	return percpu_value(htab_of(map), key, static_cast<uint32_t>(slot));
 }
@@ -641,7 +642,8 @@ int htab_map_update_elem(bpf_map *map, const void *key, const void *value, uint6
 // Program side: the value of the CPU the caller runs on.
 int htab_percpu_map_update_elem(bpf_map *map, const void *key, const void *value, uint64_t flags)
 {
-	return htab_update(htab_of(map), key, {value, static_cast<int>(this_cpu_slot())}, flags);
+	return htab_update(htab_of(map), key,
+			   {value, static_cast<int>(this_cpu_slot(htab_of(map)->nr_cpus))}, flags);
 }
 
 // Take the element at p out of its bucket and give it back to the pool.
@@ -1139,8 +1141,9 @@ void htab_map_attach(bpf_map *map)
 	h->key_off_value = static_cast<uint32_t>(sizeof(htab_elem) + round_up(map->key_size, 8));
 	h->percpu = is_percpu(map->map_type);
 	h->pcpu_size = static_cast<uint32_t>(round_up(map->value_size, 8));
+	h->nr_cpus = map->hdr->nr_cpus;
 	if (h->percpu)
-		map->uvalue_size = h->pcpu_size * map->hdr->nr_cpus;
+		map->uvalue_size = h->pcpu_size * h->nr_cpus;
 }
 
 void htab_map_init(bpf_map *map)
