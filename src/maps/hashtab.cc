@@ -219,8 +219,9 @@ struct value_src {
 	int cpu = -1; // the CPU slot a program-side per-CPU update writes; -1: the whole area
 };
 
-// Write v into an element's value area; a fresh per-CPU element gets zeros in the other
-// CPUs' slots and in the padding, as the kernel gives it.
+// Write v into an element's value area. A program-side update that creates a key zeroes
+// the other CPUs' values, as the kernel does; like the kernel's, it leaves each slot's
+// padding as the element's previous key left it (zero in a never-used element).
 void write_value(bpf_htab *h, char *dst, value_src v, bool fresh)
 {
 	if (v.cpu < 0) {
@@ -228,7 +229,9 @@ void write_value(bpf_htab *h, char *dst, value_src v, bool fresh)
 		return;
 	}
 	if (fresh)
-		zero_shared(dst, h->uvalue_size);
+		for (uint32_t cpu = 0; cpu < h->nr_cpus; cpu++)
+			if (cpu != static_cast<uint32_t>(v.cpu))
+				zero_shared(dst + static_cast<size_t>(cpu) * h->pcpu_size, h->value_size);
 	copy_to_shared(dst + static_cast<size_t>(v.cpu) * h->pcpu_size, v.bytes, h->value_size);
 }
 

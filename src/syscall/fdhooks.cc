@@ -1,15 +1,18 @@
 // close(), close_range(), closefrom(), dup2() and dup3() are interposed so that the fd cache in objtab.cc never
 // outlives the fd it describes: after the real call, the entry for the fd that was closed
-// or replaced is dropped. Everything else passes straight to the kernel.
+// or replaced is dropped. mmap() of a map fd gets the kernel's checks first (see
+// map_mmap_check). Everything else passes straight to the kernel.
 #include <cerrno>
 #include <climits>
 #include <linux/close_range.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "bpfmap/bpfmap.h"
 #include "syscall/objtab.h"
+#include "syscall/syscall.h"
 
 extern "C" {
 
@@ -54,6 +57,23 @@ BPFMAP_API int dup2(int oldfd, int newfd)
 	if (oldfd == newfd) // dup3 refuses this case; dup2 checks the fd and returns it
 		return fcntl(oldfd, F_GETFD) < 0 ? -1 : newfd;
 	return dup3(oldfd, newfd, 0);
+}
+
+BPFMAP_API void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	if (fd >= 0 && !(flags & MAP_ANONYMOUS)) {
+		int err = bpfmap::map_mmap_check(fd, len, prot, flags, off);
+		if (err) {
+			errno = -err;
+			return MAP_FAILED;
+		}
+	}
+	return reinterpret_cast<void *>(syscall(SYS_mmap, addr, len, prot, flags, fd, off));
+}
+
+BPFMAP_API void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	return mmap(addr, len, prot, flags, fd, off);
 }
 
 } // extern "C"

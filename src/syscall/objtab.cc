@@ -165,16 +165,20 @@ void map_put_later(bpf_map *map) { rcu_defer(put_cb, map); }
 
 } // namespace
 
-bpf_map *map_from_fd(int fd, int *err, unsigned *denied)
+bpf_map *map_from_fd_cached(int fd, unsigned *denied)
 {
 	std::atomic<uintptr_t> *slot = fd_slot(fd, false);
-	if (slot) {
-		uintptr_t v = slot->load(std::memory_order_acquire);
-		if (v) {
-			*denied = v & FD_MODE_BITS;
-			return slot_map(v);
-		}
-	}
+	uintptr_t v = slot ? slot->load(std::memory_order_acquire) : 0;
+	if (!v)
+		return nullptr;
+	*denied = v & FD_MODE_BITS;
+	return slot_map(v);
+}
+
+bpf_map *map_from_fd(int fd, int *err, unsigned *denied)
+{
+	if (bpf_map *map = map_from_fd_cached(fd, denied))
+		return map;
 	unsigned mode;
 	if ((*err = fd_denied(fd, &mode)))
 		return nullptr;
@@ -187,7 +191,7 @@ bpf_map *map_from_fd(int fd, int *err, unsigned *denied)
 		map_put_later(map);
 		return map;
 	}
-	slot = fd_slot(fd, true);
+	std::atomic<uintptr_t> *slot = fd_slot(fd, true);
 	uintptr_t expected = 0;
 	if (!slot->compare_exchange_strong(expected, slot_pack(map, mode),
 					   std::memory_order_acq_rel)) {

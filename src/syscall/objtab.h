@@ -41,6 +41,9 @@ inline int bpf_file_mode(uint32_t flags)
 // *denied receives the FD_NO_* bits of the fd's open mode.
 bpf_map *map_from_fd(int fd, int *err, unsigned *denied);
 bpf_map *map_from_fd(int fd, int *err);
+// The map behind fd if this process has it in its cache, or nullptr; never a syscall.
+// Inside rcu_read_lock(), as map_from_fd().
+bpf_map *map_from_fd_cached(int fd, unsigned *denied);
 
 // Lay out a fresh region whose header is filled (all but magic), wrap it in a handle and
 // install it at fd, whose open mode withholds `denied`.

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <net/if.h>
 #include <string>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
@@ -365,6 +366,41 @@ long map_lookup_and_delete_elem(elem_args e)
 		return err;
 	return copy_to_user(e.value, buf.get(), bpf_map_value_size(map));
 }
+
+} // namespace
+
+int map_mmap_check(int fd, size_t len, int prot, int flags, long off)
+{
+	rcu_guard g;
+	unsigned denied;
+	bpf_map *map = map_from_fd_cached(fd, &denied);
+	if (!map || len == 0 || (off & (PAGE_SIZE - 1)))
+		return 0; // not ours, or the generic checks refuse it anyway
+	bool shared = (flags & MAP_TYPE) == MAP_SHARED || (flags & MAP_TYPE) == MAP_SHARED_VALIDATE;
+	bool write = prot & PROT_WRITE;
+	// The file's mode first, as do_mmap() checks it before the map sees the call.
+	if ((denied & FD_NO_READ) || (shared && write && (denied & FD_NO_WRITE)))
+		return -EACCES;
+	if (!map->ops->map_mmapable)
+		return -ENOTSUPP;
+	// do_mmap() makes a shared mapping of a file not open for writing a non-shared one,
+	// which the map then refuses.
+	if (!shared || (denied & FD_NO_WRITE))
+		return -EINVAL;
+	if (write && map->frozen())
+		return -EPERM;
+	if (write && (map->map_flags & uapi::BPF_F_RDONLY_PROG))
+		return -EACCES;
+	if (!map->ops->map_mmapable(map))
+		return -EINVAL;
+	// Only the values may be mapped, not the header page behind them.
+	size_t pages = (len + PAGE_SIZE - 1) / PAGE_SIZE;
+	if (off < 0 || static_cast<size_t>(off) / PAGE_SIZE + pages > map->hdr->data_size / PAGE_SIZE)
+		return -EINVAL;
+	return 0;
+}
+
+namespace {
 
 long map_freeze(bpf_attr &attr)
 {
