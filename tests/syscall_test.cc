@@ -221,6 +221,43 @@ TEST(Pin, PinGetAndTheKernelsErrors)
 
 // OBJ_GET's file_flags give the new fd that open mode, and each fd keeps its own rights
 // although every fd of the map shares one mapping.
+// A pin is its owner's only (0600), as on bpffs: another user, who may reach the pin root,
+// gets EACCES from OBJ_GET in every open mode, as the kernel's path permission check says.
+TEST(Pin, AnotherUserCannotOpenAPin)
+{
+	if (geteuid() != 0)
+		GTEST_SKIP() << "needs root, to act as another user";
+	int fd = map_create(u::MAP_TYPE_HASH, 4, 4, 8);
+	const char *path = "/sys/fs/bpf/pin_test_perm";
+	unlink(pin_file(path).c_str());
+	ASSERT_EQ(pin(fd, path), 0);
+	std::string root = pin_file("/sys/fs/bpf");
+	struct stat st;
+	ASSERT_EQ(stat(root.c_str(), &st), 0);
+	ASSERT_EQ(chmod(root.c_str(), 0755), 0); // the directory is not what refuses
+	pid_t pid = fork();
+	if (pid == 0) {
+		if (setgid(65534) != 0 || setuid(65534) != 0)
+			_exit(10);
+		int bad = 0;
+		for (uint32_t flags : {0u, uint32_t(u::BPF_F_RDONLY), uint32_t(u::BPF_F_WRONLY)})
+			bad += get(path, flags) != -EACCES;
+		_exit(bad);
+	}
+	int status = 0;
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	chmod(root.c_str(), st.st_mode & 07777);
+	ASSERT_TRUE(WIFEXITED(status));
+	EXPECT_EQ(WEXITSTATUS(status), 0) << "OBJ_GET calls that did not give EACCES (10: setuid failed)";
+	// The owner still can.
+	long again = get(path);
+	EXPECT_GE(again, 0);
+	if (again >= 0)
+		close(static_cast<int>(again));
+	unlink(pin_file(path).c_str());
+	close(fd);
+}
+
 TEST(Pin, GetReadOnlyAndWriteOnlyFds)
 {
 	int fd = map_create(u::MAP_TYPE_HASH, 4, 4, 8);
