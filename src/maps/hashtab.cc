@@ -967,14 +967,26 @@ bool batch_bucket_snapshot(bpf_htab *h, bucket *bk, const vbucket_geometry &g, u
 		}
 		if (busy)
 			continue;
-		sort_by_sub(snap, n);
-		size_t begin, end;
+		// Usually the rest of the bucket fits: then the order of its elements does not
+		// matter and it is copied as found. Otherwise whole virtual buckets, in order.
+		size_t rest = 0;
+		for (size_t i = 0; i < n; i++)
+			rest += snap[i].sub >= first;
+		size_t begin = 0, end = n;
 		bool over = false;
-		uint32_t stop = pick_vbuckets(n, [&](size_t i) { return snap[i].sub; }, first, room, g,
-					      &begin, &end, &over);
+		uint32_t stop = g.per_bucket;
+		if (rest > room) {
+			sort_by_sub(snap, n);
+			stop = pick_vbuckets(n, [&](size_t i) { return snap[i].sub; }, first, room, g,
+					     &begin, &end, &over);
+		}
+		size_t out = 0;
 		for (size_t i = begin; i < end; i++) {
-			copy_from_shared(keys + (i - begin) * ks, h->elem_key(snap[i].e), ks);
-			copy_from_shared(values + (i - begin) * vs, h->elem_value(snap[i].e), vs);
+			if (snap[i].sub < first)
+				continue;
+			copy_from_shared(keys + out * ks, h->elem_key(snap[i].e), ks);
+			copy_from_shared(values + out * vs, h->elem_value(snap[i].e), vs);
+			out++;
 		}
 		std::atomic_thread_fence(std::memory_order_acquire);
 		bool same = bk->tagw[0].load(std::memory_order_relaxed) == w[0] &&
@@ -985,7 +997,7 @@ bool batch_bucket_snapshot(bpf_htab *h, bucket *bk, const vbucket_geometry &g, u
 		if (!same)
 			continue;
 		*full = over;
-		*copied = static_cast<uint32_t>(end - begin);
+		*copied = static_cast<uint32_t>(out);
 		*cursor = (*cursor & ~(g.per_bucket - 1)) + stop;
 		return true;
 	}
