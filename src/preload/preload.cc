@@ -1,0 +1,148 @@
+// libbpfmap-preload.so: run an unmodified libbpf program (or bpftool) on bpfmap.
+//
+// libbpf issues every bpf command as syscall(__NR_bpf, cmd, attr, size) through glibc's
+// syscall(). This library, loaded first with LD_PRELOAD, takes that call: the map
+// commands are served by bpfmap_bpf(); every other command, and every other system call,
+// goes on to the kernel. The fd hooks of the bpfmap library itself (close, dup, mmap) come
+// along, since this library contains it whole.
+//
+// Environment:
+//   BPFMAP_TRACE=1   one line on stderr per bpf command: the command, who served it, result
+//   BPFMAP_STRICT=1  a bpf command bpfmap does not serve fails with EINVAL instead of going
+//                    to the kernel
+//   BPFMAP_PIN_ROOT  where pins live (see bpfmap.h)
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <dlfcn.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "bpfmap/bpfmap.h"
+#include "uapi/bpf_uapi.h"
+
+namespace {
+
+namespace u = bpfmap::uapi;
+
+bool env_flag(const char *name)
+{
+	const char *v = getenv(name);
+	return v && *v && strcmp(v, "0") != 0;
+}
+
+using syscall_fn = long (*)(long, ...);
+
+syscall_fn real_syscall()
+{
+	static syscall_fn fn = reinterpret_cast<syscall_fn>(dlsym(RTLD_NEXT, "syscall"));
+	return fn;
+}
+
+// The fd a command names, when the command is about an existing object.
+bool names_fd(int cmd, const void *attr, unsigned size, int *fd)
+{
+	uint32_t v;
+	size_t off;
+	switch (cmd) {
+	case u::OBJ_PIN:
+		off = offsetof(u::obj_attr, bpf_fd);
+		break;
+	case u::OBJ_GET_INFO_BY_FD:
+		off = offsetof(u::info_attr, bpf_fd);
+		break;
+	default:
+		return false;
+	}
+	if (!attr || size < off + sizeof(v))
+		return false;
+	memcpy(&v, static_cast<const char *>(attr) + off, sizeof(v));
+	*fd = static_cast<int>(v);
+	return true;
+}
+
+bool is_bpfmap_fd(int fd)
+{
+	int saved = errno;
+	bpfmap_map *m = bpfmap_map_get(fd);
+	if (m)
+		bpfmap_map_put(m);
+	errno = saved;
+	return m != nullptr;
+}
+
+// Whether bpfmap serves this call; the rest goes to the kernel.
+bool served(int cmd, const void *attr, unsigned size)
+{
+	switch (cmd) {
+	case u::MAP_CREATE:
+	case u::MAP_LOOKUP_ELEM:
+	case u::MAP_UPDATE_ELEM:
+	case u::MAP_DELETE_ELEM:
+	case u::MAP_GET_NEXT_KEY:
+	case u::OBJ_GET:
+	case u::MAP_GET_NEXT_ID:
+	case u::MAP_GET_FD_BY_ID:
+	case u::MAP_LOOKUP_AND_DELETE_ELEM:
+	case u::MAP_FREEZE:
+	case u::MAP_LOOKUP_BATCH:
+	case u::MAP_LOOKUP_AND_DELETE_BATCH:
+	case u::MAP_UPDATE_BATCH:
+	case u::MAP_DELETE_BATCH:
+		return true;
+	case u::OBJ_PIN:
+	case u::OBJ_GET_INFO_BY_FD: {
+		int fd;
+		return !names_fd(cmd, attr, size, &fd) || is_bpfmap_fd(fd);
+	}
+	default:
+		return false;
+	}
+}
+
+long bpf_call(int cmd, void *attr, unsigned size)
+{
+	static const bool trace = env_flag("BPFMAP_TRACE"), strict = env_flag("BPFMAP_STRICT");
+	const char *by;
+	long ret;
+	if (served(cmd, attr, size)) {
+		by = "bpfmap";
+		ret = bpfmap_bpf(cmd, static_cast<union bpf_attr *>(attr), size);
+	} else if (strict) {
+		by = "refused (strict)";
+		errno = EINVAL;
+		ret = -1;
+	} else {
+		by = "kernel";
+		ret = real_syscall()(SYS_bpf, cmd, attr, size);
+	}
+	if (trace) {
+		int saved = errno;
+		if (ret < 0)
+			fprintf(stderr, "bpfmap-preload: bpf(cmd %d, size %u) by %s = -1 %s\n", cmd, size,
+				by, strerrorname_np(saved) ? strerrorname_np(saved) : "?");
+		else
+			fprintf(stderr, "bpfmap-preload: bpf(cmd %d, size %u) by %s = %ld\n", cmd, size,
+				by, ret);
+		errno = saved;
+	}
+	return ret;
+}
+
+} // namespace
+
+extern "C" BPFMAP_API long syscall(long number, ...)
+{
+	va_list ap;
+	va_start(ap, number);
+	long a[6];
+	for (long &x : a)
+		x = va_arg(ap, long);
+	va_end(ap);
+	if (number == SYS_bpf)
+		return bpf_call(static_cast<int>(a[0]), reinterpret_cast<void *>(a[1]),
+				static_cast<unsigned>(a[2]));
+	return real_syscall()(number, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
