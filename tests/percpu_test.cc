@@ -297,7 +297,6 @@ TEST(Percpu, HundredForkedChildrenUpdateThroughTheParentsFds)
 {
 	const int children = 100;
 	const uint32_t per_child = 8, vs = 8;
-	const size_t ss = slot_size(vs);
 	int pfd = map_create(u::MAP_TYPE_PERCPU_HASH, 4, vs, children * per_child);
 	int hfd = map_create(u::MAP_TYPE_HASH, 4, vs, children * per_child);
 	ASSERT_GE(pfd, 0);
@@ -355,7 +354,6 @@ TEST(Percpu, HundredForkedChildrenUpdateThroughTheParentsFds)
 		ASSERT_EQ(lookup(hfd, &k, &hv), 0) << "hash key " << k;
 		ASSERT_EQ(hv, k ^ 0x5a5a);
 	}
-	(void)ss;
 	close(pfd);
 	close(hfd);
 }

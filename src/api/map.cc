@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "core/map.h"
 #include "syscall/syscall.h"
 #include "uapi/bpf_uapi.h"
 
@@ -84,9 +85,7 @@ int Map::adopt(int fd)
 	key_size_ = mi.key_size;
 	value_size_ = mi.value_size;
 	type_ = mi.type;
-	value_bytes_ = type_ == MAP_PERCPU_HASH || type_ == MAP_PERCPU_ARRAY
-			       ? (value_size_ + 7) / 8 * 8 * bpfmap_num_possible_cpus()
-			       : value_size_;
+	value_bytes_ = bpf_map_value_size(reinterpret_cast<bpf_map *>(map_));
 	return 0;
 }
 

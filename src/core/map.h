@@ -71,8 +71,9 @@ struct bpf_map_ops {
 	// Program-side lookup: a pointer into the map's value (this CPU's, for a per-CPU map),
 	// or nullptr.
 	void *(*map_lookup_elem)(bpf_map *map, const void *key);
-	// Program-side lookup of CPU number cpu's value; per-CPU maps only.
-	void *(*map_lookup_percpu_elem)(bpf_map *map, const void *key, uint32_t cpu);
+	// Program-side lookup of one CPU's value; per-CPU maps only. slot is the CPU's value
+	// slot (core/percpu.h), already checked against hdr->nr_cpus by the caller.
+	void *(*map_lookup_percpu_elem)(bpf_map *map, const void *key, uint32_t slot);
 	// Syscall-side lookup: copy the value out in the syscall layout (bpf_map_value_size
 	// bytes); never a torn value where the type promises.
 	int (*map_copy_value)(bpf_map *map, const void *key, void *value, uint64_t flags);

@@ -62,8 +62,6 @@ const cpu_table &cpus()
 
 uint32_t num_possible_cpus() { return cpus().n_possible; }
 
-uint32_t nr_cpu_ids() { return static_cast<uint32_t>(cpus().slot_of.size()); }
-
 int cpu_slot(uint32_t cpu)
 {
 	const cpu_table &t = cpus();

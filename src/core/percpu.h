@@ -15,8 +15,6 @@ inline constexpr uint32_t PCPU_MIN_UNIT_SIZE = 32768;
 
 // How many CPUs are possible (the kernel's num_possible_cpus()).
 uint32_t num_possible_cpus();
-// One more than the highest possible CPU number (the kernel's nr_cpu_ids).
-uint32_t nr_cpu_ids();
 // The slot of CPU number cpu, or -1 when that CPU is not possible.
 int cpu_slot(uint32_t cpu);
 // The slot of the CPU the calling thread runs on now. The thread may be moved to another

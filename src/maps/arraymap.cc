@@ -282,24 +282,18 @@ void percpu_array_map_attach(bpf_map *map)
 	map->uvalue_size = a->elem_size * a->g.nr_cpus;
 }
 
-void *percpu_array_value(bpf_map *map, const void *key, uint32_t slot)
+void *percpu_array_map_lookup_percpu_elem(bpf_map *map, const void *key, uint32_t slot)
 {
-	bpf_percpu_array *a = pcpu_of(map);
 	uint32_t index = index_of_key(key);
-	if (index >= map->max_entries || slot >= a->g.nr_cpus)
+	if (index >= map->max_entries)
 		return nullptr;
-	return bpf_percpu_array::value_of(a->slot(index, slot));
+	return bpf_percpu_array::value_of(pcpu_of(map)->slot(index, slot));
 }
 
 void *percpu_array_map_lookup_elem(bpf_map *map, const void *key)
 {
-	return percpu_array_value(map, key, this_cpu_slot(pcpu_of(map)->g.nr_cpus));
-}
-
-void *percpu_array_map_lookup_percpu_elem(bpf_map *map, const void *key, uint32_t cpu)
-{
-	int slot = cpu_slot(cpu);
-	return slot < 0 ? nullptr : percpu_array_value(map, key, static_cast<uint32_t>(slot));
+	uint32_t slot = this_cpu_slot(pcpu_of(map)->g.nr_cpus);
+	return percpu_array_map_lookup_percpu_elem(map, key, slot);
 }
 
 int percpu_array_map_copy_value(bpf_map *map, const void *key, void *value, uint64_t)

@@ -397,12 +397,9 @@ void *htab_percpu_map_lookup_elem(bpf_map *map, const void *key)
 	return percpu_value(htab_of(map), key, this_cpu_slot(htab_of(map)->nr_cpus));
 }
 
-void *htab_percpu_map_lookup_percpu_elem(bpf_map *map, const void *key, uint32_t cpu)
+void *htab_percpu_map_lookup_percpu_elem(bpf_map *map, const void *key, uint32_t slot)
 {
-	int slot = cpu_slot(cpu);
-	if (slot < 0 || static_cast<uint32_t>(slot) >= htab_of(map)->nr_cpus)
-		return nullptr;
-	return percpu_value(htab_of(map), key, static_cast<uint32_t>(slot));
+	return percpu_value(htab_of(map), key, slot);
 }
 
 // ---- writers (bucket lock held) -------------------------------------------------------

@@ -46,9 +46,11 @@ void *bpfmap_map_lookup_elem(bpfmap_map *m, const void *key)
 void *bpfmap_map_lookup_percpu_elem(bpfmap_map *m, const void *key, uint32_t cpu)
 {
 	bpf_map *map = to_map(m);
-	if (!map->ops->map_lookup_percpu_elem || cpu >= bpfmap::nr_cpu_ids())
+	int slot = bpfmap::cpu_slot(cpu); // -1 for a CPU that is not possible
+	if (!map->ops->map_lookup_percpu_elem || slot < 0 ||
+	    static_cast<uint32_t>(slot) >= map->hdr->nr_cpus)
 		return nullptr;
-	return map->ops->map_lookup_percpu_elem(map, key, cpu);
+	return map->ops->map_lookup_percpu_elem(map, key, static_cast<uint32_t>(slot));
 }
 
 uint32_t bpfmap_num_possible_cpus(void) { return bpfmap::num_possible_cpus(); }
