@@ -18,7 +18,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
-#include <fstream>
 #include <map>
 #include <net/if.h>
 #include <random>
@@ -34,6 +33,7 @@
 #include <vector>
 
 #include "bpfmap/bpfmap.h"
+#include "cpu_util.h"
 
 namespace {
 
@@ -64,28 +64,7 @@ const char *type_name(uint32_t type)
 										     : "PERCPU_ARRAY";
 }
 
-// The possible CPUs, counted from sysfs the way libbpf counts them (independently of
-// bpfmap's own reading).
-uint32_t possible_cpus()
-{
-	static const uint32_t n = [] {
-		std::ifstream f("/sys/devices/system/cpu/possible");
-		std::string list;
-		std::getline(f, list);
-		uint32_t count = 0;
-		std::stringstream ss(list);
-		std::string part;
-		while (std::getline(ss, part, ',')) {
-			unsigned lo = 0, hi = 0;
-			if (sscanf(part.c_str(), "%u-%u", &lo, &hi) == 2)
-				count += hi - lo + 1;
-			else if (sscanf(part.c_str(), "%u", &lo) == 1)
-				count++;
-		}
-		return count ? count : 1u;
-	}();
-	return n;
-}
+using cpu_util::possible_cpus;
 
 // Bytes of one value in a syscall buffer: for per-CPU maps, one 8-byte-aligned slot per CPU.
 uint32_t value_bytes(uint32_t type, uint32_t vs)
@@ -1595,23 +1574,6 @@ int kernel_prog_update(int map_fd, uint32_t key, uint64_t value)
 	return err;
 }
 
-// Run fn on a thread pinned to CPU cpu; false if the process may not run there.
-template <typename F> bool pinned(uint32_t cpu, F &&fn)
-{
-	bool ran = false;
-	std::thread th([&] {
-		cpu_set_t set;
-		CPU_ZERO(&set);
-		CPU_SET(cpu, &set);
-		if (sched_setaffinity(0, sizeof(set), &set) == 0) {
-			fn();
-			ran = true;
-		}
-	});
-	th.join();
-	return ran;
-}
-
 TEST_F(KernelDiff, PercpuProgramUpdatesMatchKernelPrograms)
 {
 	cpu_set_t allowed;
@@ -1632,7 +1594,7 @@ TEST_F(KernelDiff, PercpuProgramUpdatesMatchKernelPrograms)
 				if (CPU_ISSET(cpu, &allowed))
 					cpus.push_back(cpu);
 			std::vector<uint8_t> junk(p.vb(), 0xff), k1 = u32key(1), k2 = u32key(2);
-			ASSERT_TRUE(pinned(cpus[0], [&] {
+			ASSERT_TRUE(cpu_util::run_on_cpu(cpus[0], [&] {
 				EA a;
 				a.key = &k1;
 				a.val = &junk;
@@ -1648,7 +1610,7 @@ TEST_F(KernelDiff, PercpuProgramUpdatesMatchKernelPrograms)
 				uint64_t value = 0x1111222233330000ull + cpu;
 				int kerr = -1;
 				long uerr = -1;
-				ASSERT_TRUE(pinned(cpu, [&] {
+				ASSERT_TRUE(cpu_util::run_on_cpu(cpu, [&] {
 					kerr = kernel_prog_update(p.k, 1, value);
 					uerr = bpfmap_map_update_elem(m, k1.data(), &value, 0);
 				}));
@@ -1662,7 +1624,7 @@ TEST_F(KernelDiff, PercpuProgramUpdatesMatchKernelPrograms)
 				check(t + "after a program update on CPU " + std::to_string(cpu),
 				      elem_req(p, C_LOOKUP, l));
 				if (ran++ == 0) { // a second key, created on this CPU only
-					ASSERT_TRUE(pinned(cpu, [&] {
+					ASSERT_TRUE(cpu_util::run_on_cpu(cpu, [&] {
 						kernel_prog_update(p.k, 2, value);
 						bpfmap_map_update_elem(m, k2.data(), &value, 0);
 					}));

@@ -6,9 +6,6 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
-#include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <random>
 #include <sched.h>
 #include <sys/wait.h>
@@ -16,6 +13,7 @@
 #include <vector>
 
 #include "bpfmap/map.hpp"
+#include "cpu_util.h"
 #include "test_util.h"
 
 using namespace bpfmap::test;
@@ -32,53 +30,10 @@ const char *type_name(uint32_t type)
 
 uint32_t ncpus() { return bpfmap_num_possible_cpus(); }
 
-// Slot of each CPU number (-1: not possible), read from sysfs here, independently of bpfmap.
-const std::vector<int> &slots()
-{
-	static const std::vector<int> v = [] {
-		std::vector<int> v;
-		std::ifstream f("/sys/devices/system/cpu/possible");
-		std::string list, part;
-		std::getline(f, list);
-		std::stringstream ss(list);
-		int n = 0;
-		while (std::getline(ss, part, ',')) {
-			unsigned lo = 0, hi = 0;
-			int got = sscanf(part.c_str(), "%u-%u", &lo, &hi);
-			if (got == 1)
-				hi = lo;
-			if (got < 1)
-				continue;
-			if (v.size() <= hi)
-				v.resize(hi + 1, -1);
-			for (unsigned c = lo; c <= hi; c++)
-				v[c] = n++;
-		}
-		return v;
-	}();
-	return v;
-}
-int cpu_slot(uint32_t cpu) { return cpu < slots().size() ? slots()[cpu] : -1; }
-uint32_t nr_cpu_ids() { return static_cast<uint32_t>(slots().size()); }
+using cpu_util::cpu_slot;
+using cpu_util::nr_cpu_ids;
 
 size_t slot_size(uint32_t value_size) { return (value_size + 7) / 8 * 8; }
-
-// Run fn on a thread pinned to CPU number cpu; false if this process may not run there.
-template <typename F> bool on_cpu(uint32_t cpu, F &&fn)
-{
-	bool ran = false;
-	std::thread t([&] {
-		cpu_set_t set;
-		CPU_ZERO(&set);
-		CPU_SET(cpu, &set);
-		if (sched_setaffinity(0, sizeof(set), &set) != 0)
-			return;
-		fn();
-		ran = true;
-	});
-	t.join();
-	return ran;
-}
 
 // The CPU numbers this process may run on.
 std::vector<uint32_t> usable_cpus()
@@ -169,7 +124,7 @@ TEST(Percpu, ProgramUpdateWritesTheCallersCpu)
 			memset(val, static_cast<int>(0x10 + cpu), vs);
 			long err = 1;
 			void *mine = nullptr;
-			ASSERT_TRUE(on_cpu(cpu, [&] {
+			ASSERT_TRUE(cpu_util::run_on_cpu(cpu, [&] {
 				err = bpfmap_map_update_elem(h.m, &key, val, 0);
 				mine = bpfmap_map_lookup_elem(h.m, &key);
 			}));
@@ -202,7 +157,8 @@ TEST(Percpu, ProgramUpdateWritesTheCallersCpu)
 			uint32_t key2 = 2;
 			uint8_t val[vs];
 			memset(val, 0x42, vs);
-			ASSERT_TRUE(on_cpu(cpus[0], [&] { bpfmap_map_update_elem(h.m, &key2, val, 0); }));
+			ASSERT_TRUE(cpu_util::run_on_cpu(
+				cpus[0], [&] { bpfmap_map_update_elem(h.m, &key2, val, 0); }));
 			ASSERT_EQ(lookup(h.fd, &key2, out.data()), 0);
 			for (uint32_t s = 0; s < ncpus(); s++) {
 				if (s == static_cast<uint32_t>(cpu_slot(cpus[0])))
