@@ -106,6 +106,25 @@ TEST(Fd, HandleOfAClosedFdIsRefused)
 	EXPECT_EQ(errno, EBADF);
 }
 
+// Closing a map's last fd frees it (unmap, id reaped); the caller's errno, as after any
+// successful close(), is what it was.
+TEST(Fd, CloseKeepsErrno)
+{
+	int fd = map_create(u::MAP_TYPE_HASH, 4, 4, 4);
+	int other = map_create(u::MAP_TYPE_ARRAY, 4, 4, 4);
+	errno = EXDEV;
+	ASSERT_EQ(close(fd), 0);
+	EXPECT_EQ(errno, EXDEV);
+	int spare = dup(other);
+	errno = ENOSPC;
+	ASSERT_EQ(dup2(spare, other), other); // replaces the array's last other fd
+	EXPECT_EQ(errno, ENOSPC);
+	errno = EROFS;
+	ASSERT_EQ(close_range(other, other, 0), 0);
+	EXPECT_EQ(errno, EROFS);
+	close(spare);
+}
+
 TEST(Fd, DupSharesTheMap)
 {
 	int fd = map_create(u::MAP_TYPE_HASH, 4, 4, 4);

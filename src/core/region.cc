@@ -7,6 +7,7 @@
 #include <mutex>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 namespace bpfmap {
@@ -110,7 +111,7 @@ int region_map(int fd, size_t size, void **base)
 int region_read_header(int fd, map_header *hdr, size_t *size, dev_t *dev, ino_t *ino)
 {
 	struct stat st;
-	if (fstat(fd, &st) != 0)
+	if (file_stat(fd, &st) != 0)
 		return -errno;
 	if (!S_ISREG(st.st_mode) || st.st_size < static_cast<off_t>(MAP_HEADER_SIZE) ||
 	    st.st_size % PAGE_SIZE != 0)
@@ -132,6 +133,11 @@ void region_unmap(void *base, size_t size)
 	munmap(base, size);
 }
 
+int file_stat(int fd, struct stat *st)
+{
+	return static_cast<int>(syscall(SYS_newfstatat, fd, "", st, AT_EMPTY_PATH));
+}
+
 int region_reopen(int fd, int mode)
 {
 	int fl = fcntl(fd, F_GETFL);
@@ -141,7 +147,7 @@ int region_reopen(int fd, int mode)
 		return fd;
 	// Only regular files: opening a device or a FIFO anew could have effects of its own.
 	struct stat st;
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+	if (file_stat(fd, &st) != 0 || !S_ISREG(st.st_mode))
 		return -EINVAL;
 	std::string path = "/proc/self/fd/" + std::to_string(fd);
 	int nfd = open(path.c_str(), mode | O_CLOEXEC);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <sys/stat.h>
 
 #include "core/map.h"
 
@@ -30,6 +31,11 @@ void region_unmap(void *base, size_t size);
 // O_RDWR), close-on-exec; fd itself when it already has that mode. -EINVAL when fd is
 // not a regular file, -errno when it cannot be reopened.
 int region_reopen(int fd, int mode);
+
+// fstat() of fd straight from the kernel. The preload library interposes fstat() to show
+// a map fd as the kernel's anon inode, so the library's own code, which needs the region
+// file itself, asks through this.
+int file_stat(int fd, struct stat *st);
 
 // A machine-wide (pin-root-wide) map id, never 0.
 uint32_t next_map_id();

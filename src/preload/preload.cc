@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -102,6 +103,37 @@ bool served(int cmd, const void *attr, unsigned size)
 	}
 }
 
+// libbpf learns that the kernel takes object names (every kernel since 4.15 does) only by
+// loading a socket filter of two instructions, "r0 = 0; exit"; if that fails it creates
+// every map without its name. Where the kernel takes no programs (no privilege, no bpf),
+// bpfmap answers that one shape of program with an fd of its own: it can be closed, and
+// every use of it as a program fails, as bpfmap runs no programs.
+constexpr uint32_t PROG_TYPE_SOCKET_FILTER = 1;
+constexpr size_t PROG_NAME_END = 64; // offsetofend(union bpf_attr, prog_name)
+
+bool is_name_probe(int cmd, const void *attr, unsigned size)
+{
+	if (cmd != u::PROG_LOAD || !attr || size < PROG_NAME_END)
+		return false;
+	struct {
+		uint32_t prog_type, insn_cnt;
+		uint64_t insns;
+	} head;
+	memcpy(&head, attr, sizeof(head));
+	if (head.prog_type != PROG_TYPE_SOCKET_FILTER || head.insn_cnt != 2 || !head.insns)
+		return false;
+	uint64_t insn[2];
+	memcpy(insn, reinterpret_cast<const void *>(static_cast<uintptr_t>(head.insns)), sizeof(insn));
+	constexpr uint64_t MOV_R0_IMM = 0xb7, EXIT = 0x95; // code byte, dst r0, off 0
+	return (insn[0] & 0xffffffff) == MOV_R0_IMM && insn[1] == EXIT;
+}
+
+long name_probe_fd()
+{
+	int fd = memfd_create("bpfmap-name-probe", MFD_CLOEXEC);
+	return fd < 0 ? -1 : fd;
+}
+
 long bpf_call(int cmd, void *attr, unsigned size)
 {
 	static const bool trace = env_flag("BPFMAP_TRACE"), strict = env_flag("BPFMAP_STRICT");
@@ -117,6 +149,10 @@ long bpf_call(int cmd, void *attr, unsigned size)
 	} else {
 		by = "kernel";
 		ret = real_syscall()(SYS_bpf, cmd, attr, size);
+	}
+	if (ret < 0 && is_name_probe(cmd, attr, size)) {
+		by = "bpfmap (libbpf's name probe)";
+		ret = name_probe_fd();
 	}
 	if (trace) {
 		int saved = errno;

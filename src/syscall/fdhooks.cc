@@ -14,11 +14,23 @@
 #include "syscall/objtab.h"
 #include "syscall/syscall.h"
 
+namespace {
+
+// The caller sees the errno of the call it made; dropping our cache entry (which may unmap
+// a region and reap an id) must not change it.
+struct errno_keeper {
+	int saved = errno;
+	~errno_keeper() { errno = saved; }
+};
+
+} // namespace
+
 extern "C" {
 
 BPFMAP_API int close(int fd)
 {
 	long ret = syscall(SYS_close, fd);
+	errno_keeper k;
 	bpfmap::fd_forget(fd);
 	return static_cast<int>(ret);
 }
@@ -26,6 +38,7 @@ BPFMAP_API int close(int fd)
 BPFMAP_API int dup3(int oldfd, int newfd, int flags)
 {
 	long ret = syscall(SYS_dup3, oldfd, newfd, flags);
+	errno_keeper k;
 	if (ret >= 0)
 		bpfmap::fd_forget(newfd);
 	return static_cast<int>(ret);
@@ -34,6 +47,7 @@ BPFMAP_API int dup3(int oldfd, int newfd, int flags)
 BPFMAP_API int close_range(unsigned int first, unsigned int last, int flags)
 {
 	long ret = syscall(SYS_close_range, first, last, flags);
+	errno_keeper k;
 	if (ret == 0 && !(flags & CLOSE_RANGE_CLOEXEC) && first <= INT_MAX)
 		bpfmap::fds_forget(static_cast<int>(first),
 				   last > INT_MAX ? INT_MAX : static_cast<int>(last));
@@ -45,6 +59,7 @@ BPFMAP_API void closefrom(int lowfd)
 	if (lowfd < 0)
 		lowfd = 0;
 	if (syscall(SYS_close_range, lowfd, ~0U, 0) == 0) {
+		errno_keeper k;
 		bpfmap::fds_forget(lowfd, INT_MAX);
 		return;
 	}

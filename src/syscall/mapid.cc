@@ -49,7 +49,7 @@ int open_held(uint32_t id, int mode)
 	// A reaper removes the link while holding the exclusive lock: once ours is granted,
 	// the link is either still there (and the map held by us) or gone.
 	struct stat a, b;
-	if (flock(fd, LOCK_SH) != 0 || fstat(fd, &a) != 0 || stat(path.c_str(), &b) != 0 ||
+	if (flock(fd, LOCK_SH) != 0 || file_stat(fd, &a) != 0 || stat(path.c_str(), &b) != 0 ||
 	    a.st_ino != b.st_ino || a.st_dev != b.st_dev) {
 		close(fd);
 		return -ENOENT;
@@ -77,7 +77,7 @@ bool map_id_reap(uint32_t id)
 		return true;
 	bool gone = false;
 	struct stat st;
-	if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &st) == 0 && st.st_nlink == 1) {
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0 && file_stat(fd, &st) == 0 && st.st_nlink == 1) {
 		unlink(path.c_str());
 		gone = true;
 	}

@@ -203,7 +203,7 @@ bpf_map *map_from_fd(int fd, int *err, unsigned *denied)
 	// was closed or reused since, take the entry back and look again.
 	struct stat st;
 	unsigned now_mode;
-	if (fstat(fd, &st) != 0 || st.st_dev != map->dev || st.st_ino != map->ino ||
+	if (file_stat(fd, &st) != 0 || st.st_dev != map->dev || st.st_ino != map->ino ||
 	    fd_denied(fd, &now_mode) != 0 || now_mode != mode) {
 		uintptr_t mine = slot_pack(map, mode);
 		if (slot->compare_exchange_strong(mine, 0, std::memory_order_acq_rel))
@@ -222,7 +222,7 @@ bpf_map *map_from_fd(int fd, int *err)
 int map_install_new(const bpf_map_ops *ops, void *base, size_t size, int fd, unsigned denied)
 {
 	struct stat st;
-	if (fstat(fd, &st) != 0)
+	if (file_stat(fd, &st) != 0)
 		return -errno;
 	bpf_map *map = handle_new(ops, base, size, st.st_dev, st.st_ino, true);
 	// Other processes recognise the region only once it is complete.

@@ -64,11 +64,10 @@ int resolve(uint64_t upath, int path_fd, pin_path *out)
 	int err = absolute_path(path, path_fd, &abs);
 	if (err)
 		return err;
-	const std::string &root = pin_root();
-	if (abs == BPFFS || under(abs, BPFFS)) {
-		out->file = root + abs.substr(strlen(BPFFS));
+	if (bpffs_file(abs.c_str(), &out->file)) {
 		out->in_bpffs = true;
 	} else {
+		const std::string &root = pin_root();
 		out->file = abs;
 		out->in_bpffs = abs == root || under(abs, root);
 	}
@@ -90,6 +89,14 @@ std::string parent_of(const std::string &path)
 }
 
 } // namespace
+
+bool bpffs_file(const char *path, std::string *file)
+{
+	if (strcmp(path, BPFFS) != 0 && !under(path, BPFFS))
+		return false;
+	*file = pin_root() + (path + strlen(BPFFS));
+	return true;
+}
 
 long obj_pin(const uapi::obj_attr &attr, bool bad_tail)
 {

@@ -3,6 +3,8 @@
 // the pin root is taken as is; anything else is "not bpffs".
 #pragma once
 
+#include <string>
+
 #include "uapi/bpf_uapi.h"
 
 namespace bpfmap {
@@ -10,5 +12,9 @@ namespace bpfmap {
 // bad_tail: the command's unused attr bytes were not zero.
 long obj_pin(const uapi::obj_attr &attr, bool bad_tail);
 long obj_get(const uapi::obj_attr &attr, bool bad_tail);
+
+// The file that stands for an absolute path at or under /sys/fs/bpf; false for any other
+// path.
+bool bpffs_file(const char *path, std::string *file);
 
 } // namespace bpfmap

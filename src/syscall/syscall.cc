@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fcntl.h>
 #include <net/if.h>
@@ -632,6 +633,49 @@ long sys_bpf(int cmd, void *uattr, unsigned int size)
 		memcpy(static_cast<unsigned char *>(uattr) + offsetof(uapi::id_attr, next_id),
 		       &attr.id.next_id, sizeof(uint32_t));
 	return ret;
+}
+
+bool fd_is_map(int fd)
+{
+	unsigned denied;
+	{
+		rcu_guard g;
+		if (map_from_fd_cached(fd, &denied))
+			return true;
+	}
+	// Every region file is a regular file on the pin root's filesystem (pins are hard
+	// links there), so most other fds are told apart without reading anything.
+	static const dev_t root_dev = [] {
+		struct stat st{};
+		return stat(pin_root().c_str(), &st) == 0 ? st.st_dev : dev_t{};
+	}();
+	struct stat st;
+	if (file_stat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_dev != root_dev)
+		return false;
+	rcu_guard g;
+	int err;
+	return map_from_fd(fd, &err) != nullptr;
+}
+
+int map_show_fdinfo(int fd, std::string *out)
+{
+	rcu_guard g;
+	int err;
+	bpf_map *map = map_from_fd(fd, &err);
+	if (!map)
+		return err;
+	char buf[512];
+	// memlock is what the map holds in shared memory: its whole region.
+	snprintf(buf, sizeof(buf),
+		 "map_type:\t%u\nkey_size:\t%u\nvalue_size:\t%u\nmax_entries:\t%u\n"
+		 "map_flags:\t%#x\nmap_extra:\t%#llx\nmemlock:\t%llu\nmap_id:\t%u\n"
+		 "frozen:\t%u\n",
+		 map->map_type, map->key_size, map->value_size, map->max_entries, map->map_flags,
+		 static_cast<unsigned long long>(map->hdr->map_extra),
+		 static_cast<unsigned long long>(map->region_size), map->hdr->id,
+		 map->frozen() ? 1U : 0U);
+	*out = buf;
+	return 0;
 }
 
 } // namespace bpfmap

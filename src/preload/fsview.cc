@@ -1,0 +1,347 @@
+// What the file system shows of map fds and of bpffs, under the preload library.
+//
+// A bpfmap map fd is a tmpfs file underneath; tools look at it the way they look at a
+// kernel map fd, and bpffs paths name our pin root. So, for map fds only:
+//   readlink /proc/self/fd/<fd>   -> "anon_inode:bpf-map" (bpftool tells object types so)
+//   open /proc/self/fdinfo/<fd>   -> the kernel's fdinfo text for a map (bpftool reads
+//                                    "frozen" and "memlock" there)
+//   fstat(fd)                     -> the kernel's anon inode, as for any bpf object fd
+// and for absolute paths at or under /sys/fs/bpf, which stand for the pin root:
+//   statfs                        -> the pin root's file system, with bpffs's magic
+//   stat, lstat, access, mkdir, rmdir, unlink, unlinkat -> the same call on the pin root
+// Everything else goes on unchanged.
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <string>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "bpfmap/bpfmap.h"
+#include "core/region.h"
+#include "syscall/pin.h"
+#include "syscall/syscall.h"
+
+namespace {
+
+constexpr long BPF_FS_MAGIC = 0xcafe4a11;
+
+template <typename F> F real(const char *name)
+{
+	return reinterpret_cast<F>(dlsym(RTLD_NEXT, name));
+}
+
+// Parse "/proc/{self,thread-self,<our pid>}/<dir>/<fd>" exactly; the fd, or -1.
+int proc_fd_path(const char *path, const char *dir)
+{
+	if (!path || strncmp(path, "/proc/", 6) != 0)
+		return -1;
+	const char *p = path + 6;
+	char *end;
+	if (strncmp(p, "self/", 5) == 0) {
+		p += 5;
+	} else if (strncmp(p, "thread-self/", 12) == 0) {
+		p += 12;
+	} else {
+		long pid = strtol(p, &end, 10);
+		if (end == p || *end != '/' || pid != getpid())
+			return -1;
+		p = end + 1;
+	}
+	size_t n = strlen(dir);
+	if (strncmp(p, dir, n) != 0 || p[n] != '/')
+		return -1;
+	p += n + 1;
+	if (*p < '0' || *p > '9')
+		return -1;
+	long fd = strtol(p, &end, 10);
+	return *end || fd > INT32_MAX ? -1 : static_cast<int>(fd);
+}
+
+// What the kernel shows for every anon-inode fd (bpf objects, eventfds, ...): one inode.
+struct anon_inode {
+	struct stat st;
+	int mnt_id;
+};
+
+const anon_inode &anon()
+{
+	static const anon_inode a = [] {
+		anon_inode r{};
+		int fd = eventfd(0, EFD_CLOEXEC);
+		if (fd < 0)
+			return r;
+		bpfmap::file_stat(fd, &r.st);
+		std::string path = "/proc/self/fdinfo/" + std::to_string(fd);
+		int info = real<int (*)(const char *, int, ...)>("open")(path.c_str(), O_RDONLY | O_CLOEXEC);
+		if (info >= 0) {
+			char buf[256];
+			ssize_t n = read(info, buf, sizeof(buf) - 1);
+			buf[n > 0 ? n : 0] = 0;
+			if (const char *m = strstr(buf, "mnt_id:"))
+				r.mnt_id = atoi(m + 7);
+			close(info);
+		}
+		close(fd);
+		return r;
+	}();
+	return a;
+}
+
+// A readable file holding the kernel's fdinfo text for map fd `fd`; -1 with errno if
+// fd is not a map fd.
+int fdinfo_file(int fd, int oflags)
+{
+	std::string map_lines;
+	int err = bpfmap::map_show_fdinfo(fd, &map_lines);
+	if (err) {
+		errno = -err;
+		return -1;
+	}
+	int fl = fcntl(fd, F_GETFL), fdfl = fcntl(fd, F_GETFD);
+	unsigned flags = (fl & (O_ACCMODE | O_NONBLOCK)) | ((fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0);
+	char head[128];
+	snprintf(head, sizeof(head), "pos:\t0\nflags:\t0%o\nmnt_id:\t%d\nino:\t%lu\n", flags,
+		 anon().mnt_id, static_cast<unsigned long>(anon().st.st_ino));
+	std::string text = head + map_lines;
+	int out = memfd_create("fdinfo", (oflags & O_CLOEXEC) ? MFD_CLOEXEC : 0);
+	if (out < 0)
+		return -1;
+	if (write(out, text.data(), text.size()) != static_cast<ssize_t>(text.size()) ||
+	    lseek(out, 0, SEEK_SET) != 0) {
+		close(out);
+		errno = EIO;
+		return -1;
+	}
+	return out;
+}
+
+// The fdinfo stand-in if path names a map fd's fdinfo; -2 if it does not.
+int open_fdinfo(const char *path, int oflags)
+{
+	int fd = proc_fd_path(path, "fdinfo");
+	if (fd < 0 || !bpfmap::fd_is_map(fd))
+		return -2;
+	return fdinfo_file(fd, oflags);
+}
+
+bool is_map_link(const char *path)
+{
+	int fd = proc_fd_path(path, "fd");
+	return fd >= 0 && bpfmap::fd_is_map(fd);
+}
+
+ssize_t map_link(char *buf, size_t n)
+{
+	static const char target[] = "anon_inode:bpf-map";
+	size_t len = std::min(n, sizeof(target) - 1);
+	memcpy(buf, target, len);
+	return static_cast<ssize_t>(len);
+}
+
+void stat_as_anon(struct stat *st)
+{
+	*st = anon().st;
+}
+
+// The pin-root file an absolute bpffs path stands for, or the path itself.
+struct bpffs_path {
+	std::string file;
+	const char *path;
+	bool in_bpffs;
+	explicit bpffs_path(const char *p) : path(p), in_bpffs(bpfmap::bpffs_file(p, &file))
+	{
+		if (in_bpffs)
+			path = file.c_str();
+	}
+};
+
+mode_t open_mode(int flags, va_list ap)
+{
+	return (flags & (O_CREAT | O_TMPFILE)) ? static_cast<mode_t>(va_arg(ap, int)) : 0;
+}
+
+} // namespace
+
+extern "C" {
+
+BPFMAP_API ssize_t readlink(const char *path, char *buf, size_t n)
+{
+	if (is_map_link(path))
+		return map_link(buf, n);
+	return real<ssize_t (*)(const char *, char *, size_t)>("readlink")(path, buf, n);
+}
+
+BPFMAP_API ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t n)
+{
+	if (is_map_link(path))
+		return map_link(buf, n);
+	return real<ssize_t (*)(int, const char *, char *, size_t)>("readlinkat")(dirfd, path, buf, n);
+}
+
+BPFMAP_API int open(const char *path, int flags, ...)
+{
+	va_list ap;
+	va_start(ap, flags);
+	mode_t mode = open_mode(flags, ap);
+	va_end(ap);
+	int fd = open_fdinfo(path, flags);
+	if (fd != -2)
+		return fd;
+	return real<int (*)(const char *, int, ...)>("open")(path, flags, mode);
+}
+
+BPFMAP_API int open64(const char *path, int flags, ...)
+{
+	va_list ap;
+	va_start(ap, flags);
+	mode_t mode = open_mode(flags, ap);
+	va_end(ap);
+	return open(path, flags, mode);
+}
+
+BPFMAP_API int openat(int dirfd, const char *path, int flags, ...)
+{
+	va_list ap;
+	va_start(ap, flags);
+	mode_t mode = open_mode(flags, ap);
+	va_end(ap);
+	int fd = open_fdinfo(path, flags);
+	if (fd != -2)
+		return fd;
+	return real<int (*)(int, const char *, int, ...)>("openat")(dirfd, path, flags, mode);
+}
+
+BPFMAP_API int openat64(int dirfd, const char *path, int flags, ...)
+{
+	va_list ap;
+	va_start(ap, flags);
+	mode_t mode = open_mode(flags, ap);
+	va_end(ap);
+	return openat(dirfd, path, flags, mode);
+}
+
+// The entry points _FORTIFY_SOURCE builds call for open() without a mode.
+BPFMAP_API int __open_2(const char *path, int flags) { return open(path, flags); }
+BPFMAP_API int __open64_2(const char *path, int flags) { return open(path, flags); }
+BPFMAP_API int __openat_2(int dirfd, const char *path, int flags) { return openat(dirfd, path, flags); }
+BPFMAP_API int __openat64_2(int dirfd, const char *path, int flags) { return openat(dirfd, path, flags); }
+
+BPFMAP_API FILE *fopen(const char *path, const char *mode)
+{
+	int fd = open_fdinfo(path, strchr(mode, 'e') ? O_CLOEXEC : 0);
+	if (fd == -2)
+		return real<FILE *(*)(const char *, const char *)>("fopen")(path, mode);
+	if (fd < 0)
+		return nullptr;
+	FILE *f = fdopen(fd, "r");
+	if (!f)
+		close(fd);
+	return f;
+}
+
+BPFMAP_API FILE *fopen64(const char *path, const char *mode) { return fopen(path, mode); }
+
+BPFMAP_API int fstat(int fd, struct stat *st)
+{
+	int ret = bpfmap::file_stat(fd, st);
+	if (ret == 0 && bpfmap::fd_is_map(fd))
+		stat_as_anon(st);
+	return ret;
+}
+
+BPFMAP_API int fstat64(int fd, struct stat64 *st)
+{
+	static_assert(sizeof(struct stat64) == sizeof(struct stat));
+	return fstat(fd, reinterpret_cast<struct stat *>(st));
+}
+
+BPFMAP_API int fstatat(int dirfd, const char *path, struct stat *st, int flags)
+{
+	if ((flags & AT_EMPTY_PATH) && !*path)
+		return fstat(dirfd, st);
+	bpffs_path p(path);
+	return real<int (*)(int, const char *, struct stat *, int)>("fstatat")(dirfd, p.path, st, flags);
+}
+
+BPFMAP_API int fstatat64(int dirfd, const char *path, struct stat64 *st, int flags)
+{
+	return fstatat(dirfd, path, reinterpret_cast<struct stat *>(st), flags);
+}
+
+BPFMAP_API int stat(const char *path, struct stat *st)
+{
+	bpffs_path p(path);
+	return real<int (*)(const char *, struct stat *)>("stat")(p.path, st);
+}
+
+BPFMAP_API int stat64(const char *path, struct stat64 *st)
+{
+	return stat(path, reinterpret_cast<struct stat *>(st));
+}
+
+BPFMAP_API int lstat(const char *path, struct stat *st)
+{
+	bpffs_path p(path);
+	return real<int (*)(const char *, struct stat *)>("lstat")(p.path, st);
+}
+
+BPFMAP_API int lstat64(const char *path, struct stat64 *st)
+{
+	return lstat(path, reinterpret_cast<struct stat *>(st));
+}
+
+BPFMAP_API int statfs(const char *path, struct statfs *buf)
+{
+	bpffs_path p(path);
+	int ret = real<int (*)(const char *, struct statfs *)>("statfs")(p.path, buf);
+	if (ret == 0 && p.in_bpffs)
+		buf->f_type = BPF_FS_MAGIC;
+	return ret;
+}
+
+BPFMAP_API int statfs64(const char *path, struct statfs64 *buf)
+{
+	static_assert(sizeof(struct statfs64) == sizeof(struct statfs));
+	return statfs(path, reinterpret_cast<struct statfs *>(buf));
+}
+
+BPFMAP_API int access(const char *path, int mode)
+{
+	bpffs_path p(path);
+	return real<int (*)(const char *, int)>("access")(p.path, mode);
+}
+
+BPFMAP_API int mkdir(const char *path, mode_t mode)
+{
+	bpffs_path p(path);
+	return real<int (*)(const char *, mode_t)>("mkdir")(p.path, mode);
+}
+
+BPFMAP_API int rmdir(const char *path)
+{
+	bpffs_path p(path);
+	return real<int (*)(const char *)>("rmdir")(p.path);
+}
+
+BPFMAP_API int unlink(const char *path)
+{
+	bpffs_path p(path);
+	return real<int (*)(const char *)>("unlink")(p.path);
+}
+
+BPFMAP_API int unlinkat(int dirfd, const char *path, int flags)
+{
+	bpffs_path p(path);
+	return real<int (*)(int, const char *, int)>("unlinkat")(dirfd, p.path, flags);
+}
+
+} // extern "C"
