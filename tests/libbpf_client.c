@@ -4,6 +4,7 @@
  * outputs must be identical. Usage: libbpf_client <pin dir under /sys/fs/bpf> */
 #define _GNU_SOURCE
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <stdio.h>
@@ -157,6 +158,44 @@ static void exercise(enum bpf_map_type t, const char *tname, const char *pin_dir
 	close(fd);
 }
 
+/* A map described by BTF, as libbpf makes them: the BTF loaded first, the map created
+ * with its type ids; then the ids read back through the map's info and the BTF object. */
+static void exercise_btf(void)
+{
+	printf("== btf\n");
+	struct btf *btf = btf__new_empty();
+	int u32 = btf__add_int(btf, "unsigned int", 4, 0);
+	int pair = btf__add_struct(btf, "pair", 8);
+	btf__add_field(btf, "lo", u32, 0, 0);
+	btf__add_field(btf, "hi", u32, 32, 0);
+	say("btf load", btf__load_into_kernel(btf));
+	LIBBPF_OPTS(bpf_map_create_opts, opts, .btf_fd = btf__fd(btf), .btf_key_type_id = u32,
+		    .btf_value_type_id = pair);
+	int fd = bpf_map_create(BPF_MAP_TYPE_HASH, "btf_map", 4, 8, 8, &opts);
+	say("create with btf", fd);
+	opts.btf_value_type_id = u32;
+	say("create, value type of the wrong size", bpf_map_create(BPF_MAP_TYPE_HASH, "bad", 4, 8, 8, &opts));
+	struct bpf_map_info info = {};
+	uint32_t len = sizeof(info);
+	say("map info", bpf_obj_get_info_by_fd(fd, &info, &len));
+	printf("btf_id set %d key type %u value type %u\n", info.btf_id != 0, info.btf_key_type_id,
+	       info.btf_value_type_id);
+	struct btf *back = btf__load_from_kernel_by_id(info.btf_id);
+	say("btf by id", back ? 0 : -errno);
+	if (back) {
+		const struct btf_type *t = btf__type_by_id(back, info.btf_value_type_id);
+		printf("types %u value %s size %u\n", btf__type_cnt(back),
+		       btf__name_by_offset(back, t->name_off), t->size);
+		btf__free(back);
+	}
+	struct bpf_btf_info binfo = {};
+	len = sizeof(binfo);
+	say("btf info", bpf_obj_get_info_by_fd(btf__fd(btf), &binfo, &len));
+	printf("btf size %u kernel_btf %u\n", binfo.btf_size, binfo.kernel_btf);
+	close(fd);
+	btf__free(btf);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -169,5 +208,6 @@ int main(int argc, char **argv)
 	exercise(BPF_MAP_TYPE_ARRAY, "array", argv[1]);
 	exercise(BPF_MAP_TYPE_PERCPU_HASH, "percpu_hash", argv[1]);
 	exercise(BPF_MAP_TYPE_PERCPU_ARRAY, "percpu_array", argv[1]);
+	exercise_btf();
 	return 0;
 }

@@ -16,6 +16,10 @@
 
 namespace bpfmap {
 
+namespace btf {
+struct type_ref;
+}
+
 inline constexpr uint64_t MAP_MAGIC = 0x3130504d41465042ULL; // "BPFAMP01"
 inline constexpr size_t PAGE_SIZE = 4096;
 inline constexpr size_t MAP_HEADER_SIZE = PAGE_SIZE;
@@ -47,6 +51,9 @@ struct map_header {
 	uint32_t nr_cpus;   // value slots of a per-CPU map (possible CPUs at create)
 	char name[uapi::OBJ_NAME_LEN];
 	std::atomic<uint32_t> frozen;
+	uint32_t btf_id; // the BTF object the map was created with, 0 for none
+	uint32_t btf_key_type_id;
+	uint32_t btf_value_type_id;
 };
 static_assert(sizeof(map_header) <= MAP_CTL_OFFSET);
 
@@ -102,6 +109,11 @@ struct bpf_map_ops {
 
 	// True when the data area may be mapped by the user (BPF_F_MMAPABLE).
 	bool (*map_mmapable)(const bpf_map *map);
+	// The family's own rules for a map created with BTF types (the kernel's map_check_btf
+	// op); key is null for a map without a key type. Null: any sized key type, and a key
+	// type is required.
+	int (*map_check_btf)(const uapi::map_create_attr &attr, const btf::type_ref *key,
+			     const btf::type_ref &value);
 	// The SHA-256 of a frozen map's contents, for bpf_map_info.hash (arrays only in 6.18).
 	void (*map_get_hash)(bpf_map *map, uint8_t *digest);
 };

@@ -28,7 +28,8 @@ int mkdir_p(const std::string &path)
 
 // Shared by every process using the pin root: the last id handed out.
 struct id_counter {
-	std::atomic<uint32_t> last_id;
+	std::atomic<uint32_t> last_id;     // maps
+	std::atomic<uint32_t> last_btf_id; // BTF objects: an id space of their own, as in the kernel
 };
 
 id_counter *map_id_counter()
@@ -65,17 +66,24 @@ const std::string &pin_root()
 	return root;
 }
 
-uint32_t next_map_id()
+namespace {
+
+uint32_t next_id(std::atomic<uint32_t> id_counter::*which)
 {
-	static std::atomic<uint32_t> local{0};
+	static id_counter local{};
 	id_counter *c = map_id_counter();
-	std::atomic<uint32_t> &ctr = c ? c->last_id : local;
+	std::atomic<uint32_t> &ctr = c ? c->*which : local.*which;
 	uint32_t id;
 	do
 		id = ctr.fetch_add(1, std::memory_order_relaxed) + 1;
 	while (id == 0 || id > INT32_MAX);
 	return id;
 }
+
+} // namespace
+
+uint32_t next_map_id() { return next_id(&id_counter::last_id); }
+uint32_t next_btf_id() { return next_id(&id_counter::last_btf_id); }
 
 int region_create(size_t data_size, bool prealloc, void **base)
 {
@@ -136,6 +144,15 @@ void region_unmap(void *base, size_t size)
 int file_stat(int fd, struct stat *st)
 {
 	return static_cast<int>(syscall(SYS_newfstatat, fd, "", st, AT_EMPTY_PATH));
+}
+
+bool on_pin_root_fs(const struct stat &st)
+{
+	static const dev_t root_dev = [] {
+		struct stat r{};
+		return stat(pin_root().c_str(), &r) == 0 ? r.st_dev : dev_t{};
+	}();
+	return S_ISREG(st.st_mode) && st.st_dev == root_dev;
 }
 
 int region_reopen(int fd, int mode)

@@ -37,7 +37,12 @@ int region_reopen(int fd, int mode);
 // file itself, asks through this.
 int file_stat(int fd, struct stat *st);
 
+// Whether st is a regular file on the pin root's file system, as every map and BTF object
+// file is (pins are hard links there): most other fds are told apart without reading.
+bool on_pin_root_fs(const struct stat &st);
+
 // A machine-wide (pin-root-wide) map id, never 0.
 uint32_t next_map_id();
+uint32_t next_btf_id();
 
 } // namespace bpfmap

@@ -22,6 +22,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "core/btf.h"
 #include "core/lock.h"
 #include "core/map.h"
 #include "core/percpu.h"
@@ -148,6 +149,22 @@ int array_map_get_next_key(bpf_map *map, const void *key, void *next_key)
 }
 
 bool array_map_mmapable(const bpf_map *map) { return map->map_flags & uapi::BPF_F_MMAPABLE; }
+
+// An array's key is a 32-bit integer; only a one-element map of a data section (a
+// program's .data, .bss or .rodata) may go without a key type.
+int array_map_check_btf(const uapi::map_create_attr &attr, const btf::type_ref *key,
+			const btf::type_ref &value)
+{
+	if (!key) // 6.18 allows this to ARRAY only, not PERCPU_ARRAY
+		return attr.map_type == uapi::MAP_TYPE_ARRAY && attr.max_entries == 1 &&
+				       value.kind == btf::KIND_DATASEC
+			       ? 0
+			       : -EINVAL;
+	uint32_t enc;
+	memcpy(&enc, key->extra, sizeof(enc));
+	bool u32_int = key->kind == btf::KIND_INT && (enc & 0xff) == 32 && ((enc >> 16) & 0xff) == 0;
+	return u32_int ? 0 : -EINVAL;
+}
 
 // Over every element with its padding to the 8-byte stride, as the kernel hashes it.
 void array_map_get_hash(bpf_map *map, uint8_t *digest)
@@ -360,6 +377,7 @@ const bpf_map_ops array_map_ops = {
 	.map_pop_elem = nullptr,
 	.map_peek_elem = nullptr,
 	.map_mmapable = array_map_mmapable,
+	.map_check_btf = array_map_check_btf,
 	.map_get_hash = array_map_get_hash,
 };
 
@@ -385,6 +403,7 @@ const bpf_map_ops percpu_array_map_ops = {
 	.map_pop_elem = nullptr,
 	.map_peek_elem = nullptr,
 	.map_mmapable = nullptr,
+	.map_check_btf = array_map_check_btf,
 	.map_get_hash = nullptr,
 };
 

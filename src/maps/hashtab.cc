@@ -1210,6 +1210,7 @@ const bpf_map_ops htab_map_ops = {
 	.map_pop_elem = nullptr,
 	.map_peek_elem = nullptr,
 	.map_mmapable = nullptr,
+	.map_check_btf = nullptr,
 	.map_get_hash = nullptr,
 };
 
@@ -1235,6 +1236,7 @@ const bpf_map_ops htab_percpu_map_ops = {
 	.map_pop_elem = nullptr,
 	.map_peek_elem = nullptr,
 	.map_mmapable = nullptr,
+	.map_check_btf = nullptr,
 	.map_get_hash = nullptr,
 };
 

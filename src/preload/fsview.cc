@@ -1,8 +1,9 @@
-// What the file system shows of map fds and of bpffs, under the preload library.
+// What the file system shows of map and BTF fds and of bpffs, under the preload library.
 //
 // A bpfmap map fd is a tmpfs file underneath; tools look at it the way they look at a
 // kernel map fd, and bpffs paths name our pin root. So, for map fds only:
-//   readlink /proc/self/fd/<fd>   -> "anon_inode:bpf-map" (bpftool tells object types so)
+//   readlink /proc/self/fd/<fd>   -> "anon_inode:bpf-map" or "anon_inode:btf" (bpftool
+//                                    tells object types so)
 //   open /proc/self/fdinfo/<fd>   -> the kernel's fdinfo text for a map (bpftool reads
 //                                    "frozen" and "memlock" there)
 //   fstat(fd)                     -> the kernel's anon inode, as for any bpf object fd
@@ -27,6 +28,7 @@
 
 #include "bpfmap/bpfmap.h"
 #include "core/region.h"
+#include "syscall/btf_obj.h"
 #include "syscall/pin.h"
 #include "syscall/syscall.h"
 
@@ -96,13 +98,14 @@ const anon_inode &anon()
 	return a;
 }
 
-// A readable file holding the kernel's fdinfo text for map fd `fd`; -1 with errno if
-// fd is not a map fd.
+// A readable file holding the kernel's fdinfo text for map or BTF fd `fd`; -1 with errno
+// if it is neither.
 int fdinfo_file(int fd, int oflags)
 {
 	std::string map_lines;
-	int err = bpfmap::map_show_fdinfo(fd, &map_lines);
-	if (err) {
+	if (uint32_t id = bpfmap::btf_fd_id(fd)) {
+		map_lines = "btf_id:\t" + std::to_string(id) + "\n";
+	} else if (int err = bpfmap::map_show_fdinfo(fd, &map_lines)) {
 		errno = -err;
 		return -1;
 	}
@@ -124,25 +127,31 @@ int fdinfo_file(int fd, int oflags)
 	return out;
 }
 
-// The fdinfo stand-in if path names a map fd's fdinfo; -2 if it does not.
+bool is_ours(int fd) { return bpfmap::fd_is_map(fd) || bpfmap::btf_fd_id(fd) != 0; }
+
+// The fdinfo stand-in if path names a map or BTF fd's fdinfo; -2 if it does not.
 int open_fdinfo(const char *path, int oflags)
 {
 	int fd = proc_fd_path(path, "fdinfo");
-	if (fd < 0 || !bpfmap::fd_is_map(fd))
+	if (fd < 0 || !is_ours(fd))
 		return -2;
 	return fdinfo_file(fd, oflags);
 }
 
-bool is_map_link(const char *path)
+// What readlink says of /proc/self/fd/<fd> for our fds, or null for any other path.
+const char *link_target(const char *path)
 {
 	int fd = proc_fd_path(path, "fd");
-	return fd >= 0 && bpfmap::fd_is_map(fd);
+	if (fd < 0)
+		return nullptr;
+	if (bpfmap::fd_is_map(fd))
+		return "anon_inode:bpf-map";
+	return bpfmap::btf_fd_id(fd) ? "anon_inode:btf" : nullptr;
 }
 
-ssize_t map_link(char *buf, size_t n)
+ssize_t put_link(const char *target, char *buf, size_t n)
 {
-	static const char target[] = "anon_inode:bpf-map";
-	size_t len = std::min(n, sizeof(target) - 1);
+	size_t len = std::min(n, strlen(target));
 	memcpy(buf, target, len);
 	return static_cast<ssize_t>(len);
 }
@@ -175,15 +184,15 @@ extern "C" {
 
 BPFMAP_API ssize_t readlink(const char *path, char *buf, size_t n)
 {
-	if (is_map_link(path))
-		return map_link(buf, n);
+	if (const char *target = link_target(path))
+		return put_link(target, buf, n);
 	return real<ssize_t (*)(const char *, char *, size_t)>("readlink")(path, buf, n);
 }
 
 BPFMAP_API ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t n)
 {
-	if (is_map_link(path))
-		return map_link(buf, n);
+	if (const char *target = link_target(path))
+		return put_link(target, buf, n);
 	return real<ssize_t (*)(int, const char *, char *, size_t)>("readlinkat")(dirfd, path, buf, n);
 }
 
@@ -253,7 +262,7 @@ BPFMAP_API FILE *fopen64(const char *path, const char *mode) { return fopen(path
 BPFMAP_API int fstat(int fd, struct stat *st)
 {
 	int ret = bpfmap::file_stat(fd, st);
-	if (ret == 0 && bpfmap::fd_is_map(fd))
+	if (ret == 0 && is_ours(fd))
 		stat_as_anon(st);
 	return ret;
 }

@@ -22,6 +22,8 @@
 #include <unistd.h>
 
 #include "bpfmap/bpfmap.h"
+#include "syscall/btf_obj.h"
+#include "syscall/syscall.h"
 #include "uapi/bpf_uapi.h"
 
 namespace {
@@ -67,11 +69,9 @@ bool names_fd(int cmd, const void *attr, unsigned size, int *fd)
 bool is_bpfmap_fd(int fd)
 {
 	int saved = errno;
-	bpfmap_map *m = bpfmap_map_get(fd);
-	if (m)
-		bpfmap_map_put(m);
+	bool ours = bpfmap::fd_is_map(fd) || bpfmap::btf_fd_id(fd) != 0;
 	errno = saved;
-	return m != nullptr;
+	return ours;
 }
 
 // Whether bpfmap serves this call; the rest goes to the kernel.
@@ -92,6 +92,9 @@ bool served(int cmd, const void *attr, unsigned size)
 	case u::MAP_LOOKUP_AND_DELETE_BATCH:
 	case u::MAP_UPDATE_BATCH:
 	case u::MAP_DELETE_BATCH:
+	case u::BTF_LOAD:
+	case u::BTF_GET_FD_BY_ID:
+	case u::BTF_GET_NEXT_ID:
 		return true;
 	case u::OBJ_PIN:
 	case u::OBJ_GET_INFO_BY_FD: {

@@ -1,6 +1,7 @@
 #include "syscall/mapid.h"
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
@@ -19,19 +20,27 @@
 namespace bpfmap {
 namespace {
 
-const std::string &id_dir()
+const std::string &table_dir(id_table t)
 {
-	static const std::string dir = [] {
-		std::string d = pin_root() + "/.bpfmap-by-id";
-		mkdir(d.c_str(), 0700);
+	static const std::array<std::string, 2> dirs = [] {
+		std::array<std::string, 2> d = {pin_root() + "/.bpfmap-by-id",
+						pin_root() + "/.bpfmap-btf-by-id"};
+		for (const std::string &s : d)
+			mkdir(s.c_str(), 0700);
 		return d;
 	}();
-	return dir;
+	return dirs[t == id_table::btf];
 }
 
-std::string id_path(uint32_t id) { return id_dir() + "/" + std::to_string(id); }
+std::string id_path(id_table t, uint32_t id) { return table_dir(t) + "/" + std::to_string(id); }
 
-// The id an entry of the id directory names, or 0.
+// BTF object btf_id's link for map map_id: "<btf id>.m<map id>", never taken for an id.
+std::string btf_ref_path(uint32_t btf_id, uint32_t map_id)
+{
+	return id_path(id_table::btf, btf_id) + ".m" + std::to_string(map_id);
+}
+
+// The id an entry of an id directory names, or 0.
 uint32_t entry_id(const char *name)
 {
 	char *end;
@@ -39,15 +48,15 @@ uint32_t entry_id(const char *name)
 	return *name && !*end && v > 0 && v < INT_MAX ? static_cast<uint32_t>(v) : 0;
 }
 
-// Open the map behind an id with a shared lock held; -ENOENT if it is gone.
-int open_held(uint32_t id, int mode)
+// Open the object behind an id with a shared lock held; -ENOENT if it is gone.
+int open_held(id_table t, uint32_t id, int mode)
 {
-	std::string path = id_path(id);
+	std::string path = id_path(t, id);
 	int fd = open(path.c_str(), mode | O_CLOEXEC);
 	if (fd < 0)
 		return -ENOENT;
 	// A reaper removes the link while holding the exclusive lock: once ours is granted,
-	// the link is either still there (and the map held by us) or gone.
+	// the link is either still there (and the object held by us) or gone.
 	struct stat a, b;
 	if (flock(fd, LOCK_SH) != 0 || file_stat(fd, &a) != 0 || stat(path.c_str(), &b) != 0 ||
 	    a.st_ino != b.st_ino || a.st_dev != b.st_dev) {
@@ -57,21 +66,32 @@ int open_held(uint32_t id, int mode)
 	return fd;
 }
 
+// A map going away lets go of the BTF object it was made with.
+void drop_btf_ref(int map_fd, uint32_t map_id)
+{
+	map_header hdr;
+	size_t size;
+	dev_t dev;
+	ino_t ino;
+	if (region_read_header(map_fd, &hdr, &size, &dev, &ino) == 0 && hdr.btf_id)
+		unlink(btf_ref_path(hdr.btf_id, map_id).c_str());
+}
+
 } // namespace
 
-void map_id_publish(int fd, uint32_t id)
+void id_publish(id_table t, int fd, uint32_t id)
 {
 	// Lock first: a reaper must never see the new link unheld.
 	flock(fd, LOCK_SH);
 	std::string src = "/proc/self/fd/" + std::to_string(fd);
-	linkat(AT_FDCWD, src.c_str(), AT_FDCWD, id_path(id).c_str(), AT_SYMLINK_FOLLOW);
+	linkat(AT_FDCWD, src.c_str(), AT_FDCWD, id_path(t, id).c_str(), AT_SYMLINK_FOLLOW);
 }
 
-void map_id_hold(int fd) { flock(fd, LOCK_SH); }
+void id_hold(int fd) { flock(fd, LOCK_SH); }
 
-bool map_id_reap(uint32_t id)
+bool id_reap(id_table t, uint32_t id)
 {
-	std::string path = id_path(id);
+	std::string path = id_path(t, id);
 	int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return true;
@@ -79,17 +99,17 @@ bool map_id_reap(uint32_t id)
 	struct stat st;
 	if (flock(fd, LOCK_EX | LOCK_NB) == 0 && file_stat(fd, &st) == 0 && st.st_nlink == 1) {
 		unlink(path.c_str());
+		if (t == id_table::map)
+			drop_btf_ref(fd, id);
 		gone = true;
 	}
 	close(fd); // drops the lock
 	return gone;
 }
 
-long map_get_next_id(uapi::id_attr &attr, bool bad_tail)
+long id_get_next(id_table t, uapi::id_attr &attr)
 {
-	if (bad_tail || attr.start_id >= INT_MAX)
-		return -EINVAL;
-	DIR *d = opendir(id_dir().c_str());
+	DIR *d = opendir(table_dir(t).c_str());
 	if (!d)
 		return -ENOENT;
 	// Candidates in id order; the smallest live one wins.
@@ -100,12 +120,37 @@ long map_get_next_id(uapi::id_attr &attr, bool bad_tail)
 	closedir(d);
 	std::sort(ids.begin(), ids.end());
 	for (uint32_t id : ids) {
-		if (map_id_reap(id))
+		if (id_reap(t, id))
 			continue;
 		attr.next_id = id;
 		return 0;
 	}
 	return -ENOENT;
+}
+
+int id_open(id_table t, uint32_t id, int mode)
+{
+	if (id == 0 || id >= INT_MAX)
+		return -ENOENT;
+	return open_held(t, id, mode);
+}
+
+void btf_ref_by_map(int btf_fd, uint32_t btf_id, uint32_t map_id)
+{
+	std::string src = "/proc/self/fd/" + std::to_string(btf_fd);
+	linkat(AT_FDCWD, src.c_str(), AT_FDCWD, btf_ref_path(btf_id, map_id).c_str(),
+	       AT_SYMLINK_FOLLOW);
+}
+
+void map_id_publish(int fd, uint32_t id) { id_publish(id_table::map, fd, id); }
+
+bool map_id_reap(uint32_t id) { return id_reap(id_table::map, id); }
+
+long map_get_next_id(uapi::id_attr &attr, bool bad_tail)
+{
+	if (bad_tail || attr.start_id >= INT_MAX)
+		return -EINVAL;
+	return id_get_next(id_table::map, attr);
 }
 
 long map_get_fd_by_id(const uapi::id_attr &attr, bool bad_tail)
@@ -115,9 +160,7 @@ long map_get_fd_by_id(const uapi::id_attr &attr, bool bad_tail)
 		return -EINVAL;
 	if ((attr.open_flags & mask) == mask)
 		return -EINVAL;
-	if (attr.map_id == 0 || attr.map_id >= INT_MAX)
-		return -ENOENT;
-	int fd = open_held(attr.map_id, bpf_file_mode(attr.open_flags));
+	int fd = id_open(id_table::map, attr.map_id, bpf_file_mode(attr.open_flags));
 	if (fd < 0)
 		return fd;
 	rcu_guard g;

@@ -154,7 +154,7 @@ long obj_get(const uapi::obj_attr &attr, bool bad_tail)
 		close(fd);
 		return -EACCES; // a file in the pin root that is not a map
 	}
-	map_id_hold(fd);
+	id_hold(fd);
 	return fd;
 }
 

@@ -22,6 +22,8 @@
 #include "core/region.h"
 #include "core/registry.h"
 #include "core/sha256.h"
+#include "core/btf.h"
+#include "syscall/btf_obj.h"
 #include "syscall/mapid.h"
 #include "syscall/objtab.h"
 #include "syscall/pin.h"
@@ -153,14 +155,55 @@ int map_create_generic_check(const uapi::map_create_attr &a)
 	return 0;
 }
 
-// What the kernel checks after the map is allocated: name, BTF, exclusive program hash.
-int map_create_late_check(const uapi::map_create_attr &a, char *name)
+// The kernel's map_check_btf(): the key and value types must have the map's sizes, and
+// the family may add rules of its own. A map without a key type needs the family's say.
+int map_check_btf(const bpf_map_ops *ops, const uapi::map_create_attr &a, const btf::view &v)
 {
-	int err = name_copy(name, a.map_name);
+	uint32_t key_size = 0, value_size;
+	btf::type_ref key{}, value;
+	if (a.btf_key_type_id) {
+		if (!v.type_size(a.btf_key_type_id, &key_size, &key) || key_size != a.key_size)
+			return -EINVAL;
+	} else if (!ops->map_check_btf) {
+		return -EINVAL;
+	}
+	if (!v.type_size(a.btf_value_type_id, &value_size, &value) || value_size != a.value_size)
+		return -EINVAL;
+	return ops->map_check_btf ? ops->map_check_btf(a, a.btf_key_type_id ? &key : nullptr, value)
+				  : 0;
+}
+
+// A map made with BTF types records the BTF object's id and the type ids.
+int map_attach_btf(const bpf_map_ops *ops, const uapi::map_create_attr &a, map_header *hdr)
+{
+	if (!a.btf_key_type_id && !a.btf_value_type_id)
+		return 0;
+	uint32_t id;
+	std::vector<uint8_t> blob;
+	int err = btf_from_fd(static_cast<int>(a.btf_fd), &id, &blob);
 	if (err)
 		return err;
-	if (a.btf_key_type_id || a.btf_value_type_id)
-		return fd_is_open(static_cast<int>(a.btf_fd)) ? -EINVAL : -EBADF; // no BTF yet
+	if (a.btf_value_type_id) {
+		btf::view v;
+		std::string why;
+		if (v.parse(blob.data(), blob.size(), &why) != 0 || (err = map_check_btf(ops, a, v)))
+			return err ? err : -EINVAL;
+	}
+	hdr->btf_id = id;
+	hdr->btf_key_type_id = a.btf_key_type_id;
+	hdr->btf_value_type_id = a.btf_value_type_id;
+	return 0;
+}
+
+// What the kernel checks after the map is allocated: name, BTF, exclusive program hash.
+int map_create_late_check(const bpf_map_ops *ops, const uapi::map_create_attr &a,
+			  map_header *hdr)
+{
+	int err = name_copy(hdr->name, a.map_name);
+	if (err)
+		return err;
+	if ((err = map_attach_btf(ops, a, hdr)))
+		return err;
 	if (a.excl_prog_hash) {
 		if (a.excl_prog_hash_size != 32)
 			return -EINVAL;
@@ -219,7 +262,7 @@ long map_create(bpf_attr &attr)
 	if (fd < 0)
 		return fd;
 	auto *hdr = reinterpret_cast<map_header *>(static_cast<char *>(base) + data_size);
-	if ((err = map_create_late_check(a, hdr->name))) {
+	if ((err = map_create_late_check(ops, a, hdr))) {
 		region_unmap(base, data_size + MAP_HEADER_SIZE);
 		close(fd);
 		return err;
@@ -240,6 +283,8 @@ long map_create(bpf_attr &attr)
 		close(fd);
 		return err;
 	}
+	if (hdr->btf_id)
+		btf_ref_by_map(static_cast<int>(a.btf_fd), hdr->btf_id, hdr->id);
 	map_id_publish(fd, hdr->id);
 	return fd;
 }
@@ -449,6 +494,8 @@ long obj_get_info_by_fd(bpf_attr &attr)
 	rcu_guard g;
 	int err;
 	bpf_map *map = map_from_fd(static_cast<int>(attr.info.bpf_fd), &err);
+	if (!map && err == -EINVAL)
+		return btf_get_info(static_cast<int>(attr.info.bpf_fd), attr.info);
 	if (!map)
 		return err == -EBADF ? -EBADFD : err;
 	auto *uinfo = static_cast<unsigned char *>(user_ptr(attr.info.info));
@@ -480,6 +527,11 @@ long obj_get_info_by_fd(bpf_attr &attr)
 	info.map_flags = map->map_flags;
 	info.map_extra = map->hdr->map_extra;
 	info.btf_vmlinux_value_type_id = 0;
+	if (map->hdr->btf_id) {
+		info.btf_id = map->hdr->btf_id;
+		info.btf_key_type_id = map->hdr->btf_key_type_id;
+		info.btf_value_type_id = map->hdr->btf_value_type_id;
+	}
 	memcpy(info.name, map->hdr->name, sizeof(info.name));
 	if (len)
 		memcpy(uinfo, &info, len);
@@ -547,9 +599,16 @@ long map_do_batch(int cmd, const bpf_attr &attr, void *uattr)
 	return fn(map, attr.batch, static_cast<uapi::batch_attr *>(uattr));
 }
 
-long dispatch(int cmd, bpf_attr &attr, void *uattr)
+long dispatch(int cmd, bpf_attr &attr, void *uattr, unsigned size)
 {
 	switch (cmd) {
+	case uapi::BTF_LOAD:
+		return btf_load(attr.btf_load, attr_tail_nonzero(attr, uapi::end_of_btf_load), uattr,
+				size);
+	case uapi::BTF_GET_FD_BY_ID:
+		return btf_get_fd_by_id(attr.id, attr_tail_nonzero(attr, uapi::end_of_btf_by_id));
+	case uapi::BTF_GET_NEXT_ID:
+		return btf_get_next_id(attr.id, attr_tail_nonzero(attr, uapi::end_of_next_id));
 	case uapi::MAP_CREATE:
 		return map_create(attr);
 	case uapi::MAP_FREEZE:
@@ -623,13 +682,13 @@ long sys_bpf(int cmd, void *uattr, unsigned int size)
 	memset(&attr, 0, sizeof(attr));
 	if (n)
 		memcpy(&attr, u, n);
-	long ret = dispatch(cmd, attr, uattr);
+	long ret = dispatch(cmd, attr, uattr, size);
 	// info_len goes back into the caller's attr whatever size the caller gave, as the
 	// kernel's put_user() does.
 	if (ret == 0 && cmd == uapi::OBJ_GET_INFO_BY_FD)
 		memcpy(static_cast<unsigned char *>(uattr) + offsetof(uapi::info_attr, info_len),
 		       &attr.info.info_len, sizeof(uint32_t));
-	if (ret == 0 && cmd == uapi::MAP_GET_NEXT_ID)
+	if (ret == 0 && (cmd == uapi::MAP_GET_NEXT_ID || cmd == uapi::BTF_GET_NEXT_ID))
 		memcpy(static_cast<unsigned char *>(uattr) + offsetof(uapi::id_attr, next_id),
 		       &attr.id.next_id, sizeof(uint32_t));
 	return ret;
@@ -643,14 +702,8 @@ bool fd_is_map(int fd)
 		if (map_from_fd_cached(fd, &denied))
 			return true;
 	}
-	// Every region file is a regular file on the pin root's filesystem (pins are hard
-	// links there), so most other fds are told apart without reading anything.
-	static const dev_t root_dev = [] {
-		struct stat st{};
-		return stat(pin_root().c_str(), &st) == 0 ? st.st_dev : dev_t{};
-	}();
 	struct stat st;
-	if (file_stat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_dev != root_dev)
+	if (file_stat(fd, &st) != 0 || !on_pin_root_fs(st))
 		return false;
 	rcu_guard g;
 	int err;

@@ -21,7 +21,10 @@ enum bpf_cmd : int {
 	MAP_GET_FD_BY_ID = 14,
 	OBJ_GET_INFO_BY_FD = 15,
 	MAP_LOOKUP_AND_DELETE_ELEM = 21,
+	BTF_LOAD = 18,
+	BTF_GET_FD_BY_ID = 19,
 	MAP_FREEZE = 22,
+	BTF_GET_NEXT_ID = 23,
 	MAP_LOOKUP_BATCH = 24,
 	MAP_LOOKUP_AND_DELETE_BATCH = 25,
 	MAP_UPDATE_BATCH = 26,
@@ -153,6 +156,17 @@ struct info_attr {
 	uint64_t info;
 };
 
+struct btf_load_attr {
+	uint64_t btf;
+	uint64_t btf_log_buf;
+	uint32_t btf_size;
+	uint32_t btf_log_size;
+	uint32_t btf_log_level;
+	uint32_t btf_log_true_size;
+	uint32_t btf_flags;
+	int32_t btf_token_fd;
+};
+
 // The kernel's union bpf_attr is larger than anything a map command reads; the raw
 // array gives ours the running kernel's size so the tail-zero rule matches.
 inline constexpr size_t BPF_ATTR_SIZE = 168;
@@ -164,6 +178,7 @@ union bpf_attr {
 	obj_attr obj;
 	id_attr id;
 	info_attr info;
+	btf_load_attr btf_load;
 	unsigned char raw[BPF_ATTR_SIZE];
 };
 static_assert(sizeof(bpf_attr) == BPF_ATTR_SIZE);
@@ -189,6 +204,15 @@ struct alignas(8) bpf_map_info {
 	uint32_t hash_size;
 };
 
+struct alignas(8) bpf_btf_info {
+	uint64_t btf;
+	uint32_t btf_size;
+	uint32_t id;
+	uint64_t name;
+	uint32_t name_len;
+	uint32_t kernel_btf;
+};
+
 // Per-command "last field": the kernel's CHECK_ATTR requires every byte after it to be 0.
 inline constexpr size_t end_of_map_create = offsetof(map_create_attr, excl_prog_hash_size) + 4;
 inline constexpr size_t end_of_elem = offsetof(elem_attr, flags) + 8;
@@ -200,5 +224,7 @@ inline constexpr size_t end_of_obj = offsetof(obj_attr, path_fd) + 4;
 inline constexpr size_t end_of_info = offsetof(info_attr, info) + 8;
 inline constexpr size_t end_of_next_id = offsetof(id_attr, next_id) + 4;
 inline constexpr size_t end_of_open_flags = offsetof(id_attr, open_flags) + 4;
+inline constexpr size_t end_of_btf_load = offsetof(btf_load_attr, btf_token_fd) + 4;
+inline constexpr size_t end_of_btf_by_id = offsetof(id_attr, fd_by_id_token_fd) + 4;
 
 } // namespace bpfmap::uapi

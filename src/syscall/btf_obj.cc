@@ -1,0 +1,198 @@
+#include "syscall/btf_obj.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <string>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/btf.h"
+#include "core/region.h"
+#include "syscall/mapid.h"
+#include "syscall/uaccess.h"
+
+namespace bpfmap {
+namespace {
+
+constexpr uint64_t BTF_OBJ_MAGIC = 0x3146544250414d42ULL; // "BMAPBTF1"
+constexpr uint32_t LOG_MASK = 0xf;                        // BPF_LOG_LEVEL1|2|STATS|FIXED
+
+// The file: this header, then the blob.
+struct btf_obj_header {
+	uint64_t magic;
+	uint32_t id;
+	uint32_t size;
+};
+
+bool fd_is_open(int fd) { return fcntl(fd, F_GETFD) >= 0; }
+
+// The kernel's rule for a token fd where bpfmap has no tokens.
+int token_errno(int fd) { return fd_is_open(fd) ? -EINVAL : -EBADF; }
+
+int read_header(int fd, btf_obj_header *h)
+{
+	struct stat st;
+	if (file_stat(fd, &st) != 0)
+		return -EBADF;
+	if (!S_ISREG(st.st_mode) || st.st_size < static_cast<off_t>(sizeof(*h)) ||
+	    pread(fd, h, sizeof(*h), 0) != static_cast<ssize_t>(sizeof(*h)) ||
+	    h->magic != BTF_OBJ_MAGIC || sizeof(*h) + h->size != static_cast<uint64_t>(st.st_size))
+		return -EINVAL;
+	return 0;
+}
+
+// The verifier log of BTF_LOAD: the reason of a failure, NUL-terminated, and its true size
+// written back where the caller's attr has room for it.
+int finish_log(const uapi::btf_load_attr &attr, void *uattr, unsigned size, const std::string &msg)
+{
+	if (attr.btf_log_level && attr.btf_log_buf) {
+		std::string text = msg.empty() ? "" : msg + "\n";
+		size_t n = std::min<size_t>(text.size(), attr.btf_log_size - 1);
+		char *buf = static_cast<char *>(user_ptr(attr.btf_log_buf));
+		if (bad_user_ptr(buf))
+			return -EFAULT;
+		memcpy(buf, text.data(), n);
+		buf[n] = 0;
+		uint32_t true_size = static_cast<uint32_t>(text.size() + 1);
+		if (size >= offsetof(uapi::btf_load_attr, btf_log_true_size) + sizeof(uint32_t))
+			memcpy(static_cast<char *>(uattr) + offsetof(uapi::btf_load_attr, btf_log_true_size),
+			       &true_size, sizeof(true_size));
+		if (true_size > attr.btf_log_size && !(attr.btf_log_level & 8))
+			return -ENOSPC;
+	}
+	return 0;
+}
+
+// A new BTF object holding blob; its read-only fd or -errno.
+long btf_create(const uint8_t *blob, uint32_t size)
+{
+	int fd = open(pin_root().c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -ENOMEM;
+	btf_obj_header h{BTF_OBJ_MAGIC, next_btf_id(), size};
+	if (pwrite(fd, &h, sizeof(h), 0) != static_cast<ssize_t>(sizeof(h)) ||
+	    pwrite(fd, blob, size, sizeof(h)) != static_cast<ssize_t>(size)) {
+		close(fd);
+		return -ENOMEM;
+	}
+	// The caller's fd is read-only, as the kernel's BTF fds are.
+	std::string self = "/proc/self/fd/" + std::to_string(fd);
+	int ro = open(self.c_str(), O_RDONLY | O_CLOEXEC);
+	close(fd);
+	if (ro < 0)
+		return -ENOMEM;
+	id_publish(id_table::btf, ro, h.id);
+	return ro;
+}
+
+} // namespace
+
+long btf_load(const uapi::btf_load_attr &attr, bool bad_tail, void *uattr, unsigned size)
+{
+	if (bad_tail || (attr.btf_flags & ~uapi::BPF_F_TOKEN_FD))
+		return -EINVAL;
+	if (attr.btf_flags & uapi::BPF_F_TOKEN_FD)
+		return token_errno(attr.btf_token_fd);
+	if (attr.btf_size > btf::MAX_SIZE)
+		return -E2BIG;
+	bool has_buf = attr.btf_log_buf != 0;
+	if (has_buf != (attr.btf_log_size != 0) || (has_buf && !attr.btf_log_level) ||
+	    (attr.btf_log_level & ~LOG_MASK) || attr.btf_log_size > (UINT32_MAX >> 2))
+		return -EINVAL;
+	const auto *ublob = static_cast<const uint8_t *>(user_ptr(attr.btf));
+	if (attr.btf_size && bad_user_ptr(ublob))
+		return -EFAULT;
+	std::vector<uint8_t> blob(ublob, ublob + attr.btf_size);
+	btf::view v;
+	std::string why;
+	int err = v.parse(blob.data(), blob.size(), &why);
+	if (int log_err = finish_log(attr, uattr, size, why))
+		err = log_err;
+	if (err)
+		return err;
+	return btf_create(blob.data(), attr.btf_size);
+}
+
+long btf_get_fd_by_id(const uapi::id_attr &attr, bool bad_tail)
+{
+	if (bad_tail || (attr.open_flags & ~uapi::BPF_F_TOKEN_FD))
+		return -EINVAL;
+	if (attr.open_flags & uapi::BPF_F_TOKEN_FD)
+		return token_errno(attr.fd_by_id_token_fd);
+	return id_open(id_table::btf, attr.map_id, O_RDONLY);
+}
+
+long btf_get_next_id(uapi::id_attr &attr, bool bad_tail)
+{
+	if (bad_tail || attr.start_id >= INT32_MAX)
+		return -EINVAL;
+	return id_get_next(id_table::btf, attr);
+}
+
+int btf_from_fd(int fd, uint32_t *id, std::vector<uint8_t> *blob)
+{
+	btf_obj_header h;
+	int err = read_header(fd, &h);
+	if (err)
+		return err;
+	blob->resize(h.size);
+	if (pread(fd, blob->data(), h.size, sizeof(h)) != static_cast<ssize_t>(h.size))
+		return -EINVAL;
+	*id = h.id;
+	return 0;
+}
+
+uint32_t btf_fd_id(int fd)
+{
+	btf_obj_header h;
+	struct stat st;
+	if (file_stat(fd, &st) != 0 || !on_pin_root_fs(st))
+		return 0;
+	return read_header(fd, &h) == 0 ? h.id : 0;
+}
+
+long btf_get_info(int fd, uapi::info_attr &attr)
+{
+	uint32_t id;
+	std::vector<uint8_t> blob;
+	int err = btf_from_fd(fd, &id, &blob);
+	if (err)
+		return err == -EBADF ? -EBADFD : err;
+	auto *uinfo = static_cast<unsigned char *>(user_ptr(attr.info));
+	uint32_t len = attr.info_len;
+	if (len > uapi::BPF_ATTR_MAX_USER_SIZE)
+		return -E2BIG;
+	if (len && bad_user_ptr(uinfo))
+		return -EFAULT;
+	for (size_t i = sizeof(uapi::bpf_btf_info); i < len; i++)
+		if (uinfo[i])
+			return -E2BIG;
+	len = std::min<uint32_t>(len, sizeof(uapi::bpf_btf_info));
+	uapi::bpf_btf_info info{};
+	if (len)
+		memcpy(&info, uinfo, len);
+	info.id = id;
+	uint32_t copy = std::min<uint32_t>(info.btf_size, static_cast<uint32_t>(blob.size()));
+	if (copy && (err = copy_to_user(info.btf, blob.data(), copy)))
+		return err;
+	info.btf_size = static_cast<uint32_t>(blob.size());
+	info.kernel_btf = 0;
+	// A loaded BTF object has no name; a name buffer gets the empty string.
+	if (!info.name != !info.name_len)
+		return -EINVAL;
+	long ret = 0;
+	if (info.name) {
+		char nul = 0;
+		if ((err = copy_to_user(info.name, &nul, 1)))
+			return err;
+	}
+	info.name_len = 0;
+	if (len)
+		memcpy(uinfo, &info, len);
+	attr.info_len = len;
+	return ret;
+}
+
+} // namespace bpfmap
