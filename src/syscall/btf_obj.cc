@@ -160,19 +160,10 @@ long btf_get_info(int fd, uapi::info_attr &attr)
 	int err = btf_from_fd(fd, &id, &blob);
 	if (err)
 		return err == -EBADF ? -EBADFD : err;
-	auto *uinfo = static_cast<unsigned char *>(user_ptr(attr.info));
 	uint32_t len = attr.info_len;
-	if (len > uapi::BPF_ATTR_MAX_USER_SIZE)
-		return -E2BIG;
-	if (len && bad_user_ptr(uinfo))
-		return -EFAULT;
-	for (size_t i = sizeof(uapi::bpf_btf_info); i < len; i++)
-		if (uinfo[i])
-			return -E2BIG;
-	len = std::min<uint32_t>(len, sizeof(uapi::bpf_btf_info));
 	uapi::bpf_btf_info info{};
-	if (len)
-		memcpy(&info, uinfo, len);
+	if ((err = info_copy_in(attr.info, &len, sizeof(info), &info, sizeof(info))))
+		return err;
 	info.id = id;
 	uint32_t copy = std::min<uint32_t>(info.btf_size, static_cast<uint32_t>(blob.size()));
 	if (copy && (err = copy_to_user(info.btf, blob.data(), copy)))
@@ -190,7 +181,7 @@ long btf_get_info(int fd, uapi::info_attr &attr)
 	}
 	info.name_len = 0;
 	if (len)
-		memcpy(uinfo, &info, len);
+		memcpy(user_ptr(attr.info), &info, len);
 	attr.info_len = len;
 	return ret;
 }

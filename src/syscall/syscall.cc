@@ -498,19 +498,10 @@ long obj_get_info_by_fd(bpf_attr &attr)
 		return btf_get_info(static_cast<int>(attr.info.bpf_fd), attr.info);
 	if (!map)
 		return err == -EBADF ? -EBADFD : err;
-	auto *uinfo = static_cast<unsigned char *>(user_ptr(attr.info.info));
 	uint32_t len = attr.info.info_len;
-	if (len > uapi::BPF_ATTR_MAX_USER_SIZE)
-		return -E2BIG;
-	if (len && bad_user_ptr(uinfo))
-		return -EFAULT;
-	for (size_t i = INFO_TAIL_OFF; i < len; i++)
-		if (uinfo[i])
-			return -E2BIG;
-	len = std::min<uint32_t>(len, sizeof(uapi::bpf_map_info));
 	uapi::bpf_map_info info{};
-	if (len)
-		memcpy(&info, uinfo, len);
+	if ((err = info_copy_in(attr.info.info, &len, INFO_TAIL_OFF, &info, sizeof(info))))
+		return err;
 	if (len <= INFO_HASH_OFF)
 		info.hash = 0;
 	if (len <= INFO_HASH_SIZE_OFF)
@@ -534,7 +525,7 @@ long obj_get_info_by_fd(bpf_attr &attr)
 	}
 	memcpy(info.name, map->hdr->name, sizeof(info.name));
 	if (len)
-		memcpy(uinfo, &info, len);
+		memcpy(user_ptr(attr.info.info), &info, len);
 	attr.info.info_len = len;
 	return 0;
 }

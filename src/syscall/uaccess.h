@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "uapi/bpf_uapi.h"
+
 namespace bpfmap {
 
 inline void *user_ptr(uint64_t v) { return reinterpret_cast<void *>(static_cast<uintptr_t>(v)); }
@@ -28,6 +30,27 @@ inline int copy_from_user(void *dst, uint64_t uptr, size_t n)
 	if (bad_user_ptr(src))
 		return -EFAULT;
 	memcpy(dst, src, n);
+	return 0;
+}
+
+// The start of OBJ_GET_INFO_BY_FD: the caller's info buffer of *len bytes may be longer
+// than the `size` bytes of the info struct bpfmap knows, but only with zeros past `known`
+// (the kernel's bpf_check_uarg_tail_zero()); *len is cut to `size` and that much of the
+// caller's buffer copied into info.
+inline int info_copy_in(uint64_t uinfo, uint32_t *len, size_t known, void *info, size_t size)
+{
+	auto *u = static_cast<const unsigned char *>(user_ptr(uinfo));
+	if (*len > uapi::BPF_ATTR_MAX_USER_SIZE)
+		return -E2BIG;
+	if (*len && bad_user_ptr(u))
+		return -EFAULT;
+	for (size_t i = known; i < *len; i++)
+		if (u[i])
+			return -E2BIG;
+	if (*len > size)
+		*len = static_cast<uint32_t>(size);
+	if (*len)
+		memcpy(info, u, *len);
 	return 0;
 }
 
