@@ -1,6 +1,6 @@
 """bpftool output with what may differ between the kernel and bpfmap masked.
 
-Map ids and memlock are each implementation's own. Between "## unordered" and
+Map and BTF ids and memlock are each implementation's own. Between "## unordered" and
 "## ordered" lines, a dump's elements come in hash order, which follows the kernel's
 random seed: plain dumps are sorted as blocks that start at "key", JSON dumps as arrays.
 Usage: bpftool_normalize.py <file> <pin dir>
@@ -15,6 +15,7 @@ def masked(text, pins):
     text = re.sub(r"(?m)^[0-9]+: ", "ID: ", text)
     text = re.sub(r'"id":[0-9]+', '"id":ID', text)
     text = re.sub(r"memlock [0-9]+B", "memlock NB", text)
+    text = re.sub(r"btf_id [0-9]+", "btf_id N", text)
     return re.sub(r'"bytes_memlock":[0-9]+', '"bytes_memlock":N', text)
 
 

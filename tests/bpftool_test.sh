@@ -3,9 +3,12 @@
 # hash and percpu array: on the kernel, and under the preload library (as the caller, and
 # as an unprivileged user for whom bpf(2) is refused). Everything bpftool prints must be the
 # same, except map ids and memlock, which are bpfmap's own.
-# Arguments: <preload library>.
+# With a second argument (tests/btf_map_maker), also a map described by BTF, which bpftool
+# prints from the BTF.
+# Arguments: <preload library> [btf map maker].
 set -eu
 preload=$(readlink -f "$1")
+maker=$(readlink -f "${2:-}" 2>/dev/null || true)
 if ! command -v bpftool >/dev/null 2>&1; then
 	echo "SKIP: bpftool is not installed (apt-get install bpftool)"
 	exit 0
@@ -75,6 +78,13 @@ script() {
 		rm "$p" "${p}_again"
 		$bt map show pinned "$p" 2>&1 || echo "rc=$?"
 	done
+	if [ -n "$maker" ]; then
+		echo "== btf"
+		"$maker" "$pins/btf" 2>&1 || echo "rc=$?"
+		$bt map dump pinned "$pins/btf" 2>&1 || echo "rc=$?"
+		$bt map show pinned "$pins/btf" 2>&1 || echo "rc=$?"
+		rm "$pins/btf"
+	fi
 	rmdir "$pins"
 }
 
@@ -89,7 +99,7 @@ under_preload() { # output file, trace file, pin root, then a command prefix to 
 	mkdir -p "$root"
 	chmod 777 "$root"
 	"$@" env BPFMAP_PIN_ROOT="$root" BPFMAP_TRACE=1 LD_PRELOAD="$preload" \
-		pins="$pins" sh -c "$(script_text)" >"$out.all" 2>&1
+		pins="$pins" maker="$maker" sh -c "$(script_text)" >"$out.all" 2>&1
 	grep -v '^bpfmap-preload: ' "$out.all" >"$out" || true
 	grep '^bpfmap-preload: ' "$out.all" >"$trace" || true
 	if grep "by kernel" "$trace" | grep -qv "bpf(cmd 5,"; then
@@ -123,7 +133,7 @@ if [ "$(id -u)" -ne 0 ] || ! mountpoint -q /sys/fs/bpf 2>/dev/null; then
 	cat "$work/preload.out"
 	exit 0
 fi
-pins="$pins" sh -c "$(script_text)" >"$work/kernel.out" 2>&1 || true
+pins="$pins" maker="$maker" sh -c "$(script_text)" >"$work/kernel.out" 2>&1 || true
 
 fail=0
 for run in preload "$@"; do

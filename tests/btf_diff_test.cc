@@ -123,8 +123,9 @@ protected:
 		p->k = load(true, blob, a);
 		p->u = load(false, blob, a);
 		EXPECT_EQ(p->k >= 0, p->u >= 0) << what << ": kernel " << p->k << ", bpfmap " << p->u;
-		if (p->k < 0 || p->u < 0)
+		if (p->k < 0 || p->u < 0) {
 			EXPECT_EQ(p->k, p->u) << what << ": errno differs";
+		}
 	}
 };
 
