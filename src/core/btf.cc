@@ -3,10 +3,11 @@
 #include <cerrno>
 #include <cstring>
 
+#include "uapi/bpf_uapi.h"
+
 namespace bpfmap::btf {
 namespace {
 
-constexpr int ENOTSUPP = 524;
 constexpr uint32_t INFO_MASK = 0x9f00ffff;   // vlen, kind, kind_flag
 constexpr uint32_t MAX_NAME_OFFSET = 0xffffff;
 constexpr uint32_t MAX_TYPE = 0xfffff;
@@ -59,6 +60,12 @@ bool is_modifier(uint32_t kind)
 bool pow2_upto(uint32_t v, uint32_t max) { return v && v <= max && !(v & (v - 1)); }
 
 } // namespace
+
+int_data int_of(const type_ref &t)
+{
+	uint32_t v = load32(t.extra);
+	return {v & 0xff, (v >> 16) & 0xff, v >> 24};
+}
 
 type_ref view::type(uint32_t id) const
 {
@@ -132,13 +139,13 @@ int view::check_type(uint32_t id, std::string *why) const
 	uint32_t size;
 	switch (t.kind) {
 	case KIND_INT: {
-		uint32_t enc = load32(t.extra), bits = enc & 0xff, off = (enc >> 16) & 0xff;
-		uint32_t encoding = enc >> 24;
-		if (t.vlen || t.kflag || (enc & 0x0000ff00))
+		int_data d = int_of(t);
+		if (t.vlen || t.kflag || (load32(t.extra) & 0x0000ff00))
 			return fail(why, "int: vlen, kind_flag or reserved bits set");
-		if (!t.size_or_type || t.size_or_type > 16 || bits > 128 || off + bits > t.size_or_type * 8)
+		if (!t.size_or_type || t.size_or_type > 16 || d.bits > 128 ||
+		    d.offset + d.bits > t.size_or_type * 8)
 			return fail(why, "int: invalid size, bits or offset");
-		if (encoding && encoding != 1 && encoding != 2 && encoding != 4)
+		if (d.encoding && d.encoding != 1 && d.encoding != 2 && d.encoding != 4)
 			return fail(why, "int: unsupported encoding");
 		return 0;
 	}
@@ -192,9 +199,9 @@ int view::check_type(uint32_t id, std::string *why) const
 			uint64_t bits = uint64_t{size} * 8;
 			if (mt.kind == KIND_INT && !t.kflag) {
 				// An int member may sit at any bit: its own bits are what must fit.
-				uint32_t enc = load32(mt.extra);
-				bit_off += (enc >> 16) & 0xff;
-				bits = (enc & 0xff) + (bit_off & 7);
+				int_data d = int_of(mt);
+				bit_off += d.offset;
+				bits = d.bits + (bit_off & 7);
 				bit_off &= ~7U;
 			} else if (bitfield) {
 				bits = bitfield;
@@ -298,9 +305,9 @@ int view::parse(const uint8_t *data, size_t size, std::string *why)
 	if (h.magic != MAGIC)
 		return fail(why, "invalid magic");
 	if (h.version != 1)
-		return fail(why, "unsupported version", -ENOTSUPP);
+		return fail(why, "unsupported version", -uapi::ENOTSUPP);
 	if (h.flags)
-		return fail(why, "unsupported flags", -ENOTSUPP);
+		return fail(why, "unsupported flags", -uapi::ENOTSUPP);
 	if (size == hdr_len)
 		return fail(why, "no data");
 	// The type and string sections must tile the rest, without gaps or overlap.

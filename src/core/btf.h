@@ -25,6 +25,12 @@ struct type_ref {
 	const uint8_t *extra; // the kind's records after struct btf_type
 };
 
+// What an INT type's 32-bit record says: its bits, their offset, and its encoding.
+struct int_data {
+	uint32_t bits, offset, encoding;
+};
+int_data int_of(const type_ref &t);
+
 // A checked blob: where each type starts. Type id i (1-based) is types[i - 1].
 class view {
 public:

@@ -155,6 +155,14 @@ bool on_pin_root_fs(const struct stat &st)
 	return S_ISREG(st.st_mode) && st.st_dev == root_dev;
 }
 
+int file_link(int fd, const std::string &path)
+{
+	std::string src = "/proc/self/fd/" + std::to_string(fd);
+	if (linkat(AT_FDCWD, src.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) != 0)
+		return -errno;
+	return 0;
+}
+
 int region_reopen(int fd, int mode)
 {
 	int fl = fcntl(fd, F_GETFL);

@@ -41,6 +41,10 @@ int file_stat(int fd, struct stat *st);
 // file is (pins are hard links there): most other fds are told apart without reading.
 bool on_pin_root_fs(const struct stat &st);
 
+// Give the file behind fd one more name, path (a hard link through /proc, so an unlinked
+// O_TMPFILE file can be named). 0 or -errno.
+int file_link(int fd, const std::string &path);
+
 // A machine-wide (pin-root-wide) map id, never 0.
 uint32_t next_map_id();
 uint32_t next_btf_id();

@@ -160,10 +160,10 @@ int array_map_check_btf(const uapi::map_create_attr &attr, const btf::type_ref *
 				       value.kind == btf::KIND_DATASEC
 			       ? 0
 			       : -EINVAL;
-	uint32_t enc;
-	memcpy(&enc, key->extra, sizeof(enc));
-	bool u32_int = key->kind == btf::KIND_INT && (enc & 0xff) == 32 && ((enc >> 16) & 0xff) == 0;
-	return u32_int ? 0 : -EINVAL;
+	if (key->kind != btf::KIND_INT)
+		return -EINVAL;
+	btf::int_data d = btf::int_of(*key);
+	return d.bits == 32 && d.offset == 0 ? 0 : -EINVAL;
 }
 
 // Over every element with its padding to the 8-byte stride, as the kernel hashes it.

@@ -83,7 +83,8 @@ const anon_inode &anon()
 			return r;
 		bpfmap::file_stat(fd, &r.st);
 		std::string path = "/proc/self/fdinfo/" + std::to_string(fd);
-		int info = real<int (*)(const char *, int, ...)>("open")(path.c_str(), O_RDONLY | O_CLOEXEC);
+		int info = real<int (*)(int, const char *, int, ...)>("openat")(AT_FDCWD, path.c_str(),
+										  O_RDONLY | O_CLOEXEC);
 		if (info >= 0) {
 			char buf[256];
 			ssize_t n = read(info, buf, sizeof(buf) - 1);
@@ -127,13 +128,11 @@ int fdinfo_file(int fd, int oflags)
 	return out;
 }
 
-bool is_ours(int fd) { return bpfmap::fd_is_map(fd) || bpfmap::btf_fd_id(fd) != 0; }
-
 // The fdinfo stand-in if path names a map or BTF fd's fdinfo; -2 if it does not.
 int open_fdinfo(const char *path, int oflags)
 {
 	int fd = proc_fd_path(path, "fdinfo");
-	if (fd < 0 || !is_ours(fd))
+	if (fd < 0 || !bpfmap::fd_is_bpf_object(fd))
 		return -2;
 	return fdinfo_file(fd, oflags);
 }
@@ -196,27 +195,7 @@ BPFMAP_API ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t n)
 	return real<ssize_t (*)(int, const char *, char *, size_t)>("readlinkat")(dirfd, path, buf, n);
 }
 
-BPFMAP_API int open(const char *path, int flags, ...)
-{
-	va_list ap;
-	va_start(ap, flags);
-	mode_t mode = open_mode(flags, ap);
-	va_end(ap);
-	int fd = open_fdinfo(path, flags);
-	if (fd != -2)
-		return fd;
-	return real<int (*)(const char *, int, ...)>("open")(path, flags, mode);
-}
-
-BPFMAP_API int open64(const char *path, int flags, ...)
-{
-	va_list ap;
-	va_start(ap, flags);
-	mode_t mode = open_mode(flags, ap);
-	va_end(ap);
-	return open(path, flags, mode);
-}
-
+// open() and open64() are openat() at the current directory, as glibc's own are.
 BPFMAP_API int openat(int dirfd, const char *path, int flags, ...)
 {
 	va_list ap;
@@ -236,6 +215,24 @@ BPFMAP_API int openat64(int dirfd, const char *path, int flags, ...)
 	mode_t mode = open_mode(flags, ap);
 	va_end(ap);
 	return openat(dirfd, path, flags, mode);
+}
+
+BPFMAP_API int open(const char *path, int flags, ...)
+{
+	va_list ap;
+	va_start(ap, flags);
+	mode_t mode = open_mode(flags, ap);
+	va_end(ap);
+	return openat(AT_FDCWD, path, flags, mode);
+}
+
+BPFMAP_API int open64(const char *path, int flags, ...)
+{
+	va_list ap;
+	va_start(ap, flags);
+	mode_t mode = open_mode(flags, ap);
+	va_end(ap);
+	return openat(AT_FDCWD, path, flags, mode);
 }
 
 // The entry points _FORTIFY_SOURCE builds call for open() without a mode.
@@ -262,7 +259,7 @@ BPFMAP_API FILE *fopen64(const char *path, const char *mode) { return fopen(path
 BPFMAP_API int fstat(int fd, struct stat *st)
 {
 	int ret = bpfmap::file_stat(fd, st);
-	if (ret == 0 && is_ours(fd))
+	if (ret == 0 && bpfmap::fd_is_bpf_object(fd))
 		stat_as_anon(st);
 	return ret;
 }

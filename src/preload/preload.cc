@@ -22,7 +22,6 @@
 #include <unistd.h>
 
 #include "bpfmap/bpfmap.h"
-#include "syscall/btf_obj.h"
 #include "syscall/syscall.h"
 #include "uapi/bpf_uapi.h"
 
@@ -66,14 +65,6 @@ bool names_fd(int cmd, const void *attr, unsigned size, int *fd)
 	return true;
 }
 
-bool is_bpfmap_fd(int fd)
-{
-	int saved = errno;
-	bool ours = bpfmap::fd_is_map(fd) || bpfmap::btf_fd_id(fd) != 0;
-	errno = saved;
-	return ours;
-}
-
 // Whether bpfmap serves this call; the rest goes to the kernel.
 bool served(int cmd, const void *attr, unsigned size)
 {
@@ -99,7 +90,7 @@ bool served(int cmd, const void *attr, unsigned size)
 	case u::OBJ_PIN:
 	case u::OBJ_GET_INFO_BY_FD: {
 		int fd;
-		return !names_fd(cmd, attr, size, &fd) || is_bpfmap_fd(fd);
+		return !names_fd(cmd, attr, size, &fd) || bpfmap::fd_is_bpf_object(fd);
 	}
 	default:
 		return false;

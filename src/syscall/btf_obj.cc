@@ -11,6 +11,7 @@
 #include "core/btf.h"
 #include "core/region.h"
 #include "syscall/mapid.h"
+#include "syscall/objtab.h"
 #include "syscall/uaccess.h"
 
 namespace bpfmap {
@@ -25,11 +26,6 @@ struct btf_obj_header {
 	uint32_t id;
 	uint32_t size;
 };
-
-bool fd_is_open(int fd) { return fcntl(fd, F_GETFD) >= 0; }
-
-// The kernel's rule for a token fd where bpfmap has no tokens.
-int token_errno(int fd) { return fd_is_open(fd) ? -EINVAL : -EBADF; }
 
 int read_header(int fd, btf_obj_header *h)
 {
@@ -78,8 +74,7 @@ long btf_create(const uint8_t *blob, uint32_t size)
 		return -ENOMEM;
 	}
 	// The caller's fd is read-only, as the kernel's BTF fds are.
-	std::string self = "/proc/self/fd/" + std::to_string(fd);
-	int ro = open(self.c_str(), O_RDONLY | O_CLOEXEC);
+	int ro = region_reopen(fd, O_RDONLY);
 	close(fd);
 	if (ro < 0)
 		return -ENOMEM;
@@ -94,7 +89,7 @@ long btf_load(const uapi::btf_load_attr &attr, bool bad_tail, void *uattr, unsig
 	if (bad_tail || (attr.btf_flags & ~uapi::BPF_F_TOKEN_FD))
 		return -EINVAL;
 	if (attr.btf_flags & uapi::BPF_F_TOKEN_FD)
-		return token_errno(attr.btf_token_fd);
+		return no_token_errno(attr.btf_token_fd);
 	if (attr.btf_size > btf::MAX_SIZE)
 		return -E2BIG;
 	bool has_buf = attr.btf_log_buf != 0;
@@ -120,7 +115,7 @@ long btf_get_fd_by_id(const uapi::id_attr &attr, bool bad_tail)
 	if (bad_tail || (attr.open_flags & ~uapi::BPF_F_TOKEN_FD))
 		return -EINVAL;
 	if (attr.open_flags & uapi::BPF_F_TOKEN_FD)
-		return token_errno(attr.fd_by_id_token_fd);
+		return no_token_errno(attr.fd_by_id_token_fd);
 	return id_open(id_table::btf, attr.map_id, O_RDONLY);
 }
 

@@ -83,8 +83,7 @@ void id_publish(id_table t, int fd, uint32_t id)
 {
 	// Lock first: a reaper must never see the new link unheld.
 	flock(fd, LOCK_SH);
-	std::string src = "/proc/self/fd/" + std::to_string(fd);
-	linkat(AT_FDCWD, src.c_str(), AT_FDCWD, id_path(t, id).c_str(), AT_SYMLINK_FOLLOW);
+	file_link(fd, id_path(t, id));
 }
 
 void id_hold(int fd) { flock(fd, LOCK_SH); }
@@ -137,9 +136,7 @@ int id_open(id_table t, uint32_t id, int mode)
 
 void btf_ref_by_map(int btf_fd, uint32_t btf_id, uint32_t map_id)
 {
-	std::string src = "/proc/self/fd/" + std::to_string(btf_fd);
-	linkat(AT_FDCWD, src.c_str(), AT_FDCWD, btf_ref_path(btf_id, map_id).c_str(),
-	       AT_SYMLINK_FOLLOW);
+	file_link(btf_fd, btf_ref_path(btf_id, map_id));
 }
 
 void map_id_publish(int fd, uint32_t id) { id_publish(id_table::map, fd, id); }

@@ -165,6 +165,8 @@ void map_put_later(bpf_map *map) { rcu_defer(put_cb, map); }
 
 } // namespace
 
+bool fd_is_open(int fd) { return fcntl(fd, F_GETFD) >= 0; }
+
 bpf_map *map_from_fd_cached(int fd, unsigned *denied)
 {
 	std::atomic<uintptr_t> *slot = fd_slot(fd, false);

@@ -37,6 +37,12 @@ inline int bpf_file_mode(uint32_t flags)
 					      : O_RDWR;
 }
 
+bool fd_is_open(int fd);
+
+// bpfmap has no BPF tokens: a token fd that is open is not one (EINVAL), a closed one is
+// EBADF, as the kernel's bpf_token_get_from_fd() answers.
+inline int no_token_errno(int fd) { return fd_is_open(fd) ? -EINVAL : -EBADF; }
+
 // The map behind fd, or nullptr with *err = -EBADF (no such fd) or -EINVAL (not a map).
 // *denied receives the FD_NO_* bits of the fd's open mode.
 bpf_map *map_from_fd(int fd, int *err, unsigned *denied);

@@ -121,10 +121,8 @@ long obj_pin(const uapi::obj_attr &attr, bool bad_tail)
 		return -ENOENT;
 	if (!p.in_bpffs)
 		return -EPERM;
-	std::string src = "/proc/self/fd/" + std::to_string(attr.bpf_fd);
-	if (linkat(AT_FDCWD, src.c_str(), AT_FDCWD, p.file.c_str(), AT_SYMLINK_FOLLOW) != 0)
-		return errno == EXDEV ? -EPERM : -errno; // a memfd region cannot be pinned
-	return 0;
+	err = file_link(static_cast<int>(attr.bpf_fd), p.file);
+	return err == -EXDEV ? -EPERM : err; // a memfd region cannot be pinned
 }
 
 long obj_get(const uapi::obj_attr &attr, bool bad_tail)

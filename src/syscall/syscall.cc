@@ -35,7 +35,7 @@ namespace {
 
 using uapi::bpf_attr;
 
-constexpr int ENOTSUPP = 524; // the kernel's internal "not supported", seen by user space
+using uapi::ENOTSUPP;
 
 // The kernel's CHECK_ATTR: every byte after the command's last field must be zero.
 // Word-wise, since it runs on every call: the bytes up to the next word boundary first.
@@ -118,7 +118,6 @@ int name_copy(char *dst, const char *src)
 // Map flags that describe an fd, not the map: they are not kept in map_flags.
 constexpr uint32_t FD_ONLY_FLAGS = uapi::BPF_F_RDONLY | uapi::BPF_F_WRONLY;
 
-bool fd_is_open(int fd) { return fcntl(fd, F_GETFD) >= 0; }
 
 // No device takes a map here. The kernel offloads only hash and array maps (EINVAL for the
 // rest), and answers EINVAL for a missing ifindex and for a device whose driver has a BPF
@@ -251,7 +250,7 @@ long map_create(bpf_attr &attr)
 	if (a.map_ifindex)
 		return offload_errno(a.map_type, a.map_ifindex);
 	if (token)
-		return fd_is_open(a.map_token_fd) ? -EINVAL : -EBADF; // no BPF tokens
+		return no_token_errno(a.map_token_fd);
 
 	size_t data_size;
 	if ((err = ops->map_mem_size(a, &data_size)))
@@ -699,6 +698,14 @@ bool fd_is_map(int fd)
 	rcu_guard g;
 	int err;
 	return map_from_fd(fd, &err) != nullptr;
+}
+
+bool fd_is_bpf_object(int fd)
+{
+	int saved = errno;
+	bool ours = fd_is_map(fd) || btf_fd_id(fd) != 0;
+	errno = saved;
+	return ours;
 }
 
 int map_show_fdinfo(int fd, std::string *out)

@@ -88,6 +88,9 @@ inline constexpr uint32_t BPF_F_ACCESS_MASK =
 
 inline constexpr unsigned OBJ_NAME_LEN = 16;
 
+// The kernel's internal "not supported" errno, which bpf(2) hands to user space as is.
+inline constexpr int ENOTSUPP = 524;
+
 // The kernel rejects attr sizes above one page and non-zero bytes past its own union.
 inline constexpr unsigned BPF_ATTR_MAX_USER_SIZE = 4096;
 
