@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <string>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -432,6 +433,9 @@ TEST_F(BtfDiff, InfoAndOpenById)
 		by_id[2] = 0;
 		by_id[0] = 0;
 		EXPECT_EQ(call(kernel, C_BTF_BY_ID, by_id, ATTR), -ENOENT) << "id 0";
+		errno = 0;
+		EXPECT_EQ(mmap(nullptr, 4096, PROT_READ, MAP_SHARED, fd, 0), MAP_FAILED);
+		EXPECT_EQ(errno, ENODEV) << "a BTF object cannot be mapped";
 	}
 }
 

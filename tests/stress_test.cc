@@ -7,6 +7,7 @@
 #include <csignal>
 #include <random>
 #include <set>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <thread>
 #include <vector>
@@ -437,6 +438,97 @@ TEST(Stress, KilledWritersNeverWedgeTheMap)
 	alarm(0);
 	EXPECT_EQ(count_keys(fd), max);
 	close(fd);
+}
+
+long freeze(int fd)
+{
+	u::bpf_attr a{};
+	a.elem.map_fd = static_cast<uint32_t>(fd);
+	return sys(u::MAP_FREEZE, a);
+}
+
+// Map writable, write through the mapping, check by a syscall write that the map is not
+// frozen under it, unmap; until a writable mapping is refused. Returns the violations.
+// Successful mappings so far, counted across processes.
+std::atomic<int> *mapped_count = [] {
+	void *p = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	return new (p) std::atomic<int>(0);
+}();
+
+int map_write_unmap_until_frozen(int fd, std::atomic<bool> *stop)
+{
+	int bad = 0;
+	const uint32_t key = 0;
+	const uint64_t val = 1;
+	while (!stop->load()) {
+		void *m = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (m == MAP_FAILED) {
+			bad += errno != EPERM; // frozen is the only reason to refuse
+			break;
+		}
+		static_cast<volatile char *>(m)[8] = 1;
+		mapped_count->fetch_add(1);
+		bad += update(fd, &key, &val) != 0; // EPERM here: frozen under a live mapping
+		munmap(m, 4096);
+		std::this_thread::yield();
+	}
+	return bad;
+}
+
+// Threads and processes map an mmapable array writable and unmap it in a loop while another
+// thread tries to freeze it. A freeze never succeeds while any mapping is alive, and once
+// it succeeded no writable mapping does; a process killed at any point holds nothing.
+TEST(Stress, FreezeNeverOverlapsAWritableMapping)
+{
+	for (int round = 0; round < 4 * SCALE; round++) {
+		int fd = map_create(u::MAP_TYPE_ARRAY, 4, 8, 1024, u::BPF_F_MMAPABLE);
+		ASSERT_GE(fd, 0);
+		// A child killed mid-loop: whatever it held goes with it.
+		pid_t killed = fork();
+		if (killed == 0) {
+			std::atomic<bool> never{false};
+			map_write_unmap_until_frozen(fd, &never);
+			_exit(0);
+		}
+		usleep(2000 + round * 1500);
+		kill(killed, SIGKILL);
+		waitpid(killed, nullptr, 0);
+		// A child that keeps going and reports its violations in its exit status.
+		pid_t child = fork();
+		if (child == 0) {
+			std::atomic<bool> never{false};
+			_exit(std::min(map_write_unmap_until_frozen(fd, &never), 100));
+		}
+		std::atomic<bool> stop{false};
+		std::atomic<int> bad{0};
+		std::vector<std::thread> mappers;
+		for (int t = 0; t < 2; t++)
+			mappers.emplace_back([&] { bad += map_write_unmap_until_frozen(fd, &stop); });
+		long err;
+		int busy = 0;
+		alarm(60); // a freeze that can never win would hang here
+		for (int start = mapped_count->load(); mapped_count->load() < start + 300;)
+			std::this_thread::yield(); // freeze while all three mappers are at it
+		while ((err = freeze(fd)) == -EBUSY) {
+			busy++;
+			std::this_thread::yield();
+		}
+		alarm(0);
+		EXPECT_EQ(err, 0);
+		stop = true;
+		for (std::thread &t : mappers)
+			t.join();
+		int status = 0;
+		waitpid(child, &status, 0);
+		EXPECT_TRUE(WIFEXITED(status));
+		EXPECT_EQ(WEXITSTATUS(status), 0) << "violations in the child";
+		EXPECT_EQ(bad.load(), 0);
+		void *m = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		EXPECT_EQ(m, MAP_FAILED);
+		EXPECT_EQ(errno, EPERM);
+		printf("round %d: freeze won after %d EBUSY\n", round, busy);
+		close(fd);
+	}
 }
 
 } // namespace

@@ -25,12 +25,18 @@ int region_map(int fd, size_t size, void **base);
 // Read the header of whatever file fd refers to; -EINVAL if it is not a map region.
 int region_read_header(int fd, map_header *hdr, size_t *size, dev_t *dev, ino_t *ino);
 
+// Unmapped with the raw syscall: the library's own mappings are not map mmaps a program
+// made, and the interposed munmap() must not see them.
 void region_unmap(void *base, size_t size);
 
 // The region file behind fd opened anew with access mode `mode` (O_RDONLY, O_WRONLY or
 // O_RDWR), close-on-exec; fd itself when it already has that mode. -EINVAL when fd is
 // not a regular file, -errno when it cannot be reopened.
 int region_reopen(int fd, int mode);
+
+// The file behind fd opened anew, always a description of its own (which region_reopen()
+// reuses when the mode already fits): -errno when it cannot be reopened.
+int file_reopen(int fd, int mode);
 
 // fstat() of fd straight from the kernel. The preload library interposes fstat() to show
 // a map fd as the kernel's anon inode, so the library's own code, which needs the region

@@ -1,9 +1,10 @@
 // close(), close_range(), closefrom(), dup2() and dup3() are interposed so that the fd cache in objtab.cc never
 // outlives the fd it describes: after the real call, the entry for the fd that was closed
-// or replaced is dropped. mmap() of a map fd gets the kernel's checks first (see
-// map_mmap_check). Everything else passes straight to the kernel.
+// or replaced is dropped. mmap(), munmap(), mremap() and mprotect() go through map_mmap.cc,
+// which checks and counts mappings of map fds. Everything else passes straight to the kernel.
 #include <cerrno>
 #include <climits>
+#include <cstdarg>
 #include <linux/close_range.h>
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -32,6 +33,7 @@ BPFMAP_API int close(int fd)
 	long ret = syscall(SYS_close, fd);
 	errno_keeper k;
 	bpfmap::fd_forget(fd);
+	bpfmap::map_mmap_fds_closed(fd, fd);
 	return static_cast<int>(ret);
 }
 
@@ -39,8 +41,10 @@ BPFMAP_API int dup3(int oldfd, int newfd, int flags)
 {
 	long ret = syscall(SYS_dup3, oldfd, newfd, flags);
 	errno_keeper k;
-	if (ret >= 0)
+	if (ret >= 0) {
 		bpfmap::fd_forget(newfd);
+		bpfmap::map_mmap_fds_closed(newfd, newfd);
+	}
 	return static_cast<int>(ret);
 }
 
@@ -48,9 +52,11 @@ BPFMAP_API int close_range(unsigned int first, unsigned int last, int flags)
 {
 	long ret = syscall(SYS_close_range, first, last, flags);
 	errno_keeper k;
-	if (ret == 0 && !(flags & CLOSE_RANGE_CLOEXEC) && first <= INT_MAX)
-		bpfmap::fds_forget(static_cast<int>(first),
-				   last > INT_MAX ? INT_MAX : static_cast<int>(last));
+	if (ret == 0 && !(flags & CLOSE_RANGE_CLOEXEC) && first <= INT_MAX) {
+		int hi = last > INT_MAX ? INT_MAX : static_cast<int>(last);
+		bpfmap::fds_forget(static_cast<int>(first), hi);
+		bpfmap::map_mmap_fds_closed(static_cast<int>(first), hi);
+	}
 	return static_cast<int>(ret);
 }
 
@@ -61,6 +67,7 @@ BPFMAP_API void closefrom(int lowfd)
 	if (syscall(SYS_close_range, lowfd, ~0U, 0) == 0) {
 		errno_keeper k;
 		bpfmap::fds_forget(lowfd, INT_MAX);
+		bpfmap::map_mmap_fds_closed(lowfd, INT_MAX);
 		return;
 	}
 	for (int fd = lowfd; fd < sysconf(_SC_OPEN_MAX); fd++) // kernels before close_range
@@ -76,19 +83,34 @@ BPFMAP_API int dup2(int oldfd, int newfd)
 
 BPFMAP_API void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
-	if (fd >= 0 && !(flags & MAP_ANONYMOUS)) {
-		int err = bpfmap::map_mmap_check(fd, len, prot, flags, off);
-		if (err) {
-			errno = -err;
-			return MAP_FAILED;
-		}
-	}
-	return reinterpret_cast<void *>(syscall(SYS_mmap, addr, len, prot, flags, fd, off));
+	return bpfmap::map_mmap(addr, len, prot, flags, fd, off);
 }
 
 BPFMAP_API void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
-	return mmap(addr, len, prot, flags, fd, off);
+	return bpfmap::map_mmap(addr, len, prot, flags, fd, off);
+}
+
+BPFMAP_API int munmap(void *addr, size_t len)
+{
+	return bpfmap::map_munmap(addr, len);
+}
+
+BPFMAP_API int mprotect(void *addr, size_t len, int prot)
+{
+	return bpfmap::map_mprotect(addr, len, prot);
+}
+
+BPFMAP_API void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
+{
+	void *new_addr = nullptr;
+	if (flags & MREMAP_FIXED) {
+		va_list ap;
+		va_start(ap, flags);
+		new_addr = va_arg(ap, void *);
+		va_end(ap);
+	}
+	return bpfmap::map_mremap(old, old_len, new_len, flags, new_addr);
 }
 
 } // extern "C"

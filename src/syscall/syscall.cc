@@ -412,41 +412,6 @@ long map_lookup_and_delete_elem(elem_args e)
 	return copy_to_user(e.value, buf.get(), bpf_map_value_size(map));
 }
 
-} // namespace
-
-int map_mmap_check(int fd, size_t len, int prot, int flags, long off)
-{
-	rcu_guard g;
-	unsigned denied;
-	bpf_map *map = map_from_fd_cached(fd, &denied);
-	if (!map || len == 0 || (off & (PAGE_SIZE - 1)))
-		return 0; // not ours, or the generic checks refuse it anyway
-	bool shared = (flags & MAP_TYPE) == MAP_SHARED || (flags & MAP_TYPE) == MAP_SHARED_VALIDATE;
-	bool write = prot & PROT_WRITE;
-	// The file's mode first, as do_mmap() checks it before the map sees the call.
-	if ((denied & FD_NO_READ) || (shared && write && (denied & FD_NO_WRITE)))
-		return -EACCES;
-	if (!map->ops->map_mmapable)
-		return -ENOTSUPP;
-	// do_mmap() makes a shared mapping of a file not open for writing a non-shared one,
-	// which the map then refuses.
-	if (!shared || (denied & FD_NO_WRITE))
-		return -EINVAL;
-	if (write && map->frozen())
-		return -EPERM;
-	if (write && (map->map_flags & uapi::BPF_F_RDONLY_PROG))
-		return -EACCES;
-	if (!map->ops->map_mmapable(map))
-		return -EINVAL;
-	// Only the values may be mapped, not the header page behind them.
-	size_t pages = (len + PAGE_SIZE - 1) / PAGE_SIZE;
-	if (off < 0 || static_cast<size_t>(off) / PAGE_SIZE + pages > map->hdr->data_size / PAGE_SIZE)
-		return -EINVAL;
-	return 0;
-}
-
-namespace {
-
 long map_freeze(bpf_attr &attr)
 {
 	if (attr_tail_nonzero(attr, uapi::end_of_map_fd))
@@ -460,10 +425,7 @@ long map_freeze(bpf_attr &attr)
 	// A frozen map's fds have lost their write permission, so a second freeze is EPERM.
 	if (write_denied(map, denied))
 		return -EPERM;
-	uint32_t was = 0;
-	if (!map->hdr->frozen.compare_exchange_strong(was, 1, std::memory_order_acq_rel))
-		return -EPERM;
-	return 0;
+	return map_freeze_exclusive(static_cast<int>(attr.elem.map_fd), map);
 }
 
 // Input fields of struct bpf_map_info (6.18): a buffer for the map's SHA-256, and its size.
