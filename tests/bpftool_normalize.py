@@ -3,6 +3,7 @@
 Map and BTF ids and memlock are each implementation's own. Between "## unordered" and
 "## ordered" lines, a dump's elements come in hash order, which follows the kernel's
 random seed: plain dumps are sorted as blocks that start at "key", JSON dumps as arrays.
+The "pinned" lines of `bpftool -f` follow directory order and are sorted wherever they run.
 Usage: bpftool_normalize.py <file> <pin dir>
 """
 import json
@@ -49,7 +50,20 @@ def main():
         else:
             pending.append(line)
     out += sorted_blocks(pending)
-    print("\n".join(out))
+    print("\n".join(sorted_pinned_runs(out)))
+
+
+def sorted_pinned_runs(lines):
+    out, run = [], []
+    for line in lines + [None]:
+        if line is not None and line.startswith("\tpinned "):
+            run.append(line)
+            continue
+        out += sorted(run)
+        run = []
+        if line is not None:
+            out.append(line)
+    return out
 
 
 main()

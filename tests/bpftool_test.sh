@@ -66,6 +66,7 @@ script() {
 		$bt map pin id "$id" "${p}_again" 2>&1 || echo "rc=$?"
 		$bt map show pinned "${p}_again" 2>&1 || echo "rc=$?"
 		$bt map pin pinned "$p" "${p}_again" 2>&1 || echo "rc=$?"
+		$bt -f map show pinned "$p" 2>&1 || echo "rc=$?"
 		$bt map freeze pinned "$p" 2>&1 || echo "rc=$?"
 		$bt map freeze pinned "$p" 2>&1 || echo "rc=$?"
 		$bt map show id "$id" 2>&1 || echo "rc=$?"

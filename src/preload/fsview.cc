@@ -9,14 +9,20 @@
 //   fstat(fd)                     -> the kernel's anon inode, as for any bpf object fd
 // and for absolute paths at or under /sys/fs/bpf, which stand for the pin root:
 //   statfs                        -> the pin root's file system, with bpffs's magic
-//   stat, lstat, access, mkdir, rmdir, unlink, unlinkat -> the same call on the pin root
+//   stat, lstat, access, mkdir, rmdir, unlink, unlinkat, opendir -> the same call on the
+//                                    pin root
+//   nftw                          -> a walk of the pin root that reports /sys/fs/bpf paths
+//                                    and hides bpfmap's own bookkeeping (bpftool -f finds
+//                                    pinned paths so)
 // Everything else goes on unchanged.
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <dirent.h>
 #include <dlfcn.h>
+#include <ftw.h>
 #include <fcntl.h>
 #include <string>
 #include <sys/eventfd.h>
@@ -171,6 +177,28 @@ struct bpffs_path {
 			path = file.c_str();
 	}
 };
+
+// One nftw() of the pin root standing for a bpffs path: the caller's callback, and how to
+// turn a pin-root path back into the path the caller asked about.
+using nftw_fn = int (*)(const char *, const struct stat *, int, struct FTW *);
+struct bpffs_walk {
+	nftw_fn fn;
+	size_t root_len;   // of the pin-root path walked
+	std::string shown; // the bpffs path it stands for
+};
+thread_local bpffs_walk *current_walk;
+
+int bpffs_walk_cb(const char *fpath, const struct stat *st, int type, struct FTW *ftw)
+{
+	bpffs_walk *w = current_walk;
+	const char *rel = fpath + w->root_len;
+	if (strstr(rel, "/.bpfmap-")) // ids, BTF references: not pins
+		return 0;
+	std::string shown = w->shown + rel;
+	struct FTW f = *ftw;
+	f.base = static_cast<int>(ftw->base - w->root_len + w->shown.size());
+	return w->fn(shown.c_str(), st, type, &f);
+}
 
 mode_t open_mode(int flags, va_list ap)
 {
@@ -348,6 +376,37 @@ BPFMAP_API int unlinkat(int dirfd, const char *path, int flags)
 {
 	bpffs_path p(path);
 	return real<int (*)(int, const char *, int)>("unlinkat")(dirfd, p.path, flags);
+}
+
+BPFMAP_API DIR *opendir(const char *path)
+{
+	bpffs_path p(path);
+	return real<DIR *(*)(const char *)>("opendir")(p.path);
+}
+
+BPFMAP_API int nftw(const char *dir, nftw_fn fn, int nopenfd, int flags)
+{
+	auto real_nftw = real<int (*)(const char *, nftw_fn, int, int)>("nftw");
+	// Without trailing slashes, so that the walked path and the shown one extend alike.
+	std::string shown = dir ? dir : "";
+	while (shown.size() > 1 && shown.back() == '/')
+		shown.pop_back();
+	bpffs_path p(shown.c_str());
+	if (!p.in_bpffs)
+		return real_nftw(dir, fn, nopenfd, flags);
+	bpffs_walk w{fn, strlen(p.path), shown};
+	bpffs_walk *outer = current_walk; // a callback may walk again
+	current_walk = &w;
+	int ret = real_nftw(p.path, bpffs_walk_cb, nopenfd, flags);
+	current_walk = outer;
+	return ret;
+}
+
+BPFMAP_API int nftw64(const char *dir, int (*fn)(const char *, const struct stat64 *, int, struct FTW *),
+		      int nopenfd, int flags)
+{
+	static_assert(sizeof(struct stat64) == sizeof(struct stat));
+	return nftw(dir, reinterpret_cast<nftw_fn>(fn), nopenfd, flags);
 }
 
 } // extern "C"
