@@ -50,6 +50,7 @@
 
 #include "core/hash.h"
 #include "core/lock.h"
+#include "core/lru_list.h"
 #include "core/map.h"
 #include "core/percpu.h"
 #include "core/registry.h"
@@ -98,6 +99,7 @@ struct htab_ctl {
 	uint32_t n_locks;
 	uint32_t n_elems;
 	uint32_t elem_size;
+	uint64_t lru_off; // LRU maps: the LRU lists (core/lru_list.h) behind the elements
 	alignas(64) std::atomic<uint64_t> free_head; // (aba << 32) | index
 	alignas(64) std::atomic<uint32_t> bump;
 	alignas(64) std::atomic<uint32_t> count;
@@ -118,6 +120,8 @@ struct bpf_htab : bpf_map {
 	bool percpu = false;
 	uint32_t pcpu_size = 0; // one CPU slot of a per-CPU value: round_up(value_size, 8)
 	uint32_t nr_cpus = 0;   // CPU slots of a per-CPU value
+	bool is_lru = false;    // elements come from and go back to the LRU, not the pool
+	bpf_lru lru;
 
 	htab_elem *elem(uint32_t idx) const
 	{
@@ -168,6 +172,10 @@ template <typename F> int find_slot(const uint64_t w[2], uint8_t tag, F &&hit)
 	}
 	return -1;
 }
+
+// LRU nodes of elements unlinked under a bucket lock, given back once it is released: the
+// LRU's locks come before bucket locks.
+thread_local std::vector<uint32_t> lru_unlinked;
 
 // ---- element pool --------------------------------------------------------------------
 
@@ -560,7 +568,7 @@ void htab_audit(bpf_htab *h)
 	for (uint32_t i = 0; i <= h->lock_mask; i++)
 		h->locks[i].lock();
 	if (c->needs_audit.load(std::memory_order_relaxed)) {
-		uint32_t used = std::min(c->bump.load(std::memory_order_relaxed), h->n_elems);
+		uint32_t used = h->is_lru ? h->n_elems : std::min(c->bump.load(std::memory_order_relaxed), h->n_elems);
 		std::vector<bool> live(used);
 		uint32_t count = 0;
 		auto mark = [&](uint32_t idx) {
@@ -587,15 +595,17 @@ void htab_audit(bpf_htab *h)
 				idx = h->elem(idx)->next.load(std::memory_order_relaxed);
 			}
 		}
+		// An LRU map's free elements are the LRU's: it keeps its own lists.
 		uint32_t head = NIL;
-		for (uint32_t idx = 0; idx < used; idx++) {
+		for (uint32_t idx = 0; idx < used && !h->is_lru; idx++) {
 			if (live[idx])
 				continue;
 			h->elem(idx)->next.store(head, std::memory_order_relaxed);
 			head = idx;
 		}
 		uint64_t old = c->free_head.load(std::memory_order_relaxed);
-		c->free_head.store(((old >> 32) + 1) << 32 | head, std::memory_order_release);
+		if (!h->is_lru)
+			c->free_head.store(((old >> 32) + 1) << 32 | head, std::memory_order_release);
 		c->count.store(count, std::memory_order_relaxed);
 		c->needs_audit.store(0, std::memory_order_release);
 	}
@@ -615,6 +625,11 @@ template <typename F> int with_bucket_locked(bpf_htab *h, uint32_t b, F &&fn)
 	}
 	if (__builtin_expect(h->ctl_->needs_audit.load(std::memory_order_acquire) != 0, 0))
 		htab_audit(h);
+	if (h->is_lru && !lru_unlinked.empty()) {
+		for (uint32_t idx : lru_unlinked)
+			lru_push_free(&h->lru, idx);
+		lru_unlinked.clear();
+	}
 	return ret;
 }
 
@@ -646,12 +661,16 @@ int htab_percpu_map_update_elem(bpf_map *map, const void *key, const void *value
 			   {value, static_cast<int>(this_cpu_slot(htab_of(map)->nr_cpus))}, flags);
 }
 
-// Take the element at p out of its bucket and give it back to the pool.
+// Take the element at p out of its bucket and give it back to the pool (or the LRU, once
+// the bucket is unlocked).
 void remove_at(bpf_htab *h, bucket *bk, const position &p)
 {
 	unlink_at(bk, p);
 	retire(p.e);
-	pool_push(h, p.e);
+	if (h->is_lru)
+		lru_unlinked.push_back(h->index_of(p.e));
+	else
+		pool_push(h, p.e);
 	h->ctl_->count.fetch_sub(1, std::memory_order_relaxed);
 }
 
@@ -682,6 +701,147 @@ int htab_map_lookup_and_delete_elem(bpf_map *map, const void *key, void *value, 
 	if (flags & uapi::BPF_F_LOCK)
 		return -EINVAL; // no bpf_spin_lock in values yet
 	return htab_remove(htab_of(map), key, value);
+}
+
+// ---- LRU -------------------------------------------------------------------------------
+//
+// LRU_HASH and LRU_PERCPU_HASH, as the kernel's htab_lru_* functions: elements come from
+// the LRU (core/lru_list.h), which may evict to supply one, and that happens before the
+// bucket lock is taken. Syscall lookups leave reference bits alone; the pointer lookups a
+// program makes set them.
+
+// Where element e sits in its (locked) bucket, found by identity; p.e is null if it is not
+// linked there.
+position locate(bpf_htab *h, bucket *bk, htab_elem *e)
+{
+	uint32_t idx = h->index_of(e);
+	uint64_t w[2] = {bk->tagw[0].load(std::memory_order_relaxed),
+			 bk->tagw[1].load(std::memory_order_relaxed)};
+	for (uint32_t i = 0; i < SLOTS; i++)
+		if (tag_at(w, i) && bk->slot[i].load(std::memory_order_relaxed) == idx)
+			return {e, static_cast<int>(i), nullptr};
+	htab_elem *prev = nullptr;
+	for (uint32_t x = chain_head(bk), steps = 0; !(x & NULLS_BIT) && x < h->n_elems && steps < h->n_elems;
+	     steps++) {
+		if (x == idx)
+			return {e, -1, prev};
+		prev = h->elem(x);
+		x = prev->next.load(std::memory_order_relaxed);
+	}
+	return {};
+}
+
+// The LRU evicts element idx: unlink it if it is still in the table. LRU locks are held,
+// so the bucket lock is taken directly; an audit a dead holder calls for waits for the
+// next writer that takes the lock the ordinary way.
+bool htab_lru_delete_node(void *arg, uint32_t idx)
+{
+	bpf_htab *h = static_cast<bpf_htab *>(arg);
+	htab_elem *e = h->elem(idx);
+	uint32_t b = e->hash.load(std::memory_order_relaxed) & h->bucket_mask;
+	bucket *bk = &h->buckets[b];
+	lock_guard g(h->locks[b & h->lock_mask]);
+	if (g.owner_died())
+		h->ctl_->needs_audit.store(1, std::memory_order_relaxed);
+	position p = locate(h, bk, e);
+	if (!p.e)
+		return false;
+	unlink_at(bk, p);
+	retire(e);
+	h->ctl_->count.fetch_sub(1, std::memory_order_relaxed);
+	return true;
+}
+
+void lru_give_back(bpf_htab *h, uint32_t idx)
+{
+	h->ctl_->count.fetch_sub(1, std::memory_order_relaxed);
+	lru_push_free(&h->lru, idx);
+}
+
+int htab_lru_update(bpf_htab *h, const void *key, value_src value, uint64_t flags)
+{
+	if (flags > uapi::BPF_EXIST)
+		return -EINVAL;
+	uint64_t hash = hash_key(key, h->key_size, h->seed);
+	// A per-CPU value of a key that exists is rewritten in place: BPF_EXIST takes no node.
+	uint32_t fresh = LRU_NIL, old = LRU_NIL;
+	if (!h->percpu || flags != uapi::BPF_EXIST) {
+		fresh = lru_pop_free(&h->lru);
+		if (fresh == LRU_NIL)
+			return -ENOMEM;
+		h->ctl_->count.fetch_add(1, std::memory_order_relaxed);
+		if (!h->percpu)
+			elem_fill(h, h->elem(fresh), hash, key, value);
+	}
+	int err = with_bucket_locked(h, static_cast<uint32_t>(hash) & h->bucket_mask, [&](bucket *bk) {
+		position p = locked_find(h, bk, hash, key);
+		if (p.e && flags == uapi::BPF_NOEXIST)
+			return -EEXIST;
+		if (!p.e && flags == uapi::BPF_EXIST)
+			return -ENOENT;
+		if (p.e && h->percpu) {
+			lru_set_ref(&h->lru, h->index_of(p.e));
+			elem_rewrite(h, p.e, value);
+			return 0;
+		}
+		htab_elem *e = h->elem(fresh);
+		if (h->percpu)
+			elem_fill(h, e, hash, key, value);
+		if (p.e) {
+			// The replacement was just used: it starts referenced.
+			lru_set_ref(&h->lru, fresh);
+			replace_at(h, bk, p, e);
+			retire(p.e);
+			old = h->index_of(p.e);
+		} else {
+			insert_new(h, bk, hash, e);
+		}
+		fresh = LRU_NIL;
+		return 0;
+	});
+	if (fresh != LRU_NIL)
+		lru_give_back(h, fresh);
+	if (old != LRU_NIL)
+		lru_give_back(h, old);
+	return err;
+}
+
+int htab_lru_map_update_elem(bpf_map *map, const void *key, const void *value, uint64_t flags)
+{
+	return htab_lru_update(htab_of(map), key, {value}, flags);
+}
+
+int htab_lru_percpu_map_update_elem(bpf_map *map, const void *key, const void *value, uint64_t flags)
+{
+	return htab_lru_update(htab_of(map), key,
+			       {value, static_cast<int>(this_cpu_slot(htab_of(map)->nr_cpus))}, flags);
+}
+
+htab_elem *lru_find_ref(bpf_htab *h, const void *key)
+{
+	htab_elem *e = htab_find(h, key, nullptr);
+	if (e)
+		lru_set_ref(&h->lru, h->index_of(e));
+	return e;
+}
+
+void *htab_lru_map_lookup_elem(bpf_map *map, const void *key)
+{
+	bpf_htab *h = htab_of(map);
+	htab_elem *e = lru_find_ref(h, key);
+	return e ? h->elem_value(e) : nullptr;
+}
+
+void *htab_lru_percpu_map_lookup_percpu_elem(bpf_map *map, const void *key, uint32_t slot)
+{
+	bpf_htab *h = htab_of(map);
+	htab_elem *e = lru_find_ref(h, key);
+	return e ? h->elem_value(e) + static_cast<size_t>(slot) * h->pcpu_size : nullptr;
+}
+
+void *htab_lru_percpu_map_lookup_elem(bpf_map *map, const void *key)
+{
+	return htab_lru_percpu_map_lookup_percpu_elem(map, key, this_cpu_slot(htab_of(map)->nr_cpus));
 }
 
 // ---- iteration -----------------------------------------------------------------------
@@ -1084,28 +1244,53 @@ int htab_map_lookup_and_delete_batch(bpf_map *map, const uapi::batch_attr &attr,
 // ---- creation ------------------------------------------------------------------------
 
 struct htab_geometry {
-	uint32_t n_buckets, n_locks, n_elems, elem_size;
-	uint64_t locks_off, buckets_off, elems_off, size;
+	uint32_t max_entries, n_buckets, n_locks, n_elems, elem_size;
+	uint64_t locks_off, buckets_off, elems_off, lru_off, size;
 };
 
-bool is_percpu(uint32_t map_type) { return map_type == uapi::MAP_TYPE_PERCPU_HASH; }
+bool is_percpu(uint32_t map_type)
+{
+	return map_type == uapi::MAP_TYPE_PERCPU_HASH || map_type == uapi::MAP_TYPE_LRU_PERCPU_HASH;
+}
 
-// nr_cpus: the value slots of a per-CPU map.
+bool is_lru(uint32_t map_type)
+{
+	return map_type == uapi::MAP_TYPE_LRU_HASH || map_type == uapi::MAP_TYPE_LRU_PERCPU_HASH;
+}
+
+// A per-CPU LRU gives every CPU the same number of elements: max_entries rounded up to a
+// multiple of the CPUs, or down when rounding up would overflow, as the kernel does.
+uint32_t effective_max_entries(const uapi::map_create_attr &attr, uint32_t nr_cpus)
+{
+	if (!(attr.map_flags & uapi::BPF_F_NO_COMMON_LRU))
+		return attr.max_entries;
+	uint64_t up = (static_cast<uint64_t>(attr.max_entries) + nr_cpus - 1) / nr_cpus * nr_cpus;
+	return up <= UINT32_MAX ? static_cast<uint32_t>(up) : attr.max_entries / nr_cpus * nr_cpus;
+}
+
+// nr_cpus: the possible CPUs (value slots of a per-CPU map, lists of a per-CPU LRU).
 htab_geometry geometry(const uapi::map_create_attr &attr, uint32_t nr_cpus)
 {
 	htab_geometry g;
-	bool percpu = is_percpu(attr.map_type);
-	g.n_buckets = roundup_pow2((static_cast<uint64_t>(attr.max_entries) + KEYS_PER_BUCKET - 1) /
+	bool percpu = is_percpu(attr.map_type), lru = is_lru(attr.map_type);
+	g.max_entries = effective_max_entries(attr, nr_cpus);
+	g.n_buckets = roundup_pow2((static_cast<uint64_t>(g.max_entries) + KEYS_PER_BUCKET - 1) /
 				   KEYS_PER_BUCKET);
 	g.n_locks = g.n_buckets < MAX_LOCKS ? g.n_buckets : MAX_LOCKS;
-	// Spares let a full map replace a key; per-CPU values are rewritten in place instead.
-	g.n_elems = attr.max_entries + (percpu ? 0 : g.n_locks);
+	// Spares let a full map replace a key; per-CPU values are rewritten in place instead,
+	// and an LRU map evicts.
+	g.n_elems = g.max_entries + (percpu || lru ? 0 : g.n_locks);
 	g.elem_size = static_cast<uint32_t>(sizeof(htab_elem) + round_up(attr.key_size, 8) +
 					    round_up(attr.value_size, 8) * (percpu ? nr_cpus : 1));
 	g.locks_off = 0;
 	g.buckets_off = round_up(g.n_locks * sizeof(shared_lock), 64);
 	g.elems_off = g.buckets_off + static_cast<uint64_t>(g.n_buckets) * sizeof(bucket);
 	g.size = g.elems_off + static_cast<uint64_t>(g.n_elems) * g.elem_size;
+	g.lru_off = 0;
+	if (lru) {
+		g.lru_off = round_up(g.size, 64);
+		g.size = g.lru_off + lru_size(g.n_elems, nr_cpus, attr.map_flags & uapi::BPF_F_NO_COMMON_LRU);
+	}
 	return g;
 }
 
@@ -1113,10 +1298,13 @@ int htab_map_alloc_check(const uapi::map_create_attr &attr)
 {
 	if (attr.map_flags & ~HTAB_CREATE_FLAG_MASK)
 		return -EINVAL;
-	bool percpu = is_percpu(attr.map_type);
-	if (attr.map_flags & uapi::BPF_F_NO_COMMON_LRU)
-		return -EINVAL; // LRU only
-	if (percpu && map_attr_numa_node(attr) != NUMA_NO_NODE)
+	bool percpu = is_percpu(attr.map_type), lru = is_lru(attr.map_type);
+	bool percpu_lru = attr.map_flags & uapi::BPF_F_NO_COMMON_LRU;
+	if (!lru && percpu_lru)
+		return -EINVAL;
+	if (lru && (attr.map_flags & uapi::BPF_F_NO_PREALLOC))
+		return -uapi::ENOTSUPP; // an LRU's elements are its nodes: always preallocated
+	if ((percpu || percpu_lru) && map_attr_numa_node(attr) != NUMA_NO_NODE)
 		return -EINVAL;
 	if (attr.max_entries == 0 || attr.key_size == 0 || attr.value_size == 0)
 		return -EINVAL;
@@ -1156,6 +1344,9 @@ void htab_map_attach(bpf_map *map)
 	h->nr_cpus = map->hdr->nr_cpus;
 	if (h->percpu)
 		map->uvalue_size = h->pcpu_size * h->nr_cpus;
+	h->is_lru = is_lru(map->map_type);
+	if (h->is_lru)
+		lru_attach(&h->lru, map->data + c->lru_off, htab_lru_delete_node, h);
 }
 
 void htab_map_init(bpf_map *map)
@@ -1165,7 +1356,9 @@ void htab_map_init(bpf_map *map)
 	attr.key_size = map->key_size;
 	attr.value_size = map->value_size;
 	attr.max_entries = map->max_entries;
+	attr.map_flags = map->map_flags;
 	htab_geometry g = geometry(attr, map->hdr->nr_cpus);
+	map->hdr->max_entries = map->max_entries = g.max_entries;
 	htab_ctl *c = map->ctl<htab_ctl>();
 	c->seed = (map->map_flags & uapi::BPF_F_ZERO_SEED)
 			  ? 0
@@ -1184,6 +1377,10 @@ void htab_map_init(bpf_map *map)
 	auto *buckets = reinterpret_cast<bucket *>(map->data + g.buckets_off);
 	for (uint32_t b = 0; b < g.n_buckets; b++)
 		set_chain_head(&buckets[b], NULLS_BIT | b);
+	c->lru_off = g.lru_off;
+	if (is_lru(map->map_type))
+		lru_init(map->data + g.lru_off, g.n_elems, map->hdr->nr_cpus,
+			 map->map_flags & uapi::BPF_F_NO_COMMON_LRU);
 }
 
 } // namespace
@@ -1225,6 +1422,58 @@ const bpf_map_ops htab_percpu_map_ops = {
 	.map_copy_value = htab_map_copy_value,
 	.map_update_elem = htab_percpu_map_update_elem,
 	.map_update_value = htab_map_update_elem,
+	.map_delete_elem = htab_map_delete_elem,
+	.map_get_next_key = htab_map_get_next_key,
+	.map_lookup_and_delete_elem = htab_map_lookup_and_delete_elem,
+	.map_lookup_batch = htab_map_lookup_batch,
+	.map_lookup_and_delete_batch = htab_map_lookup_and_delete_batch,
+	.map_update_batch = generic_map_update_batch,
+	.map_delete_batch = generic_map_delete_batch,
+	.map_push_elem = nullptr,
+	.map_pop_elem = nullptr,
+	.map_peek_elem = nullptr,
+	.map_mmapable = nullptr,
+	.map_check_btf = nullptr,
+	.map_get_hash = nullptr,
+};
+
+const bpf_map_ops htab_lru_map_ops = {
+	.map_alloc_check = htab_map_alloc_check,
+	.map_mem_size = htab_map_mem_size,
+	.map_alloc = htab_map_alloc,
+	.map_init = htab_map_init,
+	.map_attach = htab_map_attach,
+	.map_lookup_elem = htab_lru_map_lookup_elem,
+	.map_lookup_percpu_elem = nullptr,
+	.map_copy_value = htab_map_copy_value,
+	.map_update_elem = htab_lru_map_update_elem,
+	.map_update_value = htab_lru_map_update_elem,
+	.map_delete_elem = htab_map_delete_elem,
+	.map_get_next_key = htab_map_get_next_key,
+	.map_lookup_and_delete_elem = htab_map_lookup_and_delete_elem,
+	.map_lookup_batch = htab_map_lookup_batch,
+	.map_lookup_and_delete_batch = htab_map_lookup_and_delete_batch,
+	.map_update_batch = generic_map_update_batch,
+	.map_delete_batch = generic_map_delete_batch,
+	.map_push_elem = nullptr,
+	.map_pop_elem = nullptr,
+	.map_peek_elem = nullptr,
+	.map_mmapable = nullptr,
+	.map_check_btf = nullptr,
+	.map_get_hash = nullptr,
+};
+
+const bpf_map_ops htab_lru_percpu_map_ops = {
+	.map_alloc_check = htab_map_alloc_check,
+	.map_mem_size = htab_map_mem_size,
+	.map_alloc = htab_map_alloc,
+	.map_init = htab_map_init,
+	.map_attach = htab_map_attach,
+	.map_lookup_elem = htab_lru_percpu_map_lookup_elem,
+	.map_lookup_percpu_elem = htab_lru_percpu_map_lookup_percpu_elem,
+	.map_copy_value = htab_map_copy_value,
+	.map_update_elem = htab_lru_percpu_map_update_elem,
+	.map_update_value = htab_lru_map_update_elem,
 	.map_delete_elem = htab_map_delete_elem,
 	.map_get_next_key = htab_map_get_next_key,
 	.map_lookup_and_delete_elem = htab_map_lookup_and_delete_elem,

@@ -1,0 +1,109 @@
+// The LRU of BPF_MAP_TYPE_LRU_HASH and LRU_PERCPU_HASH: the kernel's bpf_lru_list, over a
+// shared region.
+//
+// Not a textbook LRU, but the kernel's approximation, step for step, so that the same
+// sequence of operations on one CPU evicts the same keys:
+// - Common LRU: one global list set (active, inactive, free) under one lock, and per CPU a
+//   local free list and a pending list (nodes handed out since the last flush). A CPU whose
+//   local free list is empty flushes its pending nodes into the global lists (referenced
+//   ones to active), rotates, and moves target_free nodes to its local free list, shrinking
+//   the inactive list (evicting unreferenced nodes from its tail) when the global free list
+//   runs short; only then does it steal from other CPUs' local lists.
+// - Per-CPU LRU (BPF_F_NO_COMMON_LRU): each CPU owns max_entries / nr_cpus nodes in a list
+//   set of its own; a pop rotates and, when that CPU's free list is empty, shrinks.
+// - A lookup sets a node's reference bit with a plain store when it is clear, no lock.
+//
+// Nodes and list heads are indices into one array of links (heads after the n nodes), so
+// the structure means the same in every process. Element n's node is node n: the hash
+// table owns the elements and evicts through the del_from_htab callback.
+//
+// Lock order: a CPU's local lock, then the global lock, then (in del_from_htab) a bucket
+// lock. A holder that dies leaves its list at worst with one node half moved: walks are
+// bounded and check every index, so no one loops or strays out of the array.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "core/lock.h"
+
+namespace bpfmap {
+
+inline constexpr uint32_t LRU_NIL = 0xffffffffu;
+
+// The kernel's list types; the first three are the global (or per-CPU) lists.
+enum lru_type : uint8_t {
+	LRU_ACTIVE = 0,
+	LRU_INACTIVE = 1,
+	LRU_FREE = 2,
+	LRU_LOCAL_FREE = 3,
+	LRU_LOCAL_PENDING = 4,
+};
+
+struct lru_node {
+	uint32_t prev, next;
+	std::atomic<uint8_t> type;
+	std::atomic<uint8_t> ref;
+	std::atomic<uint8_t> pending_free;
+	uint8_t pad;
+	uint16_t cpu; // the CPU whose local list (common) or list set (per-CPU) holds it
+};
+static_assert(sizeof(lru_node) == 16);
+
+// One list set: the common LRU's global lists, or one CPU's lists in a per-CPU LRU.
+struct alignas(64) lru_list {
+	shared_lock lock;
+	uint32_t head[3]; // indexed by LRU_ACTIVE, LRU_INACTIVE, LRU_FREE
+	uint32_t count[2]; // active and inactive nodes
+	uint32_t next_inactive_rotation;
+};
+
+// A CPU's local lists in a common LRU.
+struct alignas(64) lru_local {
+	shared_lock lock;
+	uint32_t free_head, pending_head;
+	uint32_t next_steal;
+};
+
+struct lru_shared {
+	uint32_t n_nodes;
+	uint32_t nr_cpus;
+	uint32_t percpu;
+	uint32_t target_free; // nodes a CPU takes into its local free list at a time
+	uint32_t nr_scans;    // nodes one rotation or shrink looks at
+	uint64_t lists_off, locals_off, nodes_off; // from the start of this struct
+};
+
+// A process's handle on an LRU region.
+struct bpf_lru {
+	lru_shared *sh = nullptr;
+	lru_list *lists = nullptr;
+	lru_local *locals = nullptr;
+	lru_node *nodes = nullptr;
+	uint32_t n_nodes = 0, nr_cpus = 0;
+	bool percpu = false;
+	// Unlink element idx from the hash table if it is still there (under its bucket lock).
+	bool (*del_from_htab)(void *arg, uint32_t idx) = nullptr;
+	void *del_arg = nullptr;
+};
+
+// Bytes an LRU of n nodes needs.
+size_t lru_size(uint32_t n, uint32_t nr_cpus, bool percpu);
+// Lay out a fresh region and put every node on a free list, as the kernel populates.
+void lru_init(void *mem, uint32_t n, uint32_t nr_cpus, bool percpu);
+void lru_attach(bpf_lru *lru, void *mem, bool (*del_from_htab)(void *, uint32_t), void *arg);
+
+// A free node for a new element, evicting if need be: LRU_NIL when none can be had.
+uint32_t lru_pop_free(bpf_lru *lru);
+// Give back the node of an element that was unlinked, or never linked.
+void lru_push_free(bpf_lru *lru, uint32_t idx);
+
+inline void lru_set_ref(bpf_lru *lru, uint32_t idx)
+{
+	std::atomic<uint8_t> &ref = lru->nodes[idx].ref;
+	if (!ref.load(std::memory_order_relaxed))
+		ref.store(1, std::memory_order_relaxed);
+}
+
+} // namespace bpfmap
