@@ -322,7 +322,7 @@ struct ctx {
 		}
 		// Nothing here or globally: steal from the CPUs' local lists, round robin from
 		// where this CPU stopped last time.
-		uint32_t first = loc->next_steal % lru->nr_cpus, steal = first;
+		uint32_t first = loc->next_steal.load(std::memory_order_relaxed) % lru->nr_cpus, steal = first;
 		do {
 			lru_local *victim = &lru->locals[steal];
 			{
@@ -333,7 +333,7 @@ struct ctx {
 			}
 			steal = (steal + 1) % lru->nr_cpus;
 		} while (x == LRU_NIL && steal != first);
-		loc->next_steal = steal;
+		loc->next_steal.store(steal, std::memory_order_relaxed);
 		if (x == LRU_NIL)
 			return LRU_NIL;
 		lru_guard g(loc->lock);
@@ -440,7 +440,7 @@ void lru_init(void *mem, uint32_t n, uint32_t nr_cpus, bool percpu)
 		locals[c].pending_head = next_head++;
 		L.init(locals[c].free_head);
 		L.init(locals[c].pending_head);
-		locals[c].next_steal = c;
+		locals[c].next_steal.store(c, std::memory_order_relaxed);
 	}
 	if (!percpu) {
 		for (uint32_t i = 0; i < n; i++) {

@@ -63,7 +63,7 @@ struct alignas(64) lru_list {
 struct alignas(64) lru_local {
 	shared_lock lock;
 	uint32_t free_head, pending_head;
-	uint32_t next_steal;
+	std::atomic<uint32_t> next_steal; // read and written unlocked, as in the kernel
 };
 
 struct lru_shared {
