@@ -52,10 +52,12 @@ struct config {
 	uint32_t type; // BPF_MAP_TYPE_{,PERCPU_}HASH or BPF_MAP_TYPE_{,PERCPU_}ARRAY
 	uint32_t entries, key_size, value_size;
 
-	bool hash() const { return type == BPF_MAP_TYPE_HASH || type == BPF_MAP_TYPE_PERCPU_HASH; }
+	bool hash() const { return type == BPF_MAP_TYPE_HASH || type == BPF_MAP_TYPE_PERCPU_HASH || lru(); }
+	bool lru() const { return type == BPF_MAP_TYPE_LRU_HASH || type == BPF_MAP_TYPE_LRU_PERCPU_HASH; }
 	bool percpu() const
 	{
-		return type == BPF_MAP_TYPE_PERCPU_HASH || type == BPF_MAP_TYPE_PERCPU_ARRAY;
+		return type == BPF_MAP_TYPE_PERCPU_HASH || type == BPF_MAP_TYPE_PERCPU_ARRAY ||
+		       type == BPF_MAP_TYPE_LRU_PERCPU_HASH;
 	}
 	// Bytes of a value in a syscall buffer.
 	uint32_t value_bytes() const
@@ -73,6 +75,8 @@ struct config {
 		const char *t = type == BPF_MAP_TYPE_HASH	 ? "HASH"
 				: type == BPF_MAP_TYPE_ARRAY	 ? "ARRAY"
 				: type == BPF_MAP_TYPE_PERCPU_HASH ? "PERCPU_HASH"
+				: type == BPF_MAP_TYPE_LRU_HASH ? "LRU_HASH"
+				: type == BPF_MAP_TYPE_LRU_PERCPU_HASH ? "LRU_PERCPU_HASH"
 								   : "PERCPU_ARRAY";
 		return std::string(t) + "/" +
 		       std::to_string(entries) + "/k" + std::to_string(key_size) + "v" +
@@ -127,7 +131,9 @@ int create_map(create_fn fn, const config &c, std::string *err)
 	a.map_type = c.type;
 	a.key_size = c.key_size;
 	a.value_size = c.value_size;
-	a.max_entries = c.entries;
+	// An LRU map gets room to spare, so that filling it with the fixture's keys evicts
+	// none of them even when the filling thread moves between CPUs.
+	a.max_entries = c.lru() ? 2 * c.entries : c.entries;
 	strncpy(a.map_name, "map_bench", sizeof(a.map_name) - 1);
 	long fd = fn(BPF_MAP_CREATE, &a, offsetof(union bpf_attr, map_extra) + 8);
 	if (fd < 0) {
@@ -272,7 +278,7 @@ fixture &get_fixture(const config &c)
 // ---- benchmarks ----------------------------------------------------------------------
 
 enum class path { ptr, copy, kernel };
-enum class op { lookup, update, delete_reinsert, lookup_batch };
+enum class op { lookup, update, delete_reinsert, lookup_batch, insert_evict };
 
 const char *path_name(path p)
 {
@@ -283,6 +289,7 @@ const char *op_name(op o)
 	return o == op::lookup	       ? "lookup"
 	       : o == op::update       ? "update"
 	       : o == op::lookup_batch ? "lookup_batch"
+	       : o == op::insert_evict ? "insert_evict"
 				       : "delete_reinsert";
 }
 
@@ -392,6 +399,25 @@ void run(benchmark::State &state, config c, op o, path p)
 		}
 		break;
 	}
+	case op::insert_evict: {
+		// Keys never seen before: once the LRU is full, every insert evicts one. Runs last
+		// for its map, since it evicts the fixture's keys.
+		static uint32_t next = 0x40000000;
+		std::vector<unsigned char> key(ks, 0);
+		for (auto _ : state) {
+			uint32_t k = mix32(next++);
+			memcpy(key.data(), &k, 4);
+			long r = p == path::ptr ? bpfmap_map_update_elem(f.handle, key.data(), val.data(), BPF_ANY)
+						: (a.key = reinterpret_cast<uintptr_t>(key.data()),
+						   a.value = reinterpret_cast<uintptr_t>(val.data()),
+						   fn(BPF_MAP_UPDATE_ELEM, &a, ELEM_ATTR_SIZE));
+			if (__builtin_expect(r != 0, 0)) {
+				ok = false;
+				break;
+			}
+		}
+		break;
+	}
 	case op::lookup_batch: {
 		// One call per iteration, BATCH elements asked for; the walk restarts at the end.
 		// Reported per element (ns_per_elem): a call returns whole buckets, so fewer.
@@ -442,9 +468,14 @@ void register_all()
 	}
 	configs.push_back({BPF_MAP_TYPE_PERCPU_HASH, 10000, 4, 8});
 	configs.push_back({BPF_MAP_TYPE_PERCPU_ARRAY, 10000, 4, 8});
+	configs.push_back({BPF_MAP_TYPE_LRU_HASH, 10000, 4, 8});
+	configs.push_back({BPF_MAP_TYPE_LRU_HASH, 1000000, 4, 8});
+	configs.push_back({BPF_MAP_TYPE_LRU_PERCPU_HASH, 10000, 4, 8});
 	for (const config &c : configs) {
-		for (op o : {op::lookup, op::update, op::delete_reinsert, op::lookup_batch}) {
+		for (op o : {op::lookup, op::update, op::delete_reinsert, op::lookup_batch, op::insert_evict}) {
 			if (o == op::delete_reinsert && !c.hash())
+				continue;
+			if (o == op::insert_evict && !c.lru())
 				continue;
 			for (path p : {path::kernel, path::copy, path::ptr}) {
 				if ((o == op::delete_reinsert || o == op::lookup_batch) && p == path::ptr)
