@@ -53,16 +53,69 @@ struct links {
 	}
 };
 
-// A lock taken on an LRU list; a dead previous holder may have left one node half moved,
-// which the bounded walks tolerate.
-using lru_guard = lock_guard;
+// A lock on an LRU list set; when its previous holder died, repair() relinks the set first.
+class lru_guard {
+public:
+	template <typename F> lru_guard(shared_lock &l, F &&repair) : l_(l)
+	{
+		if (l_.lock())
+			repair();
+	}
+	~lru_guard() { l_.unlock(); }
+	lru_guard(const lru_guard &) = delete;
+	lru_guard &operator=(const lru_guard &) = delete;
+
+private:
+	shared_lock &l_;
+};
 
 struct ctx {
 	bpf_lru *lru;
 	links L;
 	uint32_t nr_scans;
+	uint32_t local_cpu = 0; // the CPU whose local free list move_to_free(LRU_LOCAL_FREE) fills
 
 	explicit ctx(bpf_lru *l) : lru(l), L{l->nodes, l->n_nodes}, nr_scans(l->sh->nr_scans) {}
+
+	// An element's node: every walk stops at anything else (its own head, or, in a list
+	// a dead holder left half relinked, some other head).
+	bool is_elem(uint32_t i) const { return i < lru->n_elems; }
+
+	// Relink list set l from the node types: its nodes are those whose type is one of its
+	// lists (and, for a per-CPU set, whose cpu is its CPU). Order is lost, not membership.
+	void relink_list_set(lru_list *l, int cpu)
+	{
+		for (uint32_t t = 0; t < 3; t++)
+			L.init(l->head[t]);
+		l->count[0] = l->count[1] = 0;
+		l->next_inactive_rotation = l->head[LRU_INACTIVE];
+		for (uint32_t i = 0; i < lru->n_elems; i++) {
+			uint8_t t = node(i).type.load(std::memory_order_relaxed);
+			if (t > LRU_FREE || (cpu >= 0 && node(i).cpu != cpu))
+				continue;
+			L.add(i, l->head[t]);
+			count_inc(l, t);
+		}
+	}
+	void relink_local(lru_local *loc, uint32_t cpu)
+	{
+		L.init(loc->free_head);
+		L.init(loc->pending_head);
+		for (uint32_t i = 0; i < lru->n_elems; i++) {
+			uint8_t t = node(i).type.load(std::memory_order_relaxed);
+			if (node(i).cpu != cpu || (t != LRU_LOCAL_FREE && t != LRU_LOCAL_PENDING))
+				continue;
+			L.add(i, t == LRU_LOCAL_FREE ? loc->free_head : loc->pending_head);
+		}
+	}
+	auto global_repair(lru_list *l, int cpu)
+	{
+		return [this, l, cpu] { relink_list_set(l, cpu); };
+	}
+	auto local_repair(lru_local *loc, uint32_t cpu)
+	{
+		return [this, loc, cpu] { relink_local(loc, cpu); };
+	}
 
 	lru_node &node(uint32_t i) { return lru->nodes[i]; }
 	bool is_ref(uint32_t i) { return node(i).ref.load(std::memory_order_relaxed); }
@@ -97,6 +150,8 @@ struct ctx {
 			return;
 		step_cursor_off(l, i);
 		count_dec(l, node(i).type.load(std::memory_order_relaxed));
+		if (free_type == LRU_LOCAL_FREE)
+			node(i).cpu = static_cast<uint16_t>(local_cpu);
 		node(i).type.store(free_type, std::memory_order_relaxed);
 		node(i).pending_free.store(0, std::memory_order_relaxed);
 		L.move(i, free_list);
@@ -136,7 +191,7 @@ struct ctx {
 		uint32_t head = l->head[LRU_ACTIVE];
 		uint32_t first = L.next(head);
 		uint32_t i = 0;
-		for (uint32_t x = L.prev(head); x != head && L.ok(x);) {
+		for (uint32_t x = L.prev(head); is_elem(x);) {
 			uint32_t before = L.prev(x);
 			move(l, x, is_ref(x) ? LRU_ACTIVE : LRU_INACTIVE);
 			if (++i == nr_scans || x == first)
@@ -157,7 +212,7 @@ struct ctx {
 			last = L.next(last);
 		uint32_t cur = l->next_inactive_rotation, before = head;
 		uint32_t i = 0, steps = 0;
-		while (i < nr_scans && L.ok(cur) && ++steps <= max_steps()) {
+		while (i < nr_scans && (is_elem(cur) || cur == head) && ++steps <= max_steps()) {
 			if (cur == head) {
 				cur = L.prev(cur);
 				continue;
@@ -170,7 +225,7 @@ struct ctx {
 			cur = before;
 			i++;
 		}
-		l->next_inactive_rotation = L.ok(before) ? before : head;
+		l->next_inactive_rotation = is_elem(before) ? before : head;
 	}
 
 	// From the inactive tail: referenced nodes to active, the others evicted to free_list.
@@ -178,7 +233,7 @@ struct ctx {
 	{
 		uint32_t head = l->head[LRU_INACTIVE];
 		uint32_t done = 0, i = 0;
-		for (uint32_t x = L.prev(head); x != head && L.ok(x);) {
+		for (uint32_t x = L.prev(head); is_elem(x);) {
 			uint32_t before = L.prev(x);
 			if (is_ref(x) && !pending_free(x)) {
 				move(l, x, LRU_ACTIVE);
@@ -202,7 +257,7 @@ struct ctx {
 			return done;
 		uint32_t head = L.empty(l->head[LRU_INACTIVE]) ? l->head[LRU_ACTIVE] : l->head[LRU_INACTIVE];
 		uint32_t steps = 0;
-		for (uint32_t x = L.prev(head); x != head && L.ok(x) && ++steps <= max_steps();) {
+		for (uint32_t x = L.prev(head); is_elem(x) && ++steps <= max_steps();) {
 			uint32_t before = L.prev(x);
 			if (pending_free(x) || del_from_htab(x)) {
 				move_to_free(l, x, free_list, free_type);
@@ -224,7 +279,7 @@ struct ctx {
 	void flush_local(lru_list *l, lru_local *loc)
 	{
 		uint32_t head = loc->pending_head, steps = 0;
-		for (uint32_t x = L.prev(head); x != head && L.ok(x) && ++steps <= max_steps();) {
+		for (uint32_t x = L.prev(head); is_elem(x) && ++steps <= max_steps();) {
 			uint32_t before = L.prev(x);
 			if (pending_free(x))
 				move_in(l, x, LRU_FREE);
@@ -235,15 +290,16 @@ struct ctx {
 	}
 
 	// Refill a CPU's local free list from the global lists (its lock held).
-	void pop_free_to_local(lru_local *loc)
+	void pop_free_to_local(lru_local *loc, uint32_t cpu)
 	{
 		lru_list *l = &lru->lists[0];
-		lru_guard g(l->lock);
+		lru_guard g(l->lock, global_repair(l, -1));
+		local_cpu = cpu;
 		flush_local(l, loc);
 		rotate(l);
 		uint32_t target = lru->sh->target_free, got = 0;
 		uint32_t head = l->head[LRU_FREE], steps = 0;
-		for (uint32_t x = L.next(head); x != head && L.ok(x) && ++steps <= max_steps();) {
+		for (uint32_t x = L.next(head); is_elem(x) && ++steps <= max_steps();) {
 			uint32_t after = L.next(x);
 			move_to_free(l, x, loc->free_head, LRU_LOCAL_FREE);
 			if (++got == target)
@@ -257,7 +313,7 @@ struct ctx {
 	uint32_t local_pop_free(lru_local *loc)
 	{
 		uint32_t x = L.next(loc->free_head);
-		if (x == loc->free_head || !L.ok(x))
+		if (!is_elem(x))
 			return LRU_NIL;
 		L.del(x);
 		return x;
@@ -278,7 +334,7 @@ struct ctx {
 	{
 		for (bool force : {false, true}) {
 			uint32_t head = loc->pending_head, steps = 0;
-			for (uint32_t x = L.prev(head); x != head && L.ok(x) && ++steps <= max_steps(); x = L.prev(x)) {
+			for (uint32_t x = L.prev(head); is_elem(x) && ++steps <= max_steps(); x = L.prev(x)) {
 				if ((!is_ref(x) || force) && (pending_free(x) || del_from_htab(x))) {
 					L.del(x);
 					return x;
@@ -291,13 +347,13 @@ struct ctx {
 	uint32_t percpu_pop_free(uint32_t cpu)
 	{
 		lru_list *l = &lru->lists[cpu];
-		lru_guard g(l->lock);
+		lru_guard g(l->lock, global_repair(l, static_cast<int>(cpu)));
 		rotate(l);
 		uint32_t free_list = l->head[LRU_FREE];
 		if (L.empty(free_list))
 			shrink(l, PERCPU_FREE_TARGET, free_list, LRU_FREE);
 		uint32_t x = L.next(free_list);
-		if (x == free_list || !L.ok(x))
+		if (!is_elem(x))
 			return LRU_NIL;
 		clear_ref(x);
 		move(l, x, LRU_INACTIVE);
@@ -309,10 +365,10 @@ struct ctx {
 		lru_local *loc = &lru->locals[cpu];
 		uint32_t x;
 		{
-			lru_guard g(loc->lock);
+			lru_guard g(loc->lock, local_repair(loc, cpu));
 			x = local_pop_free(loc);
 			if (x == LRU_NIL) {
-				pop_free_to_local(loc);
+				pop_free_to_local(loc, cpu);
 				x = local_pop_free(loc);
 			}
 			if (x != LRU_NIL) {
@@ -326,17 +382,20 @@ struct ctx {
 		do {
 			lru_local *victim = &lru->locals[steal];
 			{
-				lru_guard g(victim->lock);
+				lru_guard g(victim->lock, local_repair(victim, steal));
 				x = local_pop_free(victim);
 				if (x == LRU_NIL)
 					x = local_pop_pending(victim);
+				// In no list set until it is on ours: no repair may claim it.
+				if (x != LRU_NIL)
+					node(x).type.store(LRU_STOLEN, std::memory_order_relaxed);
 			}
 			steal = (steal + 1) % lru->nr_cpus;
 		} while (x == LRU_NIL && steal != first);
 		loc->next_steal.store(steal, std::memory_order_relaxed);
 		if (x == LRU_NIL)
 			return LRU_NIL;
-		lru_guard g(loc->lock);
+		lru_guard g(loc->lock, local_repair(loc, cpu));
 		local_add_pending(loc, cpu, x);
 		return x;
 	}
@@ -349,7 +408,7 @@ struct ctx {
 		if (t == LRU_LOCAL_PENDING) {
 			uint32_t cpu = node(x).cpu < lru->nr_cpus ? node(x).cpu : 0;
 			lru_local *loc = &lru->locals[cpu];
-			lru_guard g(loc->lock);
+			lru_guard g(loc->lock, local_repair(loc, cpu));
 			if (node(x).type.load(std::memory_order_relaxed) == LRU_LOCAL_PENDING) {
 				node(x).type.store(LRU_LOCAL_FREE, std::memory_order_relaxed);
 				clear_ref(x);
@@ -358,7 +417,7 @@ struct ctx {
 			}
 		}
 		lru_list *l = &lru->lists[0];
-		lru_guard g(l->lock);
+		lru_guard g(l->lock, global_repair(l, -1));
 		move(l, x, LRU_FREE);
 	}
 
@@ -366,7 +425,7 @@ struct ctx {
 	{
 		uint32_t cpu = node(x).cpu < lru->nr_cpus ? node(x).cpu : 0;
 		lru_list *l = &lru->lists[cpu];
-		lru_guard g(l->lock);
+		lru_guard g(l->lock, global_repair(l, static_cast<int>(cpu)));
 		move(l, x, LRU_FREE);
 	}
 };
@@ -419,6 +478,7 @@ void lru_init(void *mem, uint32_t n, uint32_t nr_cpus, bool percpu)
 	auto *sh = static_cast<lru_shared *>(mem);
 	char *base = static_cast<char *>(mem);
 	uint32_t n_lists = percpu ? nr_cpus : 1, n_locals = percpu ? 0 : nr_cpus;
+	sh->n_elems = n;
 	sh->n_nodes = n + 3 * n_lists + 2 * n_locals;
 	sh->nr_cpus = nr_cpus;
 	sh->percpu = percpu;
@@ -466,6 +526,7 @@ void lru_attach(bpf_lru *lru, void *mem, bool (*del_from_htab)(void *, uint32_t)
 	lru->lists = reinterpret_cast<lru_list *>(base + sh->lists_off);
 	lru->locals = reinterpret_cast<lru_local *>(base + sh->locals_off);
 	lru->nodes = reinterpret_cast<lru_node *>(base + sh->nodes_off);
+	lru->n_elems = sh->n_elems;
 	lru->n_nodes = sh->n_nodes;
 	lru->nr_cpus = sh->nr_cpus;
 	lru->percpu = sh->percpu;

@@ -18,8 +18,13 @@
 // table owns the elements and evicts through the del_from_htab callback.
 //
 // Lock order: a CPU's local lock, then the global lock, then (in del_from_htab) a bucket
-// lock. A holder that dies leaves its list at worst with one node half moved: walks are
-// bounded and check every index, so no one loops or strays out of the array.
+// lock. A holder that dies can leave its lists half relinked. A node's type (and, for the
+// local lists and per-CPU sets, its cpu) always names the list set it belongs to, and
+// moves between list sets happen with both sets' locks held, so the next holder of a lock
+// whose owner died rebuilds that lock's lists from the node types (see relink_*). What is
+// lost is at most the node a dead process held between lists (a stolen node, or one popped
+// for an update that never linked it): one element of capacity per such death. Walks also
+// stop at any index that is not an element's node.
 #pragma once
 
 #include <atomic>
@@ -39,6 +44,7 @@ enum lru_type : uint8_t {
 	LRU_FREE = 2,
 	LRU_LOCAL_FREE = 3,
 	LRU_LOCAL_PENDING = 4,
+	LRU_STOLEN = 5, // taken from another CPU's local list, not yet on this CPU's
 };
 
 struct lru_node {
@@ -67,6 +73,7 @@ struct alignas(64) lru_local {
 };
 
 struct lru_shared {
+	uint32_t n_elems; // nodes that stand for elements; list heads come after them
 	uint32_t n_nodes;
 	uint32_t nr_cpus;
 	uint32_t percpu;
@@ -81,7 +88,7 @@ struct bpf_lru {
 	lru_list *lists = nullptr;
 	lru_local *locals = nullptr;
 	lru_node *nodes = nullptr;
-	uint32_t n_nodes = 0, nr_cpus = 0;
+	uint32_t n_elems = 0, n_nodes = 0, nr_cpus = 0;
 	bool percpu = false;
 	// Unlink element idx from the hash table if it is still there (under its bucket lock).
 	bool (*del_from_htab)(void *arg, uint32_t idx) = nullptr;
