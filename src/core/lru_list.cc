@@ -53,22 +53,6 @@ struct links {
 	}
 };
 
-// A lock on an LRU list set; when its previous holder died, repair() relinks the set first.
-class lru_guard {
-public:
-	template <typename F> lru_guard(shared_lock &l, F &&repair) : l_(l)
-	{
-		if (l_.lock())
-			repair();
-	}
-	~lru_guard() { l_.unlock(); }
-	lru_guard(const lru_guard &) = delete;
-	lru_guard &operator=(const lru_guard &) = delete;
-
-private:
-	shared_lock &l_;
-};
-
 struct ctx {
 	bpf_lru *lru;
 	links L;
@@ -80,6 +64,8 @@ struct ctx {
 	// An element's node: every walk stops at anything else (its own head, or, in a list
 	// a dead holder left half relinked, some other head).
 	bool is_elem(uint32_t i) const { return i < lru->n_elems; }
+
+	// The next two run under a lock whose previous holder died (lock_guard::owner_died()).
 
 	// Relink list set l from the node types: its nodes are those whose type is one of its
 	// lists (and, for a per-CPU set, whose cpu is its CPU). Order is lost, not membership.
@@ -107,14 +93,6 @@ struct ctx {
 				continue;
 			L.add(i, t == LRU_LOCAL_FREE ? loc->free_head : loc->pending_head);
 		}
-	}
-	auto global_repair(lru_list *l, int cpu)
-	{
-		return [this, l, cpu] { relink_list_set(l, cpu); };
-	}
-	auto local_repair(lru_local *loc, uint32_t cpu)
-	{
-		return [this, loc, cpu] { relink_local(loc, cpu); };
 	}
 
 	lru_node &node(uint32_t i) { return lru->nodes[i]; }
@@ -293,7 +271,9 @@ struct ctx {
 	void pop_free_to_local(lru_local *loc, uint32_t cpu)
 	{
 		lru_list *l = &lru->lists[0];
-		lru_guard g(l->lock, global_repair(l, -1));
+		lock_guard g(l->lock);
+		if (g.owner_died())
+			relink_list_set(l, -1);
 		local_cpu = cpu;
 		flush_local(l, loc);
 		rotate(l);
@@ -347,7 +327,9 @@ struct ctx {
 	uint32_t percpu_pop_free(uint32_t cpu)
 	{
 		lru_list *l = &lru->lists[cpu];
-		lru_guard g(l->lock, global_repair(l, static_cast<int>(cpu)));
+		lock_guard g(l->lock);
+		if (g.owner_died())
+			relink_list_set(l, static_cast<int>(cpu));
 		rotate(l);
 		uint32_t free_list = l->head[LRU_FREE];
 		if (L.empty(free_list))
@@ -365,7 +347,9 @@ struct ctx {
 		lru_local *loc = &lru->locals[cpu];
 		uint32_t x;
 		{
-			lru_guard g(loc->lock, local_repair(loc, cpu));
+			lock_guard g(loc->lock);
+			if (g.owner_died())
+				relink_local(loc, cpu);
 			x = local_pop_free(loc);
 			if (x == LRU_NIL) {
 				pop_free_to_local(loc, cpu);
@@ -382,7 +366,9 @@ struct ctx {
 		do {
 			lru_local *victim = &lru->locals[steal];
 			{
-				lru_guard g(victim->lock, local_repair(victim, steal));
+				lock_guard g(victim->lock);
+				if (g.owner_died())
+					relink_local(victim, steal);
 				x = local_pop_free(victim);
 				if (x == LRU_NIL)
 					x = local_pop_pending(victim);
@@ -395,7 +381,9 @@ struct ctx {
 		loc->next_steal.store(steal, std::memory_order_relaxed);
 		if (x == LRU_NIL)
 			return LRU_NIL;
-		lru_guard g(loc->lock, local_repair(loc, cpu));
+		lock_guard g(loc->lock);
+		if (g.owner_died())
+			relink_local(loc, cpu);
 		local_add_pending(loc, cpu, x);
 		return x;
 	}
@@ -408,7 +396,9 @@ struct ctx {
 		if (t == LRU_LOCAL_PENDING) {
 			uint32_t cpu = node(x).cpu < lru->nr_cpus ? node(x).cpu : 0;
 			lru_local *loc = &lru->locals[cpu];
-			lru_guard g(loc->lock, local_repair(loc, cpu));
+			lock_guard g(loc->lock);
+			if (g.owner_died())
+				relink_local(loc, cpu);
 			if (node(x).type.load(std::memory_order_relaxed) == LRU_LOCAL_PENDING) {
 				node(x).type.store(LRU_LOCAL_FREE, std::memory_order_relaxed);
 				clear_ref(x);
@@ -417,7 +407,9 @@ struct ctx {
 			}
 		}
 		lru_list *l = &lru->lists[0];
-		lru_guard g(l->lock, global_repair(l, -1));
+		lock_guard g(l->lock);
+		if (g.owner_died())
+			relink_list_set(l, -1);
 		move(l, x, LRU_FREE);
 	}
 
@@ -425,7 +417,9 @@ struct ctx {
 	{
 		uint32_t cpu = node(x).cpu < lru->nr_cpus ? node(x).cpu : 0;
 		lru_list *l = &lru->lists[cpu];
-		lru_guard g(l->lock, global_repair(l, static_cast<int>(cpu)));
+		lock_guard g(l->lock);
+		if (g.owner_died())
+			relink_list_set(l, static_cast<int>(cpu));
 		move(l, x, LRU_FREE);
 	}
 };

@@ -596,16 +596,17 @@ void htab_audit(bpf_htab *h)
 			}
 		}
 		// An LRU map's free elements are the LRU's: it keeps its own lists.
-		uint32_t head = NIL;
-		for (uint32_t idx = 0; idx < used && !h->is_lru; idx++) {
-			if (live[idx])
-				continue;
-			h->elem(idx)->next.store(head, std::memory_order_relaxed);
-			head = idx;
-		}
-		uint64_t old = c->free_head.load(std::memory_order_relaxed);
-		if (!h->is_lru)
+		if (!h->is_lru) {
+			uint32_t head = NIL;
+			for (uint32_t idx = 0; idx < used; idx++) {
+				if (live[idx])
+					continue;
+				h->elem(idx)->next.store(head, std::memory_order_relaxed);
+				head = idx;
+			}
+			uint64_t old = c->free_head.load(std::memory_order_relaxed);
 			c->free_head.store(((old >> 32) + 1) << 32 | head, std::memory_order_release);
+		}
 		c->count.store(count, std::memory_order_relaxed);
 		c->needs_audit.store(0, std::memory_order_release);
 	}

@@ -24,6 +24,13 @@ struct errno_keeper {
 	~errno_keeper() { errno = saved; }
 };
 
+// fds first..last were closed or replaced: drop what this process kept about them.
+void forget_closed(int first, int last)
+{
+	bpfmap::fds_forget(first, last);
+	bpfmap::map_mmap_fds_closed(first, last);
+}
+
 } // namespace
 
 extern "C" {
@@ -32,8 +39,7 @@ BPFMAP_API int close(int fd)
 {
 	long ret = syscall(SYS_close, fd);
 	errno_keeper k;
-	bpfmap::fd_forget(fd);
-	bpfmap::map_mmap_fds_closed(fd, fd);
+	forget_closed(fd, fd);
 	return static_cast<int>(ret);
 }
 
@@ -41,10 +47,8 @@ BPFMAP_API int dup3(int oldfd, int newfd, int flags)
 {
 	long ret = syscall(SYS_dup3, oldfd, newfd, flags);
 	errno_keeper k;
-	if (ret >= 0) {
-		bpfmap::fd_forget(newfd);
-		bpfmap::map_mmap_fds_closed(newfd, newfd);
-	}
+	if (ret >= 0)
+		forget_closed(newfd, newfd);
 	return static_cast<int>(ret);
 }
 
@@ -52,11 +56,8 @@ BPFMAP_API int close_range(unsigned int first, unsigned int last, int flags)
 {
 	long ret = syscall(SYS_close_range, first, last, flags);
 	errno_keeper k;
-	if (ret == 0 && !(flags & CLOSE_RANGE_CLOEXEC) && first <= INT_MAX) {
-		int hi = last > INT_MAX ? INT_MAX : static_cast<int>(last);
-		bpfmap::fds_forget(static_cast<int>(first), hi);
-		bpfmap::map_mmap_fds_closed(static_cast<int>(first), hi);
-	}
+	if (ret == 0 && !(flags & CLOSE_RANGE_CLOEXEC) && first <= INT_MAX)
+		forget_closed(static_cast<int>(first), last > INT_MAX ? INT_MAX : static_cast<int>(last));
 	return static_cast<int>(ret);
 }
 
@@ -66,8 +67,7 @@ BPFMAP_API void closefrom(int lowfd)
 		lowfd = 0;
 	if (syscall(SYS_close_range, lowfd, ~0U, 0) == 0) {
 		errno_keeper k;
-		bpfmap::fds_forget(lowfd, INT_MAX);
-		bpfmap::map_mmap_fds_closed(lowfd, INT_MAX);
+		forget_closed(lowfd, INT_MAX);
 		return;
 	}
 	for (int fd = lowfd; fd < sysconf(_SC_OPEN_MAX); fd++) // kernels before close_range

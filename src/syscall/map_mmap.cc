@@ -51,14 +51,10 @@ struct mapping {
 	bool maywrite; // mapped writable: may become writable again after mprotect
 };
 
-// The per-process writable-mapping hold on one map: the description carrying the read lock.
-struct write_hold {
-	int fd;
-};
-
 std::mutex table_lock;
 std::vector<mapping> mappings;
-std::map<map_key, write_hold> holds;
+// Per map this process maps writable: the description that carries its read lock.
+std::map<map_key, int> holds;
 // Lets munmap() of memory that is not a map skip the lock.
 std::atomic<bool> have_mappings{false};
 
@@ -115,7 +111,7 @@ int hold_writable(int fd, const map_key &map)
 		close_own(lfd);
 		return err;
 	}
-	holds[map] = write_hold{lfd};
+	holds[map] = lfd;
 	return 0;
 }
 
@@ -130,7 +126,7 @@ void release_unneeded_holds()
 			++it;
 			continue;
 		}
-		close_own(it->second.fd); // the lock goes with our description
+		close_own(it->second); // the lock goes with our description
 		it = holds.erase(it);
 	}
 	have_mappings.store(!mappings.empty(), std::memory_order_relaxed);
@@ -349,7 +345,7 @@ void map_mmap_fds_closed(int first, int last)
 	// it rather than close whatever gets that number next. The lock now lasts as long as
 	// other processes sharing the description keep it.
 	for (auto it = holds.begin(); it != holds.end();)
-		it = it->second.fd >= first && it->second.fd <= last ? holds.erase(it) : std::next(it);
+		it = it->second >= first && it->second <= last ? holds.erase(it) : std::next(it);
 }
 
 int map_freeze_exclusive(int fd, bpf_map *map)
