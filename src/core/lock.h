@@ -1,25 +1,47 @@
 // Process-shared locks that live in a map's region.
 //
-// A writer that dies while holding one must not wedge the others: the lock is a robust,
-// process-shared pthread mutex, so the kernel marks it owner-dead when its holder exits and
-// the next locker takes it over. Every structure guarded by one is written so that it is
-// consistent at each instruction (publish with one store); lock() tells the new owner that
-// its predecessor died, so it can reclaim what the dead writer held (see hashtab.cc).
+// A writer that dies while holding one must not wedge the others, so the lock takes part in
+// the kernel's robust-futex protocol: the lock word holds the holder's thread id, and while
+// held the lock is linked into the holder's robust list (the one the C library registered
+// with set_robust_list). When a thread exits, the kernel walks that list and marks each lock
+// still held by it FUTEX_OWNER_DIED; the next locker takes it over and is told so, so it can
+// reclaim what the dead writer held (see hashtab.cc, lru_list.cc). Every structure guarded by
+// one is written so that it is consistent at each instruction (publish with one store).
+//
+// Why not a robust pthread mutex: its unlock is an atomic exchange, ours a plain release
+// store, which halves the cost of an uncontended lock/unlock pair (the LRU update takes
+// three). The price is that an unlocker cannot see a waiter that went to sleep in the same
+// instant; a sleeper therefore also wakes on a short timeout (see lock.cc).
 #pragma once
 
-#include <pthread.h>
+#include <atomic>
+#include <cstdint>
 
 namespace bpfmap {
 
+// The kernel's struct robust_list: one link of a thread's robust list.
+struct robust_link {
+	robust_link *next;
+};
+
 struct alignas(64) shared_lock {
-	pthread_mutex_t mutex;
+	// 0 when free, else the holder's tid; FUTEX_OWNER_DIED once the kernel saw it die.
+	std::atomic<uint32_t> word;
+	std::atomic<uint32_t> sleepers; // threads waiting in futex_wait on word
+	uint32_t reserved[4];
+	// The holder's robust list links. The kernel finds word at link + futex_offset, the C
+	// library's list neighbours update prev: the layout of a pthread mutex's lock word and
+	// list links, which is what the registered futex_offset describes.
+	robust_link *prev;
+	robust_link link;
 
 	// Called once, on a region nobody else can see yet.
 	void init();
 	// True when the previous holder died holding the lock.
 	bool lock();
-	void unlock() { pthread_mutex_unlock(&mutex); }
+	void unlock();
 };
+static_assert(sizeof(shared_lock) == 64);
 
 class lock_guard {
 public:
