@@ -96,8 +96,8 @@ struct ctx {
 	}
 
 	lru_node &node(uint32_t i) { return lru->nodes[i]; }
-	bool is_ref(uint32_t i) { return node(i).ref.load(std::memory_order_relaxed); }
-	void clear_ref(uint32_t i) { node(i).ref.store(0, std::memory_order_relaxed); }
+	bool is_ref(uint32_t i) { return lru_ref(lru, i).load(std::memory_order_relaxed); }
+	void clear_ref(uint32_t i) { lru_ref(lru, i).store(0, std::memory_order_relaxed); }
 	bool pending_free(uint32_t i) { return node(i).pending_free.load(std::memory_order_relaxed); }
 	bool del_from_htab(uint32_t i) { return lru->del_from_htab(lru->del_arg, i); }
 	// Walks that may cover a whole list stop after this many steps.
@@ -455,7 +455,6 @@ void init_node_free(lru_node &x, uint16_t cpu)
 {
 	x.type.store(LRU_FREE, std::memory_order_relaxed);
 	x.pending_free.store(0, std::memory_order_relaxed);
-	x.ref.store(0, std::memory_order_relaxed);
 	x.cpu = cpu;
 }
 
@@ -512,7 +511,8 @@ void lru_init(void *mem, uint32_t n, uint32_t nr_cpus, bool percpu)
 	}
 }
 
-void lru_attach(bpf_lru *lru, void *mem, bool (*del_from_htab)(void *, uint32_t), void *arg)
+void lru_attach(bpf_lru *lru, void *mem, char *ref_base, size_t ref_stride,
+		bool (*del_from_htab)(void *, uint32_t), void *arg)
 {
 	auto *sh = static_cast<lru_shared *>(mem);
 	char *base = static_cast<char *>(mem);
@@ -524,6 +524,8 @@ void lru_attach(bpf_lru *lru, void *mem, bool (*del_from_htab)(void *, uint32_t)
 	lru->n_nodes = sh->n_nodes;
 	lru->nr_cpus = sh->nr_cpus;
 	lru->percpu = sh->percpu;
+	lru->ref_base = ref_base;
+	lru->ref_stride = ref_stride;
 	lru->del_from_htab = del_from_htab;
 	lru->del_arg = arg;
 }

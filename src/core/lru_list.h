@@ -12,6 +12,8 @@
 // - Per-CPU LRU (BPF_F_NO_COMMON_LRU): each CPU owns max_entries / nr_cpus nodes in a list
 //   set of its own; a pop rotates and, when that CPU's free list is empty, shrinks.
 // - A lookup sets a node's reference bit with a plain store when it is clear, no lock.
+//   The bit lives in the element (ref_base + idx * ref_stride), the cache line the lookup
+//   has just read, not in the node.
 //
 // Nodes and list heads are indices into one array of links (heads after the n nodes), so
 // the structure means the same in every process. Element n's node is node n: the hash
@@ -50,9 +52,8 @@ enum lru_type : uint8_t {
 struct lru_node {
 	uint32_t prev, next;
 	std::atomic<uint8_t> type;
-	std::atomic<uint8_t> ref;
 	std::atomic<uint8_t> pending_free;
-	uint8_t pad;
+	uint8_t pad[2];
 	uint16_t cpu; // the CPU whose local list (common) or list set (per-CPU) holds it
 };
 static_assert(sizeof(lru_node) == 16);
@@ -90,6 +91,8 @@ struct bpf_lru {
 	lru_node *nodes = nullptr;
 	uint32_t n_elems = 0, n_nodes = 0, nr_cpus = 0;
 	bool percpu = false;
+	char *ref_base = nullptr; // element idx's reference bit: ref_base + idx * ref_stride
+	size_t ref_stride = 0;
 	// Unlink element idx from the hash table if it is still there (under its bucket lock).
 	bool (*del_from_htab)(void *arg, uint32_t idx) = nullptr;
 	void *del_arg = nullptr;
@@ -99,18 +102,18 @@ struct bpf_lru {
 size_t lru_size(uint32_t n, uint32_t nr_cpus, bool percpu);
 // Lay out a fresh region and put every node on a free list, as the kernel populates.
 void lru_init(void *mem, uint32_t n, uint32_t nr_cpus, bool percpu);
-void lru_attach(bpf_lru *lru, void *mem, bool (*del_from_htab)(void *, uint32_t), void *arg);
+void lru_attach(bpf_lru *lru, void *mem, char *ref_base, size_t ref_stride,
+		bool (*del_from_htab)(void *, uint32_t), void *arg);
 
 // A free node for a new element, evicting if need be: LRU_NIL when none can be had.
 uint32_t lru_pop_free(bpf_lru *lru);
 // Give back the node of an element that was unlinked, or never linked.
 void lru_push_free(bpf_lru *lru, uint32_t idx);
 
-inline void lru_set_ref(bpf_lru *lru, uint32_t idx)
+// Element idx's reference bit. A lookup sets it with a plain store when it is clear.
+inline std::atomic<uint8_t> &lru_ref(const bpf_lru *lru, uint32_t idx)
 {
-	std::atomic<uint8_t> &ref = lru->nodes[idx].ref;
-	if (!ref.load(std::memory_order_relaxed))
-		ref.store(1, std::memory_order_relaxed);
+	return *reinterpret_cast<std::atomic<uint8_t> *>(lru->ref_base + idx * lru->ref_stride);
 }
 
 } // namespace bpfmap

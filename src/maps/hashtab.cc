@@ -86,9 +86,18 @@ struct htab_elem {
 	std::atomic<uint32_t> seq;
 	std::atomic<uint32_t> next; // overflow chain or free list
 	std::atomic<uint32_t> hash; // low 32 bits of the key's hash
-	uint32_t pad;
+	std::atomic<uint8_t> lru_ref; // LRU maps: the reference bit (core/lru_list.h)
+	uint8_t pad[3];
 	// key, rounded up to 8, then value
 };
+
+// An LRU lookup's mark: a plain store, and only when the bit is clear, so that hot
+// elements' cache lines stay shared between CPUs.
+void mark_referenced(htab_elem *e)
+{
+	if (!e->lru_ref.load(std::memory_order_relaxed))
+		e->lru_ref.store(1, std::memory_order_relaxed);
+}
 
 struct htab_ctl {
 	uint64_t seed;
@@ -781,7 +790,7 @@ int htab_lru_update(bpf_htab *h, const void *key, value_src value, uint64_t flag
 		if (!p.e && flags == uapi::BPF_EXIST)
 			return -ENOENT;
 		if (p.e && h->percpu) {
-			lru_set_ref(&h->lru, h->index_of(p.e));
+			mark_referenced(p.e);
 			elem_rewrite(h, p.e, value);
 			return 0;
 		}
@@ -790,7 +799,7 @@ int htab_lru_update(bpf_htab *h, const void *key, value_src value, uint64_t flag
 			elem_fill(h, e, hash, key, value);
 		if (p.e) {
 			// The replacement was just used: it starts referenced.
-			lru_set_ref(&h->lru, fresh);
+			mark_referenced(e);
 			replace_at(h, bk, p, e);
 			retire(p.e);
 			old = h->index_of(p.e);
@@ -822,7 +831,7 @@ htab_elem *lru_find_ref(bpf_htab *h, const void *key)
 {
 	htab_elem *e = htab_find(h, key, nullptr);
 	if (e)
-		lru_set_ref(&h->lru, h->index_of(e));
+		mark_referenced(e);
 	return e;
 }
 
@@ -1347,7 +1356,9 @@ void htab_map_attach(bpf_map *map)
 		map->uvalue_size = h->pcpu_size * h->nr_cpus;
 	h->is_lru = is_lru(map->map_type);
 	if (h->is_lru)
-		lru_attach(&h->lru, map->data + c->lru_off, htab_lru_delete_node, h);
+		lru_attach(&h->lru, map->data + c->lru_off,
+			   h->elems + offsetof(htab_elem, lru_ref), h->elem_size,
+			   htab_lru_delete_node, h);
 }
 
 void htab_map_init(bpf_map *map)
