@@ -69,6 +69,17 @@ BPFMAP_API long bpfmap_map_update_elem(struct bpfmap_map *map, const void *key, 
 /* Like the bpf_map_delete_elem() helper: 0 or -errno. */
 BPFMAP_API long bpfmap_map_delete_elem(struct bpfmap_map *map, const void *key);
 
+/* Queue, stack and bloom filter maps, like the helpers of the same names: 0 or -errno.
+ * push: flags 0 (BPF_ANY) or, for a queue or stack, BPF_EXIST, which drops the oldest value
+ * of a full map to make room (else -E2BIG). pop (queue and stack) and peek copy value_size
+ * bytes out, or zero them and return -ENOENT when the map is empty; a bloom filter's peek
+ * reads the value and answers 0 (maybe present) or -ENOENT (certainly absent). Other map
+ * types, and pop on a bloom filter: -EINVAL (the kernel's verifier refuses such programs).
+ * push and pop on a BPF_F_RDONLY_PROG map: -EACCES. */
+BPFMAP_API long bpfmap_map_push_elem(struct bpfmap_map *map, const void *value, uint64_t flags);
+BPFMAP_API long bpfmap_map_pop_elem(struct bpfmap_map *map, void *value);
+BPFMAP_API long bpfmap_map_peek_elem(struct bpfmap_map *map, void *value);
+
 #ifdef __cplusplus
 }
 #endif

@@ -26,6 +26,11 @@ enum map_type : uint32_t {
 	MAP_ARRAY = 2,
 	MAP_PERCPU_HASH = 5,
 	MAP_PERCPU_ARRAY = 6,
+	MAP_LRU_HASH = 9,
+	MAP_LRU_PERCPU_HASH = 10,
+	MAP_QUEUE = 22,
+	MAP_STACK = 23,
+	MAP_BLOOM_FILTER = 30,
 };
 enum update_flags : uint64_t {
 	ANY = 0,
@@ -40,6 +45,7 @@ struct MapSpec {
 	uint32_t max_entries = 0;
 	uint32_t flags = 0;
 	std::string name;
+	uint64_t map_extra = 0; // a bloom filter's number of hash functions (0: the default, 5)
 };
 
 struct MapInfo {
@@ -69,7 +75,11 @@ public:
 	// Bytes that lookup() and update() copy: value_size(), or for a per-CPU map
 	// round_up(value_size(), 8) for each of bpfmap_num_possible_cpus() CPUs, in CPU order.
 	uint32_t value_bytes() const { return value_bytes_; }
-	bool percpu() const { return type_ == MAP_PERCPU_HASH || type_ == MAP_PERCPU_ARRAY; }
+	bool percpu() const
+	{
+		return type_ == MAP_PERCPU_HASH || type_ == MAP_PERCPU_ARRAY ||
+		       type_ == MAP_LRU_PERCPU_HASH;
+	}
 	int info(MapInfo &out) const;
 
 	int lookup(const void *key, void *value) const;
@@ -85,6 +95,14 @@ public:
 	int next_key(const void *key, void *next) const;
 	int pin(const std::string &path) const;
 	int freeze();
+
+	// Queue, stack and bloom filter, program-side like lookup_ptr() (no fd permission or
+	// frozen checks): push a value (flags ANY, or EXIST to drop the oldest value of a full
+	// queue or stack); pop or peek the next value (ENOENT when empty); a bloom filter's
+	// peek answers 0 (maybe present) or ENOENT for the value it is given.
+	int push(const void *value, uint64_t flags = ANY);
+	int pop(void *value);
+	int peek(void *value) const;
 
 	// Range-for over the keys, in the map's get_next_key order.
 	class BPFMAP_API key_iterator {

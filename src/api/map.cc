@@ -97,6 +97,7 @@ int Map::create(const MapSpec &spec, Map &out)
 	attr.map_create.value_size = spec.value_size;
 	attr.map_create.max_entries = spec.max_entries;
 	attr.map_create.map_flags = spec.flags;
+	attr.map_create.map_extra = spec.map_extra;
 	if (spec.name.size() >= uapi::OBJ_NAME_LEN)
 		return EINVAL;
 	memcpy(attr.map_create.map_name, spec.name.data(), spec.name.size());
@@ -151,6 +152,15 @@ int Map::lookup(std::span<const std::byte> key, std::span<std::byte> value) cons
 }
 
 void *Map::lookup_ptr(const void *key) const { return bpfmap_map_lookup_elem(map_, key); }
+
+int Map::push(const void *value, uint64_t flags)
+{
+	return static_cast<int>(-bpfmap_map_push_elem(map_, value, flags));
+}
+
+int Map::pop(void *value) { return static_cast<int>(-bpfmap_map_pop_elem(map_, value)); }
+
+int Map::peek(void *value) const { return static_cast<int>(-bpfmap_map_peek_elem(map_, value)); }
 
 int Map::update(const void *key, const void *value, uint64_t flags)
 {

@@ -1,8 +1,10 @@
-// Key hashing for the hash family: xxHash's XXH3 with a per-map seed.
+// Key hashing for the hash family: xxHash's XXH3 with a per-map seed. And the kernel's
+// jhash (Bob Jenkins' lookup3), where a map must set the very bits the kernel's sets.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -12,6 +14,88 @@ namespace bpfmap {
 inline uint64_t hash_key(const void *key, size_t len, uint64_t seed)
 {
 	return XXH3_64bits_withSeed(key, len, seed);
+}
+
+namespace jhash_detail {
+
+constexpr uint32_t INITVAL = 0xdeadbeef;
+
+inline uint32_t rol32(uint32_t v, int s) { return (v << s) | (v >> (32 - s)); }
+
+inline void mix(uint32_t &a, uint32_t &b, uint32_t &c)
+{
+	a -= c; a ^= rol32(c, 4); c += b;
+	b -= a; b ^= rol32(a, 6); a += c;
+	c -= b; c ^= rol32(b, 8); b += a;
+	a -= c; a ^= rol32(c, 16); c += b;
+	b -= a; b ^= rol32(a, 19); a += c;
+	c -= b; c ^= rol32(b, 4); b += a;
+}
+
+inline void final(uint32_t &a, uint32_t &b, uint32_t &c)
+{
+	c ^= b; c -= rol32(b, 14);
+	a ^= c; a -= rol32(c, 11);
+	b ^= a; b -= rol32(a, 25);
+	c ^= b; c -= rol32(b, 16);
+	a ^= c; a -= rol32(c, 4);
+	b ^= a; b -= rol32(a, 14);
+	c ^= b; c -= rol32(b, 24);
+}
+
+inline uint32_t load32(const uint8_t *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return v;
+}
+
+} // namespace jhash_detail
+
+// The kernel's jhash(): len bytes, 12 at a time, the tail byte by byte.
+inline uint32_t jhash(const void *key, uint32_t len, uint32_t initval)
+{
+	using namespace jhash_detail;
+	auto *k = static_cast<const uint8_t *>(key);
+	uint32_t a = INITVAL + len + initval, b = a, c = a;
+	for (; len > 12; len -= 12, k += 12) {
+		a += load32(k);
+		b += load32(k + 4);
+		c += load32(k + 8);
+		mix(a, b, c);
+	}
+	if (len == 0)
+		return c;
+	uint8_t tail[12] = {};
+	memcpy(tail, k, len);
+	a += load32(tail);
+	b += load32(tail + 4);
+	c += load32(tail + 8);
+	final(a, b, c);
+	return c;
+}
+
+// The kernel's jhash2(): n 32-bit words.
+inline uint32_t jhash2(const void *key, uint32_t n, uint32_t initval)
+{
+	using namespace jhash_detail;
+	auto *k = static_cast<const uint8_t *>(key);
+	uint32_t a = INITVAL + (n << 2) + initval, b = a, c = a;
+	for (; n > 3; n -= 3, k += 12) {
+		a += load32(k);
+		b += load32(k + 4);
+		c += load32(k + 8);
+		mix(a, b, c);
+	}
+	if (n == 0)
+		return c;
+	uint8_t tail[12] = {};
+	memcpy(tail, k, n * 4);
+	a += load32(tail);
+	b += load32(tail + 4);
+	c += load32(tail + 8);
+	final(a, b, c);
+	return c;
 }
 
 } // namespace bpfmap

@@ -71,4 +71,32 @@ long bpfmap_map_delete_elem(bpfmap_map *m, const void *key)
 	return map->ops->map_delete_elem(map, key);
 }
 
+long bpfmap_map_push_elem(bpfmap_map *m, const void *value, uint64_t flags)
+{
+	bpf_map *map = to_map(m);
+	if (!map->ops->map_push_elem)
+		return -EINVAL;
+	if (map->map_flags & bpfmap::uapi::BPF_F_RDONLY_PROG)
+		return -EACCES;
+	return map->ops->map_push_elem(map, value, flags);
+}
+
+long bpfmap_map_pop_elem(bpfmap_map *m, void *value)
+{
+	bpf_map *map = to_map(m);
+	if (!map->ops->map_pop_elem)
+		return -EINVAL;
+	if (map->map_flags & bpfmap::uapi::BPF_F_RDONLY_PROG)
+		return -EACCES;
+	return map->ops->map_pop_elem(map, value);
+}
+
+long bpfmap_map_peek_elem(bpfmap_map *m, void *value)
+{
+	bpf_map *map = to_map(m);
+	if (!map->ops->map_peek_elem)
+		return -EINVAL;
+	return map->ops->map_peek_elem(map, value);
+}
+
 } // extern "C"

@@ -316,6 +316,12 @@ long map_lookup_elem(elem_args e)
 	if ((err = check_key_ptr(map, key)))
 		return err;
 	bounce buf(bpf_map_value_size(map));
+	// A bloom filter's lookup asks about the caller's value and returns nothing.
+	if (map->map_type == uapi::MAP_TYPE_BLOOM_FILTER) {
+		if ((err = copy_from_user(buf.get(), e.value, bpf_map_value_size(map))))
+			return err;
+		return map->ops->map_copy_value(map, key, buf.get(), e.flags);
+	}
 	err = map->ops->map_copy_value(map, key, buf.get(), e.flags);
 	if (err)
 		return err;
