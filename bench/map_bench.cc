@@ -1,4 +1,4 @@
-// map_bench: bpfmap's hash and array maps (plain and per-CPU) against the kernel's, through
+// map_bench: bpfmap's hash, array, LRU, queue, stack and bloom filter maps against the kernel's, through
 // the same attrs.
 //
 // For every (type, max_entries, key/value size) config, one bpfmap map and one kernel map
@@ -77,6 +77,9 @@ struct config {
 				: type == BPF_MAP_TYPE_PERCPU_HASH ? "PERCPU_HASH"
 				: type == BPF_MAP_TYPE_LRU_HASH ? "LRU_HASH"
 				: type == BPF_MAP_TYPE_LRU_PERCPU_HASH ? "LRU_PERCPU_HASH"
+				: type == BPF_MAP_TYPE_QUEUE ? "QUEUE"
+				: type == BPF_MAP_TYPE_STACK ? "STACK"
+				: type == BPF_MAP_TYPE_BLOOM_FILTER ? "BLOOM_FILTER"
 								   : "PERCPU_ARRAY";
 		return std::string(t) + "/" +
 		       std::to_string(entries) + "/k" + std::to_string(key_size) + "v" +
@@ -455,6 +458,115 @@ void run(benchmark::State &state, config c, op o, path p)
 	state.counters["entries"] = c.entries;
 }
 
+// ---- queue, stack, bloom filter ------------------------------------------------------
+//
+// Keyless maps get maps of their own per benchmark. push_pop: one push and one pop per
+// iteration, so the map stays almost empty. Bloom: push of fresh values into a filter sized
+// for entries values, and peek of values pushed before (the full k hashes are computed;
+// an absent value may stop at the first clear bit).
+
+enum class kop { push_pop, push, peek };
+
+const char *kop_name(kop o) { return o == kop::push_pop ? "push_pop" : o == kop::push ? "push" : "peek"; }
+
+void run_keyless(benchmark::State &state, config c, kop o, path p)
+{
+	if (p == path::kernel && !kernel_available()) {
+		state.SkipWithError(kernel_probe_error.c_str());
+		return;
+	}
+	create_fn fn = p == path::kernel ? kernel_bpf : bpfmap_bpf;
+	union bpf_attr m;
+	memset(&m, 0, sizeof(m));
+	m.map_type = c.type;
+	m.value_size = c.value_size;
+	m.max_entries = c.entries;
+	long fd = fn(BPF_MAP_CREATE, &m, offsetof(union bpf_attr, map_extra) + 8);
+	if (fd < 0) {
+		fail(state, "create");
+		return;
+	}
+	bpfmap_map *h = p == path::ptr ? bpfmap_map_get(static_cast<int>(fd)) : nullptr;
+	std::vector<unsigned char> val(c.value_size, 0x5a), out(c.value_size);
+	union bpf_attr a;
+	memset(&a, 0, sizeof(a));
+	a.map_fd = static_cast<uint32_t>(fd);
+	auto push = [&](const void *v) {
+		if (h)
+			return bpfmap_map_push_elem(h, v, 0);
+		a.value = reinterpret_cast<uintptr_t>(v);
+		return fn(BPF_MAP_UPDATE_ELEM, &a, ELEM_ATTR_SIZE);
+	};
+	auto take = [&](int cmd) {
+		if (h)
+			return cmd == BPF_MAP_LOOKUP_ELEM ? bpfmap_map_peek_elem(h, out.data())
+							  : bpfmap_map_pop_elem(h, out.data());
+		a.value = reinterpret_cast<uintptr_t>(out.data());
+		return fn(cmd, &a, ELEM_ATTR_SIZE);
+	};
+	bool ok = true;
+	uint32_t i = 0;
+	if (o == kop::peek) // the values peeked are present
+		for (uint32_t k = 0; k < c.entries && ok; k++) {
+			uint32_t v = mix32(k);
+			memcpy(val.data(), &v, 4);
+			ok = push(val.data()) == 0;
+		}
+	for (auto _ : state) {
+		if (!ok)
+			break;
+		uint32_t v = mix32(i);
+		memcpy(val.data(), &v, 4);
+		switch (o) {
+		case kop::push_pop:
+			ok = push(val.data()) == 0 && take(BPF_MAP_LOOKUP_AND_DELETE_ELEM) == 0;
+			break;
+		case kop::push:
+			ok = push(val.data()) == 0;
+			break;
+		case kop::peek:
+			if (c.type == BPF_MAP_TYPE_BLOOM_FILTER) {
+				memcpy(out.data(), val.data(), c.value_size);
+				ok = take(BPF_MAP_LOOKUP_ELEM) == 0;
+			}
+			break;
+		}
+		if (++i == c.entries)
+			i = 0;
+	}
+	if (h)
+		bpfmap_map_put(h);
+	close(static_cast<int>(fd));
+	if (!ok) {
+		fail(state, kop_name(o));
+		return;
+	}
+	state.SetItemsProcessed(state.iterations());
+	state.counters["entries"] = c.entries;
+}
+
+void register_keyless()
+{
+	const struct {
+		config c;
+		kop o;
+	} runs[] = {
+		{{BPF_MAP_TYPE_QUEUE, 1024, 0, 8}, kop::push_pop},
+		{{BPF_MAP_TYPE_STACK, 1024, 0, 8}, kop::push_pop},
+		{{BPF_MAP_TYPE_QUEUE, 1024, 0, 64}, kop::push_pop},
+		{{BPF_MAP_TYPE_BLOOM_FILTER, 100000, 0, 8}, kop::push},
+		{{BPF_MAP_TYPE_BLOOM_FILTER, 100000, 0, 8}, kop::peek},
+		{{BPF_MAP_TYPE_BLOOM_FILTER, 100000, 0, 64}, kop::peek},
+	};
+	for (const auto &r : runs)
+		for (path p : {path::kernel, path::copy, path::ptr}) {
+			std::string name = r.c.name() + "/" + kop_name(r.o) + "/" + path_name(p);
+			benchmark::RegisterBenchmark(name.c_str(), run_keyless, r.c, r.o, p)
+				->Unit(benchmark::kNanosecond)
+				->UseRealTime();
+		}
+}
+
 void register_all()
 {
 	std::vector<config> configs;
@@ -495,6 +607,7 @@ void register_all()
 int main(int argc, char **argv)
 {
 	register_all();
+	register_keyless();
 	benchmark::Initialize(&argc, argv);
 	if (benchmark::ReportUnrecognizedArguments(argc, argv))
 		return 1;
