@@ -1,0 +1,648 @@
+// BPF_MAP_TYPE_LPM_TRIE.
+//
+// The kernel's trie, node for node: a binary trie with path compression, one node per
+// stored prefix plus intermediate nodes (flagged, valueless) where two subtrees part, every
+// intermediate node with exactly two children. The same inserts and deletes give the same
+// shape as in the kernel whatever their order, so get_next_key (a post-order walk: more
+// specific prefixes first) returns keys in the kernel's order. Keys are stored as given,
+// bits past the prefix included, as the kernel stores and returns them.
+//
+// Layout: the data area is a pool of nodes ([header][data, to 8][value, to 8]), indexed by
+// u32; the control block holds the root, the lock and the counters. The pool has room for
+// every live node (max_entries prefixes, fewer intermediates) plus slack, and the region is
+// committed lazily (BPF_F_NO_PREALLOC is required, as in the kernel).
+//
+// Concurrency, like the kernel's RCU trie:
+// - Writers (update, delete) hold the one trie lock. Every change is published with one
+//   store of a child index (or of the intermediate flag): a reader sees the trie before or
+//   after it, never between.
+// - Readers take no lock. A node that leaves the trie keeps its links and data, as an RCU
+//   reader would still see them, and goes to the tail of a FIFO free list, so it is reused
+//   as late as possible. A writer bumps reuse_seq before it rewrites a node that was ever
+//   reachable; a reader reads reuse_seq before and after its walk and walks again if it
+//   moved, so it never acts on a node that was rewritten under it. A pointer that a
+//   program-side lookup returned stays the node's value until the node is reused, which
+//   the FIFO puts off for at least (pool size - live nodes) frees.
+// - A writer that dies holding the lock leaves a consistent trie; what may be off is the
+//   entry count and the free list (a node it took and did not link). The next holder sees
+//   the owner died and rebuilds both from the nodes reachable from the root.
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "core/btf.h"
+#include "core/lock.h"
+#include "core/map.h"
+#include "core/registry.h"
+#include "core/shmem.h"
+#include "syscall/batch.h"
+
+namespace bpfmap {
+namespace {
+
+constexpr uint32_t NIL = 0xffffffffu;
+constexpr uint8_t LPM_FLAG_IM = 1; // intermediate node: no value, never returned
+constexpr uint32_t LPM_DATA_SIZE_MIN = 1, LPM_DATA_SIZE_MAX = 256;
+constexpr uint32_t LPM_KEY_HEADER = 4; // struct bpf_lpm_trie_key_u8: u32 prefixlen, data[]
+// The kernel's value limit: a node (24-byte header, the largest data, the value) must fit
+// one kmalloc (4 MiB).
+constexpr uint32_t LPM_VAL_SIZE_MAX = (1u << 22) - LPM_DATA_SIZE_MAX - 24;
+constexpr uint32_t LPM_CREATE_FLAG_MASK =
+	uapi::BPF_F_NO_PREALLOC | uapi::BPF_F_NUMA_NODE | uapi::BPF_F_ACCESS_MASK;
+// The region is only reserved, not committed, but must fit the address space.
+constexpr uint64_t MAX_POOL_BYTES = 1ull << 45;
+
+struct lpm_node {
+	std::atomic<uint32_t> child[2];
+	std::atomic<uint16_t> prefixlen;
+	std::atomic<uint8_t> flags;
+	uint8_t pad;
+	uint32_t next_free; // FIFO link while free; written under the lock only
+	// data (data_size bytes, padded to 8), then the value
+};
+static_assert(sizeof(lpm_node) == 16);
+
+struct lpm_ctl {
+	shared_lock lock;
+	std::atomic<uint32_t> root;
+	std::atomic<uint32_t> reuse_seq;
+	uint32_t n_entries;
+	uint32_t n_nodes;
+	uint32_t bump; // nodes [0, bump) have been handed out at least once
+	uint32_t free_head, free_tail;
+};
+
+struct lpm_geometry {
+	uint32_t data_size, value_off, node_size, n_nodes;
+};
+
+lpm_geometry lpm_layout(uint32_t key_size, uint32_t value_size, uint32_t max_entries)
+{
+	lpm_geometry g;
+	g.data_size = key_size - LPM_KEY_HEADER;
+	g.value_off = static_cast<uint32_t>(sizeof(lpm_node) + round_up(g.data_size, 8));
+	g.node_size = static_cast<uint32_t>(round_up(g.value_off + value_size, 8));
+	// Live nodes: max_entries prefixes, max_entries - 1 intermediates; then slack, the
+	// least number of frees before a node is reused.
+	uint64_t want = 2ull * max_entries + 2 + max_entries / 8 + 64;
+	uint64_t fit = MAX_POOL_BYTES / g.node_size;
+	g.n_nodes = static_cast<uint32_t>(std::min<uint64_t>({want, fit, NIL - 1}));
+	return g;
+}
+
+struct bpf_lpm_trie : bpf_map {
+	lpm_ctl *c = nullptr;
+	char *pool = nullptr;
+	uint32_t data_size = 0, max_prefixlen = 0, value_off = 0, node_size = 0, n_nodes = 0;
+	uint32_t words = 0; // data_size in 64-bit words, rounded up
+
+	lpm_node *node(uint32_t i) const
+	{
+		return reinterpret_cast<lpm_node *>(pool + static_cast<size_t>(i) * node_size);
+	}
+	char *data_of(uint32_t i) const { return reinterpret_cast<char *>(node(i) + 1); }
+	char *value_of(uint32_t i) const { return reinterpret_cast<char *>(node(i)) + value_off; }
+};
+
+bpf_lpm_trie *trie_of(bpf_map *map) { return static_cast<bpf_lpm_trie *>(map); }
+
+// A key as the walks use it: its prefix length and its data in whole 64-bit words, zero
+// past data_size, so that matching reads words on both sides.
+struct lpm_key {
+	uint32_t prefixlen;
+	uint64_t w[LPM_DATA_SIZE_MAX / 8];
+
+	lpm_key(const bpf_lpm_trie *t, const void *key)
+	{
+		memcpy(&prefixlen, key, 4);
+		memset(w, 0, t->words * 8);
+		memcpy(w, static_cast<const char *>(key) + LPM_KEY_HEADER, t->data_size);
+	}
+	const uint8_t *bytes() const { return reinterpret_cast<const uint8_t *>(w); }
+};
+
+// Bit index of data, most significant bit of byte 0 first (data is big endian).
+int extract_bit(const uint8_t *data, uint32_t index)
+{
+	return (data[index / 8] >> (7 - index % 8)) & 1;
+}
+
+// Node words are read while a writer may be rewriting the node (the walk then retries).
+uint64_t node_word(const char *data, uint32_t i)
+{
+	return __atomic_load_n(reinterpret_cast<const uint64_t *>(data) + i, __ATOMIC_RELAXED);
+}
+
+// How many leading bits of node and key agree, at most min(both prefix lengths). Bytes
+// past data_size in the node's last word belong to the value: any difference there lies
+// past max_prefixlen, so past the limit.
+uint32_t longest_prefix_match(const bpf_lpm_trie *t, uint32_t n, const lpm_key &key)
+{
+	uint32_t limit = std::min<uint32_t>(t->node(n)->prefixlen.load(std::memory_order_relaxed),
+					    key.prefixlen);
+	const char *data = t->data_of(n);
+	for (uint32_t i = 0; i * 64 < limit; i++) {
+		uint64_t diff = __builtin_bswap64(node_word(data, i) ^ key.w[i]);
+		if (diff)
+			return std::min(limit, i * 64 + static_cast<uint32_t>(__builtin_clzll(diff)));
+	}
+	return limit;
+}
+
+// ---- lock-free reads ---------------------------------------------------------------------
+
+// Run walk() until no node was rewritten while it ran. walk returns false when it saw
+// something only a rewrite can explain (an index out of range, a path too long).
+template <typename F> void read_stable(const bpf_lpm_trie *t, F &&walk)
+{
+	for (;;) {
+		uint32_t s = t->c->reuse_seq.load(std::memory_order_acquire);
+		bool sane = walk();
+		std::atomic_thread_fence(std::memory_order_acquire);
+		if (t->c->reuse_seq.load(std::memory_order_relaxed) == s && sane)
+			return;
+	}
+}
+
+uint32_t child_of(const bpf_lpm_trie *t, uint32_t n, int bit)
+{
+	return t->node(n)->child[bit].load(std::memory_order_acquire);
+}
+
+bool is_im(const bpf_lpm_trie *t, uint32_t n)
+{
+	return t->node(n)->flags.load(std::memory_order_relaxed) & LPM_FLAG_IM;
+}
+
+uint32_t prefixlen_of(const bpf_lpm_trie *t, uint32_t n)
+{
+	return t->node(n)->prefixlen.load(std::memory_order_relaxed);
+}
+
+// The longest stored prefix that matches key, or NIL; one pass, unvalidated.
+bool lookup_walk(const bpf_lpm_trie *t, const lpm_key &key, uint32_t *found)
+{
+	*found = NIL;
+	uint32_t n = t->c->root.load(std::memory_order_acquire);
+	for (uint32_t steps = 0; n != NIL; steps++) {
+		if (n >= t->n_nodes || steps > t->max_prefixlen + 1)
+			return false;
+		uint32_t matchlen = longest_prefix_match(t, n, key);
+		if (matchlen == t->max_prefixlen) {
+			*found = n;
+			break;
+		}
+		uint32_t plen = prefixlen_of(t, n);
+		if (matchlen < plen)
+			break;
+		if (!is_im(t, n))
+			*found = n;
+		n = child_of(t, n, extract_bit(key.bytes(), plen));
+	}
+	return true;
+}
+
+uint32_t trie_lookup(const bpf_lpm_trie *t, const void *ukey, void *value_out)
+{
+	lpm_key key(t, ukey);
+	if (key.prefixlen > t->max_prefixlen)
+		return NIL;
+	uint32_t found = NIL;
+	read_stable(t, [&] {
+		bool sane = lookup_walk(t, key, &found);
+		if (sane && found != NIL && value_out)
+			copy_from_shared(value_out, t->value_of(found), t->value_size);
+		return sane;
+	});
+	return found;
+}
+
+void *trie_map_lookup_elem(bpf_map *map, const void *key)
+{
+	bpf_lpm_trie *t = trie_of(map);
+	uint32_t n = trie_lookup(t, key, nullptr);
+	return n == NIL ? nullptr : t->value_of(n);
+}
+
+int trie_map_copy_value(bpf_map *map, const void *key, void *value, uint64_t)
+{
+	return trie_lookup(trie_of(map), key, value) == NIL ? -ENOENT : 0;
+}
+
+// The first node of the post-order walk of the subtree at n that is not intermediate.
+uint32_t leftmost(const bpf_lpm_trie *t, uint32_t n, bool *sane)
+{
+	uint32_t found = NIL;
+	for (uint32_t steps = 0; n != NIL; steps++) {
+		if (n >= t->n_nodes || steps > t->max_prefixlen + 1) {
+			*sane = false;
+			return NIL;
+		}
+		if (is_im(t, n)) {
+			n = child_of(t, n, 0);
+		} else {
+			found = n;
+			uint32_t next = child_of(t, n, 0);
+			n = next != NIL ? next : child_of(t, n, 1);
+		}
+	}
+	return found;
+}
+
+// The kernel's successor rule: the node that follows key's exact node in post-order; for
+// a missing or invalid key, the first node of the whole walk.
+bool next_key_walk(const bpf_lpm_trie *t, const void *ukey, uint32_t *next)
+{
+	*next = NIL;
+	uint32_t root = t->c->root.load(std::memory_order_acquire);
+	bool sane = true;
+	if (root == NIL)
+		return true;
+	if (!ukey) {
+		*next = leftmost(t, root, &sane);
+		return sane;
+	}
+	lpm_key key(t, ukey);
+	if (key.prefixlen > t->max_prefixlen) {
+		*next = leftmost(t, root, &sane);
+		return sane;
+	}
+	uint32_t stack[LPM_DATA_SIZE_MAX * 8 + 1];
+	int sp = -1;
+	uint32_t n = root, matchlen = 0;
+	while (n != NIL) {
+		if (n >= t->n_nodes || sp >= static_cast<int>(t->max_prefixlen))
+			return false;
+		stack[++sp] = n;
+		matchlen = longest_prefix_match(t, n, key);
+		uint32_t plen = prefixlen_of(t, n);
+		if (plen != matchlen || plen == key.prefixlen)
+			break;
+		n = child_of(t, n, extract_bit(key.bytes(), plen));
+	}
+	if (n == NIL || prefixlen_of(t, n) != matchlen || is_im(t, n)) {
+		*next = leftmost(t, root, &sane);
+		return sane;
+	}
+	for (n = stack[sp]; sp > 0; sp--) {
+		uint32_t parent = stack[sp - 1];
+		if (child_of(t, parent, 0) == n) {
+			uint32_t right = child_of(t, parent, 1);
+			if (right != NIL) {
+				*next = leftmost(t, right, &sane);
+				return sane;
+			}
+		}
+		if (!is_im(t, parent)) {
+			*next = parent;
+			return true;
+		}
+		n = parent;
+	}
+	return true;
+}
+
+int trie_map_get_next_key(bpf_map *map, const void *key, void *next_key)
+{
+	bpf_lpm_trie *t = trie_of(map);
+	uint32_t next = NIL;
+	auto *out = static_cast<char *>(next_key);
+	read_stable(t, [&] {
+		if (!next_key_walk(t, key, &next))
+			return false;
+		if (next != NIL) {
+			uint32_t plen = prefixlen_of(t, next);
+			memcpy(out, &plen, 4);
+			copy_from_shared(out + LPM_KEY_HEADER, t->data_of(next), t->data_size);
+		}
+		return true;
+	});
+	return next == NIL ? -ENOENT : 0;
+}
+
+// ---- writers (trie lock held) ---------------------------------------------------------
+
+// Rebuild the entry count and the free list from what the root reaches: after a writer
+// died holding the lock, a node it had taken may be in neither.
+void trie_audit(bpf_lpm_trie *t)
+{
+	lpm_ctl *c = t->c;
+	std::vector<bool> live(c->bump, false);
+	std::vector<uint32_t> todo;
+	uint32_t entries = 0;
+	if (uint32_t r = c->root.load(std::memory_order_relaxed); r != NIL)
+		todo.push_back(r);
+	while (!todo.empty()) {
+		uint32_t n = todo.back();
+		todo.pop_back();
+		if (n >= c->bump || live[n])
+			continue;
+		live[n] = true;
+		entries += !is_im(t, n);
+		for (int b = 0; b < 2; b++)
+			if (uint32_t ch = child_of(t, n, b); ch != NIL)
+				todo.push_back(ch);
+	}
+	c->n_entries = entries;
+	c->free_head = c->free_tail = NIL;
+	for (uint32_t i = 0; i < c->bump; i++) {
+		if (live[i])
+			continue;
+		t->node(i)->next_free = NIL;
+		if (c->free_tail == NIL)
+			c->free_head = i;
+		else
+			t->node(c->free_tail)->next_free = i;
+		c->free_tail = i;
+	}
+}
+
+class trie_locked {
+public:
+	explicit trie_locked(bpf_lpm_trie *t) : g_(t->c->lock)
+	{
+		if (g_.owner_died())
+			trie_audit(t);
+	}
+
+private:
+	lock_guard g_;
+};
+
+void free_node(bpf_lpm_trie *t, uint32_t n)
+{
+	lpm_ctl *c = t->c;
+	t->node(n)->next_free = NIL;
+	if (c->free_tail == NIL)
+		c->free_head = n;
+	else
+		t->node(c->free_tail)->next_free = n;
+	c->free_tail = n;
+}
+
+// A node to fill: a never-used one while there are any, else the oldest freed one, whose
+// readers are made to walk again before it is rewritten.
+uint32_t alloc_node(bpf_lpm_trie *t)
+{
+	lpm_ctl *c = t->c;
+	if (c->bump < c->n_nodes)
+		return c->bump++;
+	uint32_t n = c->free_head;
+	if (n == NIL)
+		return NIL;
+	c->free_head = t->node(n)->next_free;
+	if (c->free_head == NIL)
+		c->free_tail = NIL;
+	c->reuse_seq.fetch_add(1, std::memory_order_relaxed);
+	std::atomic_thread_fence(std::memory_order_release);
+	return n;
+}
+
+// A fresh, unpublished node: prefix, data and (for a real node) value; no children.
+uint32_t new_node(bpf_lpm_trie *t, uint32_t prefixlen, const void *data, const void *value,
+		  uint32_t left = NIL, uint32_t right = NIL)
+{
+	uint32_t n = alloc_node(t);
+	if (n == NIL)
+		return NIL;
+	lpm_node *x = t->node(n);
+	x->child[0].store(left, std::memory_order_relaxed);
+	x->child[1].store(right, std::memory_order_relaxed);
+	x->prefixlen.store(static_cast<uint16_t>(prefixlen), std::memory_order_relaxed);
+	x->flags.store(value ? 0 : LPM_FLAG_IM, std::memory_order_relaxed);
+	copy_to_shared(t->data_of(n), data, t->data_size);
+	if (value)
+		copy_to_shared(t->value_of(n), value, t->value_size);
+	return n;
+}
+
+// The kernel's check before a prefix is added: BPF_EXIST wants it present, and the map
+// must have room.
+int check_add(bpf_lpm_trie *t, uint64_t flags)
+{
+	if (flags == uapi::BPF_EXIST)
+		return -ENOENT;
+	if (t->c->n_entries == t->max_entries)
+		return -ENOSPC;
+	return 0;
+}
+
+// Where a slot lives: the root, or a child of node `parent`.
+std::atomic<uint32_t> &slot_ref(bpf_lpm_trie *t, uint32_t parent, int bit)
+{
+	return parent == NIL ? t->c->root : t->node(parent)->child[bit];
+}
+
+int trie_update_locked(bpf_lpm_trie *t, const void *ukey, const lpm_key &key, const void *value,
+		       uint64_t flags)
+{
+	const char *data = static_cast<const char *>(ukey) + LPM_KEY_HEADER;
+	// Find where the key goes: the first node that does not match it all the way, or
+	// that has its exact prefix length.
+	uint32_t parent = NIL, n = t->c->root.load(std::memory_order_relaxed), matchlen = 0;
+	int bit = 0;
+	while (n != NIL) {
+		matchlen = longest_prefix_match(t, n, key);
+		uint32_t plen = prefixlen_of(t, n);
+		if (plen != matchlen || plen == key.prefixlen)
+			break;
+		parent = n;
+		bit = extract_bit(key.bytes(), plen);
+		n = child_of(t, n, bit);
+	}
+	std::atomic<uint32_t> &slot = slot_ref(t, parent, bit);
+	if (n == NIL) {
+		if (int err = check_add(t, flags))
+			return err;
+		uint32_t x = new_node(t, key.prefixlen, data, value);
+		if (x == NIL)
+			return -ENOMEM;
+		t->c->n_entries++;
+		slot.store(x, std::memory_order_release);
+		return 0;
+	}
+	if (prefixlen_of(t, n) == matchlen) {
+		// The exact prefix: a real node is replaced, an intermediate one becomes real.
+		if (!is_im(t, n)) {
+			if (flags == uapi::BPF_NOEXIST)
+				return -EEXIST;
+		} else if (int err = check_add(t, flags)) {
+			return err;
+		}
+		uint32_t x = new_node(t, key.prefixlen, data, value, child_of(t, n, 0), child_of(t, n, 1));
+		if (x == NIL)
+			return -ENOMEM;
+		if (is_im(t, n))
+			t->c->n_entries++;
+		slot.store(x, std::memory_order_release);
+		free_node(t, n);
+		return 0;
+	}
+	if (int err = check_add(t, flags))
+		return err;
+	if (matchlen == key.prefixlen) {
+		// The key is a prefix of n: it goes between n and its parent.
+		int nbit = extract_bit(reinterpret_cast<const uint8_t *>(t->data_of(n)), matchlen);
+		uint32_t x = new_node(t, key.prefixlen, data, value, nbit ? NIL : n, nbit ? n : NIL);
+		if (x == NIL)
+			return -ENOMEM;
+		t->c->n_entries++;
+		slot.store(x, std::memory_order_release);
+		return 0;
+	}
+	// They part at matchlen: an intermediate node there, with n and the key as children.
+	uint32_t x = new_node(t, key.prefixlen, data, value);
+	if (x == NIL)
+		return -ENOMEM;
+	int kbit = extract_bit(key.bytes(), matchlen);
+	std::vector<char> ndata(t->data_size);
+	copy_from_shared(ndata.data(), t->data_of(n), t->data_size);
+	uint32_t im = new_node(t, matchlen, ndata.data(), nullptr, kbit ? n : x, kbit ? x : n);
+	if (im == NIL) {
+		free_node(t, x);
+		return -ENOMEM;
+	}
+	t->c->n_entries++;
+	slot.store(im, std::memory_order_release);
+	return 0;
+}
+
+int trie_map_update_elem(bpf_map *map, const void *ukey, const void *value, uint64_t flags)
+{
+	bpf_lpm_trie *t = trie_of(map);
+	if (flags > uapi::BPF_EXIST)
+		return -EINVAL;
+	lpm_key key(t, ukey);
+	if (key.prefixlen > t->max_prefixlen)
+		return -EINVAL;
+	trie_locked g(t);
+	return trie_update_locked(t, ukey, key, value, flags);
+}
+
+int trie_map_delete_elem(bpf_map *map, const void *ukey)
+{
+	bpf_lpm_trie *t = trie_of(map);
+	lpm_key key(t, ukey);
+	if (key.prefixlen > t->max_prefixlen)
+		return -EINVAL;
+	trie_locked g(t);
+	// Walk to the exact node, keeping its parent and the parent's own slot.
+	uint32_t grand = NIL, parent = NIL, n = t->c->root.load(std::memory_order_relaxed);
+	int pbit = 0, bit = 0, matchlen = 0;
+	while (n != NIL) {
+		matchlen = static_cast<int>(longest_prefix_match(t, n, key));
+		uint32_t plen = prefixlen_of(t, n);
+		if (plen != static_cast<uint32_t>(matchlen) || plen == key.prefixlen)
+			break;
+		grand = parent;
+		pbit = bit;
+		parent = n;
+		bit = extract_bit(key.bytes(), plen);
+		n = child_of(t, n, bit);
+	}
+	if (n == NIL || prefixlen_of(t, n) != key.prefixlen ||
+	    prefixlen_of(t, n) != static_cast<uint32_t>(matchlen) || is_im(t, n))
+		return -ENOENT;
+	t->c->n_entries--;
+	uint32_t left = child_of(t, n, 0), right = child_of(t, n, 1);
+	if (left != NIL && right != NIL) {
+		t->node(n)->flags.store(LPM_FLAG_IM, std::memory_order_release);
+		return 0;
+	}
+	if (parent != NIL && is_im(t, parent) && left == NIL && right == NIL) {
+		// The intermediate parent would keep one child: its other child takes its place.
+		uint32_t sibling = child_of(t, parent, bit ^ 1);
+		slot_ref(t, grand, pbit).store(sibling, std::memory_order_release);
+		free_node(t, parent);
+		free_node(t, n);
+		return 0;
+	}
+	slot_ref(t, parent, bit).store(left != NIL ? left : right, std::memory_order_release);
+	free_node(t, n);
+	return 0;
+}
+
+// ---- create ------------------------------------------------------------------------------
+
+int trie_map_alloc_check(const uapi::map_create_attr &) { return 0; }
+
+// The kernel checks the attributes when it allocates, after the offload and token checks.
+int trie_map_mem_size(const uapi::map_create_attr &attr, size_t *size)
+{
+	if (attr.max_entries == 0 || !(attr.map_flags & uapi::BPF_F_NO_PREALLOC) ||
+	    (attr.map_flags & ~LPM_CREATE_FLAG_MASK) ||
+	    attr.key_size < LPM_KEY_HEADER + LPM_DATA_SIZE_MIN ||
+	    attr.key_size > LPM_KEY_HEADER + LPM_DATA_SIZE_MAX || attr.value_size < 1 ||
+	    attr.value_size > LPM_VAL_SIZE_MAX)
+		return -EINVAL;
+	lpm_geometry g = lpm_layout(attr.key_size, attr.value_size, attr.max_entries);
+	*size = static_cast<size_t>(g.n_nodes) * g.node_size;
+	return 0;
+}
+
+bpf_map *trie_map_alloc() { return new bpf_lpm_trie; }
+
+void trie_map_init(bpf_map *map)
+{
+	auto *c = map->ctl<lpm_ctl>();
+	lpm_geometry g = lpm_layout(map->key_size, map->value_size, map->max_entries);
+	c->lock.init();
+	c->root.store(NIL, std::memory_order_relaxed);
+	c->reuse_seq.store(0, std::memory_order_relaxed);
+	c->n_entries = 0;
+	c->n_nodes = g.n_nodes;
+	c->bump = 0;
+	c->free_head = c->free_tail = NIL;
+}
+
+void trie_map_attach(bpf_map *map)
+{
+	bpf_lpm_trie *t = trie_of(map);
+	lpm_geometry g = lpm_layout(map->key_size, map->value_size, map->max_entries);
+	t->c = map->ctl<lpm_ctl>();
+	t->pool = map->data;
+	t->data_size = g.data_size;
+	t->max_prefixlen = g.data_size * 8;
+	t->value_off = g.value_off;
+	t->node_size = g.node_size;
+	t->n_nodes = g.n_nodes;
+	t->words = (g.data_size + 7) / 8;
+}
+
+// Keys must be a struct (one with struct bpf_lpm_trie_key_u8 at its start).
+int trie_map_check_btf(const uapi::map_create_attr &, const btf::type_ref *key, const btf::type_ref &)
+{
+	return key && key->kind == btf::KIND_STRUCT ? 0 : -EINVAL;
+}
+
+} // namespace
+
+const bpf_map_ops trie_map_ops = {
+	.map_alloc_check = trie_map_alloc_check,
+	.map_mem_size = trie_map_mem_size,
+	.map_alloc = trie_map_alloc,
+	.map_init = trie_map_init,
+	.map_attach = trie_map_attach,
+	.map_lookup_elem = trie_map_lookup_elem,
+	.map_lookup_percpu_elem = nullptr,
+	.map_copy_value = trie_map_copy_value,
+	.map_update_elem = trie_map_update_elem,
+	.map_update_value = trie_map_update_elem,
+	.map_delete_elem = trie_map_delete_elem,
+	.map_get_next_key = trie_map_get_next_key,
+	.map_lookup_and_delete_elem = nullptr,
+	.map_lookup_batch = generic_map_lookup_batch,
+	.map_lookup_and_delete_batch = nullptr,
+	.map_update_batch = generic_map_update_batch,
+	.map_delete_batch = generic_map_delete_batch,
+	.map_push_elem = nullptr,
+	.map_pop_elem = nullptr,
+	.map_peek_elem = nullptr,
+	.map_mmapable = nullptr,
+	.map_check_btf = trie_map_check_btf,
+	.map_get_hash = nullptr,
+};
+
+} // namespace bpfmap
