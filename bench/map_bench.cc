@@ -80,6 +80,7 @@ struct config {
 				: type == BPF_MAP_TYPE_QUEUE ? "QUEUE"
 				: type == BPF_MAP_TYPE_STACK ? "STACK"
 				: type == BPF_MAP_TYPE_BLOOM_FILTER ? "BLOOM_FILTER"
+				: type == BPF_MAP_TYPE_LPM_TRIE ? "LPM_TRIE"
 								   : "PERCPU_ARRAY";
 		return std::string(t) + "/" +
 		       std::to_string(entries) + "/k" + std::to_string(key_size) + "v" +
@@ -567,6 +568,100 @@ void register_keyless()
 		}
 }
 
+// ---- LPM trie ---------------------------------------------------------------------------
+//
+// entries random IPv4 prefixes (lengths 8 to 32, most of them /16 to /24), then lookups of
+// addresses inside randomly chosen stored prefixes, so every lookup walks to a match.
+
+void run_lpm(benchmark::State &state, config c, path p)
+{
+	if (p == path::kernel && !kernel_available()) {
+		state.SkipWithError(kernel_probe_error.c_str());
+		return;
+	}
+	create_fn fn = p == path::kernel ? kernel_bpf : bpfmap_bpf;
+	union bpf_attr m;
+	memset(&m, 0, sizeof(m));
+	m.map_type = BPF_MAP_TYPE_LPM_TRIE;
+	m.key_size = 8;
+	m.value_size = c.value_size;
+	m.max_entries = c.entries;
+	m.map_flags = BPF_F_NO_PREALLOC;
+	long fd = fn(BPF_MAP_CREATE, &m, offsetof(union bpf_attr, map_extra) + 8);
+	if (fd < 0) {
+		fail(state, "create");
+		return;
+	}
+	struct key4 {
+		uint32_t prefixlen;
+		uint32_t addr; // big endian
+	};
+	std::mt19937 rng(42);
+	std::vector<key4> stored;
+	std::vector<unsigned char> val(c.value_size, 0x5a), out(c.value_size);
+	union bpf_attr a;
+	memset(&a, 0, sizeof(a));
+	a.map_fd = static_cast<uint32_t>(fd);
+	for (uint32_t i = 0; i < c.entries; i++) {
+		static const uint32_t lens[] = {8, 12, 16, 18, 20, 22, 24, 24, 24, 24, 28, 32};
+		uint32_t plen = lens[rng() % 12];
+		uint32_t addr = static_cast<uint32_t>(rng()) & (plen == 32 ? ~0u : ~(~0u >> plen));
+		key4 k{plen, __builtin_bswap32(addr)};
+		a.key = reinterpret_cast<uintptr_t>(&k);
+		a.value = reinterpret_cast<uintptr_t>(val.data());
+		if (fn(BPF_MAP_UPDATE_ELEM, &a, ELEM_ATTR_SIZE) == 0)
+			stored.push_back(k);
+	}
+	std::vector<key4> probes(1 << 16);
+	for (auto &k : probes) {
+		key4 s = stored[rng() % stored.size()];
+		uint32_t host = s.prefixlen == 32 ? 0 : static_cast<uint32_t>(rng()) & (~0u >> s.prefixlen);
+		k = {32, __builtin_bswap32(__builtin_bswap32(s.addr) | host)};
+	}
+	bpfmap_map *h = p == path::ptr ? bpfmap_map_get(static_cast<int>(fd)) : nullptr;
+	a.value = reinterpret_cast<uintptr_t>(out.data());
+	bool ok = true;
+	size_t i = 0;
+	for (auto _ : state) {
+		const key4 *k = &probes[i];
+		if (h) {
+			void *v = bpfmap_map_lookup_elem(h, k);
+			ok = v != nullptr;
+			uint64_t w;
+			memcpy(&w, v, 8);
+			benchmark::DoNotOptimize(w);
+		} else {
+			a.key = reinterpret_cast<uintptr_t>(k);
+			ok = fn(BPF_MAP_LOOKUP_ELEM, &a, ELEM_ATTR_SIZE) == 0;
+		}
+		if (__builtin_expect(!ok, 0))
+			break;
+		i = (i + 1) & (probes.size() - 1);
+	}
+	if (h)
+		bpfmap_map_put(h);
+	close(static_cast<int>(fd));
+	if (!ok) {
+		fail(state, "lookup");
+		return;
+	}
+	state.SetItemsProcessed(state.iterations());
+	state.counters["entries"] = c.entries;
+}
+
+void register_lpm()
+{
+	for (uint32_t n : {10000u, 100000u}) {
+		config c{BPF_MAP_TYPE_LPM_TRIE, n, 8, 8};
+		for (path p : {path::kernel, path::copy, path::ptr}) {
+			std::string name = c.name() + "/lookup/" + path_name(p);
+			benchmark::RegisterBenchmark(name.c_str(), run_lpm, c, p)
+				->Unit(benchmark::kNanosecond)
+				->UseRealTime();
+		}
+	}
+}
+
 void register_all()
 {
 	std::vector<config> configs;
@@ -608,6 +703,7 @@ int main(int argc, char **argv)
 {
 	register_all();
 	register_keyless();
+	register_lpm();
 	benchmark::Initialize(&argc, argv);
 	if (benchmark::ReportUnrecognizedArguments(argc, argv))
 		return 1;
