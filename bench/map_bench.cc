@@ -128,18 +128,24 @@ bool kernel_available()
 
 using create_fn = long (*)(int, union bpf_attr *, unsigned);
 
-int create_map(create_fn fn, const config &c, std::string *err)
+long create_raw(create_fn fn, uint32_t type, uint32_t ks, uint32_t vs, uint32_t max, uint32_t flags)
 {
 	union bpf_attr a;
 	memset(&a, 0, sizeof(a));
-	a.map_type = c.type;
-	a.key_size = c.key_size;
-	a.value_size = c.value_size;
+	a.map_type = type;
+	a.key_size = ks;
+	a.value_size = vs;
+	a.max_entries = max;
+	a.map_flags = flags;
+	strncpy(a.map_name, "map_bench", sizeof(a.map_name) - 1);
+	return fn(BPF_MAP_CREATE, &a, offsetof(union bpf_attr, map_extra) + 8);
+}
+
+int create_map(create_fn fn, const config &c, std::string *err)
+{
 	// An LRU map gets room to spare, so that filling it with the fixture's keys evicts
 	// none of them even when the filling thread moves between CPUs.
-	a.max_entries = c.lru() ? 2 * c.entries : c.entries;
-	strncpy(a.map_name, "map_bench", sizeof(a.map_name) - 1);
-	long fd = fn(BPF_MAP_CREATE, &a, offsetof(union bpf_attr, map_extra) + 8);
+	long fd = create_raw(fn, c.type, c.key_size, c.value_size, c.lru() ? 2 * c.entries : c.entries, 0);
 	if (fd < 0) {
 		*err = std::string("map create failed: ") + strerror(errno);
 		return -1;
@@ -477,12 +483,7 @@ void run_keyless(benchmark::State &state, config c, kop o, path p)
 		return;
 	}
 	create_fn fn = p == path::kernel ? kernel_bpf : bpfmap_bpf;
-	union bpf_attr m;
-	memset(&m, 0, sizeof(m));
-	m.map_type = c.type;
-	m.value_size = c.value_size;
-	m.max_entries = c.entries;
-	long fd = fn(BPF_MAP_CREATE, &m, offsetof(union bpf_attr, map_extra) + 8);
+	long fd = create_raw(fn, c.type, 0, c.value_size, c.entries, 0);
 	if (fd < 0) {
 		fail(state, "create");
 		return;
@@ -580,14 +581,7 @@ void run_lpm(benchmark::State &state, config c, path p)
 		return;
 	}
 	create_fn fn = p == path::kernel ? kernel_bpf : bpfmap_bpf;
-	union bpf_attr m;
-	memset(&m, 0, sizeof(m));
-	m.map_type = BPF_MAP_TYPE_LPM_TRIE;
-	m.key_size = 8;
-	m.value_size = c.value_size;
-	m.max_entries = c.entries;
-	m.map_flags = BPF_F_NO_PREALLOC;
-	long fd = fn(BPF_MAP_CREATE, &m, offsetof(union bpf_attr, map_extra) + 8);
+	long fd = create_raw(fn, BPF_MAP_TYPE_LPM_TRIE, 8, c.value_size, c.entries, BPF_F_NO_PREALLOC);
 	if (fd < 0) {
 		fail(state, "create");
 		return;

@@ -38,15 +38,9 @@ uint64_t pop64(bpfmap_map *m, long *err)
 	return v;
 }
 
-int bloom_create(uint32_t vs, uint32_t max, uint64_t nr_hashes, uint32_t flags = 0)
+int bloom_create(uint32_t vs, uint32_t max, uint64_t nr_hashes)
 {
-	u::bpf_attr a{};
-	a.map_create.map_type = BLOOM;
-	a.map_create.value_size = vs;
-	a.map_create.max_entries = max;
-	a.map_create.map_flags = flags;
-	a.map_create.map_extra = nr_hashes;
-	return static_cast<int>(sys(u::MAP_CREATE, a));
+	return map_create(BLOOM, 0, vs, max, 0, "", nr_hashes);
 }
 
 } // namespace

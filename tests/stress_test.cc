@@ -42,6 +42,22 @@ size_t count_keys(int fd)
 	return seen.size();
 }
 
+// Ten writer processes in turn, each SIGKILLed after 20 ms or more of writing, wherever it
+// happens to be. write(round) never returns.
+template <typename F> void kill_writers_mid_stream(F &&write)
+{
+	for (int round = 0; round < 10; round++) {
+		pid_t pid = fork();
+		if (pid == 0) {
+			write(round);
+			_exit(0);
+		}
+		usleep(20000 + round * 3000);
+		kill(pid, SIGKILL);
+		waitpid(pid, nullptr, 0);
+	}
+}
+
 struct race_result {
 	long reads, missing, torn;
 };
@@ -402,26 +418,19 @@ TEST(Stress, ForkedWritersAllLand)
 TEST(Stress, KilledWritersNeverWedgeTheMap)
 {
 	const uint32_t max = 256;
-	const int kills = 10;
 	int fd = map_create(u::MAP_TYPE_HASH, 4, 8, max);
 	ASSERT_GE(fd, 0);
-	for (int round = 0; round < kills; round++) {
-		pid_t pid = fork();
-		if (pid == 0) {
-			std::mt19937 rng(round);
-			for (;;) {
-				uint32_t k = rng() % max;
-				uint64_t v = k;
-				if (rng() % 2)
-					update(fd, &k, &v);
-				else
-					del(fd, &k);
-			}
+	kill_writers_mid_stream([&](int round) {
+		std::mt19937 rng(round);
+		for (;;) {
+			uint32_t k = rng() % max;
+			uint64_t v = k;
+			if (rng() % 2)
+				update(fd, &k, &v);
+			else
+				del(fd, &k);
 		}
-		usleep(20000 + round * 3000);
-		kill(pid, SIGKILL);
-		waitpid(pid, nullptr, 0);
-	}
+	});
 	alarm(60); // a wedged lock would hang here; let the alarm fail the test instead
 	for (uint32_t k = 0; k < max; k++)
 		del(fd, &k);
@@ -622,17 +631,10 @@ TEST(Stress, KilledLruWritersNeverWedgeTheMap)
 	const uint32_t max = 256;
 	int fd = map_create(u::MAP_TYPE_LRU_HASH, 4, 32, max);
 	ASSERT_GE(fd, 0);
-	for (int round = 0; round < 10; round++) {
-		pid_t pid = fork();
-		if (pid == 0) {
-			std::atomic<bool> never{false};
-			lru_worker(fd, max, round, &never, -1);
-			_exit(0);
-		}
-		usleep(20000 + round * 3000);
-		kill(pid, SIGKILL);
-		waitpid(pid, nullptr, 0);
-	}
+	kill_writers_mid_stream([&](int round) {
+		std::atomic<bool> never{false};
+		lru_worker(fd, max, round, &never, -1);
+	});
 	alarm(60); // a wedged lock would hang here
 	std::atomic<bool> never{false};
 	EXPECT_EQ(lru_worker(fd, max, 999, &never, 5000), 0);
@@ -727,23 +729,17 @@ TEST(Stress, KilledLpmWritersNeverWedgeTheTrie)
 	const uint32_t max = 512;
 	int fd = map_create(u::MAP_TYPE_LPM_TRIE, 8, 8, max, u::BPF_F_NO_PREALLOC);
 	ASSERT_GE(fd, 0);
-	for (int round = 0; round < 10; round++) {
-		pid_t pid = fork();
-		if (pid == 0) {
-			std::mt19937 rng(round);
-			for (;;) {
-				lpm_key4 k = lpm_key_of(rng() & 0xffffff00u, 8 + rng() % 25);
-				uint64_t v = 1;
-				if (rng() % 2)
-					update(fd, &k, &v);
-				else
-					del(fd, &k);
-			}
+	kill_writers_mid_stream([&](int round) {
+		std::mt19937 rng(round);
+		for (;;) {
+			lpm_key4 k = lpm_key_of(rng() & 0xffffff00u, 8 + rng() % 25);
+			uint64_t v = 1;
+			if (rng() % 2)
+				update(fd, &k, &v);
+			else
+				del(fd, &k);
 		}
-		usleep(20000 + round * 3000);
-		kill(pid, SIGKILL);
-		waitpid(pid, nullptr, 0);
-	}
+	});
 	alarm(60); // a wedged lock would hang here
 	// Empty it through get_next_key, then fill it to the brim: the count must be right.
 	lpm_key4 k, n;

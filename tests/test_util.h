@@ -33,7 +33,7 @@ inline long sys(int cmd, u::bpf_attr &attr, unsigned size = sizeof(u::bpf_attr))
 }
 
 inline int map_create(uint32_t type, uint32_t key, uint32_t value, uint32_t max,
-		      uint32_t flags = 0, const char *name = "")
+		      uint32_t flags = 0, const char *name = "", uint64_t map_extra = 0)
 {
 	u::bpf_attr a{};
 	a.map_create.map_type = type;
@@ -41,6 +41,7 @@ inline int map_create(uint32_t type, uint32_t key, uint32_t value, uint32_t max,
 	a.map_create.value_size = value;
 	a.map_create.max_entries = max;
 	a.map_create.map_flags = flags;
+	a.map_create.map_extra = map_extra;
 	strncpy(a.map_create.map_name, name, sizeof(a.map_create.map_name) - 1);
 	return static_cast<int>(sys(u::MAP_CREATE, a));
 }
