@@ -50,52 +50,49 @@ inline uint32_t load32(const uint8_t *p)
 	return v;
 }
 
-} // namespace jhash_detail
-
-// The kernel's jhash(): len bytes, 12 at a time, the tail byte by byte.
-inline uint32_t jhash(const void *key, uint32_t len, uint32_t initval)
+// Add the next 12 bytes (little-endian words) to a, b and c.
+inline void add12(uint32_t &a, uint32_t &b, uint32_t &c, const uint8_t *k)
 {
-	using namespace jhash_detail;
-	auto *k = static_cast<const uint8_t *>(key);
-	uint32_t a = INITVAL + len + initval, b = a, c = a;
-	for (; len > 12; len -= 12, k += 12) {
-		a += load32(k);
-		b += load32(k + 4);
-		c += load32(k + 8);
-		mix(a, b, c);
-	}
-	if (len == 0)
-		return c;
+	a += load32(k);
+	b += load32(k + 4);
+	c += load32(k + 8);
+}
+
+// The last 1 to 12 bytes, zero-padded, then the final mix.
+inline uint32_t finish(uint32_t a, uint32_t b, uint32_t c, const uint8_t *k, uint32_t n)
+{
 	uint8_t tail[12] = {};
-	memcpy(tail, k, len);
-	a += load32(tail);
-	b += load32(tail + 4);
-	c += load32(tail + 8);
+	memcpy(tail, k, n);
+	add12(a, b, c, tail);
 	final(a, b, c);
 	return c;
 }
 
-// The kernel's jhash2(): n 32-bit words.
+// Both hashes: whole 12-byte blocks while more than 12 bytes are left, then the tail.
+inline uint32_t jhash_bytes(const uint8_t *k, uint32_t len, uint32_t start)
+{
+	uint32_t a = start, b = start, c = start;
+	for (; len > 12; len -= 12, k += 12) {
+		add12(a, b, c, k);
+		mix(a, b, c);
+	}
+	return len ? finish(a, b, c, k, len) : c;
+}
+
+} // namespace jhash_detail
+
+// The kernel's jhash(): len bytes.
+inline uint32_t jhash(const void *key, uint32_t len, uint32_t initval)
+{
+	using namespace jhash_detail;
+	return jhash_bytes(static_cast<const uint8_t *>(key), len, INITVAL + len + initval);
+}
+
+// The kernel's jhash2(): n 32-bit words (the same blocks, a different start value).
 inline uint32_t jhash2(const void *key, uint32_t n, uint32_t initval)
 {
 	using namespace jhash_detail;
-	auto *k = static_cast<const uint8_t *>(key);
-	uint32_t a = INITVAL + (n << 2) + initval, b = a, c = a;
-	for (; n > 3; n -= 3, k += 12) {
-		a += load32(k);
-		b += load32(k + 4);
-		c += load32(k + 8);
-		mix(a, b, c);
-	}
-	if (n == 0)
-		return c;
-	uint8_t tail[12] = {};
-	memcpy(tail, k, n * 4);
-	a += load32(tail);
-	b += load32(tail + 4);
-	c += load32(tail + 8);
-	final(a, b, c);
-	return c;
+	return jhash_bytes(static_cast<const uint8_t *>(key), n * 4, INITVAL + (n << 2) + initval);
 }
 
 } // namespace bpfmap
