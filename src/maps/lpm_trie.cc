@@ -324,6 +324,19 @@ int trie_map_get_next_key(bpf_map *map, const void *key, void *next_key)
 
 // ---- writers (trie lock held) ---------------------------------------------------------
 
+// A node that left the trie, to the tail of the free list. It keeps its links and data
+// until it is reused.
+void free_node(bpf_lpm_trie *t, uint32_t n)
+{
+	lpm_ctl *c = t->c;
+	t->node(n)->next_free = NIL;
+	if (c->free_tail == NIL)
+		c->free_head = n;
+	else
+		t->node(c->free_tail)->next_free = n;
+	c->free_tail = n;
+}
+
 // Rebuild the entry count and the free list from what the root reaches: after a writer
 // died holding the lock, a node it had taken may be in neither.
 void trie_audit(bpf_lpm_trie *t)
@@ -347,16 +360,9 @@ void trie_audit(bpf_lpm_trie *t)
 	}
 	c->n_entries = entries;
 	c->free_head = c->free_tail = NIL;
-	for (uint32_t i = 0; i < c->bump; i++) {
-		if (live[i])
-			continue;
-		t->node(i)->next_free = NIL;
-		if (c->free_tail == NIL)
-			c->free_head = i;
-		else
-			t->node(c->free_tail)->next_free = i;
-		c->free_tail = i;
-	}
+	for (uint32_t i = 0; i < c->bump; i++)
+		if (!live[i])
+			free_node(t, i);
 }
 
 class trie_locked {
@@ -370,17 +376,6 @@ public:
 private:
 	lock_guard g_;
 };
-
-void free_node(bpf_lpm_trie *t, uint32_t n)
-{
-	lpm_ctl *c = t->c;
-	t->node(n)->next_free = NIL;
-	if (c->free_tail == NIL)
-		c->free_head = n;
-	else
-		t->node(c->free_tail)->next_free = n;
-	c->free_tail = n;
-}
 
 // A node to fill: a never-used one while there are any, else the oldest freed one, whose
 // readers are made to walk again before it is rewritten.
@@ -496,10 +491,9 @@ int trie_update_locked(bpf_lpm_trie *t, const void *ukey, const lpm_key &key, co
 	uint32_t x = new_node(t, key.prefixlen, data, value);
 	if (x == NIL)
 		return -ENOMEM;
+	// n's data, as the kernel copies it: only writers change a node, and we hold the lock.
 	int kbit = extract_bit(key.bytes(), matchlen);
-	std::vector<char> ndata(t->data_size);
-	copy_from_shared(ndata.data(), t->data_of(n), t->data_size);
-	uint32_t im = new_node(t, matchlen, ndata.data(), nullptr, kbit ? n : x, kbit ? x : n);
+	uint32_t im = new_node(t, matchlen, t->data_of(n), nullptr, kbit ? n : x, kbit ? x : n);
 	if (im == NIL) {
 		free_node(t, x);
 		return -ENOMEM;
