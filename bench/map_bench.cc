@@ -570,9 +570,10 @@ void register_keyless()
 // ---- LPM trie ---------------------------------------------------------------------------
 //
 // entries random IPv4 prefixes (lengths 8 to 32, most of them /16 to /24), then lookups of
-// addresses inside randomly chosen stored prefixes, so every lookup walks to a match.
+// addresses inside randomly chosen stored prefixes, so every lookup walks to a match; or
+// updates that replace the values of randomly chosen stored prefixes.
 
-void run_lpm(benchmark::State &state, config c, path p)
+void run_lpm(benchmark::State &state, config c, path p, bool replace)
 {
 	if (p == path::kernel && !kernel_available()) {
 		state.SkipWithError(kernel_probe_error.c_str());
@@ -611,12 +612,20 @@ void run_lpm(benchmark::State &state, config c, path p)
 		k = {32, __builtin_bswap32(__builtin_bswap32(s.addr) | host)};
 	}
 	bpfmap_map *h = p == path::ptr ? bpfmap_map_get(static_cast<int>(fd)) : nullptr;
-	a.value = reinterpret_cast<uintptr_t>(out.data());
 	bool ok = true;
 	size_t i = 0;
+	if (replace)
+		for (auto &k : probes)
+			k = stored[rng() % stored.size()];
+	a.value = reinterpret_cast<uintptr_t>(replace ? val.data() : out.data());
 	for (auto _ : state) {
 		const key4 *k = &probes[i];
-		if (h) {
+		if (replace && h) {
+			ok = bpfmap_map_update_elem(h, k, val.data(), BPF_ANY) == 0;
+		} else if (replace) {
+			a.key = reinterpret_cast<uintptr_t>(k);
+			ok = fn(BPF_MAP_UPDATE_ELEM, &a, ELEM_ATTR_SIZE) == 0;
+		} else if (h) {
 			void *v = bpfmap_map_lookup_elem(h, k);
 			ok = v != nullptr;
 			uint64_t w;
@@ -634,7 +643,7 @@ void run_lpm(benchmark::State &state, config c, path p)
 		bpfmap_map_put(h);
 	close(static_cast<int>(fd));
 	if (!ok) {
-		fail(state, "lookup");
+		fail(state, replace ? "update" : "lookup");
 		return;
 	}
 	state.SetItemsProcessed(state.iterations());
@@ -645,12 +654,13 @@ void register_lpm()
 {
 	for (uint32_t n : {10000u, 100000u}) {
 		config c{BPF_MAP_TYPE_LPM_TRIE, n, 8, 8};
-		for (path p : {path::kernel, path::copy, path::ptr}) {
-			std::string name = c.name() + "/lookup/" + path_name(p);
-			benchmark::RegisterBenchmark(name.c_str(), run_lpm, c, p)
-				->Unit(benchmark::kNanosecond)
-				->UseRealTime();
-		}
+		for (bool replace : {false, true})
+			for (path p : {path::kernel, path::copy, path::ptr}) {
+				std::string name = c.name() + (replace ? "/update/" : "/lookup/") + path_name(p);
+				benchmark::RegisterBenchmark(name.c_str(), run_lpm, c, p, replace)
+					->Unit(benchmark::kNanosecond)
+					->UseRealTime();
+			}
 	}
 }
 

@@ -7,10 +7,21 @@
 // specific prefixes first) returns keys in the kernel's order. Keys are stored as given,
 // bits past the prefix included, as the kernel stores and returns them.
 //
-// Layout: the data area is a pool of nodes ([header][data, to 8][value, to 8]), indexed by
-// u32; the control block holds the root, the lock and the counters. The pool has room for
-// every live node (max_entries prefixes, fewer intermediates) plus slack, and the region is
-// committed lazily (BPF_F_NO_PREALLOC is required, as in the kernel).
+// Layout: the data area is a jump table, then a pool of nodes ([header][data, to 8][value,
+// to 8]), indexed by u32; the control block holds the root, the lock and the counters. The
+// pool has room for every live node (max_entries prefixes, fewer intermediates) plus slack,
+// and the region is committed lazily (BPF_F_NO_PREALLOC is required, as in the kernel).
+//
+// The jump table is what makes lookups fast; the trie alone is the kernel's. It has one
+// entry per value of a key's first TB bits (TB up to 16). Walking down to depth TB takes
+// the same path for every key that agrees on those bits and is at least TB bits long, so
+// the entry records where that walk ends: the deepest stored prefix shorter than TB that
+// it passed (the match so far) and the first node it reached whose prefix is TB or longer
+// (where the walk goes on). A lookup reads one entry and walks only the rest. Writers
+// rewrite the entries below the slot they changed before they let go of the lock; a change
+// below a node of length TB or more touches none. While entries are being rewritten
+// table_seq is odd and lookups walk from the root, so a writer that dies halfway leaves
+// lookups slower, never wrong, until the next writer rebuilds the table.
 //
 // Concurrency, like the kernel's RCU trie:
 // - Writers (update, delete) hold the one trie lock. Every change is published with one
@@ -68,6 +79,7 @@ struct lpm_ctl {
 	shared_lock lock;
 	std::atomic<uint32_t> root;
 	std::atomic<uint32_t> reuse_seq;
+	std::atomic<uint32_t> table_seq; // odd: jump table entries being rewritten
 	uint32_t n_entries;
 	uint32_t n_nodes;
 	uint32_t bump; // nodes [0, bump) have been handed out at least once
@@ -76,7 +88,14 @@ struct lpm_ctl {
 
 struct lpm_geometry {
 	uint32_t data_size, value_off, node_size, n_nodes;
+	uint32_t table_bits; // TB: the jump table has 2^TB entries
+	size_t pool_off;     // the pool starts after the table
 };
+
+uint32_t ceil_log2(uint64_t v)
+{
+	return v <= 1 ? 0 : 64 - static_cast<uint32_t>(__builtin_clzll(v - 1));
+}
 
 lpm_geometry lpm_layout(uint32_t key_size, uint32_t value_size, uint32_t max_entries)
 {
@@ -89,14 +108,23 @@ lpm_geometry lpm_layout(uint32_t key_size, uint32_t value_size, uint32_t max_ent
 	uint64_t want = 2ull * max_entries + 2 + max_entries / 8 + 64;
 	uint64_t fit = MAX_POOL_BYTES / g.node_size;
 	g.n_nodes = static_cast<uint32_t>(std::min<uint64_t>({want, fit, NIL - 1}));
+	// About four entries per prefix, at least 256, at most 65536 (512 KiB).
+	g.table_bits = std::min({16u, g.data_size * 8, std::max(8u, ceil_log2(max_entries) + 2)});
+	g.pool_off = round_up(sizeof(uint64_t) << g.table_bits, 64);
 	return g;
 }
+
+// A jump table entry: (cont + 1) << 32 | (best + 1), so that zero (a page not yet
+// touched) means NIL, NIL: what an empty trie needs.
+using jump_entry = std::atomic<uint64_t>;
 
 struct bpf_lpm_trie : bpf_map {
 	lpm_ctl *c = nullptr;
 	char *pool = nullptr;
+	jump_entry *table = nullptr;
 	uint32_t data_size = 0, max_prefixlen = 0, value_off = 0, node_size = 0, n_nodes = 0;
 	uint32_t words = 0; // data_size in 64-bit words, rounded up
+	uint32_t table_bits = 0;
 
 	lpm_node *node(uint32_t i) const
 	{
@@ -121,6 +149,8 @@ struct lpm_key {
 		memcpy(w, static_cast<const char *>(key) + LPM_KEY_HEADER, t->data_size);
 	}
 	const uint8_t *bytes() const { return reinterpret_cast<const uint8_t *>(w); }
+	// The first `bits` bits of the data, as an integer (bits <= 64).
+	uint64_t top(uint32_t bits) const { return __builtin_bswap64(w[0]) >> (64 - bits); }
 };
 
 // Bit index of data, most significant bit of byte 0 first (data is big endian).
@@ -181,11 +211,22 @@ uint32_t prefixlen_of(const bpf_lpm_trie *t, uint32_t n)
 	return t->node(n)->prefixlen.load(std::memory_order_relaxed);
 }
 
-// The longest stored prefix that matches key, or NIL; one pass, unvalidated.
+// The longest stored prefix that matches key, or NIL; one pass, unvalidated. Keys of TB
+// bits or more start where their jump table entry says.
 bool lookup_walk(const bpf_lpm_trie *t, const lpm_key &key, uint32_t *found)
 {
-	*found = NIL;
-	uint32_t n = t->c->root.load(std::memory_order_acquire);
+	uint32_t n;
+	if (key.prefixlen >= t->table_bits &&
+	    !(t->c->table_seq.load(std::memory_order_acquire) & 1)) {
+		uint64_t e = t->table[key.top(t->table_bits)].load(std::memory_order_acquire);
+		*found = static_cast<uint32_t>(e) - 1;
+		n = static_cast<uint32_t>(e >> 32) - 1;
+		if (*found != NIL && *found >= t->n_nodes)
+			return false;
+	} else {
+		*found = NIL;
+		n = t->c->root.load(std::memory_order_acquire);
+	}
 	for (uint32_t steps = 0; n != NIL; steps++) {
 		if (n >= t->n_nodes || steps > t->max_prefixlen + 1)
 			return false;
@@ -337,6 +378,74 @@ void free_node(bpf_lpm_trie *t, uint32_t n)
 	c->free_tail = n;
 }
 
+// ---- the jump table (trie lock held) ---------------------------------------------------
+
+// Entries lo .. lo + 2^(TB-q) - 1: the walk of their keys ends with best matched so far
+// and goes on at cont.
+void set_entries(bpf_lpm_trie *t, uint64_t lo, uint32_t q, uint32_t best, uint32_t cont)
+{
+	uint64_t e = static_cast<uint64_t>(cont + 1) << 32 | static_cast<uint32_t>(best + 1);
+	for (uint64_t i = 0, count = 1ull << (t->table_bits - q); i < count; i++)
+		t->table[lo + i].store(e, std::memory_order_release);
+}
+
+// The first TB bits of node n's data.
+uint64_t node_top(const bpf_lpm_trie *t, uint32_t n)
+{
+	return __builtin_bswap64(node_word(t->data_of(n), 0)) >> (64 - t->table_bits);
+}
+
+// Rewrite the entries whose first q bits are lo's, given that their walk has reached n with
+// best matched so far. A node shorter than TB is decided by the first TB bits alone: one
+// that reads a bit past q splits the range in two.
+void fill_entries(bpf_lpm_trie *t, uint32_t n, uint32_t best, uint64_t lo, uint32_t q)
+{
+	const uint32_t tb = t->table_bits;
+	while (n != NIL) {
+		uint32_t p = prefixlen_of(t, n);
+		if (p >= tb)
+			break;
+		if (q <= p) {
+			fill_entries(t, n, best, lo, q + 1);
+			lo |= 1ull << (tb - q - 1);
+			q++;
+			continue;
+		}
+		if ((node_top(t, n) ^ lo) >> (tb - p)) {
+			n = NIL; // the walk stops here: n does not match
+			break;
+		}
+		if (!is_im(t, n))
+			best = n;
+		n = child_of(t, n, static_cast<int>(lo >> (tb - p - 1)) & 1);
+	}
+	set_entries(t, lo, q, best, n);
+}
+
+// A change in the slot under parent (NIL: the root) on key's path: publish() makes it,
+// then the entries of every key whose walk passes that slot before depth TB are rewritten.
+// A short prefix near the root covers many entries (the root, all of them); a change below
+// depth TB, none.
+template <typename F> void change_slot(bpf_lpm_trie *t, uint32_t parent, const lpm_key &key, F &&publish)
+{
+	const uint32_t tb = t->table_bits;
+	uint32_t q = 0;
+	if (parent != NIL) {
+		uint32_t p = prefixlen_of(t, parent);
+		if (p >= tb) {
+			publish();
+			return;
+		}
+		q = p + 1;
+	}
+	std::atomic<uint32_t> &seq = t->c->table_seq;
+	seq.store(seq.load(std::memory_order_relaxed) | 1, std::memory_order_relaxed);
+	publish();
+	uint64_t lo = q ? key.top(q) << (tb - q) : 0;
+	fill_entries(t, t->c->root.load(std::memory_order_relaxed), NIL, lo, q);
+	seq.store(seq.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+}
+
 // Rebuild the entry count and the free list from what the root reaches: after a writer
 // died holding the lock, a node it had taken may be in neither.
 void trie_audit(bpf_lpm_trie *t)
@@ -363,6 +472,9 @@ void trie_audit(bpf_lpm_trie *t)
 	for (uint32_t i = 0; i < c->bump; i++)
 		if (!live[i])
 			free_node(t, i);
+	fill_entries(t, c->root.load(std::memory_order_relaxed), NIL, 0, 0);
+	c->table_seq.store((c->table_seq.load(std::memory_order_relaxed) | 1) + 1,
+			   std::memory_order_release);
 }
 
 class trie_locked {
@@ -455,7 +567,7 @@ int trie_update_locked(bpf_lpm_trie *t, const void *ukey, const lpm_key &key, co
 		if (x == NIL)
 			return -ENOMEM;
 		t->c->n_entries++;
-		slot.store(x, std::memory_order_release);
+		change_slot(t, parent, key, [&] { slot.store(x, std::memory_order_release); });
 		return 0;
 	}
 	if (prefixlen_of(t, n) == matchlen) {
@@ -471,7 +583,7 @@ int trie_update_locked(bpf_lpm_trie *t, const void *ukey, const lpm_key &key, co
 			return -ENOMEM;
 		if (is_im(t, n))
 			t->c->n_entries++;
-		slot.store(x, std::memory_order_release);
+		change_slot(t, parent, key, [&] { slot.store(x, std::memory_order_release); });
 		free_node(t, n);
 		return 0;
 	}
@@ -484,7 +596,7 @@ int trie_update_locked(bpf_lpm_trie *t, const void *ukey, const lpm_key &key, co
 		if (x == NIL)
 			return -ENOMEM;
 		t->c->n_entries++;
-		slot.store(x, std::memory_order_release);
+		change_slot(t, parent, key, [&] { slot.store(x, std::memory_order_release); });
 		return 0;
 	}
 	// They part at matchlen: an intermediate node there, with n and the key as children.
@@ -499,7 +611,7 @@ int trie_update_locked(bpf_lpm_trie *t, const void *ukey, const lpm_key &key, co
 		return -ENOMEM;
 	}
 	t->c->n_entries++;
-	slot.store(im, std::memory_order_release);
+	change_slot(t, parent, key, [&] { slot.store(im, std::memory_order_release); });
 	return 0;
 }
 
@@ -542,18 +654,22 @@ int trie_map_delete_elem(bpf_map *map, const void *ukey)
 	t->c->n_entries--;
 	uint32_t left = child_of(t, n, 0), right = child_of(t, n, 1);
 	if (left != NIL && right != NIL) {
-		t->node(n)->flags.store(LPM_FLAG_IM, std::memory_order_release);
+		change_slot(t, parent, key,
+			    [&] { t->node(n)->flags.store(LPM_FLAG_IM, std::memory_order_release); });
 		return 0;
 	}
 	if (parent != NIL && is_im(t, parent) && left == NIL && right == NIL) {
 		// The intermediate parent would keep one child: its other child takes its place.
 		uint32_t sibling = child_of(t, parent, bit ^ 1);
-		slot_ref(t, grand, pbit).store(sibling, std::memory_order_release);
+		change_slot(t, grand, key,
+			    [&] { slot_ref(t, grand, pbit).store(sibling, std::memory_order_release); });
 		free_node(t, parent);
 		free_node(t, n);
 		return 0;
 	}
-	slot_ref(t, parent, bit).store(left != NIL ? left : right, std::memory_order_release);
+	uint32_t rest = left != NIL ? left : right;
+	change_slot(t, parent, key,
+		    [&] { slot_ref(t, parent, bit).store(rest, std::memory_order_release); });
 	free_node(t, n);
 	return 0;
 }
@@ -572,7 +688,7 @@ int trie_map_mem_size(const uapi::map_create_attr &attr, size_t *size)
 	    attr.value_size > LPM_VAL_SIZE_MAX)
 		return -EINVAL;
 	lpm_geometry g = lpm_layout(attr.key_size, attr.value_size, attr.max_entries);
-	*size = static_cast<size_t>(g.n_nodes) * g.node_size;
+	*size = g.pool_off + static_cast<size_t>(g.n_nodes) * g.node_size;
 	return 0;
 }
 
@@ -585,6 +701,7 @@ void trie_map_init(bpf_map *map)
 	c->lock.init();
 	c->root.store(NIL, std::memory_order_relaxed);
 	c->reuse_seq.store(0, std::memory_order_relaxed);
+	c->table_seq.store(0, std::memory_order_relaxed);
 	c->n_entries = 0;
 	c->n_nodes = g.n_nodes;
 	c->bump = 0;
@@ -596,7 +713,9 @@ void trie_map_attach(bpf_map *map)
 	bpf_lpm_trie *t = trie_of(map);
 	lpm_geometry g = lpm_layout(map->key_size, map->value_size, map->max_entries);
 	t->c = map->ctl<lpm_ctl>();
-	t->pool = map->data;
+	t->table = reinterpret_cast<jump_entry *>(map->data);
+	t->pool = map->data + g.pool_off;
+	t->table_bits = g.table_bits;
 	t->data_size = g.data_size;
 	t->max_prefixlen = g.data_size * 8;
 	t->value_off = g.value_off;
