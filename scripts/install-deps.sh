@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what bpfmap needs to build, test and benchmark, from Debian's packages.
 set -euo pipefail
-pkgs=(cmake g++ make python3 libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev libbpf-dev bpftool)
+pkgs=(cmake g++ make python3 libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev libbpf-dev bpftool
+  linux-source)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

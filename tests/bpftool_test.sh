@@ -1,6 +1,6 @@
 #!/bin/sh
 # Debian's bpftool, unmodified, runs one script of map commands for hash, array, percpu
-# hash and percpu array: on the kernel, and under the preload library (as the caller, and
+# hash, percpu array, LPM trie, queue, stack and bloom filter: on the kernel, and under the preload library (as the caller, and
 # as an unprivileged user for whom bpf(2) is refused). Everything bpftool prints must be the
 # same, except map ids and memlock, which are bpfmap's own.
 # With a second argument (tests/btf_map_maker), also a map described by BTF, which bpftool
@@ -79,6 +79,56 @@ script() {
 		rm "$p" "${p}_again"
 		$bt map show pinned "$p" 2>&1 || echo "rc=$?"
 	done
+	echo "== lpm_trie"
+	p=$pins/lpm
+	$bt map create "$p" type lpm_trie key 8 value 8 entries 3 name m_lpm 2>&1 || echo "rc=$?"
+	$bt map create "$p" type lpm_trie key 8 value 8 entries 3 name m_lpm flags 1 2>&1 || echo "rc=$?"
+	$bt map update pinned "$p" key 24 0 0 0 10 1 2 0 value 1 0 0 0 0 0 0 0 2>&1 || echo "rc=$?"
+	$bt map update pinned "$p" key 16 0 0 0 10 1 9 9 value 2 0 0 0 0 0 0 0 2>&1 || echo "rc=$?"
+	$bt map update pinned "$p" key 8 0 0 0 10 0 0 0 value 3 0 0 0 0 0 0 0 noexist 2>&1 || echo "rc=$?"
+	$bt map update pinned "$p" key 8 0 0 0 10 0 0 0 value 4 0 0 0 0 0 0 0 noexist 2>&1 || echo "rc=$?"
+	$bt map update pinned "$p" key 9 0 0 0 10 0 0 0 value 4 0 0 0 0 0 0 0 2>&1 || echo "rc=$?"
+	$bt map update pinned "$p" key 33 0 0 0 10 0 0 0 value 4 0 0 0 0 0 0 0 2>&1 || echo "rc=$?"
+	$bt map lookup pinned "$p" key 32 0 0 0 10 1 2 3 2>&1 || echo "rc=$?"
+	$bt map lookup pinned "$p" key 32 0 0 0 10 1 3 3 2>&1 || echo "rc=$?"
+	$bt map lookup pinned "$p" key 32 0 0 0 10 9 3 3 2>&1 || echo "rc=$?"
+	$bt map lookup pinned "$p" key 32 0 0 0 11 1 2 3 2>&1 || echo "rc=$?"
+	$bt map dump pinned "$p" 2>&1 || echo "rc=$?"
+	$bt -j map dump pinned "$p" 2>&1 || echo "rc=$?"; echo
+	$bt map getnext pinned "$p" 2>&1 || echo "rc=$?"
+	$bt map getnext pinned "$p" key 24 0 0 0 10 1 2 0 2>&1 || echo "rc=$?"
+	$bt map getnext pinned "$p" key 8 0 0 0 10 0 0 0 2>&1 || echo "rc=$?"
+	$bt map delete pinned "$p" key 16 0 0 0 10 1 0 0 2>&1 || echo "rc=$?"
+	$bt map delete pinned "$p" key 16 0 0 0 10 1 0 0 2>&1 || echo "rc=$?"
+	$bt map dump pinned "$p" 2>&1 || echo "rc=$?"
+	$bt map show pinned "$p" 2>&1 || echo "rc=$?"
+	rm "$p"
+	for t in queue stack; do
+		echo "== $t"
+		p=$pins/$t
+		$bt map create "$p" type "$t" key 4 value 4 entries 2 name "m_$t" 2>&1 || echo "rc=$?"
+		$bt map create "$p" type "$t" key 0 value 4 entries 2 name "m_$t" 2>&1 || echo "rc=$?"
+		$bt map peek pinned "$p" 2>&1 || echo "rc=$?"
+		$bt map push pinned "$p" value 1 0 0 0 2>&1 || echo "rc=$?"
+		$bt map enqueue pinned "$p" value 2 0 0 0 2>&1 || echo "rc=$?"
+		$bt map push pinned "$p" value 3 0 0 0 2>&1 || echo "rc=$?"
+		$bt map peek pinned "$p" 2>&1 || echo "rc=$?"
+		$bt map dump pinned "$p" 2>&1 || echo "rc=$?"
+		$bt map pop pinned "$p" 2>&1 || echo "rc=$?"
+		$bt map dequeue pinned "$p" 2>&1 || echo "rc=$?"
+		$bt map pop pinned "$p" 2>&1 || echo "rc=$?"
+		$bt -j map show pinned "$p" 2>&1 || echo "rc=$?"; echo
+		rm "$p"
+	done
+	echo "== bloom_filter"
+	p=$pins/bloom
+	$bt map create "$p" type bloom_filter key 0 value 4 entries 16 name m_bloom 2>&1 || echo "rc=$?"
+	$bt map push pinned "$p" value 1 0 0 0 2>&1 || echo "rc=$?"
+	$bt map peek pinned "$p" 2>&1 || echo "rc=$?"
+	$bt map pop pinned "$p" 2>&1 || echo "rc=$?"
+	$bt map dump pinned "$p" 2>&1 || echo "rc=$?"
+	$bt map show pinned "$p" 2>&1 || echo "rc=$?"
+	rm "$p"
 	if [ -n "$maker" ]; then
 		echo "== btf"
 		"$maker" "$pins/btf" 2>&1 || echo "rc=$?"
