@@ -57,7 +57,8 @@ enum : int {
 };
 
 constexpr uint32_t T_HASH = 1, T_ARRAY = 2, T_PERCPU_HASH = 5, T_PERCPU_ARRAY = 6, T_LRU_HASH = 9,
-		   T_LRU_PERCPU_HASH = 10, T_LPM = 11, T_QUEUE = 22, T_STACK = 23, T_BLOOM = 30;
+		   T_LRU_PERCPU_HASH = 10, T_LPM = 11, T_QUEUE = 22, T_STACK = 23, T_RINGBUF = 27,
+		   T_BLOOM = 30, T_USER_RINGBUF = 31;
 
 bool is_hash(uint32_t type) { return type == T_HASH || type == T_PERCPU_HASH; }
 bool is_percpu(uint32_t type)
@@ -2692,6 +2693,96 @@ TEST_F(KernelDiff, KeylessBatchAndMmap)
 			munmap(km, 4096);
 		if (um != MAP_FAILED)
 			munmap(um, 4096);
+	}
+}
+
+// Ring buffers: creation rules (max_entries a power of two and a multiple of the page
+// size, no key or value, BPF_F_NUMA_NODE the only flag), ENOTSUPP for every element and
+// batch command, and which mmap()s of the fd the kernel allows.
+TEST_F(KernelDiff, RingbufCreateCommandsAndMmap)
+{
+	struct Case {
+		const char *name;
+		uint32_t ks, vs, max, flags;
+		uint64_t extra = 0;
+	};
+	const Case cases[] = {
+		{"ok", 0, 0, 4096, 0},
+		{"8 pages", 0, 0, 8 * 4096, 0},
+		{"3 pages", 0, 0, 3 * 4096, 0},
+		{"half a page", 0, 0, 2048, 0},
+		{"max_entries 0", 0, 0, 0, 0},
+		{"max_entries 1", 0, 0, 1, 0},
+		{"key_size 4", 4, 0, 4096, 0},
+		{"value_size 4", 0, 4, 4096, 0},
+		{"NUMA_NODE", 0, 0, 4096, F_NUMA_NODE},
+		{"NO_PREALLOC", 0, 0, 4096, F_NO_PREALLOC},
+		{"RDONLY", 0, 0, 4096, F_RDONLY},
+		{"RDONLY_PROG", 0, 0, 4096, F_RDONLY_PROG},
+		{"MMAPABLE", 0, 0, 4096, F_MMAPABLE},
+		{"1<<19 (RB_OVERWRITE on newer kernels)", 0, 0, 4096, 1u << 19},
+		{"map_extra 1", 0, 0, 4096, 0, 1},
+	};
+	for (uint32_t type : {T_RINGBUF, T_USER_RINGBUF}) {
+		std::string t = type == T_RINGBUF ? "RINGBUF " : "USER_RINGBUF ";
+		for (const Case &c : cases) {
+			Req q = create_req(type, c.ks, c.vs, c.max, c.flags);
+			q.u64(MC_EXTRA, c.extra);
+			check(t + "create " + c.name, q);
+		}
+		const uint32_t size = 4 * 4096;
+		Pair p = create_both(t, create_req(type, 0, 0, size));
+		ASSERT_TRUE(p);
+		std::vector<uint8_t> key(4, 1), val(8, 2);
+		for (Ptr kp : {Ptr::NUL, Ptr::BUF}) {
+			EA a;
+			a.keyp = kp;
+			a.key = &key;
+			a.val = &val;
+			std::string n = t + (kp == Ptr::NUL ? "key NULL " : "key given ");
+			elem(n + "lookup", p, C_LOOKUP, a);
+			elem(n + "update", p, C_UPDATE, a);
+			elem(n + "delete", p, C_DELETE, a);
+			elem(n + "get_next_key", p, C_GET_NEXT_KEY, a);
+			elem(n + "lookup_and_delete", p, C_LOOKUP_AND_DELETE, a);
+		}
+		for (int cmd : {C_LOOKUP_BATCH, C_LOOKUP_AND_DELETE_BATCH, C_UPDATE_BATCH, C_DELETE_BATCH}) {
+			Req q(cmd);
+			q.fd(36, p.k, p.u);
+			q.u32(32, 1);
+			check(t + "batch cmd " + std::to_string(cmd), q);
+		}
+		struct M {
+			int prot;
+			size_t len, off;
+		};
+		const size_t pg = 4096, data = size;
+		const M maps[] = {
+			{PROT_READ | PROT_WRITE, pg, 0},	   {PROT_READ | PROT_WRITE, 2 * pg, 0},
+			{PROT_READ | PROT_WRITE, pg, pg},	   {PROT_READ | PROT_WRITE, pg + 2 * data, pg},
+			{PROT_READ, pg, 0},			   {PROT_READ, pg + 2 * data, pg},
+			{PROT_READ, 2 * pg + 2 * data, 0},	   {PROT_READ, 3 * pg + 2 * data, 0},
+			{PROT_READ, pg, pg + 2 * data},		   {PROT_READ, 2 * pg, pg + 2 * data},
+			{PROT_READ | PROT_EXEC, pg, 0},		   {PROT_READ, pg, 100 * pg},
+		};
+		for (const M &m : maps) {
+			void *km = mmap(nullptr, m.len, m.prot, MAP_SHARED, p.k, static_cast<off_t>(m.off));
+			int ke = km == MAP_FAILED ? errno : 0;
+			void *um = mmap(nullptr, m.len, m.prot, MAP_SHARED, p.u, static_cast<off_t>(m.off));
+			int ue = um == MAP_FAILED ? errno : 0;
+			EXPECT_EQ(ke, ue) << t << "mmap prot " << m.prot << " len " << m.len << " off " << m.off
+					  << ": kernel " << errname(ke) << ", bpfmap " << errname(ue);
+			if (km != MAP_FAILED) {
+				int kp = mprotect(km, pg, PROT_READ | PROT_WRITE) ? errno : 0;
+				int up = um != MAP_FAILED && mprotect(um, pg, PROT_READ | PROT_WRITE) ? errno : 0;
+				EXPECT_EQ(kp, up) << t << "mprotect after mmap prot " << m.prot << " off " << m.off;
+				munmap(km, m.len);
+			}
+			if (um != MAP_FAILED)
+				munmap(um, m.len);
+		}
+		EA f;
+		elem(t + "FREEZE", p, C_FREEZE, f);
 	}
 }
 

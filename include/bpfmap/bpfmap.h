@@ -80,6 +80,21 @@ BPFMAP_API long bpfmap_map_push_elem(struct bpfmap_map *map, const void *value, 
 BPFMAP_API long bpfmap_map_pop_elem(struct bpfmap_map *map, void *value);
 BPFMAP_API long bpfmap_map_peek_elem(struct bpfmap_map *map, void *value);
 
+/* Ring buffers (BPF_MAP_TYPE_RINGBUF), like the helpers of the same names. reserve returns
+ * size bytes of a new record, or NULL (flags not 0, no room, not a ring buffer); the record
+ * must then be submitted or discarded exactly once, by any thread of this process. output
+ * copies size bytes in one call: 0, -EAGAIN when there is no room, -EINVAL for bad flags
+ * or another map type. flags of submit, discard and output: BPF_RB_NO_WAKEUP (wake no
+ * consumer), BPF_RB_FORCE_WAKEUP (wake them all), else the kernel's rule: wake the
+ * consumers only when they have read everything before this record. query: BPF_RB_AVAIL_DATA,
+ * BPF_RB_RING_SIZE, BPF_RB_CONS_POS or BPF_RB_PROD_POS; 0 for anything else. */
+BPFMAP_API void *bpfmap_ringbuf_reserve(struct bpfmap_map *map, uint64_t size, uint64_t flags);
+BPFMAP_API void bpfmap_ringbuf_submit(void *data, uint64_t flags);
+BPFMAP_API void bpfmap_ringbuf_discard(void *data, uint64_t flags);
+BPFMAP_API long bpfmap_ringbuf_output(struct bpfmap_map *map, const void *data, uint64_t size,
+				      uint64_t flags);
+BPFMAP_API uint64_t bpfmap_ringbuf_query(struct bpfmap_map *map, uint64_t flags);
+
 #ifdef __cplusplus
 }
 #endif

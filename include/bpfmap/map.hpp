@@ -30,7 +30,9 @@ enum map_type : uint32_t {
 	MAP_LRU_PERCPU_HASH = 10,
 	MAP_QUEUE = 22,
 	MAP_STACK = 23,
+	MAP_RINGBUF = 27,
 	MAP_BLOOM_FILTER = 30,
+	MAP_USER_RINGBUF = 31,
 };
 enum update_flags : uint64_t {
 	ANY = 0,

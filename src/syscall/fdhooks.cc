@@ -29,6 +29,7 @@ void forget_closed(int first, int last)
 {
 	bpfmap::fds_forget(first, last);
 	bpfmap::map_mmap_fds_closed(first, last);
+	bpfmap::ring_epoll_fds_closed(first, last);
 }
 
 } // namespace

@@ -5,6 +5,7 @@
 #include "bpfmap/bpfmap.h"
 #include "core/percpu.h"
 #include "core/rcu.h"
+#include "maps/ringbuf.h"
 #include "syscall/objtab.h"
 
 using bpfmap::bpf_map;
@@ -97,6 +98,37 @@ long bpfmap_map_peek_elem(bpfmap_map *m, void *value)
 	if (!map->ops->map_peek_elem)
 		return -EINVAL;
 	return map->ops->map_peek_elem(map, value);
+}
+
+// Only BPF_MAP_TYPE_RINGBUF takes records from this side (a user ring buffer is written by
+// user space and drained here).
+namespace {
+bool is_kernel_producer_ring(bpf_map *map)
+{
+	return map->map_type == bpfmap::uapi::MAP_TYPE_RINGBUF && bpfmap::is_ringbuf(map);
+}
+} // namespace
+
+void *bpfmap_ringbuf_reserve(bpfmap_map *m, uint64_t size, uint64_t flags)
+{
+	bpf_map *map = to_map(m);
+	return is_kernel_producer_ring(map) ? bpfmap::ringbuf_reserve(map, size, flags) : nullptr;
+}
+
+void bpfmap_ringbuf_submit(void *data, uint64_t flags) { bpfmap::ringbuf_commit(data, flags, false); }
+
+void bpfmap_ringbuf_discard(void *data, uint64_t flags) { bpfmap::ringbuf_commit(data, flags, true); }
+
+long bpfmap_ringbuf_output(bpfmap_map *m, const void *data, uint64_t size, uint64_t flags)
+{
+	bpf_map *map = to_map(m);
+	return is_kernel_producer_ring(map) ? bpfmap::ringbuf_output(map, data, size, flags) : -EINVAL;
+}
+
+uint64_t bpfmap_ringbuf_query(bpfmap_map *m, uint64_t flags)
+{
+	bpf_map *map = to_map(m);
+	return bpfmap::is_ringbuf(map) ? bpfmap::ringbuf_query(map, flags) : 0;
 }
 
 } // extern "C"

@@ -19,6 +19,9 @@ int map_mprotect(void *addr, size_t len, int prot);
 // fds first..last were closed or replaced.
 void map_mmap_fds_closed(int first, int last);
 
+// fds first..last were closed: the epoll watches of rings they carried go (ring_epoll.cc).
+void ring_epoll_fds_closed(int first, int last);
+
 // Set the map's frozen flag unless a writable mapping of it exists in any process
 // (-EBUSY) or it is frozen already (-EPERM).
 struct bpf_map;

@@ -1,0 +1,99 @@
+// Ring buffers (BPF_MAP_TYPE_RINGBUF) from C++: a producer with the program-side calls,
+// and a consumer that runs a callback per record and sleeps on a file descriptor.
+//
+// Both wrap a ring's map fd (create one with Map::create, type MAP_RINGBUF, key and value
+// size 0, max_entries the data size: a power of two, a multiple of 4096). The producer and
+// the consumer may live in different processes; so may many producers.
+//
+// Waking, without busy polling and without a lost wakeup: a producer's commit is a full
+// barrier, after which it reads consumer_pos and wakes the consumers only when that equals
+// its record's position (they have read everything before it), or when forced. The
+// consumer ends every consume() with a full barrier after its last consumer_pos store and
+// one more look at the ring; it reads away pending wakes before that look. So either the
+// consumer's last look sees the committed record, or the producer sees the consumer caught
+// up and wakes it, and the wake stays queued on fd() until the next consume().
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+
+#include "bpfmap/bpfmap.h"
+
+namespace bpfmap {
+
+enum ringbuf_flags : uint64_t {
+	RB_NO_WAKEUP = 1,
+	RB_FORCE_WAKEUP = 2,
+};
+enum ringbuf_query : uint64_t {
+	RB_AVAIL_DATA = 0,
+	RB_RING_SIZE = 1,
+	RB_CONS_POS = 2,
+	RB_PROD_POS = 3,
+};
+
+class BPFMAP_API RingProducer {
+public:
+	RingProducer() = default;
+	~RingProducer();
+	RingProducer(RingProducer &&other) noexcept;
+	RingProducer &operator=(RingProducer &&other) noexcept;
+	RingProducer(const RingProducer &) = delete;
+	RingProducer &operator=(const RingProducer &) = delete;
+
+	// 0, or EBADF / EINVAL (not a BPF_MAP_TYPE_RINGBUF).
+	static int open(int map_fd, RingProducer &out);
+
+	// size bytes of a new record, or nullptr when the ring has no room. Submit or discard it
+	// exactly once.
+	void *reserve(size_t size) { return bpfmap_ringbuf_reserve(map_, size, 0); }
+	void submit(void *record, uint64_t flags = 0) { bpfmap_ringbuf_submit(record, flags); }
+	void discard(void *record, uint64_t flags = 0) { bpfmap_ringbuf_discard(record, flags); }
+	// Copy size bytes in as one record: 0, EAGAIN (no room) or EINVAL (bad flags).
+	int output(const void *data, size_t size, uint64_t flags = 0)
+	{
+		return static_cast<int>(-bpfmap_ringbuf_output(map_, data, size, flags));
+	}
+	uint64_t query(uint64_t what) const { return bpfmap_ringbuf_query(map_, what); }
+
+private:
+	bpfmap_map *map_ = nullptr;
+};
+
+class BPFMAP_API RingConsumer {
+public:
+	// Called for each record in order, with its data. A negative return stops consume()
+	// before the next record and is returned from it.
+	using Callback = std::function<int(const void *data, size_t size)>;
+
+	RingConsumer() = default;
+	~RingConsumer();
+	RingConsumer(RingConsumer &&other) noexcept;
+	RingConsumer &operator=(RingConsumer &&other) noexcept;
+	RingConsumer(const RingConsumer &) = delete;
+	RingConsumer &operator=(const RingConsumer &) = delete;
+
+	// 0, or EBADF / EINVAL (not a BPF_MAP_TYPE_RINGBUF) / EBUSY (16 consumers wait on
+	// this ring already) / the errno of creating the wake socket.
+	static int open(int map_fd, Callback callback, RingConsumer &out);
+
+	// Run the callback for every committed record, in reservation order, skipping
+	// discarded ones; returns how many it ran, or the callback's negative return.
+	int consume();
+	// consume(), and if there was nothing, sleep until a producer wakes this consumer or
+	// timeout_ms passes (-1: no limit), then consume(). Returns what consume() returned
+	// (0 on timeout), or -errno of the wait (-EINTR).
+	int poll(int timeout_ms);
+	// Readable when a producer has woken this consumer: put it in an epoll set of your
+	// own, and call consume() when it fires.
+	int fd() const { return wake_fd_; }
+
+private:
+	bpfmap_map *map_ = nullptr;
+	int wake_fd_ = -1;
+	int slot_ = -1;
+	Callback callback_;
+};
+
+} // namespace bpfmap

@@ -1,0 +1,145 @@
+// The C++ ring buffer producer and consumer (include/bpfmap/ringbuf.hpp).
+#include "bpfmap/ringbuf.hpp"
+
+#include <cerrno>
+#include <poll.h>
+#include <utility>
+
+#include "maps/ringbuf.h"
+#include "uapi/bpf_uapi.h"
+
+namespace bpfmap {
+namespace {
+
+bpf_map *to_map(bpfmap_map *m) { return reinterpret_cast<bpf_map *>(m); }
+
+// A handle on the ring buffer behind fd, or the errno why not.
+int open_ring(int fd, bpfmap_map **out)
+{
+	bpfmap_map *m = bpfmap_map_get(fd);
+	if (!m)
+		return errno;
+	bpf_map *map = to_map(m);
+	if (map->map_type != uapi::MAP_TYPE_RINGBUF || !is_ringbuf(map) ||
+	    !ringbuf_view_of(map).data) {
+		bpfmap_map_put(m);
+		return EINVAL;
+	}
+	*out = m;
+	return 0;
+}
+
+} // namespace
+
+RingProducer::~RingProducer() { bpfmap_map_put(map_); }
+
+RingProducer::RingProducer(RingProducer &&o) noexcept : map_(std::exchange(o.map_, nullptr)) {}
+
+RingProducer &RingProducer::operator=(RingProducer &&o) noexcept
+{
+	std::swap(map_, o.map_);
+	return *this;
+}
+
+int RingProducer::open(int map_fd, RingProducer &out)
+{
+	bpfmap_map *m = nullptr;
+	if (int err = open_ring(map_fd, &m))
+		return err;
+	RingProducer p;
+	p.map_ = m;
+	out = std::move(p);
+	return 0;
+}
+
+RingConsumer::~RingConsumer()
+{
+	if (map_) {
+		waitq_leave(ringbuf_view_of(to_map(map_)).waiters, slot_, wake_fd_);
+		bpfmap_map_put(map_);
+	}
+}
+
+RingConsumer::RingConsumer(RingConsumer &&o) noexcept
+	: map_(std::exchange(o.map_, nullptr)), wake_fd_(std::exchange(o.wake_fd_, -1)),
+	  slot_(std::exchange(o.slot_, -1)), callback_(std::move(o.callback_))
+{
+}
+
+RingConsumer &RingConsumer::operator=(RingConsumer &&o) noexcept
+{
+	std::swap(map_, o.map_);
+	std::swap(wake_fd_, o.wake_fd_);
+	std::swap(slot_, o.slot_);
+	std::swap(callback_, o.callback_);
+	return *this;
+}
+
+int RingConsumer::open(int map_fd, Callback callback, RingConsumer &out)
+{
+	bpfmap_map *m = nullptr;
+	if (int err = open_ring(map_fd, &m))
+		return err;
+	int slot = -1;
+	int fd = waitq_join(ringbuf_view_of(to_map(m)).waiters, &slot);
+	if (fd < 0) {
+		bpfmap_map_put(m);
+		return -fd;
+	}
+	RingConsumer c;
+	c.map_ = m;
+	c.wake_fd_ = fd;
+	c.slot_ = slot;
+	c.callback_ = std::move(callback);
+	out = std::move(c);
+	return 0;
+}
+
+int RingConsumer::consume()
+{
+	ringbuf_view v = ringbuf_view_of(to_map(map_));
+	waitq_drain(wake_fd_); // before the last look below: a later wake stays queued
+	uint64_t cons = v.consumer_pos->load(std::memory_order_relaxed); // ours alone
+	int n = 0;
+	for (;;) {
+		uint64_t prod = v.producer_pos->load(std::memory_order_acquire);
+		while (cons != prod) {
+			auto *h = reinterpret_cast<ringbuf_hdr *>(v.data + (cons & v.mask));
+			uint32_t len = h->len.load(std::memory_order_acquire);
+			if (len & RINGBUF_BUSY_BIT)
+				break;
+			uint32_t size = len & ~RINGBUF_DISCARD_BIT;
+			uint64_t next = cons + round_up(size + RINGBUF_HDR_SZ, 8);
+			if (!(len & RINGBUF_DISCARD_BIT)) {
+				int r = callback_(h + 1, size);
+				if (r < 0) {
+					v.consumer_pos->store(next, std::memory_order_release);
+					return r;
+				}
+				n++;
+			}
+			cons = next;
+			v.consumer_pos->store(cons, std::memory_order_release);
+		}
+		// The full barrier after our last store, then one more look (see the header).
+		std::atomic_thread_fence(std::memory_order_seq_cst);
+		if (cons == v.producer_pos->load(std::memory_order_acquire))
+			return n;
+		auto *h = reinterpret_cast<ringbuf_hdr *>(v.data + (cons & v.mask));
+		if (h->len.load(std::memory_order_acquire) & RINGBUF_BUSY_BIT)
+			return n;
+	}
+}
+
+int RingConsumer::poll(int timeout_ms)
+{
+	int n = consume();
+	if (n != 0)
+		return n;
+	pollfd p{wake_fd_, POLLIN, 0};
+	if (::poll(&p, 1, timeout_ms) < 0)
+		return -errno;
+	return consume();
+}
+
+} // namespace bpfmap

@@ -1,0 +1,109 @@
+#include "core/waitq.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+namespace bpfmap {
+
+namespace {
+
+// "\0bpfmap-wq-<nonce in hex>": a name in the abstract namespace, gone with its socket.
+socklen_t sleeper_name(uint64_t nonce, sockaddr_un *addr)
+{
+	memset(addr, 0, sizeof(*addr));
+	addr->sun_family = AF_UNIX;
+	int n = snprintf(addr->sun_path + 1, sizeof(addr->sun_path) - 1, "bpfmap-wq-%016llx",
+			 static_cast<unsigned long long>(nonce));
+	return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + n);
+}
+
+uint64_t random_nonce()
+{
+	uint64_t v = 0;
+	while (v == 0)
+		if (getrandom(&v, sizeof(v), 0) != sizeof(v))
+			v = 0;
+	return v;
+}
+
+// Our own sockets are closed with the raw syscall: close() is interposed to keep the map
+// fd cache, which has nothing to do with them.
+void close_own(int fd) { syscall(SYS_close, fd); }
+
+// Send one wake to the sleeper in slot i; free the slot if its sleeper is gone.
+void wake_slot(waitq *q, int i, uint64_t nonce, int sock)
+{
+	sockaddr_un addr;
+	socklen_t len = sleeper_name(nonce, &addr);
+	char byte = 0;
+	if (sendto(sock, &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL, reinterpret_cast<sockaddr *>(&addr), len) < 0 &&
+	    (errno == ECONNREFUSED || errno == ENOENT))
+		q->slot[i].compare_exchange_strong(nonce, 0, std::memory_order_relaxed);
+	// EAGAIN: the sleeper's queue is full of wakes it has not read; one more adds nothing.
+}
+
+} // namespace
+
+int waitq_join(waitq *q, int *slot)
+{
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	uint64_t nonce = random_nonce();
+	sockaddr_un addr;
+	socklen_t len = sleeper_name(nonce, &addr);
+	if (bind(fd, reinterpret_cast<sockaddr *>(&addr), len) != 0) {
+		int err = -errno;
+		close_own(fd);
+		return err;
+	}
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < WAITQ_SLOTS; i++) {
+			uint64_t free_slot = 0;
+			if (q->slot[i].compare_exchange_strong(free_slot, nonce, std::memory_order_seq_cst)) {
+				*slot = i;
+				return fd;
+			}
+		}
+		waitq_wake(q); // frees the slots of sleepers that died
+	}
+	close_own(fd);
+	return -EBUSY;
+}
+
+void waitq_leave(waitq *q, int slot, int fd)
+{
+	if (slot >= 0 && slot < WAITQ_SLOTS)
+		q->slot[slot].store(0, std::memory_order_release);
+	close_own(fd);
+}
+
+void waitq_wake(waitq *q)
+{
+	int sock = -1;
+	for (int i = 0; i < WAITQ_SLOTS; i++) {
+		uint64_t nonce = q->slot[i].load(std::memory_order_acquire);
+		if (!nonce)
+			continue;
+		if (sock < 0 && (sock = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0)
+			return;
+		wake_slot(q, i, nonce, sock);
+	}
+	if (sock >= 0)
+		close_own(sock);
+}
+
+void waitq_drain(int fd)
+{
+	char buf[64];
+	while (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) >= 0) {
+	}
+}
+
+} // namespace bpfmap

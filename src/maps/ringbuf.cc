@@ -1,0 +1,303 @@
+// BPF_MAP_TYPE_RINGBUF and BPF_MAP_TYPE_USER_RINGBUF.
+//
+// The kernel's layout, so that libbpf's consumer reads a bpfmap ring as it reads the
+// kernel's: a consumer page (consumer_pos, then for a user ring the drain's busy flag), a
+// producer page (producer_pos), then max_entries bytes of data. Records are 8-byte aligned
+// and start with the kernel's header: the length with BUSY (being written) and DISCARD bits,
+// and the record's page offset from the ring's first page, which is how a submit finds its
+// ring from the record alone.
+//
+// Region: [consumer page][producer page][data], then the header page (map header, then
+// the lock, pending_pos and the consumers' wait queue). Each process also maps the ring a
+// second time as [header page][consumer page][producer page][data][data again]: that view
+// is the kernel's vmap (the header page standing where the kernel's struct bpf_ringbuf
+// ends), so page offsets in record headers are the kernel's, and a record that wraps past
+// the end of the data is contiguous.
+//
+// Producers, as in the kernel: reserve under one lock (robust across processes) moves
+// producer_pos; the record's header says BUSY until its producer commits it with one
+// exchange. Records commit in any order; the consumer stops at the first BUSY one, so it
+// sees them in reservation order. pending_pos (the oldest record still BUSY) keeps a
+// reservation from reaching round to it. A commit wakes the consumers only if the consumer
+// has read everything before this record (it waits for exactly this one), unless the flags
+// say otherwise: the kernel's adaptive rule.
+#include "maps/ringbuf.h"
+
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "core/lock.h"
+#include "core/registry.h"
+
+namespace bpfmap {
+namespace {
+
+using uapi::ENOTSUPP;
+
+constexpr uint32_t RINGBUF_CREATE_FLAG_MASK = uapi::BPF_F_NUMA_NODE;
+constexpr uint64_t RINGBUF_MAX_RECORD_SZ = UINT_MAX / 4;
+constexpr size_t RINGBUF_POS_PAGES = 2; // consumer page, producer page
+// The view's first page (the header page) is where the kernel's struct bpf_ringbuf sits:
+// record page offsets count from there.
+constexpr size_t RINGBUF_PGOFF = 1;
+
+constexpr uint64_t RB_NO_WAKEUP = 1, RB_FORCE_WAKEUP = 2;
+constexpr uint64_t RB_AVAIL_DATA = 0, RB_RING_SIZE = 1, RB_CONS_POS = 2, RB_PROD_POS = 3;
+
+struct ringbuf_ctl {
+	shared_lock lock; // producers' reservations
+	uint64_t mask;
+	uint64_t pending_pos; // under the lock
+	waitq waiters;
+};
+
+struct bpf_ringbuf_map : bpf_map {
+	char *view = nullptr; // [header][consumer][producer][data][data]
+	size_t view_len = 0;
+
+	~bpf_ringbuf_map() override
+	{
+		if (view)
+			syscall(SYS_munmap, view, view_len);
+	}
+	ringbuf_ctl *c() const { return ctl<ringbuf_ctl>(); }
+	char *page(size_t i) const { return view + i * PAGE_SIZE; }
+	std::atomic<uint64_t> *consumer_pos() const
+	{
+		return reinterpret_cast<std::atomic<uint64_t> *>(page(RINGBUF_PGOFF));
+	}
+	std::atomic<uint64_t> *producer_pos() const
+	{
+		return reinterpret_cast<std::atomic<uint64_t> *>(page(RINGBUF_PGOFF + 1));
+	}
+	char *ring_data() const { return page(RINGBUF_PGOFF + RINGBUF_POS_PAGES); }
+};
+
+bpf_ringbuf_map *rb_of(bpf_map *map) { return static_cast<bpf_ringbuf_map *>(map); }
+
+int ringbuf_map_alloc_check(const uapi::map_create_attr &attr)
+{
+	if (attr.map_flags & ~RINGBUF_CREATE_FLAG_MASK)
+		return -EINVAL;
+	uint32_t n = attr.max_entries;
+	if (attr.key_size || attr.value_size || n == 0 || (n & (n - 1)) || n % PAGE_SIZE)
+		return -EINVAL;
+	return 0;
+}
+
+int ringbuf_map_mem_size(const uapi::map_create_attr &attr, size_t *size)
+{
+	*size = RINGBUF_POS_PAGES * PAGE_SIZE + attr.max_entries;
+	return 0;
+}
+
+bpf_map *ringbuf_map_alloc() { return new bpf_ringbuf_map; }
+
+void ringbuf_map_init(bpf_map *map)
+{
+	ringbuf_ctl *c = map->ctl<ringbuf_ctl>();
+	c->lock.init();
+	c->mask = map->max_entries - 1;
+	c->pending_pos = 0;
+	for (auto &s : c->waiters.slot)
+		s.store(0, std::memory_order_relaxed);
+}
+
+// A second mapping of the same pages (mremap of a shared mapping with old size 0).
+bool alias_pages(void *from, size_t len, void *to)
+{
+	return reinterpret_cast<void *>(syscall(SYS_mremap, from, 0, len, MREMAP_MAYMOVE | MREMAP_FIXED, to)) == to;
+}
+
+void ringbuf_map_attach(bpf_map *map)
+{
+	bpf_ringbuf_map *rb = rb_of(map);
+	size_t n = map->max_entries;
+	size_t len = (RINGBUF_PGOFF + RINGBUF_POS_PAGES) * PAGE_SIZE + 2 * n;
+	void *va = reinterpret_cast<void *>(syscall(SYS_mmap, nullptr, len, PROT_NONE,
+						    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+	if (va == MAP_FAILED)
+		return; // every producer and consumer call then fails
+	char *v = static_cast<char *>(va);
+	char *after_meta = v + (RINGBUF_PGOFF + RINGBUF_POS_PAGES) * PAGE_SIZE;
+	if (!alias_pages(map->hdr, PAGE_SIZE, v) ||
+	    !alias_pages(map->data, RINGBUF_POS_PAGES * PAGE_SIZE + n, v + PAGE_SIZE) ||
+	    !alias_pages(map->data + RINGBUF_POS_PAGES * PAGE_SIZE, n, after_meta + n)) {
+		syscall(SYS_munmap, va, len);
+		return;
+	}
+	rb->view = v;
+	rb->view_len = len;
+}
+
+// Element commands: the kernel's ENOTSUPP for every one.
+void *ringbuf_map_lookup_elem(bpf_map *, const void *) { return nullptr; }
+int ringbuf_map_copy_value(bpf_map *, const void *, void *, uint64_t) { return -ENOTSUPP; }
+int ringbuf_map_update_elem(bpf_map *, const void *, const void *, uint64_t) { return -ENOTSUPP; }
+int ringbuf_map_delete_elem(bpf_map *, const void *) { return -ENOTSUPP; }
+int ringbuf_map_get_next_key(bpf_map *, const void *, void *) { return -ENOTSUPP; }
+
+} // namespace
+
+bool is_ringbuf(const bpf_map *map)
+{
+	return map->ops == &ringbuf_map_ops || map->ops == &user_ringbuf_map_ops;
+}
+
+ringbuf_view ringbuf_view_of(bpf_map *map)
+{
+	bpf_ringbuf_map *rb = rb_of(map);
+	ringbuf_view v{};
+	if (!rb->view)
+		return v;
+	v.consumer_pos = rb->consumer_pos();
+	v.busy = reinterpret_cast<std::atomic<int32_t> *>(rb->page(RINGBUF_PGOFF) + 8);
+	v.producer_pos = rb->producer_pos();
+	v.data = rb->ring_data();
+	v.mask = rb->c()->mask;
+	v.waiters = &rb->c()->waiters;
+	return v;
+}
+
+void *ringbuf_reserve(bpf_map *map, uint64_t size, uint64_t flags)
+{
+	bpf_ringbuf_map *rb = rb_of(map);
+	if (flags || !rb->view || size > RINGBUF_MAX_RECORD_SZ)
+		return nullptr;
+	ringbuf_ctl *c = rb->c();
+	uint64_t len = round_up(size + RINGBUF_HDR_SZ, 8);
+	if (len > c->mask + 1)
+		return nullptr;
+	uint64_t cons = rb->consumer_pos()->load(std::memory_order_acquire);
+	char *data = rb->ring_data();
+	lock_guard g(c->lock);
+	uint64_t prod = rb->producer_pos()->load(std::memory_order_relaxed);
+	uint64_t pend = c->pending_pos;
+	// Move pending_pos past the records committed since: the oldest BUSY one bounds us.
+	while (prod - pend > 0) {
+		auto *h = reinterpret_cast<ringbuf_hdr *>(data + (pend & c->mask));
+		uint32_t hlen = h->len.load(std::memory_order_acquire);
+		if (hlen & RINGBUF_BUSY_BIT)
+			break;
+		pend += round_up((hlen & ~RINGBUF_DISCARD_BIT) + RINGBUF_HDR_SZ, 8);
+	}
+	c->pending_pos = pend;
+	uint64_t next = prod + len;
+	if (next - cons > c->mask || next - pend > c->mask)
+		return nullptr;
+	size_t off = prod & c->mask;
+	auto *h = reinterpret_cast<ringbuf_hdr *>(data + off);
+	h->pg_off = static_cast<uint32_t>(RINGBUF_PGOFF + RINGBUF_POS_PAGES + off / PAGE_SIZE);
+	h->len.store(static_cast<uint32_t>(size) | RINGBUF_BUSY_BIT, std::memory_order_relaxed);
+	rb->producer_pos()->store(next, std::memory_order_release);
+	return h + 1;
+}
+
+void ringbuf_commit(void *sample, uint64_t flags, bool discard)
+{
+	auto *h = static_cast<ringbuf_hdr *>(sample) - 1;
+	uintptr_t page = reinterpret_cast<uintptr_t>(h) & ~(PAGE_SIZE - 1);
+	char *view = reinterpret_cast<char *>(page - static_cast<uintptr_t>(h->pg_off) * PAGE_SIZE);
+	auto *c = reinterpret_cast<ringbuf_ctl *>(view + MAP_CTL_OFFSET);
+	auto *cons_pos = reinterpret_cast<std::atomic<uint64_t> *>(view + RINGBUF_PGOFF * PAGE_SIZE);
+	char *data = view + (RINGBUF_PGOFF + RINGBUF_POS_PAGES) * PAGE_SIZE;
+	uint32_t len = h->len.load(std::memory_order_relaxed) ^ RINGBUF_BUSY_BIT;
+	if (discard)
+		len |= RINGBUF_DISCARD_BIT;
+	// A full barrier: the consumer_pos load below cannot pass it (see waitq.h).
+	h->len.exchange(len, std::memory_order_seq_cst);
+	uint64_t rec_pos = static_cast<uint64_t>(reinterpret_cast<char *>(h) - data);
+	uint64_t cons = cons_pos->load(std::memory_order_acquire) & c->mask;
+	if ((flags & RB_FORCE_WAKEUP) || (cons == rec_pos && !(flags & RB_NO_WAKEUP)))
+		waitq_wake(&c->waiters);
+}
+
+long ringbuf_output(bpf_map *map, const void *src, uint64_t size, uint64_t flags)
+{
+	if (flags & ~(RB_NO_WAKEUP | RB_FORCE_WAKEUP))
+		return -EINVAL;
+	void *rec = ringbuf_reserve(map, size, 0);
+	if (!rec)
+		return -EAGAIN;
+	memcpy(rec, src, size);
+	ringbuf_commit(rec, flags, false);
+	return 0;
+}
+
+uint64_t ringbuf_query(bpf_map *map, uint64_t flags)
+{
+	bpf_ringbuf_map *rb = rb_of(map);
+	if (!rb->view)
+		return 0;
+	switch (flags) {
+	case RB_AVAIL_DATA:
+		return rb->producer_pos()->load(std::memory_order_acquire) -
+		       rb->consumer_pos()->load(std::memory_order_acquire);
+	case RB_RING_SIZE:
+		return rb->c()->mask + 1;
+	case RB_CONS_POS:
+		return rb->consumer_pos()->load(std::memory_order_acquire);
+	case RB_PROD_POS:
+		return rb->producer_pos()->load(std::memory_order_acquire);
+	default:
+		return 0;
+	}
+}
+
+// The kernel's pages of a ring's fd: consumer page, producer page, the data twice. A
+// writable mapping may cover the consumer page alone (RINGBUF: the consumer advances its
+// position) or anything but it (USER_RINGBUF: the producer writes its position and data).
+int ringbuf_mmap_check(const bpf_map *map, bool write, size_t len, size_t off)
+{
+	size_t pgoff = off / PAGE_SIZE, pages = (len + PAGE_SIZE - 1) / PAGE_SIZE;
+	if (write) {
+		if (map->ops == &ringbuf_map_ops && (pgoff != 0 || pages != 1))
+			return -EPERM;
+		if (map->ops == &user_ringbuf_map_ops && pgoff == 0)
+			return -EPERM;
+	}
+	size_t total = RINGBUF_POS_PAGES + 2 * (map->max_entries / PAGE_SIZE);
+	if (pgoff > total || pages > total - pgoff)
+		return -EINVAL;
+	return 0;
+}
+
+namespace {
+// Both types serve the same commands; the ops tables differ by address, which is how mmap
+// and the ABI tell them apart.
+constexpr bpf_map_ops ringbuf_ops_common = {
+	.map_alloc_check = ringbuf_map_alloc_check,
+	.map_mem_size = ringbuf_map_mem_size,
+	.map_alloc = ringbuf_map_alloc,
+	.map_init = ringbuf_map_init,
+	.map_attach = ringbuf_map_attach,
+	.map_lookup_elem = ringbuf_map_lookup_elem,
+	.map_lookup_percpu_elem = nullptr,
+	.map_copy_value = ringbuf_map_copy_value,
+	.map_update_elem = ringbuf_map_update_elem,
+	.map_update_value = ringbuf_map_update_elem,
+	.map_delete_elem = ringbuf_map_delete_elem,
+	.map_get_next_key = ringbuf_map_get_next_key,
+	.map_lookup_and_delete_elem = nullptr,
+	.map_lookup_batch = nullptr,
+	.map_lookup_and_delete_batch = nullptr,
+	.map_update_batch = nullptr,
+	.map_delete_batch = nullptr,
+	.map_push_elem = nullptr,
+	.map_pop_elem = nullptr,
+	.map_peek_elem = nullptr,
+	.map_mmapable = nullptr,
+	.map_check_btf = nullptr,
+	.map_get_hash = nullptr,
+};
+
+} // namespace
+
+const bpf_map_ops ringbuf_map_ops = ringbuf_ops_common;
+const bpf_map_ops user_ringbuf_map_ops = ringbuf_ops_common;
+
+} // namespace bpfmap

@@ -1,0 +1,50 @@
+// The ring buffers' internals that the program-side ABI, the consumer and the mmap() of a
+// ring's fd share (src/maps/ringbuf.cc).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "core/map.h"
+#include "core/waitq.h"
+
+namespace bpfmap {
+
+inline constexpr uint32_t RINGBUF_BUSY_BIT = 1u << 31;
+inline constexpr uint32_t RINGBUF_DISCARD_BIT = 1u << 30;
+inline constexpr uint32_t RINGBUF_HDR_SZ = 8;
+
+// The kernel's 8-byte record header: the length with the busy and discard bits, and the
+// record's page offset from the ring's first page.
+struct ringbuf_hdr {
+	std::atomic<uint32_t> len;
+	uint32_t pg_off;
+};
+
+// One ring as this process sees it: the positions, the data (mapped twice back to back,
+// so a record that wraps is contiguous) and the consumers' wait queue.
+struct ringbuf_view {
+	std::atomic<uint64_t> *consumer_pos;
+	std::atomic<int32_t> *busy; // USER_RINGBUF: a drain in progress
+	std::atomic<uint64_t> *producer_pos;
+	char *data;
+	uint64_t mask;
+	waitq *waiters;
+};
+
+bool is_ringbuf(const bpf_map *map);
+ringbuf_view ringbuf_view_of(bpf_map *map);
+
+// The producer side, as the kernel's helpers: reserve returns the record's data or
+// nullptr; commit submits (or discards) it and wakes consumers as flags and the adaptive
+// rule say; output copies in one call (0 or -errno).
+void *ringbuf_reserve(bpf_map *map, uint64_t size, uint64_t flags);
+void ringbuf_commit(void *sample, uint64_t flags, bool discard);
+long ringbuf_output(bpf_map *map, const void *data, uint64_t size, uint64_t flags);
+uint64_t ringbuf_query(bpf_map *map, uint64_t flags);
+
+// The pages a mapping of a ring's fd may cover, and how: the ops' map_mmap_check.
+int ringbuf_mmap_check(const bpf_map *map, bool write, size_t len, size_t off);
+
+} // namespace bpfmap

@@ -1,0 +1,289 @@
+// epoll on a ring buffer's fd, as the kernel serves it: libbpf's ring_buffer__new() puts
+// the map fd in an epoll set and waits with epoll_wait(); both must work on a bpfmap ring.
+//
+// A bpfmap map fd is a file, which epoll refuses (EPERM). So epoll_ctl() and the
+// epoll_wait() family are interposed: when the kernel refuses a ring's fd, the ring's wait
+// queue (core/waitq.h) gets a sleeper socket that stands in for it in the epoll set, under
+// a tagged data word; epoll_wait() gives back the caller's own data for it and reads away
+// its wakes. The kernel reports a ring readable whenever producer_pos != consumer_pos; a
+// wake arrives only when a producer finds the consumer caught up. To be as level-triggered
+// as the kernel, epoll_wait() first checks every ring in the set (after a full barrier) and
+// returns at once when one has data; otherwise it sleeps. A producer that commits after
+// that check sees the consumer's position (its commit is a full barrier too) and wakes
+// the socket: no wake is lost.
+//
+// Calls that do not involve a ring cost one failed epoll_ctl() at most (only for fds the
+// kernel refuses), and epoll_wait() on a set without rings one atomic load.
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <mutex>
+#include <new>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <vector>
+
+#include "bpfmap/bpfmap.h"
+#include "core/rcu.h"
+#include "maps/ringbuf.h"
+#include "syscall/objtab.h"
+#include "syscall/syscall.h"
+
+namespace bpfmap {
+namespace {
+
+struct ring_watch {
+	int epfd, map_fd;
+	bpf_map *map; // a reference
+	int sock, slot;
+	epoll_event user; // the caller's events and data
+	uint64_t tag;
+};
+
+std::mutex watches_lock;
+std::vector<ring_watch> watches;
+std::atomic<bool> have_watches{false};
+uint64_t next_tag_seq = 0;
+
+const bool watches_lock_atfork = [] {
+	pthread_atfork([] { watches_lock.lock(); }, [] { watches_lock.unlock(); },
+		       [] { new (&watches_lock) std::mutex; });
+	return true;
+}();
+
+// Data words that stand for a ring in an epoll set: a random per-process prefix, so a
+// program's own data words never pass for one.
+uint64_t tag_prefix()
+{
+	static const uint64_t prefix = [] {
+		uint64_t v = 0;
+		if (getrandom(&v, sizeof(v), 0) != sizeof(v))
+			v = 0x6270666d61700000ull;
+		return v & ~0xffffffull;
+	}();
+	return prefix;
+}
+
+bool is_tag(uint64_t data) { return (data & ~0xffffffull) == tag_prefix(); }
+
+long raw_epoll_ctl(int epfd, int op, int fd, epoll_event *ev)
+{
+	return syscall(SYS_epoll_ctl, epfd, op, fd, ev);
+}
+
+// The ring behind fd with a reference, or nullptr.
+bpf_map *ring_of_fd(int fd)
+{
+	rcu_guard g;
+	int err;
+	unsigned denied;
+	bpf_map *map = map_from_fd(fd, &err, &denied);
+	if (!map || !is_ringbuf(map) || !map_get(map))
+		return nullptr;
+	return map;
+}
+
+void drop(const ring_watch &w)
+{
+	raw_epoll_ctl(w.epfd, EPOLL_CTL_DEL, w.sock, nullptr);
+	waitq_leave(ringbuf_view_of(w.map).waiters, w.slot, w.sock);
+	map_put(w.map);
+}
+
+ring_watch *find(int epfd, int map_fd)
+{
+	for (ring_watch &w : watches)
+		if (w.epfd == epfd && w.map_fd == map_fd)
+			return &w;
+	return nullptr;
+}
+
+int watch_add(int epfd, int fd, const epoll_event &ev)
+{
+	bpf_map *map = ring_of_fd(fd);
+	if (!map)
+		return -EPERM; // what the kernel said
+	std::lock_guard<std::mutex> g(watches_lock);
+	if (find(epfd, fd)) {
+		map_put(map);
+		return -EEXIST;
+	}
+	ring_watch w{epfd, fd, map, -1, -1, ev, tag_prefix() | (next_tag_seq++ & 0xffffff)};
+	w.sock = waitq_join(ringbuf_view_of(map).waiters, &w.slot);
+	if (w.sock < 0) {
+		map_put(map);
+		return w.sock;
+	}
+	epoll_event stand_in{};
+	stand_in.events = ev.events & ~static_cast<uint32_t>(EPOLLOUT);
+	stand_in.data.u64 = w.tag;
+	if (raw_epoll_ctl(epfd, EPOLL_CTL_ADD, w.sock, &stand_in) != 0) {
+		int err = -errno;
+		waitq_leave(ringbuf_view_of(map).waiters, w.slot, w.sock);
+		map_put(map);
+		return err;
+	}
+	watches.push_back(w);
+	have_watches.store(true, std::memory_order_release);
+	return 0;
+}
+
+int watch_change(int epfd, int op, int fd, const epoll_event *ev)
+{
+	std::unique_lock<std::mutex> g(watches_lock);
+	ring_watch *w = find(epfd, fd);
+	if (!w) {
+		g.unlock();
+		bpf_map *map = ring_of_fd(fd);
+		if (!map)
+			return -EPERM; // not a ring: the kernel's answer stands
+		map_put(map);
+		return -ENOENT;
+	}
+	if (op == EPOLL_CTL_DEL) {
+		drop(*w);
+		watches.erase(watches.begin() + (w - watches.data()));
+		return 0;
+	}
+	epoll_event stand_in{};
+	stand_in.events = ev->events & ~static_cast<uint32_t>(EPOLLOUT);
+	stand_in.data.u64 = w->tag;
+	if (raw_epoll_ctl(epfd, EPOLL_CTL_MOD, w->sock, &stand_in) != 0)
+		return -errno;
+	w->user = *ev;
+	return 0;
+}
+
+// The rings of epfd that have data now, as the caller's events; their wakes are read away.
+int ready_rings(int epfd, epoll_event *out, int max)
+{
+	std::atomic_thread_fence(std::memory_order_seq_cst);
+	int n = 0;
+	for (const ring_watch &w : watches) {
+		if (w.epfd != epfd || n == max || !(w.user.events & EPOLLIN))
+			continue;
+		ringbuf_view v = ringbuf_view_of(w.map);
+		if (!v.producer_pos || v.producer_pos->load(std::memory_order_acquire) ==
+					       v.consumer_pos->load(std::memory_order_acquire))
+			continue;
+		waitq_drain(w.sock);
+		out[n] = w.user;
+		out[n].events = EPOLLIN & w.user.events;
+		n++;
+	}
+	return n;
+}
+
+bool set_has_rings(int epfd)
+{
+	return std::any_of(watches.begin(), watches.end(), [&](const ring_watch &w) { return w.epfd == epfd; });
+}
+
+// Events from the kernel: stand-ins become the caller's events (their wakes read away),
+// dropping rings already reported in out[0, have).
+int translate(epoll_event *out, int have, int got)
+{
+	int n = have;
+	for (int i = have; i < have + got; i++) {
+		epoll_event e = out[i];
+		if (is_tag(e.data.u64)) {
+			auto it = std::find_if(watches.begin(), watches.end(),
+					       [&](const ring_watch &w) { return w.tag == e.data.u64; });
+			if (it == watches.end())
+				continue;
+			waitq_drain(it->sock);
+			bool dup = std::any_of(out, out + have, [&](const epoll_event &r) {
+				return r.data.u64 == it->user.data.u64 && r.events == (EPOLLIN & it->user.events);
+			});
+			if (dup)
+				continue;
+			e.events = (e.events & ~static_cast<uint32_t>(EPOLLIN)) | (EPOLLIN & it->user.events);
+			e.data = it->user.data;
+		}
+		out[n++] = e;
+	}
+	return n;
+}
+
+long raw_epoll_pwait(int epfd, epoll_event *ev, int max, int timeout, const sigset_t *mask)
+{
+	return syscall(SYS_epoll_pwait, epfd, ev, max, timeout, mask, _NSIG / 8);
+}
+
+int ring_epoll_wait(int epfd, epoll_event *events, int max, int timeout, const sigset_t *mask)
+{
+	if (!have_watches.load(std::memory_order_acquire) || max <= 0)
+		return static_cast<int>(raw_epoll_pwait(epfd, events, max, timeout, mask));
+	int have;
+	{
+		std::lock_guard<std::mutex> g(watches_lock);
+		if (!set_has_rings(epfd))
+			have = -1;
+		else
+			have = ready_rings(epfd, events, max);
+	}
+	if (have < 0)
+		return static_cast<int>(raw_epoll_pwait(epfd, events, max, timeout, mask));
+	long got = raw_epoll_pwait(epfd, events + have, max - have, have ? 0 : timeout, mask);
+	if (got < 0)
+		return have ? have : -1;
+	std::lock_guard<std::mutex> g(watches_lock);
+	return translate(events, have, static_cast<int>(got));
+}
+
+} // namespace
+
+// A ring's fd or an epoll fd was closed: forget the watches it carried, as the kernel
+// drops a closed file from every epoll set.
+void ring_epoll_fds_closed(int first, int last)
+{
+	if (!have_watches.load(std::memory_order_acquire))
+		return;
+	std::lock_guard<std::mutex> g(watches_lock);
+	for (auto it = watches.begin(); it != watches.end();) {
+		bool closed = (it->epfd >= first && it->epfd <= last) ||
+			      (it->map_fd >= first && it->map_fd <= last);
+		if (closed) {
+			drop(*it);
+			it = watches.erase(it);
+		} else {
+			++it;
+		}
+	}
+}
+
+} // namespace bpfmap
+
+extern "C" {
+
+BPFMAP_API int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+	// The kernel refuses a file it cannot poll with EPERM: only then may fd be a ring.
+	long ret = bpfmap::raw_epoll_ctl(epfd, op, fd, ev);
+	if (ret == 0 || errno != EPERM)
+		return static_cast<int>(ret);
+	int err = op == EPOLL_CTL_ADD ? (ev ? bpfmap::watch_add(epfd, fd, *ev) : -EFAULT)
+				      : bpfmap::watch_change(epfd, op, fd, ev);
+	if (err) {
+		errno = -err;
+		return -1;
+	}
+	return 0;
+}
+
+BPFMAP_API int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
+{
+	return bpfmap::ring_epoll_wait(epfd, events, maxevents, timeout, nullptr);
+}
+
+BPFMAP_API int epoll_pwait(int epfd, struct epoll_event *events, int maxevents, int timeout,
+			   const sigset_t *sigmask)
+{
+	return bpfmap::ring_epoll_wait(epfd, events, maxevents, timeout, sigmask);
+}
+
+} // extern "C"

@@ -1,0 +1,309 @@
+// BPF_MAP_TYPE_RINGBUF: records and their headers as the kernel lays them out (read here
+// through mmap() of the map fd, as libbpf reads them), wrap-around, discard, a full ring,
+// query, commits out of order, waking a sleeping consumer, and producers in several
+// processes with one consumer. Creation and command errnos are compared with the kernel
+// in kernel_diff_test.
+#include <gtest/gtest.h>
+
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <thread>
+#include <vector>
+
+#include "bpfmap/ringbuf.hpp"
+#include "test_util.h"
+
+using namespace bpfmap::test;
+using bpfmap::RingConsumer;
+using bpfmap::RingProducer;
+
+namespace {
+
+constexpr uint32_t RINGBUF = 27;
+constexpr size_t PAGE = 4096;
+constexpr uint32_t BUSY = 1u << 31, DISCARD = 1u << 30;
+
+// The ring as libbpf maps it: the consumer page writable, the producer page and the data
+// (twice) read-only.
+struct ring_mmap {
+	size_t size;
+	uint64_t *cons = nullptr;
+	const char *prod_page = nullptr;
+
+	ring_mmap(int fd, size_t sz) : size(sz)
+	{
+		void *c = mmap(nullptr, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		void *p = mmap(nullptr, PAGE + 2 * sz, PROT_READ, MAP_SHARED, fd, PAGE);
+		if (c != MAP_FAILED)
+			cons = static_cast<uint64_t *>(c);
+		if (p != MAP_FAILED)
+			prod_page = static_cast<const char *>(p);
+	}
+	~ring_mmap()
+	{
+		if (cons)
+			munmap(cons, PAGE);
+		if (prod_page)
+			munmap(const_cast<char *>(prod_page), PAGE + 2 * size);
+	}
+	uint64_t prod() const { return __atomic_load_n(reinterpret_cast<const uint64_t *>(prod_page), __ATOMIC_ACQUIRE); }
+	const char *data() const { return prod_page + PAGE; }
+	uint32_t len_at(uint64_t pos) const
+	{
+		return __atomic_load_n(reinterpret_cast<const uint32_t *>(data() + (pos & (size - 1))), __ATOMIC_ACQUIRE);
+	}
+	uint32_t pg_off_at(uint64_t pos) const
+	{
+		uint32_t v;
+		memcpy(&v, data() + (pos & (size - 1)) + 4, 4);
+		return v;
+	}
+};
+
+struct ring {
+	int fd;
+	bpfmap_map *m;
+	explicit ring(uint32_t size) : fd(map_create(RINGBUF, 0, 0, size)), m(fd >= 0 ? bpfmap_map_get(fd) : nullptr) {}
+	~ring()
+	{
+		bpfmap_map_put(m);
+		if (fd >= 0)
+			close(fd);
+	}
+};
+
+uint64_t rec_len(uint64_t size) { return (size + 8 + 7) / 8 * 8; }
+
+} // namespace
+
+TEST(Ringbuf, RecordHeadersAsTheKernelLaysThemOut)
+{
+	ring r(4 * PAGE);
+	ASSERT_NE(r.m, nullptr);
+	ring_mmap mm(r.fd, 4 * PAGE);
+	ASSERT_TRUE(mm.cons && mm.prod_page);
+	auto *a = static_cast<char *>(bpfmap_ringbuf_reserve(r.m, 13, 0));
+	ASSERT_NE(a, nullptr);
+	EXPECT_EQ(mm.prod(), rec_len(13));
+	EXPECT_EQ(mm.len_at(0), 13u | BUSY);
+	EXPECT_EQ(mm.pg_off_at(0), 3u); // the kernel's: one page of struct, two position pages
+	memcpy(a, "hello, ring!!", 13);
+	bpfmap_ringbuf_submit(a, 0);
+	EXPECT_EQ(mm.len_at(0), 13u);
+	EXPECT_EQ(memcmp(mm.data() + 8, "hello, ring!!", 13), 0);
+	auto *b = static_cast<char *>(bpfmap_ringbuf_reserve(r.m, 5000, 0));
+	ASSERT_NE(b, nullptr);
+	bpfmap_ringbuf_discard(b, 0);
+	EXPECT_EQ(mm.len_at(rec_len(13)), 5000u | DISCARD);
+	auto *c = static_cast<char *>(bpfmap_ringbuf_reserve(r.m, 8, 0));
+	ASSERT_NE(c, nullptr);
+	uint64_t c_pos = rec_len(13) + rec_len(5000);
+	EXPECT_EQ(mm.pg_off_at(c_pos), 3u + c_pos / PAGE);
+	bpfmap_ringbuf_submit(c, 0);
+	EXPECT_EQ(bpfmap_ringbuf_reserve(r.m, 8, 1), nullptr) << "reserve flags must be 0";
+	EXPECT_EQ(bpfmap_ringbuf_output(r.m, "x", 1, 4), -EINVAL);
+
+	std::vector<size_t> sizes;
+	RingConsumer cons;
+	ASSERT_EQ(RingConsumer::open(r.fd, [&](const void *, size_t n) { sizes.push_back(n); return 0; }, cons), 0);
+	EXPECT_EQ(cons.consume(), 2) << "the discarded record is skipped";
+	EXPECT_EQ(sizes, (std::vector<size_t>{13, 8}));
+	EXPECT_EQ(*mm.cons, mm.prod()) << "the consumer position is the kernel's consumer page";
+}
+
+TEST(Ringbuf, QueryFullRingAndWrapAround)
+{
+	const uint32_t size = PAGE;
+	ring r(size);
+	ASSERT_NE(r.m, nullptr);
+	EXPECT_EQ(bpfmap_ringbuf_query(r.m, 1), size);
+	EXPECT_EQ(bpfmap_ringbuf_reserve(r.m, size, 0), nullptr) << "a record never fills the ring";
+	// Fill: 1000-byte records (1008 with the header) until there is no room.
+	std::vector<char> blob(1000, 'a');
+	int stored = 0;
+	while (bpfmap_ringbuf_output(r.m, blob.data(), blob.size(), 0) == 0)
+		stored++;
+	EXPECT_EQ(stored, 4); // 4 * 1008 = 4032; a fifth would pass size - 1
+	EXPECT_EQ(bpfmap_ringbuf_output(r.m, blob.data(), blob.size(), 0), -EAGAIN);
+	EXPECT_EQ(bpfmap_ringbuf_query(r.m, 0), 4 * 1008u); // AVAIL_DATA
+	EXPECT_EQ(bpfmap_ringbuf_query(r.m, 3), 4 * 1008u); // PROD_POS
+	EXPECT_EQ(bpfmap_ringbuf_query(r.m, 2), 0u);	    // CONS_POS
+	EXPECT_EQ(bpfmap_ringbuf_query(r.m, 99), 0u);
+	std::vector<std::string> got;
+	RingConsumer cons;
+	ASSERT_EQ(RingConsumer::open(r.fd, [&](const void *d, size_t n) {
+		got.emplace_back(static_cast<const char *>(d), n);
+		return 0;
+	}, cons), 0);
+	EXPECT_EQ(cons.consume(), 4);
+	EXPECT_EQ(bpfmap_ringbuf_query(r.m, 0), 0u);
+	// The next record starts at 4032 and wraps past the end: still contiguous, both in
+	// the producer's view and in the consumer's.
+	std::string pattern(600, '\0');
+	for (size_t i = 0; i < pattern.size(); i++)
+		pattern[i] = static_cast<char>('A' + i % 26);
+	auto *rec = static_cast<char *>(bpfmap_ringbuf_reserve(r.m, pattern.size(), 0));
+	ASSERT_NE(rec, nullptr);
+	memcpy(rec, pattern.data(), pattern.size());
+	bpfmap_ringbuf_submit(rec, 0);
+	ring_mmap mm(r.fd, size);
+	ASSERT_TRUE(mm.prod_page);
+	EXPECT_EQ(memcmp(mm.data() + 4032 + 8, pattern.data(), pattern.size()), 0);
+	got.clear();
+	EXPECT_EQ(cons.consume(), 1);
+	ASSERT_EQ(got.size(), 1u);
+	EXPECT_EQ(got[0], pattern);
+}
+
+TEST(Ringbuf, OutOfOrderCommitsAreSeenInReservationOrder)
+{
+	ring r(4 * PAGE);
+	ASSERT_NE(r.m, nullptr);
+	std::vector<int> seen;
+	RingConsumer cons;
+	ASSERT_EQ(RingConsumer::open(r.fd, [&](const void *d, size_t) {
+		int v;
+		memcpy(&v, d, 4);
+		seen.push_back(v);
+		return 0;
+	}, cons), 0);
+	auto *a = static_cast<int *>(bpfmap_ringbuf_reserve(r.m, 4, 0));
+	auto *b = static_cast<int *>(bpfmap_ringbuf_reserve(r.m, 4, 0));
+	ASSERT_TRUE(a && b);
+	*a = 1;
+	*b = 2;
+	bpfmap_ringbuf_submit(b, 0);
+	EXPECT_EQ(cons.consume(), 0) << "the older record is still being written";
+	bpfmap_ringbuf_submit(a, 0);
+	EXPECT_EQ(cons.consume(), 2);
+	EXPECT_EQ(seen, (std::vector<int>{1, 2}));
+}
+
+TEST(Ringbuf, ProducersWakeASleepingConsumerAndOnlyThen)
+{
+	ring r(16 * PAGE);
+	ASSERT_NE(r.m, nullptr);
+	std::atomic<int> seen{0};
+	RingConsumer cons;
+	ASSERT_EQ(RingConsumer::open(r.fd, [&](const void *, size_t) { seen++; return 0; }, cons), 0);
+	EXPECT_EQ(cons.poll(20), 0) << "nothing to read: the wait times out";
+	// NO_WAKEUP: the record is there, but the consumer's fd stays quiet.
+	uint64_t v = 7;
+	ASSERT_EQ(bpfmap_ringbuf_output(r.m, &v, 8, 1), 0);
+	pollfd p{cons.fd(), POLLIN, 0};
+	EXPECT_EQ(::poll(&p, 1, 0), 0);
+	EXPECT_EQ(cons.consume(), 1);
+	// Caught up: a default commit wakes; the consumer has read everything before it.
+	ASSERT_EQ(bpfmap_ringbuf_output(r.m, &v, 8, 0), 0);
+	EXPECT_EQ(::poll(&p, 1, 1000), 1);
+	// Behind: a second record does not wake again (the consumer has not read the first).
+	EXPECT_EQ(cons.consume(), 1);
+	ASSERT_EQ(bpfmap_ringbuf_output(r.m, &v, 8, 0), 0);
+	ASSERT_EQ(bpfmap_ringbuf_output(r.m, &v, 8, 0), 0);
+	ASSERT_EQ(::poll(&p, 1, 1000), 1);
+	EXPECT_EQ(cons.consume(), 2);
+	EXPECT_EQ(::poll(&p, 1, 0), 0) << "consume() reads the wakes away";
+	// FORCE_WAKEUP wakes even while the consumer is behind.
+	ASSERT_EQ(bpfmap_ringbuf_output(r.m, &v, 8, 1), 0);
+	ASSERT_EQ(bpfmap_ringbuf_output(r.m, &v, 8, 2), 0);
+	EXPECT_EQ(::poll(&p, 1, 1000), 1);
+	EXPECT_EQ(cons.consume(), 2);
+	// A thread that produces while the consumer sleeps in poll().
+	std::thread t([&] {
+		usleep(20000);
+		uint64_t x = 9;
+		bpfmap_ringbuf_output(r.m, &x, 8, 0);
+	});
+	int n = cons.poll(5000);
+	t.join();
+	EXPECT_EQ(n, 1);
+	EXPECT_EQ(seen.load(), 7);
+}
+
+// Producer processes write (producer, seq, payload) records of varying sizes as fast as
+// they can, retrying when the ring is full; one consumer sleeps in poll() between
+// batches. Every record arrives exactly once, intact, and in order per producer.
+TEST(Ringbuf, ManyProducerProcessesOneConsumer)
+{
+	const int producers = 4, per = 20000 / (1 + 4 * (SCALE > 1));
+	ring r(16 * PAGE);
+	ASSERT_NE(r.m, nullptr);
+	std::vector<int> next(producers, 0);
+	long bad = 0, got = 0;
+	RingConsumer cons;
+	ASSERT_EQ(RingConsumer::open(r.fd, [&](const void *d, size_t n) {
+		uint32_t hdr[2];
+		memcpy(hdr, d, 8);
+		uint32_t who = hdr[0], seq = hdr[1];
+		bool ok = who < static_cast<uint32_t>(producers) && seq == static_cast<uint32_t>(next[who]) &&
+			  n == 8 + (seq * 7 + who) % 200;
+		for (size_t i = 8; ok && i < n; i++)
+			ok = static_cast<const unsigned char *>(d)[i] == static_cast<unsigned char>(seq + i);
+		if (ok)
+			next[who]++;
+		bad += !ok;
+		got++;
+		return 0;
+	}, cons), 0);
+	std::vector<pid_t> pids;
+	for (int w = 0; w < producers; w++) {
+		pid_t pid = fork();
+		if (pid == 0) {
+			std::vector<unsigned char> buf(8 + 200);
+			for (uint32_t seq = 0; seq < static_cast<uint32_t>(per); seq++) {
+				size_t n = 8 + (seq * 7 + w) % 200;
+				uint32_t hdr[2] = {static_cast<uint32_t>(w), seq};
+				memcpy(buf.data(), hdr, 8);
+				for (size_t i = 8; i < n; i++)
+					buf[i] = static_cast<unsigned char>(seq + i);
+				while (bpfmap_ringbuf_output(r.m, buf.data(), n, 0) == -EAGAIN)
+					sched_yield();
+			}
+			_exit(0);
+		}
+		pids.push_back(pid);
+	}
+	for (int i = 0; i < 100000 && got < static_cast<long>(producers) * per && bad == 0; i++)
+		cons.poll(1000);
+	for (pid_t pid : pids) {
+		int st = 0;
+		waitpid(pid, &st, 0);
+		EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	cons.consume();
+	EXPECT_EQ(bad, 0);
+	EXPECT_EQ(got, static_cast<long>(producers) * per);
+	for (int w = 0; w < producers; w++)
+		EXPECT_EQ(next[w], per) << "producer " << w;
+}
+
+TEST(Ringbuf, MmapRules)
+{
+	ring r(4 * PAGE);
+	ASSERT_GE(r.fd, 0);
+	// Writable: the consumer page alone.
+	void *p = mmap(nullptr, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, r.fd, 0);
+	EXPECT_EQ(p, MAP_FAILED);
+	EXPECT_EQ(errno, EPERM);
+	p = mmap(nullptr, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, r.fd, PAGE);
+	EXPECT_EQ(p, MAP_FAILED);
+	EXPECT_EQ(errno, EPERM);
+	// Read-only: anything within the two position pages and the data twice.
+	p = mmap(nullptr, 2 * PAGE + 8 * PAGE, PROT_READ, MAP_SHARED, r.fd, 0);
+	ASSERT_NE(p, MAP_FAILED);
+	EXPECT_EQ(mprotect(p, PAGE, PROT_READ | PROT_WRITE), -1) << "no write through a read-only mapping";
+	EXPECT_EQ(errno, EACCES);
+	munmap(p, 10 * PAGE);
+	p = mmap(nullptr, 11 * PAGE, PROT_READ, MAP_SHARED, r.fd, 0);
+	EXPECT_EQ(p, MAP_FAILED);
+	EXPECT_EQ(errno, EINVAL);
+	p = mmap(nullptr, PAGE, PROT_READ, MAP_SHARED, r.fd, 9 * PAGE);
+	ASSERT_NE(p, MAP_FAILED) << "the last page of the second copy";
+	munmap(p, PAGE);
+}
