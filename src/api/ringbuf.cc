@@ -1,7 +1,9 @@
 // The C++ ring buffer producer and consumer (include/bpfmap/ringbuf.hpp).
 #include "bpfmap/ringbuf.hpp"
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <poll.h>
 #include <utility>
 
@@ -12,6 +14,8 @@ namespace bpfmap {
 namespace {
 
 bpf_map *to_map(bpfmap_map *m) { return reinterpret_cast<bpf_map *>(m); }
+
+constexpr int HEAD_CHECK_MS = 50;
 
 // A handle on the ring buffer behind fd, or the errno why not.
 int open_ring(int fd, bpfmap_map **out)
@@ -133,13 +137,32 @@ int RingConsumer::consume()
 
 int RingConsumer::poll(int timeout_ms)
 {
-	int n = consume();
-	if (n != 0)
-		return n;
-	pollfd p{wake_fd_, POLLIN, 0};
-	if (::poll(&p, 1, timeout_ms) < 0)
-		return -errno;
-	return consume();
+	bpf_map *map = to_map(map_);
+	auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+	for (;;) {
+		int n = consume();
+		if (n != 0)
+			return n;
+		// Data that consume() could not take: the next record is still being written. Its
+		// producer may have died; look again at least every HEAD_CHECK_MS.
+		bool head_busy = ringbuf_query(map, RB_AVAIL_DATA) != 0;
+		if (head_busy && ringbuf_reap_dead_head(map))
+			continue;
+		int wait = timeout_ms;
+		if (timeout_ms >= 0) {
+			auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+				deadline - std::chrono::steady_clock::now());
+			wait = static_cast<int>(std::max<int64_t>(0, left.count()));
+		}
+		if (head_busy && (wait < 0 || wait > HEAD_CHECK_MS))
+			wait = HEAD_CHECK_MS;
+		pollfd p{wake_fd_, POLLIN, 0};
+		int r = ::poll(&p, 1, wait);
+		if (r < 0)
+			return -errno;
+		if (r == 0 && timeout_ms >= 0 && std::chrono::steady_clock::now() >= deadline)
+			return consume();
+	}
 }
 
 } // namespace bpfmap

@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstddef>
 #include <ctime>
 
@@ -30,6 +31,7 @@ constexpr long SLEEP_NS = 1000 * 1000;
 
 struct thread_state {
 	uint32_t tid;      // 0 until first use, and again in a fork child
+	uint32_t tgid;
 	robust_head *head; // this thread's robust list; null if we cannot join it
 };
 thread_local thread_state self [[gnu::tls_model("initial-exec")]];
@@ -57,6 +59,7 @@ void forget_thread_state() { self.tid = 0; }
 [[gnu::noinline]] void init_thread_state()
 {
 	self.tid = static_cast<uint32_t>(syscall(SYS_gettid));
+	self.tgid = static_cast<uint32_t>(getpid());
 	robust_head *head = nullptr;
 	size_t len = 0;
 	self.head = nullptr;
@@ -179,6 +182,17 @@ void shared_lock::unlock()
 	}
 	if (sleepers.load(std::memory_order_relaxed))
 		futex(&word, FUTEX_WAKE, 1, nullptr);
+}
+
+thread_id current_thread()
+{
+	thread_state &me = current();
+	return {me.tgid, me.tid};
+}
+
+bool thread_alive(thread_id t)
+{
+	return syscall(SYS_tgkill, t.tgid, t.tid, 0) == 0 || errno != ESRCH;
 }
 
 } // namespace bpfmap

@@ -43,6 +43,14 @@ struct alignas(64) shared_lock {
 };
 static_assert(sizeof(shared_lock) == 64);
 
+// The calling thread, as the kernel names it (cached; right in a fork child too).
+struct thread_id {
+	uint32_t tgid, tid;
+};
+thread_id current_thread();
+// Whether that thread still runs (a thread id that was reused reads as alive).
+bool thread_alive(thread_id t);
+
 class lock_guard {
 public:
 	explicit lock_guard(shared_lock &l) : l_(l), owner_died_(l_.lock()) {}

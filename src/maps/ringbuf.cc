@@ -21,6 +21,13 @@
 // reservation from reaching round to it. A commit wakes the consumers only if the consumer
 // has read everything before this record (it waits for exactly this one), unless the flags
 // say otherwise: the kernel's adaptive rule.
+//
+// A producer can die between reserve and commit, which a BPF program cannot. Its record
+// would stay BUSY and stop the consumer for good, so each reservation until its commit
+// has an owner slot naming the producer's thread; a consumer stuck at a BUSY record whose
+// owner is gone discards it (ringbuf_reap_dead_head). At most RB_OWNERS records of one
+// ring can be reserved and not yet committed at any time; a reserve beyond that fails as
+// if the ring were full.
 #include "maps/ringbuf.h"
 
 #include <cerrno>
@@ -48,12 +55,23 @@ constexpr size_t RINGBUF_PGOFF = 1;
 constexpr uint64_t RB_NO_WAKEUP = 1, RB_FORCE_WAKEUP = 2;
 constexpr uint64_t RB_AVAIL_DATA = 0, RB_RING_SIZE = 1, RB_CONS_POS = 2, RB_PROD_POS = 3;
 
+constexpr uint32_t RB_OWNERS = 128;
+
+// A record being written: position + 1 (0: free) and its producer. Taken under the lock,
+// freed by the commit (or found stale: a position the consumer has passed).
+struct rb_owner {
+	std::atomic<uint64_t> pos1;
+	std::atomic<uint32_t> tgid, tid;
+};
+
 struct ringbuf_ctl {
 	shared_lock lock; // producers' reservations
 	uint64_t mask;
 	uint64_t pending_pos; // under the lock
 	waitq waiters;
+	rb_owner owners[RB_OWNERS];
 };
+static_assert(MAP_CTL_OFFSET + sizeof(ringbuf_ctl) <= MAP_HEADER_SIZE);
 
 struct bpf_ringbuf_map : bpf_map {
 	char *view = nullptr; // [header][consumer][producer][data][data]
@@ -105,6 +123,32 @@ void ringbuf_map_init(bpf_map *map)
 	c->pending_pos = 0;
 	for (auto &s : c->waiters.slot)
 		s.store(0, std::memory_order_relaxed);
+	for (auto &o : c->owners)
+		o.pos1.store(0, std::memory_order_relaxed);
+}
+
+uint32_t owner_hash(uint64_t ring_off) { return static_cast<uint32_t>(ring_off >> 3) % RB_OWNERS; }
+
+// Under the lock: an owner slot for the record at prod, or nullptr when all are in use.
+rb_owner *claim_owner(ringbuf_ctl *c, uint64_t prod, uint64_t cons)
+{
+	uint32_t start = owner_hash(prod & c->mask);
+	for (uint32_t k = 0; k < RB_OWNERS; k++) {
+		rb_owner &o = c->owners[(start + k) % RB_OWNERS];
+		uint64_t p1 = o.pos1.load(std::memory_order_relaxed);
+		if (p1 == 0 || p1 - 1 < cons)
+			return &o;
+	}
+	return nullptr;
+}
+
+// After a producer died holding the lock: slots it took for records it never published
+// (at producer_pos or past it) would name a position the next reservation reuses.
+void forget_unpublished(ringbuf_ctl *c, uint64_t prod)
+{
+	for (auto &o : c->owners)
+		if (uint64_t p1 = o.pos1.load(std::memory_order_relaxed); p1 && p1 - 1 >= prod)
+			o.pos1.store(0, std::memory_order_relaxed);
 }
 
 // A second mapping of the same pages (mremap of a shared mapping with old size 0).
@@ -176,6 +220,8 @@ void *ringbuf_reserve(bpf_map *map, uint64_t size, uint64_t flags)
 	char *data = rb->ring_data();
 	lock_guard g(c->lock);
 	uint64_t prod = rb->producer_pos()->load(std::memory_order_relaxed);
+	if (g.owner_died())
+		forget_unpublished(c, prod);
 	uint64_t pend = c->pending_pos;
 	// Move pending_pos past the records committed since: the oldest BUSY one bounds us.
 	while (prod - pend > 0) {
@@ -189,6 +235,13 @@ void *ringbuf_reserve(bpf_map *map, uint64_t size, uint64_t flags)
 	uint64_t next = prod + len;
 	if (next - cons > c->mask || next - pend > c->mask)
 		return nullptr;
+	rb_owner *owner = claim_owner(c, prod, cons);
+	if (!owner)
+		return nullptr;
+	thread_id me = current_thread();
+	owner->tgid.store(me.tgid, std::memory_order_relaxed);
+	owner->tid.store(me.tid, std::memory_order_relaxed);
+	owner->pos1.store(prod + 1, std::memory_order_relaxed);
 	size_t off = prod & c->mask;
 	auto *h = reinterpret_cast<ringbuf_hdr *>(data + off);
 	h->pg_off = static_cast<uint32_t>(RINGBUF_PGOFF + RINGBUF_POS_PAGES + off / PAGE_SIZE);
@@ -211,6 +264,17 @@ void ringbuf_commit(void *sample, uint64_t flags, bool discard)
 	// A full barrier: the consumer_pos load below cannot pass it (see waitq.h).
 	h->len.exchange(len, std::memory_order_seq_cst);
 	uint64_t rec_pos = static_cast<uint64_t>(reinterpret_cast<char *>(h) - data);
+	// Free our owner slot. Positions are known here only modulo the ring size; a stale
+	// slot with the same offset may be freed instead of ours, which costs nothing: ours
+	// then goes stale, and stale slots are free once the consumer passes them.
+	for (uint32_t k = 0, start = owner_hash(rec_pos); k < RB_OWNERS; k++) {
+		rb_owner &o = c->owners[(start + k) % RB_OWNERS];
+		uint64_t p1 = o.pos1.load(std::memory_order_relaxed);
+		if (p1 && ((p1 - 1) & c->mask) == rec_pos) {
+			o.pos1.store(0, std::memory_order_relaxed);
+			break;
+		}
+	}
 	uint64_t cons = cons_pos->load(std::memory_order_acquire) & c->mask;
 	if ((flags & RB_FORCE_WAKEUP) || (cons == rec_pos && !(flags & RB_NO_WAKEUP)))
 		waitq_wake(&c->waiters);
@@ -226,6 +290,35 @@ long ringbuf_output(bpf_map *map, const void *src, uint64_t size, uint64_t flags
 	memcpy(rec, src, size);
 	ringbuf_commit(rec, flags, false);
 	return 0;
+}
+
+bool ringbuf_reap_dead_head(bpf_map *map)
+{
+	bpf_ringbuf_map *rb = rb_of(map);
+	if (!rb->view)
+		return false;
+	ringbuf_ctl *c = rb->c();
+	uint64_t cons = rb->consumer_pos()->load(std::memory_order_acquire);
+	if (cons == rb->producer_pos()->load(std::memory_order_acquire))
+		return false;
+	auto *h = reinterpret_cast<ringbuf_hdr *>(rb->ring_data() + (cons & c->mask));
+	uint32_t len = h->len.load(std::memory_order_acquire);
+	if (!(len & RINGBUF_BUSY_BIT))
+		return false;
+	for (uint32_t k = 0, start = owner_hash(cons & c->mask); k < RB_OWNERS; k++) {
+		rb_owner &o = c->owners[(start + k) % RB_OWNERS];
+		if (o.pos1.load(std::memory_order_acquire) != cons + 1)
+			continue;
+		thread_id t{o.tgid.load(std::memory_order_relaxed), o.tid.load(std::memory_order_relaxed)};
+		if (thread_alive(t))
+			return false;
+		uint32_t dead = (len & ~RINGBUF_BUSY_BIT) | RINGBUF_DISCARD_BIT;
+		if (!h->len.compare_exchange_strong(len, dead, std::memory_order_seq_cst))
+			return false;
+		o.pos1.store(0, std::memory_order_relaxed);
+		return true;
+	}
+	return false;
 }
 
 uint64_t ringbuf_query(bpf_map *map, uint64_t flags)

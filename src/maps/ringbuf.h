@@ -44,6 +44,10 @@ void ringbuf_commit(void *sample, uint64_t flags, bool discard);
 long ringbuf_output(bpf_map *map, const void *data, uint64_t size, uint64_t flags);
 uint64_t ringbuf_query(bpf_map *map, uint64_t flags);
 
+// The record the consumer waits at is BUSY and its producer died: discard it so the
+// consumer can go on. Returns whether it did. Costs a system call when the head is BUSY.
+bool ringbuf_reap_dead_head(bpf_map *map);
+
 // The pages a mapping of a ring's fd may cover, and how: the ops' map_mmap_check.
 int ringbuf_mmap_check(const bpf_map *map, bool write, size_t len, size_t off);
 

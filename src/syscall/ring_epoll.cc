@@ -170,6 +170,9 @@ int ready_rings(int epfd, epoll_event *out, int max)
 		if (!v.producer_pos || v.producer_pos->load(std::memory_order_acquire) ==
 					       v.consumer_pos->load(std::memory_order_acquire))
 			continue;
+		// The kernel says readable while the next record is still BUSY too, and the
+		// consumer then polls again at once: each time, see whether its producer died.
+		ringbuf_reap_dead_head(w.map);
 		waitq_drain(w.sock);
 		out[n] = w.user;
 		out[n].events = EPOLLIN & w.user.events;
