@@ -418,3 +418,27 @@ TEST(Ringbuf, KilledProducersNeverStopTheConsumer)
 	EXPECT_EQ(bpfmap_ringbuf_output(r.m, &v, 8, 0), 0);
 	EXPECT_EQ(cons.consume(), 1);
 }
+
+// A consumer that only ever sleeps in poll() is woken too (it arms itself to sleep), and
+// a producer's commit while it is awake costs no wake.
+TEST(Ringbuf, PollOnlyConsumerIsWoken)
+{
+	ring r(16 * PAGE);
+	ASSERT_NE(r.m, nullptr);
+	int seen = 0;
+	RingConsumer cons;
+	ASSERT_EQ(RingConsumer::open(r.fd, [&](const void *, size_t) { seen++; return 0; }, cons), 0);
+	for (int round = 0; round < 20; round++) {
+		std::thread t([&] {
+			usleep(round % 2 ? 5000 : 0);
+			uint64_t x = 9;
+			bpfmap_ringbuf_output(r.m, &x, 8, 0);
+		});
+		int n = 0;
+		for (int i = 0; i < 10 && n == 0; i++)
+			n = cons.poll(1000);
+		t.join();
+		EXPECT_EQ(n, 1) << "round " << round;
+	}
+	EXPECT_EQ(seen, 20);
+}

@@ -86,13 +86,15 @@ public:
 	// (0 on timeout), or -errno of the wait (-EINTR).
 	int poll(int timeout_ms);
 	// Readable when a producer has woken this consumer: put it in an epoll set of your
-	// own, and call consume() when it fires.
-	int fd() const { return wake_fd_; }
+	// own, and call consume() when it fires. From the first call on, producers wake this
+	// consumer whenever it has caught up; before it, only while poll() sleeps.
+	int fd() const;
 
 private:
 	bpfmap_map *map_ = nullptr;
 	int wake_fd_ = -1;
 	int slot_ = -1;
+	mutable bool fd_given_ = false;
 	Callback callback_;
 };
 

@@ -17,6 +17,7 @@ bpf_map *to_map(bpfmap_map *m) { return reinterpret_cast<bpf_map *>(m); }
 
 constexpr int HEAD_CHECK_MS = 50;
 
+
 // A handle on the ring buffer behind fd, or the errno why not.
 int open_ring(int fd, bpfmap_map **out)
 {
@@ -66,7 +67,7 @@ RingConsumer::~RingConsumer()
 
 RingConsumer::RingConsumer(RingConsumer &&o) noexcept
 	: map_(std::exchange(o.map_, nullptr)), wake_fd_(std::exchange(o.wake_fd_, -1)),
-	  slot_(std::exchange(o.slot_, -1)), callback_(std::move(o.callback_))
+	  slot_(std::exchange(o.slot_, -1)), fd_given_(o.fd_given_), callback_(std::move(o.callback_))
 {
 }
 
@@ -75,6 +76,7 @@ RingConsumer &RingConsumer::operator=(RingConsumer &&o) noexcept
 	std::swap(map_, o.map_);
 	std::swap(wake_fd_, o.wake_fd_);
 	std::swap(slot_, o.slot_);
+	std::swap(fd_given_, o.fd_given_);
 	std::swap(callback_, o.callback_);
 	return *this;
 }
@@ -90,6 +92,7 @@ int RingConsumer::open(int map_fd, Callback callback, RingConsumer &out)
 		bpfmap_map_put(m);
 		return -fd;
 	}
+	waitq_arm(ringbuf_view_of(to_map(m)).waiters, slot, false); // poll() arms to sleep
 	RingConsumer c;
 	c.map_ = m;
 	c.wake_fd_ = fd;
@@ -102,7 +105,11 @@ int RingConsumer::open(int map_fd, Callback callback, RingConsumer &out)
 int RingConsumer::consume()
 {
 	ringbuf_view v = ringbuf_view_of(to_map(map_));
-	waitq_drain(wake_fd_); // before the last look below: a later wake stays queued
+	// Wakes queue on the socket only while armed: always once fd() was given out, else
+	// only while poll() sleeps (and poll() reads them away itself). Read them before the
+	// last look below, so a wake sent after it stays queued.
+	if (fd_given_)
+		waitq_drain(wake_fd_);
 	uint64_t cons = v.consumer_pos->load(std::memory_order_relaxed); // ours alone
 	int n = 0;
 	for (;;) {
@@ -123,8 +130,9 @@ int RingConsumer::consume()
 				n++;
 			}
 			cons = next;
-			v.consumer_pos->store(cons, std::memory_order_release);
 		}
+		// Once per batch, not per record: the producers read this line.
+		v.consumer_pos->store(cons, std::memory_order_release);
 		// The full barrier after our last store, then one more look (see the header).
 		std::atomic_thread_fence(std::memory_order_seq_cst);
 		if (cons == v.producer_pos->load(std::memory_order_acquire))
@@ -135,9 +143,19 @@ int RingConsumer::consume()
 	}
 }
 
+int RingConsumer::fd() const
+{
+	if (map_ && !fd_given_) {
+		fd_given_ = true;
+		waitq_arm(ringbuf_view_of(to_map(map_)).waiters, slot_, true);
+	}
+	return wake_fd_;
+}
+
 int RingConsumer::poll(int timeout_ms)
 {
 	bpf_map *map = to_map(map_);
+	waitq *wq = ringbuf_view_of(map).waiters;
 	auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
 	for (;;) {
 		int n = consume();
@@ -156,8 +174,21 @@ int RingConsumer::poll(int timeout_ms)
 		}
 		if (head_busy && (wait < 0 || wait > HEAD_CHECK_MS))
 			wait = HEAD_CHECK_MS;
+		if (!fd_given_) {
+			// Armed before consume()'s last look, so a commit after it wakes us.
+			waitq_arm(wq, slot_, true);
+			if ((n = consume()) != 0) {
+				waitq_arm(wq, slot_, false);
+				return n;
+			}
+		}
 		pollfd p{wake_fd_, POLLIN, 0};
 		int r = ::poll(&p, 1, wait);
+		if (!fd_given_) {
+			waitq_arm(wq, slot_, false);
+			if (r > 0)
+				waitq_drain(wake_fd_);
+		}
 		if (r < 0)
 			return -errno;
 		if (r == 0 && timeout_ms >= 0 && std::chrono::steady_clock::now() >= deadline)

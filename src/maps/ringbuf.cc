@@ -68,6 +68,10 @@ struct ringbuf_ctl {
 	shared_lock lock; // producers' reservations
 	uint64_t mask;
 	uint64_t pending_pos; // under the lock
+	// consumer_pos as a producer last read it (under the lock): space is checked against
+	// it, and consumer_pos, which the consumer's core keeps writing, is read again only
+	// when it says the ring is full.
+	uint64_t cons_seen;
 	waitq waiters;
 	rb_owner owners[RB_OWNERS];
 };
@@ -121,8 +125,10 @@ void ringbuf_map_init(bpf_map *map)
 	c->lock.init();
 	c->mask = map->max_entries - 1;
 	c->pending_pos = 0;
+	c->cons_seen = 0;
 	for (auto &s : c->waiters.slot)
-		s.store(0, std::memory_order_relaxed);
+		s.nonce.store(0, std::memory_order_relaxed);
+	c->waiters.n_armed.store(0, std::memory_order_relaxed);
 	for (auto &o : c->owners)
 		o.pos1.store(0, std::memory_order_relaxed);
 }
@@ -216,7 +222,6 @@ void *ringbuf_reserve(bpf_map *map, uint64_t size, uint64_t flags)
 	uint64_t len = round_up(size + RINGBUF_HDR_SZ, 8);
 	if (len > c->mask + 1)
 		return nullptr;
-	uint64_t cons = rb->consumer_pos()->load(std::memory_order_acquire);
 	char *data = rb->ring_data();
 	lock_guard g(c->lock);
 	uint64_t prod = rb->producer_pos()->load(std::memory_order_relaxed);
@@ -233,11 +238,20 @@ void *ringbuf_reserve(bpf_map *map, uint64_t size, uint64_t flags)
 	}
 	c->pending_pos = pend;
 	uint64_t next = prod + len;
-	if (next - cons > c->mask || next - pend > c->mask)
+	uint64_t cons = c->cons_seen;
+	if (next - cons > c->mask) {
+		cons = c->cons_seen = rb->consumer_pos()->load(std::memory_order_acquire);
+		if (next - cons > c->mask)
+			return nullptr;
+	}
+	if (next - pend > c->mask)
 		return nullptr;
 	rb_owner *owner = claim_owner(c, prod, cons);
-	if (!owner)
-		return nullptr;
+	if (!owner) { // slots of dead producers free up as the consumer passes them
+		c->cons_seen = rb->consumer_pos()->load(std::memory_order_acquire);
+		if (!(owner = claim_owner(c, prod, c->cons_seen)))
+			return nullptr;
+	}
 	thread_id me = current_thread();
 	owner->tgid.store(me.tgid, std::memory_order_relaxed);
 	owner->tid.store(me.tid, std::memory_order_relaxed);
@@ -275,8 +289,12 @@ void ringbuf_commit(void *sample, uint64_t flags, bool discard)
 			break;
 		}
 	}
+	// No consumer armed to sleep: nothing to decide (and no consumer_pos cache line to
+	// pull from the consumer's core).
+	if (!waitq_active(&c->waiters) || (flags & RB_NO_WAKEUP && !(flags & RB_FORCE_WAKEUP)))
+		return;
 	uint64_t cons = cons_pos->load(std::memory_order_acquire) & c->mask;
-	if ((flags & RB_FORCE_WAKEUP) || (cons == rec_pos && !(flags & RB_NO_WAKEUP)))
+	if ((flags & RB_FORCE_WAKEUP) || cons == rec_pos)
 		waitq_wake(&c->waiters);
 }
 

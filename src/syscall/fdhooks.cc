@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "bpfmap/bpfmap.h"
+#include "core/waitq.h"
 #include "syscall/objtab.h"
 #include "syscall/syscall.h"
 
@@ -30,6 +31,7 @@ void forget_closed(int first, int last)
 	bpfmap::fds_forget(first, last);
 	bpfmap::map_mmap_fds_closed(first, last);
 	bpfmap::ring_epoll_fds_closed(first, last);
+	bpfmap::waitq_fds_closed(first, last);
 }
 
 } // namespace
