@@ -2,7 +2,10 @@
 // unmodified, reading a bpfmap ring buffer under the preload library. A child process
 // produces through bpfmap's program-side calls (found with dlsym: the preload library
 // carries them), in bursts with pauses, so the consumer must sleep in epoll and be woken.
-// Prints what it received; exits 0 only if every record arrived once, intact, in order.
+// Then libbpf's user ring buffer producer (user_ring_buffer__new, __reserve_blocking,
+// __submit, __discard) feeds a bpfmap user ring that a child drains with the program-side
+// drain call; the producer must wait for room.
+// Prints what arrived; exits 0 only if every record arrived once, intact, in order.
 #define _GNU_SOURCE
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -67,6 +70,101 @@ static int produce(int fd)
 	return 0;
 }
 
+#define USER_RECORDS 20000
+
+typedef long (*drain_cb)(const void *, uint64_t, void *);
+typedef long (*drain_fn)(void *, drain_cb, void *, uint64_t);
+
+struct drain_state {
+	uint32_t next; // the next seq the producer did not discard
+	int bad;
+};
+
+static uint32_t next_kept(uint32_t seq)
+{
+	while (seq < USER_RECORDS && seq % 7 == 3)
+		seq++;
+	return seq;
+}
+
+static long on_user_record(const void *data, uint64_t size, void *ctx)
+{
+	struct drain_state *st = ctx;
+	uint32_t seq;
+	memcpy(&seq, data, 4);
+	if (seq != st->next || size != 4 + seq % 61)
+		st->bad++;
+	for (uint64_t i = 4; i < size; i++)
+		if (((const unsigned char *)data)[i] != (unsigned char)(seq + i))
+			st->bad++;
+	st->next = next_kept(seq + 1);
+	return 0;
+}
+
+static int drain_child(int fd)
+{
+	map_get_fn map_get = (map_get_fn)dlsym(RTLD_DEFAULT, "bpfmap_map_get");
+	drain_fn drain = (drain_fn)dlsym(RTLD_DEFAULT, "bpfmap_user_ringbuf_drain");
+	void *m = map_get ? map_get(fd) : NULL;
+	if (!m || !drain)
+		return 2;
+	struct drain_state st = {next_kept(0), 0};
+	for (int idle = 0; st.next < USER_RECORDS && idle < 5000;) {
+		long n = drain(m, on_user_record, &st, 0);
+		if (n < 0)
+			return 3;
+		idle = n ? 0 : idle + 1;
+		if (!n)
+			usleep(1000);
+	}
+	return st.next == USER_RECORDS && st.bad == 0 ? 0 : 4;
+}
+
+static int user_ring_test(void)
+{
+	int fd = bpf_map_create(BPF_MAP_TYPE_USER_RINGBUF, "urb", 0, 0, 16 * 1024, NULL);
+	if (fd < 0) {
+		printf("create user ring: %s\n", strerror(errno));
+		return 1;
+	}
+	struct user_ring_buffer *urb = user_ring_buffer__new(fd, NULL);
+	if (!urb) {
+		printf("user_ring_buffer__new: %s\n", strerror(errno));
+		return 1;
+	}
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(drain_child(fd));
+	int waits = 0;
+	for (uint32_t seq = 0; seq < USER_RECORDS; seq++) {
+		uint32_t n = 4 + seq % 61;
+		unsigned char *rec = user_ring_buffer__reserve(urb, n);
+		if (!rec) {
+			waits++;
+			rec = user_ring_buffer__reserve_blocking(urb, n, 5000);
+		}
+		if (!rec) {
+			printf("reserve %u: %s\n", seq, strerror(errno));
+			return 1;
+		}
+		memcpy(rec, &seq, 4);
+		for (uint32_t i = 4; i < n; i++)
+			rec[i] = (unsigned char)(seq + i);
+		if (seq % 7 == 3)
+			user_ring_buffer__discard(urb, rec);
+		else
+			user_ring_buffer__submit(urb, rec);
+	}
+	int status = 0;
+	waitpid(pid, &status, 0);
+	int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	fprintf(stderr, "%d blocking reserves\n", waits);
+	printf("user ring: %d records produced, drainer exit %d\n", USER_RECORDS, code);
+	user_ring_buffer__free(urb);
+	close(fd);
+	return code == 0 && waits > 0 ? 0 : 1;
+}
+
 int main(void)
 {
 	if (!dlsym(RTLD_DEFAULT, "bpfmap_ringbuf_output")) {
@@ -122,5 +220,7 @@ int main(void)
 	       WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 	ring_buffer__free(rb);
 	close(fd);
-	return st.next == RECORDS && st.bad == 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
+	if (st.next != RECORDS || st.bad != 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return 1;
+	return user_ring_test();
 }

@@ -442,3 +442,113 @@ TEST(Ringbuf, PollOnlyConsumerIsWoken)
 	}
 	EXPECT_EQ(seen, 20);
 }
+
+// ---- USER_RINGBUF --------------------------------------------------------------------------
+
+namespace {
+constexpr uint32_t USER_RINGBUF = 31;
+
+struct drained {
+	std::vector<std::string> recs;
+	long stop_after = -1; // callback returns 1 at this record
+	bpfmap_map *nested = nullptr;
+	long nested_ret = 0;
+};
+
+long on_drain(const void *data, uint64_t size, void *ctx)
+{
+	auto *d = static_cast<drained *>(ctx);
+	d->recs.emplace_back(static_cast<const char *>(data), size);
+	if (d->nested)
+		d->nested_ret = bpfmap_user_ringbuf_drain(d->nested, on_drain, nullptr, 0);
+	return static_cast<long>(d->recs.size()) - 1 == d->stop_after ? 1 : 0;
+}
+} // namespace
+
+TEST(UserRingbuf, ProducerAndDrain)
+{
+	int fd = map_create(USER_RINGBUF, 0, 0, 4 * PAGE);
+	ASSERT_GE(fd, 0);
+	bpfmap_map *m = bpfmap_map_get(fd);
+	bpfmap::UserRingProducer prod;
+	ASSERT_EQ(bpfmap::UserRingProducer::open(fd, prod), 0);
+	RingProducer wrong;
+	EXPECT_EQ(RingProducer::open(fd, wrong), EINVAL) << "a user ring takes no program-side records";
+	EXPECT_EQ(bpfmap_ringbuf_reserve(m, 8, 0), nullptr);
+	int err = 0;
+	EXPECT_EQ(prod.reserve(4 * PAGE, &err), nullptr);
+	EXPECT_EQ(err, E2BIG);
+	for (int i = 0; i < 5; i++) {
+		auto *rec = static_cast<char *>(prod.reserve(3 + i, &err));
+		ASSERT_NE(rec, nullptr) << err;
+		memset(rec, 'a' + i, 3 + i);
+		if (i == 2)
+			prod.discard(rec);
+		else
+			prod.submit(rec);
+	}
+	drained d;
+	d.stop_after = 1;
+	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 4), -EINVAL);
+	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 0), 2) << "stops after the record that returned 1";
+	EXPECT_EQ(d.recs, (std::vector<std::string>{"aaa", "bbbb"}));
+	d = drained{};
+	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 0), 2) << "the discarded record is skipped, not counted";
+	EXPECT_EQ(d.recs, (std::vector<std::string>{"dddddd", "eeeeeee"}));
+	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 0), 0);
+	// A drain from inside a drain: EBUSY.
+	auto *rec = prod.reserve(1, &err);
+	ASSERT_NE(rec, nullptr);
+	prod.submit(rec);
+	d = drained{};
+	d.nested = m;
+	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 0), 1);
+	EXPECT_EQ(d.nested_ret, -EBUSY);
+	// Fill it; the next reserve says ENOSPC; a blocking one times out, or gets room from
+	// a drain in another thread.
+	while (void *r = prod.reserve(1000, &err))
+		prod.submit(r);
+	EXPECT_EQ(err, ENOSPC);
+	EXPECT_EQ(prod.reserve_blocking(1000, 30, &err), nullptr);
+	EXPECT_EQ(err, ETIMEDOUT);
+	std::thread drainer([&] {
+		usleep(20000);
+		drained dd;
+		bpfmap_user_ringbuf_drain(m, on_drain, &dd, 0);
+	});
+	void *r = prod.reserve_blocking(1000, 5000, &err);
+	drainer.join();
+	EXPECT_NE(r, nullptr) << strerror(err);
+	bpfmap_map_put(m);
+	close(fd);
+}
+
+// What a producer writes is not trusted: a header that claims more than producer_pos
+// covers, or more than the ring holds, fails the drain as in the kernel.
+TEST(UserRingbuf, BadHeadersFailTheDrain)
+{
+	int fd = map_create(USER_RINGBUF, 0, 0, PAGE);
+	ASSERT_GE(fd, 0);
+	bpfmap_map *m = bpfmap_map_get(fd);
+	// libbpf's mapping of a user ring: producer page and data writable.
+	void *p = mmap(nullptr, PAGE + 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, PAGE);
+	ASSERT_NE(p, MAP_FAILED);
+	auto *prod_pos = static_cast<uint64_t *>(p);
+	auto *hdr = reinterpret_cast<uint32_t *>(static_cast<char *>(p) + PAGE);
+	hdr[0] = 100; // committed, 100 bytes
+	__atomic_store_n(prod_pos, 16, __ATOMIC_RELEASE);
+	drained d;
+	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 0), -EINVAL);
+	hdr[0] = 8000;
+	__atomic_store_n(prod_pos, 8008, __ATOMIC_RELEASE);
+	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 0), -E2BIG);
+	__atomic_store_n(prod_pos, 12, __ATOMIC_RELEASE);
+	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 0), -EINVAL) << "producer_pos not 8-aligned";
+	hdr[0] = 8;
+	__atomic_store_n(prod_pos, 16, __ATOMIC_RELEASE);
+	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 0), 1);
+	EXPECT_TRUE(d.recs.size() == 1 && d.recs[0].size() == 8);
+	munmap(p, 3 * PAGE);
+	bpfmap_map_put(m);
+	close(fd);
+}

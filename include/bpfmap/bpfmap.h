@@ -95,6 +95,18 @@ BPFMAP_API long bpfmap_ringbuf_output(struct bpfmap_map *map, const void *data, 
 				      uint64_t flags);
 BPFMAP_API uint64_t bpfmap_ringbuf_query(struct bpfmap_map *map, uint64_t flags);
 
+/* User ring buffers (BPF_MAP_TYPE_USER_RINGBUF), like bpf_user_ringbuf_drain(): callback runs
+ * for each record user space submitted, oldest first, until it returns nonzero (that
+ * record is consumed too) or 128 Ki records have run. Returns how many records it drained
+ * (discarded records are skipped and not counted) or -errno: -EINVAL for bad flags, for a
+ * record header past producer_pos, or another map type; -E2BIG for a record larger than
+ * the ring (or than 16 MiB - 1); -EBUSY while another thread drains the ring. Producers
+ * waiting for room are woken as flags say (BPF_RB_NO_WAKEUP, BPF_RB_FORCE_WAKEUP, else
+ * when at least one record was drained). */
+BPFMAP_API long bpfmap_user_ringbuf_drain(struct bpfmap_map *map,
+					  long (*callback)(const void *data, uint64_t size, void *ctx),
+					  void *ctx, uint64_t flags);
+
 #ifdef __cplusplus
 }
 #endif

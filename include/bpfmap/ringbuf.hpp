@@ -98,4 +98,34 @@ private:
 	Callback callback_;
 };
 
+// The user-space producer of a BPF_MAP_TYPE_USER_RINGBUF (what libbpf's user_ring_buffer
+// does), safe for several producers at once, in any processes: reservations take the
+// ring's lock. The program side drains with bpfmap_user_ringbuf_drain().
+class BPFMAP_API UserRingProducer {
+public:
+	UserRingProducer() = default;
+	~UserRingProducer();
+	UserRingProducer(UserRingProducer &&other) noexcept;
+	UserRingProducer &operator=(UserRingProducer &&other) noexcept;
+	UserRingProducer(const UserRingProducer &) = delete;
+	UserRingProducer &operator=(const UserRingProducer &) = delete;
+
+	// 0, or EBADF / EINVAL (not a BPF_MAP_TYPE_USER_RINGBUF) / EBUSY (no wait slot left).
+	static int open(int map_fd, UserRingProducer &out);
+
+	// size bytes of a new record, or nullptr with *err E2BIG (larger than the ring) or
+	// ENOSPC (no room now). Submit or discard it exactly once.
+	void *reserve(size_t size, int *err = nullptr);
+	// reserve(), waiting up to timeout_ms (-1: no limit) for the drainer to make room;
+	// *err ETIMEDOUT when it did not.
+	void *reserve_blocking(size_t size, int timeout_ms, int *err = nullptr);
+	void submit(void *record);
+	void discard(void *record);
+
+private:
+	bpfmap_map *map_ = nullptr;
+	int wake_fd_ = -1;
+	int slot_ = -1;
+};
+
 } // namespace bpfmap

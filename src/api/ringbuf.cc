@@ -196,4 +196,113 @@ int RingConsumer::poll(int timeout_ms)
 	}
 }
 
+UserRingProducer::~UserRingProducer()
+{
+	if (map_) {
+		waitq_leave(ringbuf_view_of(to_map(map_)).waiters, slot_, wake_fd_);
+		bpfmap_map_put(map_);
+	}
+}
+
+UserRingProducer::UserRingProducer(UserRingProducer &&o) noexcept
+	: map_(std::exchange(o.map_, nullptr)), wake_fd_(std::exchange(o.wake_fd_, -1)),
+	  slot_(std::exchange(o.slot_, -1))
+{
+}
+
+UserRingProducer &UserRingProducer::operator=(UserRingProducer &&o) noexcept
+{
+	std::swap(map_, o.map_);
+	std::swap(wake_fd_, o.wake_fd_);
+	std::swap(slot_, o.slot_);
+	return *this;
+}
+
+int UserRingProducer::open(int map_fd, UserRingProducer &out)
+{
+	bpfmap_map *m = bpfmap_map_get(map_fd);
+	if (!m)
+		return errno;
+	bpf_map *map = to_map(m);
+	if (map->map_type != uapi::MAP_TYPE_USER_RINGBUF || !is_ringbuf(map) || !ringbuf_view_of(map).data) {
+		bpfmap_map_put(m);
+		return EINVAL;
+	}
+	int slot = -1;
+	int fd = waitq_join(ringbuf_view_of(map).waiters, &slot);
+	if (fd < 0) {
+		bpfmap_map_put(m);
+		return -fd;
+	}
+	waitq_arm(ringbuf_view_of(map).waiters, slot, false); // armed only to wait for room
+	UserRingProducer p;
+	p.map_ = m;
+	p.wake_fd_ = fd;
+	p.slot_ = slot;
+	out = std::move(p);
+	return 0;
+}
+
+void *UserRingProducer::reserve(size_t size, int *err)
+{
+	int e = 0;
+	void *rec = user_ringbuf_reserve(to_map(map_), size, &e);
+	e = rec ? 0 : e;
+	if (err)
+		*err = e;
+	return rec;
+}
+
+void *UserRingProducer::reserve_blocking(size_t size, int timeout_ms, int *err)
+{
+	bpf_map *map = to_map(map_);
+	waitq *wq = ringbuf_view_of(map).waiters;
+	auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+	int e = 0;
+	for (;;) {
+		void *rec = user_ringbuf_reserve(map, size, &e);
+		if (rec) {
+			if (err)
+				*err = 0;
+			return rec;
+		}
+		if (e != ENOSPC)
+			break;
+		// Armed, then one more try: a drain after it wakes us.
+		waitq_arm(wq, slot_, true);
+		if ((rec = user_ringbuf_reserve(map, size, &e)) || e != ENOSPC) {
+			waitq_arm(wq, slot_, false);
+			if (err)
+				*err = rec ? 0 : e;
+			return rec;
+		}
+		int wait = -1;
+		if (timeout_ms >= 0) {
+			auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+				deadline - std::chrono::steady_clock::now());
+			if (left.count() <= 0) {
+				waitq_arm(wq, slot_, false);
+				e = ETIMEDOUT;
+				break;
+			}
+			wait = static_cast<int>(left.count());
+		}
+		pollfd p{wake_fd_, POLLIN, 0};
+		int r = ::poll(&p, 1, wait);
+		waitq_arm(wq, slot_, false);
+		waitq_drain(wake_fd_);
+		if (r < 0) {
+			e = errno;
+			break;
+		}
+	}
+	if (err)
+		*err = e;
+	return nullptr;
+}
+
+void UserRingProducer::submit(void *record) { user_ringbuf_commit(record, false); }
+
+void UserRingProducer::discard(void *record) { user_ringbuf_commit(record, true); }
+
 } // namespace bpfmap

@@ -22,6 +22,13 @@
 // has read everything before this record (it waits for exactly this one), unless the flags
 // say otherwise: the kernel's adaptive rule.
 //
+// USER_RINGBUF turns the roles around: user space produces (libbpf's user_ring_buffer, which
+// writes producer_pos and headers itself with no lock, or UserRingProducer, which takes the
+// ring's lock so that several may share a ring) and the program side drains, one drainer at
+// a time (the consumer page's busy word, which here holds the drainer's thread id so a
+// drainer that died can be replaced). Records are checked as the kernel checks them: the
+// producer is not trusted.
+//
 // A producer can die between reserve and commit, which a BPF program cannot. Its record
 // would stay BUSY and stop the consumer for good, so each reservation until its commit
 // has an owner slot naming the producer's thread; a consumer stuck at a BUSY record whose
@@ -72,6 +79,7 @@ struct ringbuf_ctl {
 	// it, and consumer_pos, which the consumer's core keeps writing, is read again only
 	// when it says the ring is full.
 	uint64_t cons_seen;
+	std::atomic<uint32_t> drainer_tgid; // USER_RINGBUF: the process of the busy word's tid
 	waitq waiters;
 	rb_owner owners[RB_OWNERS];
 };
@@ -126,6 +134,7 @@ void ringbuf_map_init(bpf_map *map)
 	c->mask = map->max_entries - 1;
 	c->pending_pos = 0;
 	c->cons_seen = 0;
+	c->drainer_tgid.store(0, std::memory_order_relaxed);
 	for (auto &s : c->waiters.slot)
 		s.nonce.store(0, std::memory_order_relaxed);
 	c->waiters.n_armed.store(0, std::memory_order_relaxed);
@@ -337,6 +346,139 @@ bool ringbuf_reap_dead_head(bpf_map *map)
 		return true;
 	}
 	return false;
+}
+
+namespace {
+
+constexpr long USER_RINGBUF_MAX_SAMPLES = 128 * 1024;
+constexpr uint32_t DYNPTR_MAX_SIZE = (1u << 24) - 1;
+
+// Take the drain: busy holds our tid. A drainer that died leaves its tid there; it is
+// replaced. false: a live drainer has it.
+bool drain_begin(bpf_ringbuf_map *rb, std::atomic<int32_t> *busy)
+{
+	thread_id me = current_thread();
+	int32_t cur = 0;
+	for (;;) {
+		if (busy->compare_exchange_strong(cur, static_cast<int32_t>(me.tid), std::memory_order_acquire)) {
+			rb->c()->drainer_tgid.store(me.tgid, std::memory_order_relaxed);
+			return true;
+		}
+		thread_id holder{rb->c()->drainer_tgid.load(std::memory_order_relaxed), static_cast<uint32_t>(cur)};
+		if (thread_alive(holder))
+			return false;
+	}
+}
+
+// The next record of a user ring, checked as the kernel checks what user space wrote:
+// 0 with the record, -ENODATA (none, or the next still BUSY), -EAGAIN (discarded:
+// skipped), -EINVAL or -E2BIG (a header no producer should have written).
+int user_ringbuf_peek(bpf_ringbuf_map *rb, std::atomic<uint64_t> *cons_pos, void **sample, uint32_t *size)
+{
+	uint64_t prod = rb->producer_pos()->load(std::memory_order_acquire);
+	if (prod % 8)
+		return -EINVAL;
+	uint64_t cons = cons_pos->load(std::memory_order_acquire);
+	if (cons >= prod)
+		return -ENODATA;
+	uint64_t mask = rb->c()->mask;
+	auto *h = reinterpret_cast<ringbuf_hdr *>(rb->ring_data() + (cons & mask));
+	uint32_t len = h->len.load(std::memory_order_acquire);
+	uint32_t flags = len & (RINGBUF_BUSY_BIT | RINGBUF_DISCARD_BIT);
+	uint32_t sample_len = len & ~flags;
+	uint64_t total = round_up(uint64_t{sample_len} + RINGBUF_HDR_SZ, 8);
+	if (total > prod - cons)
+		return -EINVAL;
+	if (total > mask + 1 || sample_len > DYNPTR_MAX_SIZE)
+		return -E2BIG;
+	if (flags & RINGBUF_DISCARD_BIT) {
+		cons_pos->store(cons + total, std::memory_order_release);
+		return -EAGAIN;
+	}
+	if (flags & RINGBUF_BUSY_BIT)
+		return -ENODATA;
+	*sample = rb->ring_data() + ((cons + RINGBUF_HDR_SZ) & mask);
+	*size = sample_len;
+	return 0;
+}
+
+} // namespace
+
+long user_ringbuf_drain(bpf_map *map, user_ringbuf_callback cb, void *ctx, uint64_t flags)
+{
+	if (flags & ~(RB_NO_WAKEUP | RB_FORCE_WAKEUP))
+		return -EINVAL;
+	bpf_ringbuf_map *rb = rb_of(map);
+	if (!rb->view)
+		return -ENOMEM;
+	ringbuf_view v = ringbuf_view_of(map);
+	if (!drain_begin(rb, v.busy))
+		return -EBUSY;
+	long samples = 0, discarded = 0, ret = 0;
+	for (; samples < USER_RINGBUF_MAX_SAMPLES && ret == 0; samples++) {
+		void *sample;
+		uint32_t size;
+		int err = user_ringbuf_peek(rb, v.consumer_pos, &sample, &size);
+		if (err == -ENODATA)
+			break;
+		if (err == -EAGAIN) {
+			discarded++;
+			continue;
+		}
+		if (err) {
+			ret = err;
+			break;
+		}
+		ret = cb(sample, size, ctx);
+		uint64_t cons = v.consumer_pos->load(std::memory_order_relaxed);
+		v.consumer_pos->store(cons + round_up(uint64_t{size} + RINGBUF_HDR_SZ, 8), std::memory_order_release);
+	}
+	if (ret >= 0)
+		ret = samples - discarded;
+	v.busy->store(0, std::memory_order_seq_cst);
+	// Producers waiting for room (epoll, EPOLLOUT) are woken as the kernel wakes them.
+	if ((flags & RB_FORCE_WAKEUP) || (!(flags & RB_NO_WAKEUP) && samples > 0))
+		if (waitq_active(v.waiters))
+			waitq_wake(v.waiters);
+	return ret;
+}
+
+void *user_ringbuf_reserve(bpf_map *map, uint64_t size, int *err)
+{
+	bpf_ringbuf_map *rb = rb_of(map);
+	if (!rb->view) {
+		*err = ENOMEM;
+		return nullptr;
+	}
+	if (size & (RINGBUF_BUSY_BIT | RINGBUF_DISCARD_BIT) || size > UINT32_MAX) {
+		*err = E2BIG;
+		return nullptr;
+	}
+	ringbuf_ctl *c = rb->c();
+	uint64_t total = round_up(size + RINGBUF_HDR_SZ, 8);
+	if (total > c->mask + 1) {
+		*err = E2BIG;
+		return nullptr;
+	}
+	lock_guard g(c->lock);
+	uint64_t cons = rb->consumer_pos()->load(std::memory_order_acquire);
+	uint64_t prod = rb->producer_pos()->load(std::memory_order_relaxed);
+	if (c->mask + 1 - (prod - cons) < total) {
+		*err = ENOSPC;
+		return nullptr;
+	}
+	auto *h = reinterpret_cast<ringbuf_hdr *>(rb->ring_data() + (prod & c->mask));
+	h->len.store(static_cast<uint32_t>(size) | RINGBUF_BUSY_BIT, std::memory_order_relaxed);
+	h->pg_off = 0;
+	rb->producer_pos()->store(prod + total, std::memory_order_release);
+	return h + 1;
+}
+
+void user_ringbuf_commit(void *sample, bool discard)
+{
+	auto *h = static_cast<ringbuf_hdr *>(sample) - 1;
+	uint32_t len = h->len.load(std::memory_order_relaxed) & ~RINGBUF_BUSY_BIT;
+	h->len.store(discard ? len | RINGBUF_DISCARD_BIT : len, std::memory_order_release);
 }
 
 uint64_t ringbuf_query(bpf_map *map, uint64_t flags)

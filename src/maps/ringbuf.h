@@ -48,6 +48,15 @@ uint64_t ringbuf_query(bpf_map *map, uint64_t flags);
 // consumer can go on. Returns whether it did. Costs a system call when the head is BUSY.
 bool ringbuf_reap_dead_head(bpf_map *map);
 
+// USER_RINGBUF. drain: the kernel's bpf_user_ringbuf_drain (records drained, or -errno;
+// a callback's nonzero return stops after its record). reserve and commit: user space's
+// producer side, as libbpf's user_ring_buffer does it but under the ring's lock, so
+// several producers may share a ring; reserve fails with *err E2BIG or ENOSPC.
+using user_ringbuf_callback = long (*)(const void *data, uint64_t size, void *ctx);
+long user_ringbuf_drain(bpf_map *map, user_ringbuf_callback cb, void *ctx, uint64_t flags);
+void *user_ringbuf_reserve(bpf_map *map, uint64_t size, int *err);
+void user_ringbuf_commit(void *sample, bool discard);
+
 // The pages a mapping of a ring's fd may cover, and how: the ops' map_mmap_check.
 int ringbuf_mmap_check(const bpf_map *map, bool write, size_t len, size_t off);
 

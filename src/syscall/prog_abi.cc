@@ -125,6 +125,15 @@ long bpfmap_ringbuf_output(bpfmap_map *m, const void *data, uint64_t size, uint6
 	return is_kernel_producer_ring(map) ? bpfmap::ringbuf_output(map, data, size, flags) : -EINVAL;
 }
 
+long bpfmap_user_ringbuf_drain(bpfmap_map *m, long (*callback)(const void *, uint64_t, void *),
+			       void *ctx, uint64_t flags)
+{
+	bpf_map *map = to_map(m);
+	if (map->map_type != bpfmap::uapi::MAP_TYPE_USER_RINGBUF || !bpfmap::is_ringbuf(map) || !callback)
+		return -EINVAL;
+	return bpfmap::user_ringbuf_drain(map, callback, ctx, flags);
+}
+
 uint64_t bpfmap_ringbuf_query(bpfmap_map *m, uint64_t flags)
 {
 	bpf_map *map = to_map(m);

@@ -119,7 +119,7 @@ int watch_add(int epfd, int fd, const epoll_event &ev)
 		return w.sock;
 	}
 	epoll_event stand_in{};
-	stand_in.events = ev.events & ~static_cast<uint32_t>(EPOLLOUT);
+	stand_in.events = EPOLLIN; // the socket is readable once woken
 	stand_in.data.u64 = w.tag;
 	if (raw_epoll_ctl(epfd, EPOLL_CTL_ADD, w.sock, &stand_in) != 0) {
 		int err = -errno;
@@ -150,7 +150,7 @@ int watch_change(int epfd, int op, int fd, const epoll_event *ev)
 		return 0;
 	}
 	epoll_event stand_in{};
-	stand_in.events = ev->events & ~static_cast<uint32_t>(EPOLLOUT);
+	stand_in.events = EPOLLIN;
 	stand_in.data.u64 = w->tag;
 	if (raw_epoll_ctl(epfd, EPOLL_CTL_MOD, w->sock, &stand_in) != 0)
 		return -errno;
@@ -158,24 +158,38 @@ int watch_change(int epfd, int op, int fd, const epoll_event *ev)
 	return 0;
 }
 
-// The rings of epfd that have data now, as the caller's events; their wakes are read away.
+// What the kernel's poll says of a ring: a ring is readable while it holds data; a user
+// ring is writable while it is empty (its producers wait for the drain to finish).
+uint32_t ring_event(const ring_watch &w)
+{
+	return w.map->map_type == uapi::MAP_TYPE_USER_RINGBUF ? EPOLLOUT : EPOLLIN;
+}
+
+bool ring_ready(const ring_watch &w)
+{
+	ringbuf_view v = ringbuf_view_of(w.map);
+	if (!v.producer_pos)
+		return false;
+	bool empty = v.producer_pos->load(std::memory_order_acquire) ==
+		     v.consumer_pos->load(std::memory_order_acquire);
+	if (ring_event(w) == EPOLLOUT)
+		return empty;
+	if (!empty) // readable while the next record is still BUSY too, as in the kernel, and
+		ringbuf_reap_dead_head(w.map); // the consumer polls again at once: maybe its producer died
+	return !empty;
+}
+
+// The rings of epfd that are ready now, as the caller's events; their wakes are read away.
 int ready_rings(int epfd, epoll_event *out, int max)
 {
 	std::atomic_thread_fence(std::memory_order_seq_cst);
 	int n = 0;
 	for (const ring_watch &w : watches) {
-		if (w.epfd != epfd || n == max || !(w.user.events & EPOLLIN))
+		if (w.epfd != epfd || n == max || !(w.user.events & ring_event(w)) || !ring_ready(w))
 			continue;
-		ringbuf_view v = ringbuf_view_of(w.map);
-		if (!v.producer_pos || v.producer_pos->load(std::memory_order_acquire) ==
-					       v.consumer_pos->load(std::memory_order_acquire))
-			continue;
-		// The kernel says readable while the next record is still BUSY too, and the
-		// consumer then polls again at once: each time, see whether its producer died.
-		ringbuf_reap_dead_head(w.map);
 		waitq_drain(w.sock);
 		out[n] = w.user;
-		out[n].events = EPOLLIN & w.user.events;
+		out[n].events = ring_event(w);
 		n++;
 	}
 	return n;
@@ -200,11 +214,13 @@ int translate(epoll_event *out, int have, int got)
 				continue;
 			waitq_drain(it->sock);
 			bool dup = std::any_of(out, out + have, [&](const epoll_event &r) {
-				return r.data.u64 == it->user.data.u64 && r.events == (EPOLLIN & it->user.events);
+				return r.data.u64 == it->user.data.u64 && r.events == ring_event(*it);
 			});
-			if (dup)
+			// A wake is a hint; report only what is true now (a user ring's producer
+			// was woken by a drain that may not have emptied it).
+			if (dup || !(it->user.events & ring_event(*it)) || !ring_ready(*it))
 				continue;
-			e.events = (e.events & ~static_cast<uint32_t>(EPOLLIN)) | (EPOLLIN & it->user.events);
+			e.events = ring_event(*it);
 			e.data = it->user.data;
 		}
 		out[n++] = e;
@@ -231,11 +247,20 @@ int ring_epoll_wait(int epfd, epoll_event *events, int max, int timeout, const s
 	}
 	if (have < 0)
 		return static_cast<int>(raw_epoll_pwait(epfd, events, max, timeout, mask));
-	long got = raw_epoll_pwait(epfd, events + have, max - have, have ? 0 : timeout, mask);
-	if (got < 0)
-		return have ? have : -1;
-	std::lock_guard<std::mutex> g(watches_lock);
-	return translate(events, have, static_cast<int>(got));
+	for (;;) {
+		long got = raw_epoll_pwait(epfd, events + have, max - have, have ? 0 : timeout, mask);
+		if (got < 0)
+			return have ? have : -1;
+		int n;
+		{
+			std::lock_guard<std::mutex> g(watches_lock);
+			n = translate(events, have, static_cast<int>(got));
+		}
+		// Only stale wakes: wait again rather than return nothing before the timeout (which
+		// then starts over: a wait may last longer than asked, never shorter).
+		if (n > 0 || got == 0 || have)
+			return n;
+	}
 }
 
 } // namespace
