@@ -1,7 +1,8 @@
 #!/bin/sh
 # Debian's bpftool, unmodified, runs one script of map commands for hash, array, percpu
-# hash, percpu array, LPM trie, queue, stack and bloom filter: on the kernel, and under the preload library (as the caller, and
-# as an unprivileged user for whom bpf(2) is refused). Everything bpftool prints must be the
+# hash, percpu array, LPM trie, queue, stack, bloom filter and the two ring buffers: on the
+# kernel, and under the preload library (as the caller, and as an unprivileged user for
+# whom bpf(2) is refused). Everything bpftool prints must be the
 # same, except map ids and memlock, which are bpfmap's own.
 # With a second argument (tests/btf_map_maker), also a map described by BTF, which bpftool
 # prints from the BTF.
@@ -129,6 +130,20 @@ script() {
 	$bt map dump pinned "$p" 2>&1 || echo "rc=$?"
 	$bt map show pinned "$p" 2>&1 || echo "rc=$?"
 	rm "$p"
+	for t in ringbuf user_ringbuf; do
+		echo "== $t"
+		p=$pins/$t
+		$bt map create "$p" type "$t" key 0 value 0 entries 3000 name "m_$t" 2>&1 || echo "rc=$?"
+		$bt map create "$p" type "$t" key 4 value 0 entries 4096 name "m_$t" 2>&1 || echo "rc=$?"
+		$bt map create "$p" type "$t" key 0 value 0 entries 8192 name "m_$t" 2>&1 || echo "rc=$?"
+		$bt map show pinned "$p" 2>&1 || echo "rc=$?"
+		$bt -j map show pinned "$p" 2>&1 || echo "rc=$?"; echo
+		$bt map dump pinned "$p" 2>&1 || echo "rc=$?"
+		$bt map getnext pinned "$p" 2>&1 || echo "rc=$?"
+		$bt map lookup pinned "$p" key 0 0 0 0 2>&1 || echo "rc=$?"
+		$bt map freeze pinned "$p" 2>&1 || echo "rc=$?"
+		rm "$p"
+	done
 	if [ -n "$maker" ]; then
 		echo "== btf"
 		"$maker" "$pins/btf" 2>&1 || echo "rc=$?"
