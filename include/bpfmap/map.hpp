@@ -29,7 +29,7 @@ enum map_type : uint32_t {
 	MAP_LRU_HASH = 9,
 	MAP_LRU_PERCPU_HASH = 10,
 	MAP_QUEUE = 22,
-	MAP_STACK = 23,
+	MAP_BPF_STACK = 23, // not MAP_STACK: <sys/mman.h> defines that name as a macro
 	MAP_RINGBUF = 27,
 	MAP_BLOOM_FILTER = 30,
 	MAP_USER_RINGBUF = 31,
