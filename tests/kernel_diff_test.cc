@@ -2786,6 +2786,154 @@ TEST_F(KernelDiff, RingbufCreateCommandsAndMmap)
 	}
 }
 
+// A kernel ring buffer written by a BPF program and a bpfmap one written through the
+// program-side ABI, with the same reserve / submit / discard / output sequence (records
+// that fit, that do not, that wrap): positions, record headers (length, busy and discard
+// bits, page offset) and data bytes must be the same.
+struct rb_op {
+	uint32_t size;
+	char what; // 's' submit, 'd' discard, 'o' output (8 bytes of 0x5a at most)
+	uint64_t flags = 0;
+};
+
+std::vector<insn> ringbuf_prog(int map_fd, const std::vector<rb_op> &ops)
+{
+	const uint8_t R0 = 0, R1 = 1, R2 = 2, R3 = 3, R4 = 4, FP = 10;
+	auto regs = [](uint8_t dst, uint8_t src) { return static_cast<uint8_t>(dst | src << 4); };
+	std::vector<insn> p = {
+		{0x7a, regs(FP, 0), -8, 0x5a5a5a5a}, // *(u64 *)(fp - 8) = 0x5a5a5a5a (sign-extended)
+	};
+	for (const rb_op &op : ops) {
+		p.push_back({0x18, regs(R1, 1), 0, map_fd});
+		p.push_back({0, 0, 0, 0});
+		if (op.what == 'o') {
+			p.push_back({0xbf, regs(R2, FP), 0, 0});
+			p.push_back({0x07, regs(R2, 0), 0, -8});
+			p.push_back({0xb7, regs(R3, 0), 0, static_cast<int32_t>(op.size)});
+			p.push_back({0xb7, regs(R4, 0), 0, static_cast<int32_t>(op.flags)});
+			p.push_back({0x85, 0, 0, 130}); // bpf_ringbuf_output
+			continue;
+		}
+		p.push_back({0xb7, regs(R2, 0), 0, static_cast<int32_t>(op.size)});
+		p.push_back({0xb7, regs(R3, 0), 0, 0});
+		p.push_back({0x85, 0, 0, 131});			// bpf_ringbuf_reserve
+		p.push_back({0x15, regs(R0, 0), 3, 0});		// if r0 == 0 skip the release
+		p.push_back({0xbf, regs(R1, R0), 0, 0});
+		p.push_back({0xb7, regs(R2, 0), 0, static_cast<int32_t>(op.flags)});
+		p.push_back({0x85, 0, 0, op.what == 'd' ? 133 : 132}); // discard / submit
+	}
+	p.push_back({0xb7, regs(R0, 0), 0, 0});
+	p.push_back({0x95, 0, 0, 0});
+	return p;
+}
+
+// Run ops in a kernel program once; the bpf() errno or 0.
+int kernel_ringbuf_ops(int map_fd, const std::vector<rb_op> &ops)
+{
+	std::vector<insn> prog = ringbuf_prog(map_fd, ops);
+	static const char license[] = "GPL";
+	std::vector<uint8_t> a(KATTR, 0);
+	put32(a, 0, 1); // BPF_PROG_TYPE_SOCKET_FILTER
+	put32(a, 4, static_cast<uint32_t>(prog.size()));
+	put64(a, 8, reinterpret_cast<uintptr_t>(prog.data()));
+	put64(a, 16, reinterpret_cast<uintptr_t>(license));
+	long pfd = syscall(__NR_bpf, 5 /* BPF_PROG_LOAD */, a.data(), KATTR);
+	if (pfd < 0)
+		return errno;
+	uint8_t packet[64] = {};
+	std::vector<uint8_t> t(KATTR, 0);
+	put32(t, 0, static_cast<uint32_t>(pfd));
+	put32(t, 8, sizeof(packet));
+	put64(t, 16, reinterpret_cast<uintptr_t>(packet));
+	put32(t, 32, 1);
+	long r = syscall(__NR_bpf, 10 /* BPF_PROG_TEST_RUN */, t.data(), KATTR);
+	int err = r < 0 ? errno : 0;
+	close(static_cast<int>(pfd));
+	return err;
+}
+
+void bpfmap_ringbuf_ops(bpfmap_map *m, const std::vector<rb_op> &ops)
+{
+	const uint64_t pattern = 0x5a5a5a5a;
+	for (const rb_op &op : ops) {
+		if (op.what == 'o') {
+			bpfmap_ringbuf_output(m, &pattern, op.size, op.flags);
+			continue;
+		}
+		void *rec = bpfmap_ringbuf_reserve(m, op.size, 0);
+		if (!rec)
+			continue;
+		if (op.what == 'd')
+			bpfmap_ringbuf_discard(rec, op.flags);
+		else
+			bpfmap_ringbuf_submit(rec, op.flags);
+	}
+}
+
+TEST_F(KernelDiff, RingbufRecordsMatchKernelPrograms)
+{
+	const size_t pg = 4096, size = 2 * pg;
+	Pair p = create_both("RINGBUF records", create_req(T_RINGBUF, 0, 0, size));
+	ASSERT_TRUE(p);
+	bpfmap_map *m = bpfmap_map_get(p.u);
+	ASSERT_NE(m, nullptr);
+	struct view {
+		uint64_t *cons;
+		const uint64_t *prod;
+		const uint8_t *data;
+	};
+	auto map_ring = [&](int fd, view *v) {
+		void *c = mmap(nullptr, pg, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		void *d = mmap(nullptr, pg + 2 * size, PROT_READ, MAP_SHARED, fd, pg);
+		ASSERT_NE(c, MAP_FAILED);
+		ASSERT_NE(d, MAP_FAILED);
+		v->cons = static_cast<uint64_t *>(c);
+		v->prod = static_cast<const uint64_t *>(d);
+		v->data = static_cast<const uint8_t *>(d) + pg;
+	};
+	view k{}, u{};
+	map_ring(p.k, &k);
+	map_ring(p.u, &u);
+	ASSERT_TRUE(k.cons && u.cons);
+	auto compare = [&](const std::string &when) {
+		EXPECT_EQ(*k.prod, *u.prod) << when << ": producer_pos";
+		EXPECT_EQ(*k.cons, *u.cons) << when << ": consumer_pos";
+		for (size_t off = 0; off < size; off += 4) {
+			uint32_t kw, uw;
+			memcpy(&kw, k.data + off, 4);
+			memcpy(&uw, u.data + off, 4);
+			if (kw != uw) {
+				ADD_FAILURE() << when << ": data word at " << off << ": kernel " << std::hex << kw
+					      << ", bpfmap " << uw;
+				return;
+			}
+		}
+	};
+	const std::vector<std::vector<rb_op>> rounds = {
+		{{8, 's'}, {100, 'd'}, {1, 's', 1}, {3000, 's', 2}, {4000, 's'}, {5, 'o'}, {8, 'o', 3}, {3, 'o', 4}},
+		{{size, 's'}, {size - 8, 's'}, {size - 16, 'd'}, {0, 's'}, {4000, 's'}},
+		{{2000, 's'}, {2500, 'd'}, {700, 's'}, {8, 'o'}},
+	};
+	int round = 0;
+	for (const auto &ops : rounds) {
+		std::string t = "round " + std::to_string(round++);
+		int err = kernel_ringbuf_ops(p.k, ops);
+		ASSERT_EQ(err, 0) << t << ": kernel program: " << strerror(err);
+		bpfmap_ringbuf_ops(m, ops);
+		compare(t);
+		// Consume everything (the consumer only moves its position), so the next round
+		// wraps around the end.
+		*k.cons = *k.prod;
+		*u.cons = *u.prod;
+	}
+	EXPECT_GT(*u.prod, size) << "the rounds were meant to wrap";
+	munmap(k.cons, pg);
+	munmap(u.cons, pg);
+	munmap(const_cast<uint64_t *>(k.prod), pg + 2 * size);
+	munmap(const_cast<uint64_t *>(u.prod), pg + 2 * size);
+	bpfmap_map_put(m);
+}
+
 // A bloom filter's answers are a function of its bits. With BPF_F_ZERO_SEED the kernel's
 // seed is 0, so the same pushes must give the same answer to every peek, false positives
 // included; every pushed value must be found (no false negatives).
