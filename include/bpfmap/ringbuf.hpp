@@ -5,13 +5,17 @@
 // size 0, max_entries the data size: a power of two, a multiple of 4096). The producer and
 // the consumer may live in different processes; so may many producers.
 //
-// Waking, without busy polling and without a lost wakeup: a producer's commit is a full
-// barrier, after which it reads consumer_pos and wakes the consumers only when that equals
-// its record's position (they have read everything before it), or when forced. The
-// consumer ends every consume() with a full barrier after its last consumer_pos store and
-// one more look at the ring; it reads away pending wakes before that look. So either the
-// consumer's last look sees the committed record, or the producer sees the consumer caught
-// up and wakes it, and the wake stays queued on fd() until the next consume().
+// Waking, without busy polling and without a lost wakeup. A producer's commit is a full
+// barrier (an exchange on the record's header); after it the producer reads whether any
+// consumer is armed, and if one is, reads consumer_pos and wakes the armed consumers when
+// it equals its record's position (they have read everything before it), or when forced.
+// A consumer is armed from the first call of fd() on, and otherwise only while poll()
+// sleeps: it arms (a full barrier follows), then takes its last look at the ring, then
+// sleeps. consume() also ends with a full barrier after its last consumer_pos store and one
+// more look at the ring, and reads away pending wakes before that look. Each side thus
+// writes, fences, then reads what the other wrote: either the consumer's last look sees the
+// committed record, or the producer sees the consumer armed and caught up and wakes it, and
+// the wake stays queued on the socket behind fd() until the consumer reads it.
 #pragma once
 
 #include <cstddef>
