@@ -1701,10 +1701,9 @@ std::vector<insn> update_prog(int map_fd, uint32_t key, uint64_t value)
 	};
 }
 
-// Load and run the program once on the calling thread's CPU; the bpf() errno or 0.
-int kernel_prog_update(int map_fd, uint32_t key, uint64_t value)
+// Load a socket filter and run it once on the calling thread's CPU; the bpf() errno or 0.
+int kernel_prog_run(const std::vector<insn> &prog)
 {
-	std::vector<insn> prog = update_prog(map_fd, key, value);
 	static const char license[] = "GPL";
 	std::vector<uint8_t> a(KATTR, 0);
 	put32(a, 0, 1); // BPF_PROG_TYPE_SOCKET_FILTER
@@ -1724,6 +1723,11 @@ int kernel_prog_update(int map_fd, uint32_t key, uint64_t value)
 	int err = r < 0 ? errno : 0;
 	close(static_cast<int>(pfd));
 	return err;
+}
+
+int kernel_prog_update(int map_fd, uint32_t key, uint64_t value)
+{
+	return kernel_prog_run(update_prog(map_fd, key, value));
 }
 
 TEST_F(KernelDiff, PercpuProgramUpdatesMatchKernelPrograms)
@@ -2827,31 +2831,6 @@ std::vector<insn> ringbuf_prog(int map_fd, const std::vector<rb_op> &ops)
 	return p;
 }
 
-// Run ops in a kernel program once; the bpf() errno or 0.
-int kernel_ringbuf_ops(int map_fd, const std::vector<rb_op> &ops)
-{
-	std::vector<insn> prog = ringbuf_prog(map_fd, ops);
-	static const char license[] = "GPL";
-	std::vector<uint8_t> a(KATTR, 0);
-	put32(a, 0, 1); // BPF_PROG_TYPE_SOCKET_FILTER
-	put32(a, 4, static_cast<uint32_t>(prog.size()));
-	put64(a, 8, reinterpret_cast<uintptr_t>(prog.data()));
-	put64(a, 16, reinterpret_cast<uintptr_t>(license));
-	long pfd = syscall(__NR_bpf, 5 /* BPF_PROG_LOAD */, a.data(), KATTR);
-	if (pfd < 0)
-		return errno;
-	uint8_t packet[64] = {};
-	std::vector<uint8_t> t(KATTR, 0);
-	put32(t, 0, static_cast<uint32_t>(pfd));
-	put32(t, 8, sizeof(packet));
-	put64(t, 16, reinterpret_cast<uintptr_t>(packet));
-	put32(t, 32, 1);
-	long r = syscall(__NR_bpf, 10 /* BPF_PROG_TEST_RUN */, t.data(), KATTR);
-	int err = r < 0 ? errno : 0;
-	close(static_cast<int>(pfd));
-	return err;
-}
-
 void bpfmap_ringbuf_ops(bpfmap_map *m, const std::vector<rb_op> &ops)
 {
 	const uint64_t pattern = 0x5a5a5a5a;
@@ -2917,7 +2896,7 @@ TEST_F(KernelDiff, RingbufRecordsMatchKernelPrograms)
 	int round = 0;
 	for (const auto &ops : rounds) {
 		std::string t = "round " + std::to_string(round++);
-		int err = kernel_ringbuf_ops(p.k, ops);
+		int err = kernel_prog_run(ringbuf_prog(p.k, ops));
 		ASSERT_EQ(err, 0) << t << ": kernel program: " << strerror(err);
 		bpfmap_ringbuf_ops(m, ops);
 		compare(t);

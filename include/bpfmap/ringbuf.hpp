@@ -37,6 +37,15 @@ enum ringbuf_query : uint64_t {
 	RB_PROD_POS = 3,
 };
 
+namespace detail {
+// A ring and, for those that sleep on it, a place in its wait queue.
+struct ring_handle {
+	bpfmap_map *map = nullptr;
+	int wake_fd = -1;
+	int slot = -1;
+};
+} // namespace detail
+
 class BPFMAP_API RingProducer {
 public:
 	RingProducer() = default;
@@ -51,18 +60,18 @@ public:
 
 	// size bytes of a new record, or nullptr when the ring has no room. Submit or discard it
 	// exactly once.
-	void *reserve(size_t size) { return bpfmap_ringbuf_reserve(map_, size, 0); }
+	void *reserve(size_t size) { return bpfmap_ringbuf_reserve(h_.map, size, 0); }
 	void submit(void *record, uint64_t flags = 0) { bpfmap_ringbuf_submit(record, flags); }
 	void discard(void *record, uint64_t flags = 0) { bpfmap_ringbuf_discard(record, flags); }
 	// Copy size bytes in as one record: 0, EAGAIN (no room) or EINVAL (bad flags).
 	int output(const void *data, size_t size, uint64_t flags = 0)
 	{
-		return static_cast<int>(-bpfmap_ringbuf_output(map_, data, size, flags));
+		return static_cast<int>(-bpfmap_ringbuf_output(h_.map, data, size, flags));
 	}
-	uint64_t query(uint64_t what) const { return bpfmap_ringbuf_query(map_, what); }
+	uint64_t query(uint64_t what) const { return bpfmap_ringbuf_query(h_.map, what); }
 
 private:
-	bpfmap_map *map_ = nullptr;
+	detail::ring_handle h_;
 };
 
 class BPFMAP_API RingConsumer {
@@ -95,9 +104,7 @@ public:
 	int fd() const;
 
 private:
-	bpfmap_map *map_ = nullptr;
-	int wake_fd_ = -1;
-	int slot_ = -1;
+	detail::ring_handle h_;
 	mutable bool fd_given_ = false;
 	Callback callback_;
 };
@@ -127,9 +134,7 @@ public:
 	void discard(void *record);
 
 private:
-	bpfmap_map *map_ = nullptr;
-	int wake_fd_ = -1;
-	int slot_ = -1;
+	detail::ring_handle h_;
 };
 
 } // namespace bpfmap

@@ -18,64 +18,75 @@ bpf_map *to_map(bpfmap_map *m) { return reinterpret_cast<bpf_map *>(m); }
 constexpr int HEAD_CHECK_MS = 50;
 
 
-// A handle on the ring buffer behind fd, or the errno why not.
-int open_ring(int fd, bpfmap_map **out)
+// Open the ring of type `type` behind fd; with `wait`, also take a place in its wait
+// queue, disarmed (its user arms it to sleep). 0 or the errno why not.
+int ring_open(int fd, uint32_t type, bool wait, detail::ring_handle *out)
 {
 	bpfmap_map *m = bpfmap_map_get(fd);
 	if (!m)
 		return errno;
 	bpf_map *map = to_map(m);
-	if (map->map_type != uapi::MAP_TYPE_RINGBUF || !is_ringbuf(map) ||
-	    !ringbuf_view_of(map).data) {
+	if (map->map_type != type || !is_ringbuf(map) || !ringbuf_view_of(map).data) {
 		bpfmap_map_put(m);
 		return EINVAL;
 	}
-	*out = m;
+	detail::ring_handle h{m, -1, -1};
+	if (wait) {
+		waitq *wq = ringbuf_view_of(map).waiters;
+		h.wake_fd = waitq_join(wq, &h.slot);
+		if (h.wake_fd < 0) {
+			bpfmap_map_put(m);
+			return -h.wake_fd;
+		}
+		waitq_arm(wq, h.slot, false);
+	}
+	*out = h;
 	return 0;
 }
 
+void ring_close(detail::ring_handle &h)
+{
+	if (!h.map)
+		return;
+	if (h.wake_fd >= 0)
+		waitq_leave(ringbuf_view_of(to_map(h.map)).waiters, h.slot, h.wake_fd);
+	bpfmap_map_put(h.map);
+	h = {};
+}
+
+waitq *waiters_of(const detail::ring_handle &h) { return ringbuf_view_of(to_map(h.map)).waiters; }
+
 } // namespace
 
-RingProducer::~RingProducer() { bpfmap_map_put(map_); }
+RingProducer::~RingProducer() { ring_close(h_); }
 
-RingProducer::RingProducer(RingProducer &&o) noexcept : map_(std::exchange(o.map_, nullptr)) {}
+RingProducer::RingProducer(RingProducer &&o) noexcept : h_(std::exchange(o.h_, {})) {}
 
 RingProducer &RingProducer::operator=(RingProducer &&o) noexcept
 {
-	std::swap(map_, o.map_);
+	std::swap(h_, o.h_);
 	return *this;
 }
 
 int RingProducer::open(int map_fd, RingProducer &out)
 {
-	bpfmap_map *m = nullptr;
-	if (int err = open_ring(map_fd, &m))
-		return err;
 	RingProducer p;
-	p.map_ = m;
+	if (int err = ring_open(map_fd, uapi::MAP_TYPE_RINGBUF, false, &p.h_))
+		return err;
 	out = std::move(p);
 	return 0;
 }
 
-RingConsumer::~RingConsumer()
-{
-	if (map_) {
-		waitq_leave(ringbuf_view_of(to_map(map_)).waiters, slot_, wake_fd_);
-		bpfmap_map_put(map_);
-	}
-}
+RingConsumer::~RingConsumer() { ring_close(h_); }
 
 RingConsumer::RingConsumer(RingConsumer &&o) noexcept
-	: map_(std::exchange(o.map_, nullptr)), wake_fd_(std::exchange(o.wake_fd_, -1)),
-	  slot_(std::exchange(o.slot_, -1)), fd_given_(o.fd_given_), callback_(std::move(o.callback_))
+	: h_(std::exchange(o.h_, {})), fd_given_(o.fd_given_), callback_(std::move(o.callback_))
 {
 }
 
 RingConsumer &RingConsumer::operator=(RingConsumer &&o) noexcept
 {
-	std::swap(map_, o.map_);
-	std::swap(wake_fd_, o.wake_fd_);
-	std::swap(slot_, o.slot_);
+	std::swap(h_, o.h_);
 	std::swap(fd_given_, o.fd_given_);
 	std::swap(callback_, o.callback_);
 	return *this;
@@ -83,20 +94,9 @@ RingConsumer &RingConsumer::operator=(RingConsumer &&o) noexcept
 
 int RingConsumer::open(int map_fd, Callback callback, RingConsumer &out)
 {
-	bpfmap_map *m = nullptr;
-	if (int err = open_ring(map_fd, &m))
-		return err;
-	int slot = -1;
-	int fd = waitq_join(ringbuf_view_of(to_map(m)).waiters, &slot);
-	if (fd < 0) {
-		bpfmap_map_put(m);
-		return -fd;
-	}
-	waitq_arm(ringbuf_view_of(to_map(m)).waiters, slot, false); // poll() arms to sleep
 	RingConsumer c;
-	c.map_ = m;
-	c.wake_fd_ = fd;
-	c.slot_ = slot;
+	if (int err = ring_open(map_fd, uapi::MAP_TYPE_RINGBUF, true, &c.h_))
+		return err;
 	c.callback_ = std::move(callback);
 	out = std::move(c);
 	return 0;
@@ -104,12 +104,12 @@ int RingConsumer::open(int map_fd, Callback callback, RingConsumer &out)
 
 int RingConsumer::consume()
 {
-	ringbuf_view v = ringbuf_view_of(to_map(map_));
+	ringbuf_view v = ringbuf_view_of(to_map(h_.map));
 	// Wakes queue on the socket only while armed: always once fd() was given out, else
 	// only while poll() sleeps (and poll() reads them away itself). Read them before the
 	// last look below, so a wake sent after it stays queued.
 	if (fd_given_)
-		waitq_drain(wake_fd_);
+		waitq_drain(h_.wake_fd);
 	uint64_t cons = v.consumer_pos->load(std::memory_order_relaxed); // ours alone
 	int n = 0;
 	for (;;) {
@@ -145,17 +145,17 @@ int RingConsumer::consume()
 
 int RingConsumer::fd() const
 {
-	if (map_ && !fd_given_) {
+	if (h_.map && !fd_given_) {
 		fd_given_ = true;
-		waitq_arm(ringbuf_view_of(to_map(map_)).waiters, slot_, true);
+		waitq_arm(waiters_of(h_), h_.slot, true);
 	}
-	return wake_fd_;
+	return h_.wake_fd;
 }
 
 int RingConsumer::poll(int timeout_ms)
 {
-	bpf_map *map = to_map(map_);
-	waitq *wq = ringbuf_view_of(map).waiters;
+	bpf_map *map = to_map(h_.map);
+	waitq *wq = waiters_of(h_);
 	auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
 	for (;;) {
 		int n = consume();
@@ -176,18 +176,18 @@ int RingConsumer::poll(int timeout_ms)
 			wait = HEAD_CHECK_MS;
 		if (!fd_given_) {
 			// Armed before consume()'s last look, so a commit after it wakes us.
-			waitq_arm(wq, slot_, true);
+			waitq_arm(wq, h_.slot, true);
 			if ((n = consume()) != 0) {
-				waitq_arm(wq, slot_, false);
+				waitq_arm(wq, h_.slot, false);
 				return n;
 			}
 		}
-		pollfd p{wake_fd_, POLLIN, 0};
+		pollfd p{h_.wake_fd, POLLIN, 0};
 		int r = ::poll(&p, 1, wait);
 		if (!fd_given_) {
-			waitq_arm(wq, slot_, false);
+			waitq_arm(wq, h_.slot, false);
 			if (r > 0)
-				waitq_drain(wake_fd_);
+				waitq_drain(h_.wake_fd);
 		}
 		if (r < 0)
 			return -errno;
@@ -196,49 +196,21 @@ int RingConsumer::poll(int timeout_ms)
 	}
 }
 
-UserRingProducer::~UserRingProducer()
-{
-	if (map_) {
-		waitq_leave(ringbuf_view_of(to_map(map_)).waiters, slot_, wake_fd_);
-		bpfmap_map_put(map_);
-	}
-}
+UserRingProducer::~UserRingProducer() { ring_close(h_); }
 
-UserRingProducer::UserRingProducer(UserRingProducer &&o) noexcept
-	: map_(std::exchange(o.map_, nullptr)), wake_fd_(std::exchange(o.wake_fd_, -1)),
-	  slot_(std::exchange(o.slot_, -1))
-{
-}
+UserRingProducer::UserRingProducer(UserRingProducer &&o) noexcept : h_(std::exchange(o.h_, {})) {}
 
 UserRingProducer &UserRingProducer::operator=(UserRingProducer &&o) noexcept
 {
-	std::swap(map_, o.map_);
-	std::swap(wake_fd_, o.wake_fd_);
-	std::swap(slot_, o.slot_);
+	std::swap(h_, o.h_);
 	return *this;
 }
 
 int UserRingProducer::open(int map_fd, UserRingProducer &out)
 {
-	bpfmap_map *m = bpfmap_map_get(map_fd);
-	if (!m)
-		return errno;
-	bpf_map *map = to_map(m);
-	if (map->map_type != uapi::MAP_TYPE_USER_RINGBUF || !is_ringbuf(map) || !ringbuf_view_of(map).data) {
-		bpfmap_map_put(m);
-		return EINVAL;
-	}
-	int slot = -1;
-	int fd = waitq_join(ringbuf_view_of(map).waiters, &slot);
-	if (fd < 0) {
-		bpfmap_map_put(m);
-		return -fd;
-	}
-	waitq_arm(ringbuf_view_of(map).waiters, slot, false); // armed only to wait for room
 	UserRingProducer p;
-	p.map_ = m;
-	p.wake_fd_ = fd;
-	p.slot_ = slot;
+	if (int err = ring_open(map_fd, uapi::MAP_TYPE_USER_RINGBUF, true, &p.h_))
+		return err;
 	out = std::move(p);
 	return 0;
 }
@@ -246,7 +218,7 @@ int UserRingProducer::open(int map_fd, UserRingProducer &out)
 void *UserRingProducer::reserve(size_t size, int *err)
 {
 	int e = 0;
-	void *rec = user_ringbuf_reserve(to_map(map_), size, &e);
+	void *rec = user_ringbuf_reserve(to_map(h_.map), size, &e);
 	e = rec ? 0 : e;
 	if (err)
 		*err = e;
@@ -255,8 +227,8 @@ void *UserRingProducer::reserve(size_t size, int *err)
 
 void *UserRingProducer::reserve_blocking(size_t size, int timeout_ms, int *err)
 {
-	bpf_map *map = to_map(map_);
-	waitq *wq = ringbuf_view_of(map).waiters;
+	bpf_map *map = to_map(h_.map);
+	waitq *wq = waiters_of(h_);
 	auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
 	int e = 0;
 	for (;;) {
@@ -269,9 +241,9 @@ void *UserRingProducer::reserve_blocking(size_t size, int timeout_ms, int *err)
 		if (e != ENOSPC)
 			break;
 		// Armed, then one more try: a drain after it wakes us.
-		waitq_arm(wq, slot_, true);
+		waitq_arm(wq, h_.slot, true);
 		if ((rec = user_ringbuf_reserve(map, size, &e)) || e != ENOSPC) {
-			waitq_arm(wq, slot_, false);
+			waitq_arm(wq, h_.slot, false);
 			if (err)
 				*err = rec ? 0 : e;
 			return rec;
@@ -281,16 +253,16 @@ void *UserRingProducer::reserve_blocking(size_t size, int timeout_ms, int *err)
 			auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
 				deadline - std::chrono::steady_clock::now());
 			if (left.count() <= 0) {
-				waitq_arm(wq, slot_, false);
+				waitq_arm(wq, h_.slot, false);
 				e = ETIMEDOUT;
 				break;
 			}
 			wait = static_cast<int>(left.count());
 		}
-		pollfd p{wake_fd_, POLLIN, 0};
+		pollfd p{h_.wake_fd, POLLIN, 0};
 		int r = ::poll(&p, 1, wait);
-		waitq_arm(wq, slot_, false);
-		waitq_drain(wake_fd_);
+		waitq_arm(wq, h_.slot, false);
+		waitq_drain(h_.wake_fd);
 		if (r < 0) {
 			e = errno;
 			break;
