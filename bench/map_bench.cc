@@ -573,25 +573,16 @@ void register_keyless()
 // addresses inside randomly chosen stored prefixes, so every lookup walks to a match; or
 // updates that replace the values of randomly chosen stored prefixes.
 
-void run_lpm(benchmark::State &state, config c, path p, bool replace)
+struct key4 {
+	uint32_t prefixlen;
+	uint32_t addr; // big endian
+};
+
+// Fill an LPM map (made through fn) with c.entries random prefixes; what was stored.
+std::vector<key4> lpm_fill(create_fn fn, long fd, const config &c, std::mt19937 &rng)
 {
-	if (p == path::kernel && !kernel_available()) {
-		state.SkipWithError(kernel_probe_error.c_str());
-		return;
-	}
-	create_fn fn = p == path::kernel ? kernel_bpf : bpfmap_bpf;
-	long fd = create_raw(fn, BPF_MAP_TYPE_LPM_TRIE, 8, c.value_size, c.entries, BPF_F_NO_PREALLOC);
-	if (fd < 0) {
-		fail(state, "create");
-		return;
-	}
-	struct key4 {
-		uint32_t prefixlen;
-		uint32_t addr; // big endian
-	};
-	std::mt19937 rng(42);
 	std::vector<key4> stored;
-	std::vector<unsigned char> val(c.value_size, 0x5a), out(c.value_size);
+	std::vector<unsigned char> val(c.value_size, 0x5a);
 	union bpf_attr a;
 	memset(&a, 0, sizeof(a));
 	a.map_fd = static_cast<uint32_t>(fd);
@@ -605,12 +596,40 @@ void run_lpm(benchmark::State &state, config c, path p, bool replace)
 		if (fn(BPF_MAP_UPDATE_ELEM, &a, ELEM_ATTR_SIZE) == 0)
 			stored.push_back(k);
 	}
+	return stored;
+}
+
+// 65536 /32 addresses, each inside a randomly chosen stored prefix.
+std::vector<key4> lpm_probes(const std::vector<key4> &stored, std::mt19937 &rng)
+{
 	std::vector<key4> probes(1 << 16);
 	for (auto &k : probes) {
 		key4 s = stored[rng() % stored.size()];
 		uint32_t host = s.prefixlen == 32 ? 0 : static_cast<uint32_t>(rng()) & (~0u >> s.prefixlen);
 		k = {32, __builtin_bswap32(__builtin_bswap32(s.addr) | host)};
 	}
+	return probes;
+}
+
+void run_lpm(benchmark::State &state, config c, path p, bool replace)
+{
+	if (p == path::kernel && !kernel_available()) {
+		state.SkipWithError(kernel_probe_error.c_str());
+		return;
+	}
+	create_fn fn = p == path::kernel ? kernel_bpf : bpfmap_bpf;
+	long fd = create_raw(fn, BPF_MAP_TYPE_LPM_TRIE, 8, c.value_size, c.entries, BPF_F_NO_PREALLOC);
+	if (fd < 0) {
+		fail(state, "create");
+		return;
+	}
+	std::mt19937 rng(42);
+	std::vector<key4> stored = lpm_fill(fn, fd, c, rng);
+	std::vector<key4> probes = lpm_probes(stored, rng);
+	std::vector<unsigned char> val(c.value_size, 0x5a), out(c.value_size);
+	union bpf_attr a;
+	memset(&a, 0, sizeof(a));
+	a.map_fd = static_cast<uint32_t>(fd);
 	bpfmap_map *h = p == path::ptr ? bpfmap_map_get(static_cast<int>(fd)) : nullptr;
 	bool ok = true;
 	size_t i = 0;
@@ -650,10 +669,124 @@ void run_lpm(benchmark::State &state, config c, path p, bool replace)
 	state.counters["entries"] = c.entries;
 }
 
+// The kernel's own LPM lookup, from inside a BPF program: an XDP program that, 1000 times,
+// picks a random probe (bpf_get_prandom_u32) from an array map and looks it up in the trie,
+// run with BPF_PROG_TEST_RUN. A second program does the same without the trie lookup; the
+// difference per iteration is the lookup. Reported as the kernel column of the row
+// "lookup_inprog" (ns per lookup).
+constexpr int INPROG_LOOP = 1000;
+
+struct prog_insn {
+	uint8_t code, regs;
+	int16_t off;
+	int32_t imm;
+};
+
+int load_lpm_inprog(int probes_fd, int trie_fd, bool with_trie)
+{
+	auto r = [](int dst, int src) { return static_cast<uint8_t>(dst | src << 4); };
+	std::vector<prog_insn> p = {
+		{BPF_ALU64 | BPF_MOV | BPF_K, r(6, 0), 0, 0},		// r6 = 0
+		{BPF_JMP | BPF_CALL, 0, 0, BPF_FUNC_get_prandom_u32},	// loop: r0 = random
+		{BPF_ALU64 | BPF_AND | BPF_K, r(0, 0), 0, 0xffff},
+		{BPF_STX | BPF_MEM | BPF_W, r(10, 0), -4, 0},		// *(u32 *)(fp - 4) = r0
+		{BPF_LD | BPF_DW | BPF_IMM, r(1, BPF_PSEUDO_MAP_FD), 0, probes_fd},
+		{0, 0, 0, 0},
+		{BPF_ALU64 | BPF_MOV | BPF_X, r(2, 10), 0, 0},
+		{BPF_ALU64 | BPF_ADD | BPF_K, r(2, 0), 0, -4},
+		{BPF_JMP | BPF_CALL, 0, 0, BPF_FUNC_map_lookup_elem},	// r0 = &probes[i]
+		{BPF_JMP | BPF_JEQ | BPF_K, r(0, 0), static_cast<int16_t>(with_trie ? 4 : 0), 0},
+	};
+	if (with_trie) {
+		p.push_back({BPF_ALU64 | BPF_MOV | BPF_X, r(2, 0), 0, 0}); // the probe is the key
+		p.push_back({BPF_LD | BPF_DW | BPF_IMM, r(1, BPF_PSEUDO_MAP_FD), 0, trie_fd});
+		p.push_back({0, 0, 0, 0});
+		p.push_back({BPF_JMP | BPF_CALL, 0, 0, BPF_FUNC_map_lookup_elem});
+	}
+	p.push_back({BPF_ALU64 | BPF_ADD | BPF_K, r(6, 0), 0, 1});
+	int back = -static_cast<int>(p.size()); // to the prandom call
+	p.push_back({BPF_JMP | BPF_JLT | BPF_K, r(6, 0), static_cast<int16_t>(back), INPROG_LOOP});
+	p.push_back({BPF_ALU64 | BPF_MOV | BPF_K, r(0, 0), 0, XDP_PASS});
+	p.push_back({BPF_JMP | BPF_EXIT, 0, 0, 0});
+	union bpf_attr a;
+	memset(&a, 0, sizeof(a));
+	a.prog_type = BPF_PROG_TYPE_XDP;
+	a.insns = reinterpret_cast<uintptr_t>(p.data());
+	a.insn_cnt = static_cast<uint32_t>(p.size());
+	a.license = reinterpret_cast<uintptr_t>("GPL");
+	return static_cast<int>(kernel_bpf(BPF_PROG_LOAD, &a, sizeof(a)));
+}
+
+// Average ns per run of prog over repeat runs.
+double prog_run_ns(int prog, uint32_t repeat)
+{
+	unsigned char pkt[64] = {};
+	union bpf_attr a;
+	memset(&a, 0, sizeof(a));
+	a.test.prog_fd = static_cast<uint32_t>(prog);
+	a.test.data_in = reinterpret_cast<uintptr_t>(pkt);
+	a.test.data_size_in = sizeof(pkt);
+	a.test.repeat = repeat;
+	if (kernel_bpf(BPF_PROG_TEST_RUN, &a, sizeof(a)) != 0)
+		return -1;
+	return static_cast<double>(a.test.duration);
+}
+
+void run_lpm_inprog(benchmark::State &state, config c)
+{
+	if (!kernel_available()) {
+		state.SkipWithError(kernel_probe_error.c_str());
+		return;
+	}
+	long trie = create_raw(kernel_bpf, BPF_MAP_TYPE_LPM_TRIE, 8, c.value_size, c.entries, BPF_F_NO_PREALLOC);
+	long probes_fd = create_raw(kernel_bpf, BPF_MAP_TYPE_ARRAY, 4, 8, 1 << 16, 0);
+	if (trie < 0 || probes_fd < 0) {
+		fail(state, "create");
+		return;
+	}
+	std::mt19937 rng(42); // the same prefixes and probes as the other LPM rows
+	std::vector<key4> probes = lpm_probes(lpm_fill(kernel_bpf, trie, c, rng), rng);
+	union bpf_attr a;
+	memset(&a, 0, sizeof(a));
+	a.map_fd = static_cast<uint32_t>(probes_fd);
+	for (uint32_t i = 0; i < probes.size(); i++) {
+		a.key = reinterpret_cast<uintptr_t>(&i);
+		a.value = reinterpret_cast<uintptr_t>(&probes[i]);
+		kernel_bpf(BPF_MAP_UPDATE_ELEM, &a, ELEM_ATTR_SIZE);
+	}
+	int full = load_lpm_inprog(static_cast<int>(probes_fd), static_cast<int>(trie), true);
+	int base = load_lpm_inprog(static_cast<int>(probes_fd), static_cast<int>(trie), false);
+	double lookup_ns = 0;
+	long runs = 0;
+	bool ok = full >= 0 && base >= 0;
+	for (auto _ : state) {
+		if (!ok)
+			break;
+		double f = prog_run_ns(full, 100), b = prog_run_ns(base, 100);
+		ok = f >= 0 && b >= 0;
+		lookup_ns += (f - b) / INPROG_LOOP;
+		runs++;
+		state.SetIterationTime(f * 100 * 1e-9);
+	}
+	for (int fd : {full, base, static_cast<int>(trie), static_cast<int>(probes_fd)})
+		if (fd >= 0)
+			close(fd);
+	if (!ok || !runs) {
+		fail(state, "BPF_PROG_LOAD or BPF_PROG_TEST_RUN");
+		return;
+	}
+	state.counters["ns_per_elem"] = lookup_ns / static_cast<double>(runs) * 1e-9; // seconds
+	state.counters["entries"] = c.entries;
+}
+
 void register_lpm()
 {
 	for (uint32_t n : {10000u, 100000u}) {
 		config c{BPF_MAP_TYPE_LPM_TRIE, n, 8, 8};
+		benchmark::RegisterBenchmark((c.name() + "/lookup_inprog/kernel").c_str(), run_lpm_inprog, c)
+			->Unit(benchmark::kNanosecond)
+			->UseManualTime()
+			->Iterations(20);
 		for (bool replace : {false, true})
 			for (path p : {path::kernel, path::copy, path::ptr}) {
 				std::string name = c.name() + (replace ? "/update/" : "/lookup/") + path_name(p);
