@@ -25,10 +25,12 @@ def load(path):
     medians, means, iters, errors = {}, {}, {}, {}
     for b in data["benchmarks"]:
         name = b.get("run_name", b["name"])
-        # UseRealTime()/MeasureProcessCPUTime() append a component to the name.
-        for suffix in ("/real_time", "/process_time"):
+        # UseRealTime()/UseManualTime()/Iterations() append components to the name.
+        for suffix in ("/real_time", "/process_time", "/manual_time"):
             if name.endswith(suffix):
                 name = name[: -len(suffix)]
+        if "/iterations:" in name:
+            name = name[: name.index("/iterations:")]
         if b.get("error_occurred"):
             errors[name] = b.get("error_message", "error")
             continue
