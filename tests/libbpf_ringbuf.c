@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdint.h>
@@ -42,6 +43,18 @@ static int on_record(void *ctx, void *data, size_t size)
 			st->bad++;
 	st->next = seq + 1;
 	return 0;
+}
+
+static int count_fds(void)
+{
+	int n = 0;
+	DIR *d = opendir("/proc/self/fd");
+	if (!d)
+		return -1;
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
 }
 
 typedef void *(*map_get_fn)(int);
@@ -174,6 +187,20 @@ int main(void)
 	int fd = bpf_map_create(BPF_MAP_TYPE_RINGBUF, "rb", 0, 0, 64 * 1024, NULL);
 	if (fd < 0) {
 		printf("create: %s\n", strerror(errno));
+		return 1;
+	}
+	// Consumers come and go without leaking what stands in for the ring in their epoll set.
+	int fds_before = count_fds();
+	for (int i = 0; i < 50; i++) {
+		struct ring_buffer *tmp = ring_buffer__new(fd, on_record, NULL, NULL);
+		if (!tmp) {
+			printf("ring_buffer__new: %s\n", strerror(errno));
+			return 1;
+		}
+		ring_buffer__free(tmp);
+	}
+	if (count_fds() != fds_before) {
+		printf("fds: %d before 50 consumers came and went, %d after\n", fds_before, count_fds());
 		return 1;
 	}
 	struct state st = {0, 0};
