@@ -1,11 +1,39 @@
-// Started as a separate program by syscall_test: open the pin given in argv[1], check
-// key 1 holds 100, store 200 at key 2.
+// Started as a separate program by the tests:
+//   pin_peer <pin>              (syscall_test) open the hash map pinned there, check key 1
+//                               holds 100, store 200 at key 2;
+//   pin_peer ring <pin> <id> <n>  (ringbuf_test) open the ring buffer pinned there and
+//                               output n records {id, seq}.
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <sched.h>
 
 #include "bpfmap/map.hpp"
+#include "bpfmap/ringbuf.hpp"
+
+namespace {
+
+int produce(const char *pin, uint32_t id, uint32_t n)
+{
+	bpfmap::Map m;
+	bpfmap::RingProducer prod;
+	if (bpfmap::Map::open_pinned(pin, m) || bpfmap::RingProducer::open(m.fd(), prod))
+		return 3;
+	for (uint32_t seq = 0; seq < n; seq++) {
+		uint32_t rec[2] = {id, seq};
+		while (prod.output(rec, sizeof(rec)) == EAGAIN)
+			sched_yield();
+	}
+	return 0;
+}
+
+} // namespace
 
 int main(int argc, char **argv)
 {
+	if (argc == 5 && strcmp(argv[1], "ring") == 0)
+		return produce(argv[2], static_cast<uint32_t>(atoi(argv[3])), static_cast<uint32_t>(atoi(argv[4])));
 	if (argc != 2)
 		return 2;
 	bpfmap::Map m;

@@ -600,3 +600,50 @@ TEST(Ringbuf, ThreadsProduceWhileAThreadConsumes)
 	EXPECT_EQ(bad, 0);
 	EXPECT_EQ(got, static_cast<long>(producers) * per);
 }
+
+// Producers started as separate programs (tests/pin_peer), opening the ring by its pin: their
+// records reach this process's consumer, each exactly once and in order.
+TEST(Ringbuf, SeparatelyStartedProducersOpenThePin)
+{
+	ring r(4 * PAGE);
+	ASSERT_NE(r.m, nullptr);
+	std::string pin = "/sys/fs/bpf/bpfmap-test-ring-" + std::to_string(getpid());
+	u::bpf_attr a{};
+	a.obj.pathname = ptr(pin.c_str());
+	a.obj.bpf_fd = static_cast<uint32_t>(r.fd);
+	ASSERT_EQ(sys(u::OBJ_PIN, a), 0);
+	const int peers = 3, per = 5000;
+	std::vector<uint32_t> next(peers, 0);
+	long bad = 0, got = 0;
+	RingConsumer cons;
+	ASSERT_EQ(RingConsumer::open(r.fd, [&](const void *d, size_t n) {
+		uint32_t v[2];
+		memcpy(v, d, 8);
+		bool ok = n == 8 && v[0] < static_cast<uint32_t>(peers) && v[1] == next[v[0]];
+		next[ok ? v[0] : 0] += ok;
+		bad += !ok;
+		got++;
+		return 0;
+	}, cons), 0);
+	std::vector<pid_t> pids;
+	for (int i = 0; i < peers; i++) {
+		pid_t pid = fork();
+		if (pid == 0) {
+			std::string id = std::to_string(i), count = std::to_string(per);
+			execl(PIN_PEER, PIN_PEER, "ring", pin.c_str(), id.c_str(), count.c_str(), nullptr);
+			_exit(127);
+		}
+		pids.push_back(pid);
+	}
+	for (int i = 0; i < 100000 && got < peers * per && bad == 0; i++)
+		cons.poll(100);
+	for (pid_t pid : pids) {
+		int st = 0;
+		waitpid(pid, &st, 0);
+		EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "peer status " << st;
+	}
+	cons.consume();
+	unlink((std::string(getenv("BPFMAP_PIN_ROOT")) + pin.substr(strlen("/sys/fs/bpf"))).c_str());
+	EXPECT_EQ(bad, 0);
+	EXPECT_EQ(got, static_cast<long>(peers) * per);
+}
