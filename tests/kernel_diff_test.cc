@@ -2796,26 +2796,45 @@ TEST_F(KernelDiff, RingbufCreateCommandsAndMmap)
 // bits, page offset) and data bytes must be the same.
 struct rb_op {
 	uint32_t size;
-	char what; // 's' submit, 'd' discard, 'o' output (8 bytes of 0x5a at most)
-	uint64_t flags = 0;
+	char what; // 's' submit, 'd' discard, 'o' output (8 bytes of 0x5a at most), 'q' query
+	uint64_t flags = 0; // for 'q', what to query
 };
 
-std::vector<insn> ringbuf_prog(int map_fd, const std::vector<rb_op> &ops)
+// What output and query return, in op order ('o' and 'q' ops only).
+constexpr int RB_RESULTS = 32;
+constexpr int16_t RB_RESULTS_OFF = -512; // on the program's stack
+
+// The ops, then the results into element 0 of results_fd (an array of RB_RESULTS u64).
+std::vector<insn> ringbuf_prog(int map_fd, const std::vector<rb_op> &ops, int results_fd)
 {
 	const uint8_t R0 = 0, R1 = 1, R2 = 2, R3 = 3, R4 = 4, FP = 10;
 	auto regs = [](uint8_t dst, uint8_t src) { return static_cast<uint8_t>(dst | src << 4); };
 	std::vector<insn> p = {
 		{0x7a, regs(FP, 0), -8, 0x5a5a5a5a}, // *(u64 *)(fp - 8) = 0x5a5a5a5a (sign-extended)
+		{0x62, regs(FP, 0), -16, 0},	     // *(u32 *)(fp - 16) = 0: the results' key
+	};
+	for (int i = 0; i < RB_RESULTS; i++)
+		p.push_back({0x7a, regs(FP, 0), static_cast<int16_t>(RB_RESULTS_OFF + 8 * i), 0});
+	int results = 0;
+	auto keep_r0 = [&] {
+		p.push_back({0x7b, regs(FP, R0), static_cast<int16_t>(RB_RESULTS_OFF + 8 * results++), 0});
 	};
 	for (const rb_op &op : ops) {
 		p.push_back({0x18, regs(R1, 1), 0, map_fd});
 		p.push_back({0, 0, 0, 0});
+		if (op.what == 'q') {
+			p.push_back({0xb7, regs(R2, 0), 0, static_cast<int32_t>(op.flags)});
+			p.push_back({0x85, 0, 0, 134}); // bpf_ringbuf_query
+			keep_r0();
+			continue;
+		}
 		if (op.what == 'o') {
 			p.push_back({0xbf, regs(R2, FP), 0, 0});
 			p.push_back({0x07, regs(R2, 0), 0, -8});
 			p.push_back({0xb7, regs(R3, 0), 0, static_cast<int32_t>(op.size)});
 			p.push_back({0xb7, regs(R4, 0), 0, static_cast<int32_t>(op.flags)});
 			p.push_back({0x85, 0, 0, 130}); // bpf_ringbuf_output
+			keep_r0();
 			continue;
 		}
 		p.push_back({0xb7, regs(R2, 0), 0, static_cast<int32_t>(op.size)});
@@ -2826,17 +2845,31 @@ std::vector<insn> ringbuf_prog(int map_fd, const std::vector<rb_op> &ops)
 		p.push_back({0xb7, regs(R2, 0), 0, static_cast<int32_t>(op.flags)});
 		p.push_back({0x85, 0, 0, op.what == 'd' ? 133 : 132}); // discard / submit
 	}
+	p.push_back({0x18, regs(R1, 1), 0, results_fd}); // bpf_map_update_elem(results, &0, R, 0)
+	p.push_back({0, 0, 0, 0});
+	p.push_back({0xbf, regs(R2, FP), 0, 0});
+	p.push_back({0x07, regs(R2, 0), 0, -16});
+	p.push_back({0xbf, regs(R3, FP), 0, 0});
+	p.push_back({0x07, regs(R3, 0), 0, RB_RESULTS_OFF});
+	p.push_back({0xb7, regs(R4, 0), 0, 0});
+	p.push_back({0x85, 0, 0, 2});
 	p.push_back({0xb7, regs(R0, 0), 0, 0});
 	p.push_back({0x95, 0, 0, 0});
 	return p;
 }
 
-void bpfmap_ringbuf_ops(bpfmap_map *m, const std::vector<rb_op> &ops)
+std::vector<int64_t> bpfmap_ringbuf_ops(bpfmap_map *m, const std::vector<rb_op> &ops)
 {
 	const uint64_t pattern = 0x5a5a5a5a;
+	std::vector<int64_t> results(RB_RESULTS, 0);
+	size_t n = 0;
 	for (const rb_op &op : ops) {
+		if (op.what == 'q') {
+			results[n++] = static_cast<int64_t>(bpfmap_ringbuf_query(m, op.flags));
+			continue;
+		}
 		if (op.what == 'o') {
-			bpfmap_ringbuf_output(m, &pattern, op.size, op.flags);
+			results[n++] = bpfmap_ringbuf_output(m, &pattern, op.size, op.flags);
 			continue;
 		}
 		void *rec = bpfmap_ringbuf_reserve(m, op.size, 0);
@@ -2847,6 +2880,7 @@ void bpfmap_ringbuf_ops(bpfmap_map *m, const std::vector<rb_op> &ops)
 		else
 			bpfmap_ringbuf_submit(rec, op.flags);
 	}
+	return results;
 }
 
 TEST_F(KernelDiff, RingbufRecordsMatchKernelPrograms)
@@ -2888,17 +2922,34 @@ TEST_F(KernelDiff, RingbufRecordsMatchKernelPrograms)
 			}
 		}
 	};
-	const std::vector<std::vector<rb_op>> rounds = {
+	const std::vector<rb_op> queries = {{0, 'q', 0}, {0, 'q', 1}, {0, 'q', 2}, {0, 'q', 3}, {0, 'q', 4}};
+	std::vector<std::vector<rb_op>> rounds = {
 		{{8, 's'}, {100, 'd'}, {1, 's', 1}, {3000, 's', 2}, {4000, 's'}, {5, 'o'}, {8, 'o', 3}, {3, 'o', 4}},
-		{{size, 's'}, {size - 8, 's'}, {size - 16, 'd'}, {0, 's'}, {4000, 's'}},
-		{{2000, 's'}, {2500, 'd'}, {700, 's'}, {8, 'o'}},
+		{{size, 's'}, {size - 8, 's'}, {size - 16, 'd'}, {0, 's'}, {4000, 's'}, {8, 'o'}},
+		{{2000, 's'}, {2500, 'd'}, {700, 's'}, {8, 'o'}, {8, 'o', 2}, {4000, 's'}, {8, 'o'}},
 	};
+	for (auto &ops : rounds)
+		ops.insert(ops.end(), queries.begin(), queries.end());
+	std::vector<uint8_t> results_req(KATTR, 0);
+	put32(results_req, 0, T_ARRAY);
+	put32(results_req, 4, 4);
+	put32(results_req, 8, 8 * RB_RESULTS);
+	put32(results_req, 12, 1);
+	long results_fd = syscall(__NR_bpf, 0 /* MAP_CREATE */, results_req.data(), KATTR);
+	ASSERT_GE(results_fd, 0) << strerror(errno);
 	int round = 0;
 	for (const auto &ops : rounds) {
 		std::string t = "round " + std::to_string(round++);
-		int err = kernel_prog_run(ringbuf_prog(p.k, ops));
+		int err = kernel_prog_run(ringbuf_prog(p.k, ops, static_cast<int>(results_fd)));
 		ASSERT_EQ(err, 0) << t << ": kernel program: " << strerror(err);
-		bpfmap_ringbuf_ops(m, ops);
+		std::vector<int64_t> ures = bpfmap_ringbuf_ops(m, ops), kres(RB_RESULTS);
+		uint32_t zero = 0;
+		std::vector<uint8_t> l(KATTR, 0);
+		put32(l, 0, static_cast<uint32_t>(results_fd));
+		put64(l, 8, reinterpret_cast<uintptr_t>(&zero));
+		put64(l, 16, reinterpret_cast<uintptr_t>(kres.data()));
+		ASSERT_EQ(syscall(__NR_bpf, 1 /* MAP_LOOKUP_ELEM */, l.data(), KATTR), 0);
+		EXPECT_EQ(kres, ures) << t << ": output and query results (op order)";
 		compare(t);
 		// Consume everything (the consumer only moves its position), so the next round
 		// wraps around the end.
@@ -2906,6 +2957,7 @@ TEST_F(KernelDiff, RingbufRecordsMatchKernelPrograms)
 		*u.cons = *u.prod;
 	}
 	EXPECT_GT(*u.prod, size) << "the rounds were meant to wrap";
+	close(static_cast<int>(results_fd));
 	munmap(k.cons, pg);
 	munmap(u.cons, pg);
 	munmap(const_cast<uint64_t *>(k.prod), pg + 2 * size);
