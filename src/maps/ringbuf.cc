@@ -18,7 +18,7 @@
 // producer_pos; the record's header says BUSY until its producer commits it with one
 // exchange. Records commit in any order; the consumer stops at the first BUSY one, so it
 // sees them in reservation order. pending_pos (the oldest record still BUSY) keeps a
-// reservation from reaching round to it. A commit wakes the consumers only if the consumer
+// reservation from wrapping round onto it. A commit wakes the consumers only if the consumer
 // has read everything before this record (it waits for exactly this one), unless the flags
 // say otherwise: the kernel's adaptive rule.
 //
