@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <unistd.h>
 
@@ -64,14 +65,39 @@ inline long update(int fd, const void *k, const void *v, uint64_t f = 0)
 inline long del(int fd, const void *k) { return elem(u::MAP_DELETE_ELEM, fd, k, nullptr); }
 inline long next_key(int fd, const void *k, void *n) { return elem(u::MAP_GET_NEXT_KEY, fd, k, n); }
 
-// A pin root of the test's own, so tests never see each other's pins.
+// A pin root of the test's own, so tests never see each other's pins. It goes when the
+// process that made it exits (not when a forked child does).
+inline std::string &private_pin_root()
+{
+	static std::string root;
+	return root;
+}
+
+inline pid_t &private_pin_root_owner()
+{
+	static pid_t owner = 0;
+	return owner;
+}
+
+inline void remove_private_pin_root()
+{
+	if (getpid() != private_pin_root_owner() || private_pin_root().empty())
+		return;
+	std::error_code ec;
+	std::filesystem::remove_all(private_pin_root(), ec);
+}
+
 inline void use_private_pin_root()
 {
-	static std::string root = [] {
+	if (private_pin_root().empty()) {
 		char tmpl[] = "/dev/shm/bpfmap-test-XXXXXX";
-		return std::string(mkdtemp(tmpl));
-	}();
-	setenv("BPFMAP_PIN_ROOT", root.c_str(), 1);
+		if (mkdtemp(tmpl)) {
+			private_pin_root() = tmpl;
+			private_pin_root_owner() = getpid();
+			atexit(remove_private_pin_root);
+		}
+	}
+	setenv("BPFMAP_PIN_ROOT", private_pin_root().c_str(), 1);
 }
 
 } // namespace bpfmap::test
