@@ -117,11 +117,11 @@ int RingConsumer::consume()
 		while (cons != prod) {
 			auto *h = reinterpret_cast<ringbuf_hdr *>(v.data + (cons & v.mask));
 			uint32_t len = h->len.load(std::memory_order_acquire);
-			if (len & RINGBUF_BUSY_BIT)
+			if (len & BPF_RINGBUF_BUSY_BIT)
 				break;
-			uint32_t size = len & ~RINGBUF_DISCARD_BIT;
-			uint64_t next = cons + round_up(size + RINGBUF_HDR_SZ, 8);
-			if (!(len & RINGBUF_DISCARD_BIT)) {
+			uint32_t size = len & ~BPF_RINGBUF_DISCARD_BIT;
+			uint64_t next = cons + ringbuf_record_len(size);
+			if (!(len & BPF_RINGBUF_DISCARD_BIT)) {
 				int r = callback_(h + 1, size);
 				if (r < 0) {
 					v.consumer_pos->store(next, std::memory_order_release);
@@ -138,7 +138,7 @@ int RingConsumer::consume()
 		if (cons == v.producer_pos->load(std::memory_order_acquire))
 			return n;
 		auto *h = reinterpret_cast<ringbuf_hdr *>(v.data + (cons & v.mask));
-		if (h->len.load(std::memory_order_acquire) & RINGBUF_BUSY_BIT)
+		if (h->len.load(std::memory_order_acquire) & BPF_RINGBUF_BUSY_BIT)
 			return n;
 	}
 }

@@ -59,8 +59,8 @@ constexpr size_t RINGBUF_POS_PAGES = 2; // consumer page, producer page
 // record page offsets count from there.
 constexpr size_t RINGBUF_PGOFF = 1;
 
-constexpr uint64_t RB_NO_WAKEUP = 1, RB_FORCE_WAKEUP = 2;
-constexpr uint64_t RB_AVAIL_DATA = 0, RB_RING_SIZE = 1, RB_CONS_POS = 2, RB_PROD_POS = 3;
+using uapi::BPF_RB_FORCE_WAKEUP;
+using uapi::BPF_RB_NO_WAKEUP;
 
 constexpr uint32_t RB_OWNERS = 128;
 
@@ -142,19 +142,23 @@ void ringbuf_map_init(bpf_map *map)
 		o.pos1.store(0, std::memory_order_relaxed);
 }
 
-uint32_t owner_hash(uint64_t ring_off) { return static_cast<uint32_t>(ring_off >> 3) % RB_OWNERS; }
+// The first owner slot whose pos1 match() accepts, probing from the slot the record's
+// offset in the ring hashes to; nullptr when none does.
+template <typename F> rb_owner *find_owner(ringbuf_ctl *c, uint64_t ring_off, F &&match)
+{
+	uint32_t start = static_cast<uint32_t>(ring_off >> 3) % RB_OWNERS;
+	for (uint32_t k = 0; k < RB_OWNERS; k++) {
+		rb_owner &o = c->owners[(start + k) % RB_OWNERS];
+		if (match(o.pos1.load(std::memory_order_acquire)))
+			return &o;
+	}
+	return nullptr;
+}
 
 // Under the lock: an owner slot for the record at prod, or nullptr when all are in use.
 rb_owner *claim_owner(ringbuf_ctl *c, uint64_t prod, uint64_t cons)
 {
-	uint32_t start = owner_hash(prod & c->mask);
-	for (uint32_t k = 0; k < RB_OWNERS; k++) {
-		rb_owner &o = c->owners[(start + k) % RB_OWNERS];
-		uint64_t p1 = o.pos1.load(std::memory_order_relaxed);
-		if (p1 == 0 || p1 - 1 < cons)
-			return &o;
-	}
-	return nullptr;
+	return find_owner(c, prod & c->mask, [&](uint64_t p1) { return p1 == 0 || p1 - 1 < cons; });
 }
 
 // After a producer died holding the lock: slots it took for records it never published
@@ -228,7 +232,7 @@ void *ringbuf_reserve(bpf_map *map, uint64_t size, uint64_t flags)
 	if (flags || !rb->view || size > RINGBUF_MAX_RECORD_SZ)
 		return nullptr;
 	ringbuf_ctl *c = rb->c();
-	uint64_t len = round_up(size + RINGBUF_HDR_SZ, 8);
+	uint64_t len = ringbuf_record_len(size);
 	if (len > c->mask + 1)
 		return nullptr;
 	char *data = rb->ring_data();
@@ -241,9 +245,9 @@ void *ringbuf_reserve(bpf_map *map, uint64_t size, uint64_t flags)
 	while (prod - pend > 0) {
 		auto *h = reinterpret_cast<ringbuf_hdr *>(data + (pend & c->mask));
 		uint32_t hlen = h->len.load(std::memory_order_acquire);
-		if (hlen & RINGBUF_BUSY_BIT)
+		if (hlen & BPF_RINGBUF_BUSY_BIT)
 			break;
-		pend += round_up((hlen & ~RINGBUF_DISCARD_BIT) + RINGBUF_HDR_SZ, 8);
+		pend += ringbuf_record_len(hlen & ~BPF_RINGBUF_DISCARD_BIT);
 	}
 	c->pending_pos = pend;
 	uint64_t next = prod + len;
@@ -268,7 +272,7 @@ void *ringbuf_reserve(bpf_map *map, uint64_t size, uint64_t flags)
 	size_t off = prod & c->mask;
 	auto *h = reinterpret_cast<ringbuf_hdr *>(data + off);
 	h->pg_off = static_cast<uint32_t>(RINGBUF_PGOFF + RINGBUF_POS_PAGES + off / PAGE_SIZE);
-	h->len.store(static_cast<uint32_t>(size) | RINGBUF_BUSY_BIT, std::memory_order_relaxed);
+	h->len.store(static_cast<uint32_t>(size) | BPF_RINGBUF_BUSY_BIT, std::memory_order_relaxed);
 	rb->producer_pos()->store(next, std::memory_order_release);
 	return h + 1;
 }
@@ -281,35 +285,29 @@ void ringbuf_commit(void *sample, uint64_t flags, bool discard)
 	auto *c = reinterpret_cast<ringbuf_ctl *>(view + MAP_CTL_OFFSET);
 	auto *cons_pos = reinterpret_cast<std::atomic<uint64_t> *>(view + RINGBUF_PGOFF * PAGE_SIZE);
 	char *data = view + (RINGBUF_PGOFF + RINGBUF_POS_PAGES) * PAGE_SIZE;
-	uint32_t len = h->len.load(std::memory_order_relaxed) ^ RINGBUF_BUSY_BIT;
+	uint32_t len = h->len.load(std::memory_order_relaxed) ^ BPF_RINGBUF_BUSY_BIT;
 	if (discard)
-		len |= RINGBUF_DISCARD_BIT;
+		len |= BPF_RINGBUF_DISCARD_BIT;
 	// A full barrier: the consumer_pos load below cannot pass it (see waitq.h).
 	h->len.exchange(len, std::memory_order_seq_cst);
 	uint64_t rec_pos = static_cast<uint64_t>(reinterpret_cast<char *>(h) - data);
 	// Free our owner slot. Positions are known here only modulo the ring size; a stale
 	// slot with the same offset may be freed instead of ours, which costs nothing: ours
 	// then goes stale, and stale slots are free once the consumer passes them.
-	for (uint32_t k = 0, start = owner_hash(rec_pos); k < RB_OWNERS; k++) {
-		rb_owner &o = c->owners[(start + k) % RB_OWNERS];
-		uint64_t p1 = o.pos1.load(std::memory_order_relaxed);
-		if (p1 && ((p1 - 1) & c->mask) == rec_pos) {
-			o.pos1.store(0, std::memory_order_relaxed);
-			break;
-		}
-	}
+	if (rb_owner *o = find_owner(c, rec_pos, [&](uint64_t p1) { return p1 && ((p1 - 1) & c->mask) == rec_pos; }))
+		o->pos1.store(0, std::memory_order_relaxed);
 	// No consumer armed to sleep: nothing to decide (and no consumer_pos cache line to
 	// pull from the consumer's core).
-	if (!waitq_active(&c->waiters) || (flags & RB_NO_WAKEUP && !(flags & RB_FORCE_WAKEUP)))
+	if (!waitq_active(&c->waiters) || (flags & BPF_RB_NO_WAKEUP && !(flags & BPF_RB_FORCE_WAKEUP)))
 		return;
 	uint64_t cons = cons_pos->load(std::memory_order_acquire) & c->mask;
-	if ((flags & RB_FORCE_WAKEUP) || cons == rec_pos)
+	if ((flags & BPF_RB_FORCE_WAKEUP) || cons == rec_pos)
 		waitq_wake(&c->waiters);
 }
 
 long ringbuf_output(bpf_map *map, const void *src, uint64_t size, uint64_t flags)
 {
-	if (flags & ~(RB_NO_WAKEUP | RB_FORCE_WAKEUP))
+	if (flags & ~(BPF_RB_NO_WAKEUP | BPF_RB_FORCE_WAKEUP))
 		return -EINVAL;
 	void *rec = ringbuf_reserve(map, size, 0);
 	if (!rec)
@@ -330,22 +328,19 @@ bool ringbuf_reap_dead_head(bpf_map *map)
 		return false;
 	auto *h = reinterpret_cast<ringbuf_hdr *>(rb->ring_data() + (cons & c->mask));
 	uint32_t len = h->len.load(std::memory_order_acquire);
-	if (!(len & RINGBUF_BUSY_BIT))
+	if (!(len & BPF_RINGBUF_BUSY_BIT))
 		return false;
-	for (uint32_t k = 0, start = owner_hash(cons & c->mask); k < RB_OWNERS; k++) {
-		rb_owner &o = c->owners[(start + k) % RB_OWNERS];
-		if (o.pos1.load(std::memory_order_acquire) != cons + 1)
-			continue;
-		thread_id t{o.tgid.load(std::memory_order_relaxed), o.tid.load(std::memory_order_relaxed)};
-		if (thread_alive(t))
-			return false;
-		uint32_t dead = (len & ~RINGBUF_BUSY_BIT) | RINGBUF_DISCARD_BIT;
-		if (!h->len.compare_exchange_strong(len, dead, std::memory_order_seq_cst))
-			return false;
-		o.pos1.store(0, std::memory_order_relaxed);
-		return true;
-	}
-	return false;
+	rb_owner *o = find_owner(c, cons & c->mask, [&](uint64_t p1) { return p1 == cons + 1; });
+	if (!o)
+		return false;
+	thread_id t{o->tgid.load(std::memory_order_relaxed), o->tid.load(std::memory_order_relaxed)};
+	if (thread_alive(t))
+		return false;
+	uint32_t dead = (len & ~BPF_RINGBUF_BUSY_BIT) | BPF_RINGBUF_DISCARD_BIT;
+	if (!h->len.compare_exchange_strong(len, dead, std::memory_order_seq_cst))
+		return false;
+	o->pos1.store(0, std::memory_order_relaxed);
+	return true;
 }
 
 namespace {
@@ -384,20 +379,20 @@ int user_ringbuf_peek(bpf_ringbuf_map *rb, std::atomic<uint64_t> *cons_pos, void
 	uint64_t mask = rb->c()->mask;
 	auto *h = reinterpret_cast<ringbuf_hdr *>(rb->ring_data() + (cons & mask));
 	uint32_t len = h->len.load(std::memory_order_acquire);
-	uint32_t flags = len & (RINGBUF_BUSY_BIT | RINGBUF_DISCARD_BIT);
+	uint32_t flags = len & (BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT);
 	uint32_t sample_len = len & ~flags;
-	uint64_t total = round_up(uint64_t{sample_len} + RINGBUF_HDR_SZ, 8);
+	uint64_t total = ringbuf_record_len(sample_len);
 	if (total > prod - cons)
 		return -EINVAL;
 	if (total > mask + 1 || sample_len > DYNPTR_MAX_SIZE)
 		return -E2BIG;
-	if (flags & RINGBUF_DISCARD_BIT) {
+	if (flags & BPF_RINGBUF_DISCARD_BIT) {
 		cons_pos->store(cons + total, std::memory_order_release);
 		return -EAGAIN;
 	}
-	if (flags & RINGBUF_BUSY_BIT)
+	if (flags & BPF_RINGBUF_BUSY_BIT)
 		return -ENODATA;
-	*sample = rb->ring_data() + ((cons + RINGBUF_HDR_SZ) & mask);
+	*sample = rb->ring_data() + ((cons + BPF_RINGBUF_HDR_SZ) & mask);
 	*size = sample_len;
 	return 0;
 }
@@ -406,7 +401,7 @@ int user_ringbuf_peek(bpf_ringbuf_map *rb, std::atomic<uint64_t> *cons_pos, void
 
 long user_ringbuf_drain(bpf_map *map, user_ringbuf_callback cb, void *ctx, uint64_t flags)
 {
-	if (flags & ~(RB_NO_WAKEUP | RB_FORCE_WAKEUP))
+	if (flags & ~(BPF_RB_NO_WAKEUP | BPF_RB_FORCE_WAKEUP))
 		return -EINVAL;
 	bpf_ringbuf_map *rb = rb_of(map);
 	if (!rb->view)
@@ -431,13 +426,13 @@ long user_ringbuf_drain(bpf_map *map, user_ringbuf_callback cb, void *ctx, uint6
 		}
 		ret = cb(sample, size, ctx);
 		uint64_t cons = v.consumer_pos->load(std::memory_order_relaxed);
-		v.consumer_pos->store(cons + round_up(uint64_t{size} + RINGBUF_HDR_SZ, 8), std::memory_order_release);
+		v.consumer_pos->store(cons + ringbuf_record_len(size), std::memory_order_release);
 	}
 	if (ret >= 0)
 		ret = samples - discarded;
 	v.busy->store(0, std::memory_order_seq_cst);
 	// Producers waiting for room (epoll, EPOLLOUT) are woken as the kernel wakes them.
-	if ((flags & RB_FORCE_WAKEUP) || (!(flags & RB_NO_WAKEUP) && samples > 0))
+	if ((flags & BPF_RB_FORCE_WAKEUP) || (!(flags & BPF_RB_NO_WAKEUP) && samples > 0))
 		if (waitq_active(v.waiters))
 			waitq_wake(v.waiters);
 	return ret;
@@ -450,12 +445,12 @@ void *user_ringbuf_reserve(bpf_map *map, uint64_t size, int *err)
 		*err = ENOMEM;
 		return nullptr;
 	}
-	if (size & (RINGBUF_BUSY_BIT | RINGBUF_DISCARD_BIT) || size > UINT32_MAX) {
+	if (size & (BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT) || size > UINT32_MAX) {
 		*err = E2BIG;
 		return nullptr;
 	}
 	ringbuf_ctl *c = rb->c();
-	uint64_t total = round_up(size + RINGBUF_HDR_SZ, 8);
+	uint64_t total = ringbuf_record_len(size);
 	if (total > c->mask + 1) {
 		*err = E2BIG;
 		return nullptr;
@@ -468,7 +463,7 @@ void *user_ringbuf_reserve(bpf_map *map, uint64_t size, int *err)
 		return nullptr;
 	}
 	auto *h = reinterpret_cast<ringbuf_hdr *>(rb->ring_data() + (prod & c->mask));
-	h->len.store(static_cast<uint32_t>(size) | RINGBUF_BUSY_BIT, std::memory_order_relaxed);
+	h->len.store(static_cast<uint32_t>(size) | BPF_RINGBUF_BUSY_BIT, std::memory_order_relaxed);
 	h->pg_off = 0;
 	rb->producer_pos()->store(prod + total, std::memory_order_release);
 	return h + 1;
@@ -477,8 +472,8 @@ void *user_ringbuf_reserve(bpf_map *map, uint64_t size, int *err)
 void user_ringbuf_commit(void *sample, bool discard)
 {
 	auto *h = static_cast<ringbuf_hdr *>(sample) - 1;
-	uint32_t len = h->len.load(std::memory_order_relaxed) & ~RINGBUF_BUSY_BIT;
-	h->len.store(discard ? len | RINGBUF_DISCARD_BIT : len, std::memory_order_release);
+	uint32_t len = h->len.load(std::memory_order_relaxed) & ~BPF_RINGBUF_BUSY_BIT;
+	h->len.store(discard ? len | BPF_RINGBUF_DISCARD_BIT : len, std::memory_order_release);
 }
 
 uint64_t ringbuf_query(bpf_map *map, uint64_t flags)
@@ -487,14 +482,14 @@ uint64_t ringbuf_query(bpf_map *map, uint64_t flags)
 	if (!rb->view)
 		return 0;
 	switch (flags) {
-	case RB_AVAIL_DATA:
+	case uapi::BPF_RB_AVAIL_DATA:
 		return rb->producer_pos()->load(std::memory_order_acquire) -
 		       rb->consumer_pos()->load(std::memory_order_acquire);
-	case RB_RING_SIZE:
+	case uapi::BPF_RB_RING_SIZE:
 		return rb->c()->mask + 1;
-	case RB_CONS_POS:
+	case uapi::BPF_RB_CONS_POS:
 		return rb->consumer_pos()->load(std::memory_order_acquire);
-	case RB_PROD_POS:
+	case uapi::BPF_RB_PROD_POS:
 		return rb->producer_pos()->load(std::memory_order_acquire);
 	default:
 		return 0;

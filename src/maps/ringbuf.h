@@ -11,9 +11,12 @@
 
 namespace bpfmap {
 
-inline constexpr uint32_t RINGBUF_BUSY_BIT = 1u << 31;
-inline constexpr uint32_t RINGBUF_DISCARD_BIT = 1u << 30;
-inline constexpr uint32_t RINGBUF_HDR_SZ = 8;
+using uapi::BPF_RINGBUF_BUSY_BIT;
+using uapi::BPF_RINGBUF_DISCARD_BIT;
+using uapi::BPF_RINGBUF_HDR_SZ;
+
+// The ring space a record of size bytes takes: header and data, 8-byte aligned.
+inline uint64_t ringbuf_record_len(uint64_t size) { return round_up(size + BPF_RINGBUF_HDR_SZ, 8); }
 
 // The kernel's 8-byte record header: the length with the busy and discard bits, and the
 // record's page offset from the ring's first page.

@@ -83,6 +83,24 @@ enum : uint32_t {
 	BPF_F_RB_OVERWRITE = 1U << 19,
 };
 
+// Ring buffers: wakeup flags of submit/discard/output/drain, what query asks, and the
+// record header's bits and size.
+enum : uint64_t {
+	BPF_RB_NO_WAKEUP = 1ULL << 0,
+	BPF_RB_FORCE_WAKEUP = 1ULL << 1,
+};
+enum : uint64_t {
+	BPF_RB_AVAIL_DATA = 0,
+	BPF_RB_RING_SIZE = 1,
+	BPF_RB_CONS_POS = 2,
+	BPF_RB_PROD_POS = 3,
+};
+enum : uint32_t {
+	BPF_RINGBUF_BUSY_BIT = 1U << 31,
+	BPF_RINGBUF_DISCARD_BIT = 1U << 30,
+	BPF_RINGBUF_HDR_SZ = 8,
+};
+
 inline constexpr uint32_t BPF_F_ACCESS_MASK =
 	BPF_F_RDONLY | BPF_F_RDONLY_PROG | BPF_F_WRONLY | BPF_F_WRONLY_PROG;
 
