@@ -56,6 +56,38 @@ void ring_close(detail::ring_handle &h)
 
 waitq *waiters_of(const detail::ring_handle &h) { return ringbuf_view_of(to_map(h.map)).waiters; }
 
+using deadline_t = std::chrono::steady_clock::time_point;
+
+deadline_t deadline_after(int timeout_ms)
+{
+	return std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+}
+
+// Milliseconds left before deadline (never negative), or -1 when timeout_ms is -1: no limit.
+int ms_left(deadline_t deadline, int timeout_ms)
+{
+	if (timeout_ms < 0)
+		return -1;
+	auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+	return static_cast<int>(std::max<int64_t>(0, left.count()));
+}
+
+// Sleep on h's socket for up to wait_ms; a handle armed only for this sleep is disarmed and
+// its wakes read away. poll()'s result.
+int sleep_on(const detail::ring_handle &h, int wait_ms, bool armed_for_sleep)
+{
+	pollfd p{h.wake_fd, POLLIN, 0};
+	int r = ::poll(&p, 1, wait_ms);
+	if (armed_for_sleep) {
+		int e = errno;
+		waitq_arm(waiters_of(h), h.slot, false);
+		if (r > 0)
+			waitq_drain(h.wake_fd);
+		errno = e;
+	}
+	return r;
+}
+
 } // namespace
 
 RingProducer::~RingProducer() { ring_close(h_); }
@@ -156,7 +188,7 @@ int RingConsumer::poll(int timeout_ms)
 {
 	bpf_map *map = to_map(h_.map);
 	waitq *wq = waiters_of(h_);
-	auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+	deadline_t deadline = deadline_after(timeout_ms);
 	for (;;) {
 		int n = consume();
 		if (n != 0)
@@ -166,12 +198,7 @@ int RingConsumer::poll(int timeout_ms)
 		bool head_busy = ringbuf_query(map, RB_AVAIL_DATA) != 0;
 		if (head_busy && ringbuf_reap_dead_head(map))
 			continue;
-		int wait = timeout_ms;
-		if (timeout_ms >= 0) {
-			auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-				deadline - std::chrono::steady_clock::now());
-			wait = static_cast<int>(std::max<int64_t>(0, left.count()));
-		}
+		int wait = ms_left(deadline, timeout_ms);
 		if (head_busy && (wait < 0 || wait > HEAD_CHECK_MS))
 			wait = HEAD_CHECK_MS;
 		if (!fd_given_) {
@@ -182,13 +209,7 @@ int RingConsumer::poll(int timeout_ms)
 				return n;
 			}
 		}
-		pollfd p{h_.wake_fd, POLLIN, 0};
-		int r = ::poll(&p, 1, wait);
-		if (!fd_given_) {
-			waitq_arm(wq, h_.slot, false);
-			if (r > 0)
-				waitq_drain(h_.wake_fd);
-		}
+		int r = sleep_on(h_, wait, !fd_given_);
 		if (r < 0)
 			return -errno;
 		if (r == 0 && timeout_ms >= 0 && std::chrono::steady_clock::now() >= deadline)
@@ -229,7 +250,7 @@ void *UserRingProducer::reserve_blocking(size_t size, int timeout_ms, int *err)
 {
 	bpf_map *map = to_map(h_.map);
 	waitq *wq = waiters_of(h_);
-	auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+	deadline_t deadline = deadline_after(timeout_ms);
 	int e = 0;
 	for (;;) {
 		void *rec = user_ringbuf_reserve(map, size, &e);
@@ -248,22 +269,13 @@ void *UserRingProducer::reserve_blocking(size_t size, int timeout_ms, int *err)
 				*err = rec ? 0 : e;
 			return rec;
 		}
-		int wait = -1;
-		if (timeout_ms >= 0) {
-			auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-				deadline - std::chrono::steady_clock::now());
-			if (left.count() <= 0) {
-				waitq_arm(wq, h_.slot, false);
-				e = ETIMEDOUT;
-				break;
-			}
-			wait = static_cast<int>(left.count());
+		int wait = ms_left(deadline, timeout_ms);
+		if (wait == 0) {
+			waitq_arm(wq, h_.slot, false);
+			e = ETIMEDOUT;
+			break;
 		}
-		pollfd p{h_.wake_fd, POLLIN, 0};
-		int r = ::poll(&p, 1, wait);
-		waitq_arm(wq, h_.slot, false);
-		waitq_drain(h_.wake_fd);
-		if (r < 0) {
+		if (sleep_on(h_, wait, true) < 0) {
 			e = errno;
 			break;
 		}
