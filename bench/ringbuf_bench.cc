@@ -26,14 +26,23 @@
 #include "bpfmap/bpfmap.h"
 #include "bpfmap/map.hpp"
 #include "bpfmap/ringbuf.hpp"
+#include "kernel_prog.h"
 
 namespace {
 
 constexpr uint32_t RING_SIZE = 16u << 20;
 
+int ring_create(bpfmap::Map &map)
+{
+	bpfmap::MapSpec spec;
+	spec.type = bpfmap::MAP_RINGBUF;
+	spec.max_entries = RING_SIZE;
+	return bpfmap::Map::create(spec, map) ? -1 : map.fd();
+}
+
 struct bench_ring {
 	bpfmap::Map map;
-	int fd = bpfmap::Map::create({.type = bpfmap::MAP_RINGBUF, .max_entries = RING_SIZE}, map) ? -1 : map.fd();
+	int fd = ring_create(map);
 	bpfmap_map *m = fd >= 0 ? bpfmap_map_get(fd) : nullptr;
 	bpfmap::RingConsumer cons;
 	uint64_t sink = 0;
@@ -163,18 +172,8 @@ void end_to_end(benchmark::State &state)
 
 // ---- the kernel, in-program -----------------------------------------------------------
 
-long sys_bpf(int cmd, union bpf_attr *a) { return syscall(SYS_bpf, cmd, a, sizeof(*a)); }
-
-bpf_insn insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm)
-{
-	bpf_insn i{};
-	i.code = code;
-	i.dst_reg = dst & 0xf;
-	i.src_reg = src & 0xf;
-	i.off = off;
-	i.imm = imm;
-	return i;
-}
+using kernel_prog::insn;
+using kernel_prog::sys_bpf;
 
 constexpr int KERNEL_LOOP = 1000;
 
@@ -185,7 +184,7 @@ int load_produce_prog(int map_fd, int size, std::string *why)
 	std::vector<bpf_insn> p = {
 		insn(BPF_ALU64 | BPF_MOV | BPF_K, 6, 0, 0, 0),		       // r6 = 0
 		insn(BPF_LD | BPF_DW | BPF_IMM, 1, BPF_PSEUDO_MAP_FD, 0, map_fd), // r1 = map
-		insn(0, 0, 0, 0, 0),
+		insn(0, 0, 0, 0, 0),			       // (second half)
 		insn(BPF_ALU64 | BPF_MOV | BPF_K, 2, 0, 0, size),		       // r2 = size
 		insn(BPF_ALU64 | BPF_MOV | BPF_K, 3, 0, 0, 0),		       // r3 = 0
 		insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_ringbuf_reserve),
@@ -198,24 +197,7 @@ int load_produce_prog(int map_fd, int size, std::string *why)
 		insn(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, XDP_PASS),
 		insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
 	};
-	static char log[65536];
-	union bpf_attr a;
-	memset(&a, 0, sizeof(a));
-	a.prog_type = BPF_PROG_TYPE_XDP;
-	a.insns = reinterpret_cast<uintptr_t>(p.data());
-	a.insn_cnt = static_cast<uint32_t>(p.size());
-	a.license = reinterpret_cast<uintptr_t>("GPL");
-	int fd = static_cast<int>(sys_bpf(BPF_PROG_LOAD, &a));
-	if (fd >= 0)
-		return fd;
-	int err = errno;
-	a.log_buf = reinterpret_cast<uintptr_t>(log); // again, for the verifier's reason
-	a.log_size = sizeof(log);
-	a.log_level = 1;
-	sys_bpf(BPF_PROG_LOAD, &a);
-	std::string l(log);
-	*why = std::string("BPF_PROG_LOAD: ") + strerror(err) + ": " + l.substr(l.size() > 300 ? l.size() - 300 : 0);
-	return -1;
+	return kernel_prog::load_xdp(p, why);
 }
 
 void kernel_produce(benchmark::State &state)
@@ -241,9 +223,8 @@ void kernel_produce(benchmark::State &state)
 	long page = sysconf(_SC_PAGESIZE);
 	auto *cons = static_cast<uint64_t *>(mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_SHARED, map, 0));
 	auto *prod = static_cast<uint64_t *>(mmap(nullptr, page, PROT_READ, MAP_SHARED, map, page));
-	unsigned char pkt[64] = {};
-	const uint64_t per_run = (static_cast<uint64_t>(size) + 8 + 7) / 8 * 8 * KERNEL_LOOP;
-	const uint32_t repeat = static_cast<uint32_t>(ring / 2 / per_run);
+	const uint64_t record = (static_cast<uint64_t>(size) + 8 + 7) / 8 * 8;
+	const uint32_t repeat = static_cast<uint32_t>(ring / 2 / (record * KERNEL_LOOP));
 	double ns = 0;
 	uint64_t records = 0;
 	bool ok = cons != MAP_FAILED && prod != MAP_FAILED;
@@ -251,20 +232,15 @@ void kernel_produce(benchmark::State &state)
 		if (!ok)
 			break;
 		__atomic_store_n(cons, __atomic_load_n(prod, __ATOMIC_ACQUIRE), __ATOMIC_RELEASE); // drain
-		memset(&a, 0, sizeof(a));
-		a.test.prog_fd = static_cast<uint32_t>(prog);
-		a.test.data_in = reinterpret_cast<uintptr_t>(pkt);
-		a.test.data_size_in = sizeof(pkt);
-		a.test.repeat = repeat;
 		uint64_t before = __atomic_load_n(prod, __ATOMIC_ACQUIRE);
-		if (sys_bpf(BPF_PROG_TEST_RUN, &a) != 0) {
+		double run = kernel_prog::run_ns(prog, repeat);
+		if (run < 0) {
 			ok = false;
 			break;
 		}
-		uint64_t made = (__atomic_load_n(prod, __ATOMIC_ACQUIRE) - before) / ((size + 8 + 7) / 8 * 8);
-		ns += static_cast<double>(a.test.duration) * repeat;
-		records += made;
-		state.SetIterationTime(static_cast<double>(a.test.duration) * repeat * 1e-9);
+		records += (__atomic_load_n(prod, __ATOMIC_ACQUIRE) - before) / record;
+		ns += run * repeat;
+		state.SetIterationTime(run * repeat * 1e-9);
 	}
 	if (!ok)
 		state.SkipWithError("BPF_PROG_TEST_RUN failed or the ring could not be mapped");
