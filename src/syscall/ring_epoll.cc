@@ -87,6 +87,15 @@ bpf_map *ring_of_fd(int fd)
 	return map;
 }
 
+// Add or change w's socket in its epoll set: readable once woken, under w's tag.
+long ctl_stand_in(int op, const ring_watch &w)
+{
+	epoll_event stand_in{};
+	stand_in.events = EPOLLIN;
+	stand_in.data.u64 = w.tag;
+	return raw_epoll_ctl(w.epfd, op, w.sock, &stand_in);
+}
+
 void drop(const ring_watch &w)
 {
 	raw_epoll_ctl(w.epfd, EPOLL_CTL_DEL, w.sock, nullptr);
@@ -118,10 +127,7 @@ int watch_add(int epfd, int fd, const epoll_event &ev)
 		map_put(map);
 		return w.sock;
 	}
-	epoll_event stand_in{};
-	stand_in.events = EPOLLIN; // the socket is readable once woken
-	stand_in.data.u64 = w.tag;
-	if (raw_epoll_ctl(epfd, EPOLL_CTL_ADD, w.sock, &stand_in) != 0) {
+	if (ctl_stand_in(EPOLL_CTL_ADD, w) != 0) {
 		int err = -errno;
 		waitq_leave(ringbuf_view_of(map).waiters, w.slot, w.sock);
 		map_put(map);
@@ -149,10 +155,7 @@ int watch_change(int epfd, int op, int fd, const epoll_event *ev)
 		watches.erase(watches.begin() + (w - watches.data()));
 		return 0;
 	}
-	epoll_event stand_in{};
-	stand_in.events = EPOLLIN;
-	stand_in.data.u64 = w->tag;
-	if (raw_epoll_ctl(epfd, EPOLL_CTL_MOD, w->sock, &stand_in) != 0)
+	if (ctl_stand_in(EPOLL_CTL_MOD, *w) != 0)
 		return -errno;
 	w->user = *ev;
 	return 0;
