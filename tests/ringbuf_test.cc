@@ -80,6 +80,50 @@ struct ring {
 
 uint64_t rec_len(uint64_t size) { return (size + 8 + 7) / 8 * 8; }
 
+// Records several producers write: {producer, seq}, then bytes (seq + i) up to size_of(who,
+// seq). check() is a consumer callback that counts each record and whether it arrived
+// intact and in order for its producer.
+struct ordered_records {
+	std::vector<uint32_t> next;
+	size_t (*size_of)(uint32_t who, uint32_t seq);
+	long bad = 0, got = 0;
+
+	ordered_records(int producers, size_t (*sz)(uint32_t, uint32_t)) : next(producers, 0), size_of(sz) {}
+
+	static void fill(unsigned char *rec, uint32_t who, uint32_t seq, size_t n)
+	{
+		uint32_t v[2] = {who, seq};
+		memcpy(rec, v, 8);
+		for (size_t i = 8; i < n; i++)
+			rec[i] = static_cast<unsigned char>(seq + i);
+	}
+	int check(const void *d, size_t n)
+	{
+		uint32_t v[2];
+		memcpy(v, d, 8);
+		bool ok = v[0] < next.size() && v[1] == next[v[0]] && n == size_of(v[0], v[1]);
+		for (size_t i = 8; ok && i < n; i++)
+			ok = static_cast<const unsigned char *>(d)[i] == static_cast<unsigned char>(v[1] + i);
+		if (ok)
+			next[v[0]]++;
+		bad += !ok;
+		got++;
+		return 0;
+	}
+	RingConsumer::Callback callback()
+	{
+		return [this](const void *d, size_t n) { return check(d, n); };
+	}
+	bool done(int per) const { return got >= static_cast<long>(next.size()) * per || bad; }
+	void expect_all(int per) const
+	{
+		EXPECT_EQ(bad, 0);
+		EXPECT_EQ(got, static_cast<long>(next.size()) * per);
+		for (size_t w = 0; w < next.size(); w++)
+			EXPECT_EQ(next[w], static_cast<uint32_t>(per)) << "producer " << w;
+	}
+};
+
 } // namespace
 
 TEST(Ringbuf, RecordHeadersAsTheKernelLaysThemOut)
@@ -234,34 +278,17 @@ TEST(Ringbuf, ManyProducerProcessesOneConsumer)
 	const int producers = 4, per = 20000 / (1 + 4 * (SCALE > 1));
 	ring r(16 * PAGE);
 	ASSERT_NE(r.m, nullptr);
-	std::vector<int> next(producers, 0);
-	long bad = 0, got = 0;
+	ordered_records recs(producers, [](uint32_t who, uint32_t seq) -> size_t { return 8 + (seq * 7 + who) % 200; });
 	RingConsumer cons;
-	ASSERT_EQ(RingConsumer::open(r.fd, [&](const void *d, size_t n) {
-		uint32_t hdr[2];
-		memcpy(hdr, d, 8);
-		uint32_t who = hdr[0], seq = hdr[1];
-		bool ok = who < static_cast<uint32_t>(producers) && seq == static_cast<uint32_t>(next[who]) &&
-			  n == 8 + (seq * 7 + who) % 200;
-		for (size_t i = 8; ok && i < n; i++)
-			ok = static_cast<const unsigned char *>(d)[i] == static_cast<unsigned char>(seq + i);
-		if (ok)
-			next[who]++;
-		bad += !ok;
-		got++;
-		return 0;
-	}, cons), 0);
+	ASSERT_EQ(RingConsumer::open(r.fd, recs.callback(), cons), 0);
 	std::vector<pid_t> pids;
 	for (int w = 0; w < producers; w++) {
 		pid_t pid = fork();
 		if (pid == 0) {
 			std::vector<unsigned char> buf(8 + 200);
 			for (uint32_t seq = 0; seq < static_cast<uint32_t>(per); seq++) {
-				size_t n = 8 + (seq * 7 + w) % 200;
-				uint32_t hdr[2] = {static_cast<uint32_t>(w), seq};
-				memcpy(buf.data(), hdr, 8);
-				for (size_t i = 8; i < n; i++)
-					buf[i] = static_cast<unsigned char>(seq + i);
+				size_t n = recs.size_of(static_cast<uint32_t>(w), seq);
+				ordered_records::fill(buf.data(), static_cast<uint32_t>(w), seq, n);
 				while (bpfmap_ringbuf_output(r.m, buf.data(), n, 0) == -EAGAIN)
 					sched_yield();
 			}
@@ -269,7 +296,7 @@ TEST(Ringbuf, ManyProducerProcessesOneConsumer)
 		}
 		pids.push_back(pid);
 	}
-	for (int i = 0; i < 100000 && got < static_cast<long>(producers) * per && bad == 0; i++)
+	for (int i = 0; i < 100000 && !recs.done(per); i++)
 		cons.poll(1000);
 	for (pid_t pid : pids) {
 		int st = 0;
@@ -277,10 +304,7 @@ TEST(Ringbuf, ManyProducerProcessesOneConsumer)
 		EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	}
 	cons.consume();
-	EXPECT_EQ(bad, 0);
-	EXPECT_EQ(got, static_cast<long>(producers) * per);
-	for (int w = 0; w < producers; w++)
-		EXPECT_EQ(next[w], per) << "producer " << w;
+	recs.expect_all(per);
 }
 
 TEST(Ringbuf, MmapRules)
@@ -560,45 +584,29 @@ TEST(Ringbuf, ThreadsProduceWhileAThreadConsumes)
 	const int producers = 4, per = 20000;
 	ring r(8 * PAGE);
 	ASSERT_NE(r.m, nullptr);
-	std::vector<uint32_t> next(producers, 0);
-	long bad = 0, got = 0;
+	ordered_records recs(producers, [](uint32_t, uint32_t seq) -> size_t { return 8 + seq % 24; });
 	RingConsumer cons;
-	ASSERT_EQ(RingConsumer::open(r.fd, [&](const void *d, size_t n) {
-		uint32_t v[2];
-		memcpy(v, d, 8);
-		bool ok = n == 8 + v[1] % 24 && v[0] < static_cast<uint32_t>(producers) && v[1] == next[v[0]];
-		for (size_t i = 8; ok && i < n; i++)
-			ok = static_cast<const unsigned char *>(d)[i] == static_cast<unsigned char>(v[1] + i);
-		if (ok)
-			next[v[0]]++;
-		bad += !ok;
-		got++;
-		return 0;
-	}, cons), 0);
+	ASSERT_EQ(RingConsumer::open(r.fd, recs.callback(), cons), 0);
 	std::thread consumer([&] {
-		for (int i = 0; i < 200000 && got < static_cast<long>(producers) * per; i++)
+		for (int i = 0; i < 200000 && recs.got < static_cast<long>(producers) * per; i++)
 			cons.poll(100);
 	});
 	std::vector<std::thread> threads;
 	for (int w = 0; w < producers; w++)
 		threads.emplace_back([&, w] {
 			for (uint32_t seq = 0; seq < static_cast<uint32_t>(per); seq++) {
-				size_t n = 8 + seq % 24;
+				size_t n = recs.size_of(static_cast<uint32_t>(w), seq);
 				unsigned char *rec;
 				while (!(rec = static_cast<unsigned char *>(bpfmap_ringbuf_reserve(r.m, n, 0))))
 					sched_yield();
-				uint32_t v[2] = {static_cast<uint32_t>(w), seq};
-				memcpy(rec, v, 8);
-				for (size_t i = 8; i < n; i++)
-					rec[i] = static_cast<unsigned char>(seq + i);
+				ordered_records::fill(rec, static_cast<uint32_t>(w), seq, n);
 				bpfmap_ringbuf_submit(rec, 0);
 			}
 		});
 	for (auto &t : threads)
 		t.join();
 	consumer.join();
-	EXPECT_EQ(bad, 0);
-	EXPECT_EQ(got, static_cast<long>(producers) * per);
+	recs.expect_all(per);
 }
 
 // Producers started as separate programs (tests/pin_peer), opening the ring by its pin: their
@@ -613,18 +621,9 @@ TEST(Ringbuf, SeparatelyStartedProducersOpenThePin)
 	a.obj.bpf_fd = static_cast<uint32_t>(r.fd);
 	ASSERT_EQ(sys(u::OBJ_PIN, a), 0);
 	const int peers = 3, per = 5000;
-	std::vector<uint32_t> next(peers, 0);
-	long bad = 0, got = 0;
+	ordered_records recs(peers, [](uint32_t, uint32_t) -> size_t { return 8; }); // pin_peer's
 	RingConsumer cons;
-	ASSERT_EQ(RingConsumer::open(r.fd, [&](const void *d, size_t n) {
-		uint32_t v[2];
-		memcpy(v, d, 8);
-		bool ok = n == 8 && v[0] < static_cast<uint32_t>(peers) && v[1] == next[v[0]];
-		next[ok ? v[0] : 0] += ok;
-		bad += !ok;
-		got++;
-		return 0;
-	}, cons), 0);
+	ASSERT_EQ(RingConsumer::open(r.fd, recs.callback(), cons), 0);
 	std::vector<pid_t> pids;
 	for (int i = 0; i < peers; i++) {
 		pid_t pid = fork();
@@ -635,7 +634,7 @@ TEST(Ringbuf, SeparatelyStartedProducersOpenThePin)
 		}
 		pids.push_back(pid);
 	}
-	for (int i = 0; i < 100000 && got < peers * per && bad == 0; i++)
+	for (int i = 0; i < 100000 && !recs.done(per); i++)
 		cons.poll(100);
 	for (pid_t pid : pids) {
 		int st = 0;
@@ -644,6 +643,5 @@ TEST(Ringbuf, SeparatelyStartedProducersOpenThePin)
 	}
 	cons.consume();
 	unlink((std::string(getenv("BPFMAP_PIN_ROOT")) + pin.substr(strlen("/sys/fs/bpf"))).c_str());
-	EXPECT_EQ(bad, 0);
-	EXPECT_EQ(got, static_cast<long>(peers) * per);
+	recs.expect_all(per);
 }
