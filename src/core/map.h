@@ -109,6 +109,13 @@ struct bpf_map_ops {
 
 	// True when the data area may be mapped by the user (BPF_F_MMAPABLE).
 	bool (*map_mmapable)(const bpf_map *map);
+	// A family whose fd maps in a layout of its own (the ring buffers; the kernel's
+	// map_mmap op). map_mmap_check: after the generic checks, which pages a mapping may
+	// cover and with which permissions (0 or -errno); map_mmap: make the mapping (as mmap()
+	// returns). Null for the others: their data area maps as it is, where map_mmapable
+	// allows it.
+	int (*map_mmap_check)(const bpf_map *map, bool write, size_t len, size_t off);
+	void *(*map_mmap)(bpf_map *map, void *addr, size_t len, int prot, int flags, int fd, off_t off);
 	// The family's own rules for a map created with BTF types (the kernel's map_check_btf
 	// op); key is null for a map without a key type. Null: any sized key type, and a key
 	// type is required.

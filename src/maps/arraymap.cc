@@ -377,6 +377,8 @@ const bpf_map_ops array_map_ops = {
 	.map_pop_elem = nullptr,
 	.map_peek_elem = nullptr,
 	.map_mmapable = array_map_mmapable,
+	.map_mmap_check = nullptr,
+	.map_mmap = nullptr,
 	.map_check_btf = array_map_check_btf,
 	.map_get_hash = array_map_get_hash,
 };
@@ -403,6 +405,8 @@ const bpf_map_ops percpu_array_map_ops = {
 	.map_pop_elem = nullptr,
 	.map_peek_elem = nullptr,
 	.map_mmapable = nullptr,
+	.map_mmap_check = nullptr,
+	.map_mmap = nullptr,
 	.map_check_btf = array_map_check_btf,
 	.map_get_hash = nullptr,
 };

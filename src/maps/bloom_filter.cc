@@ -194,6 +194,8 @@ const bpf_map_ops bloom_filter_map_ops = {
 	.map_pop_elem = nullptr,
 	.map_peek_elem = bloom_map_peek_elem,
 	.map_mmapable = nullptr,
+	.map_mmap_check = nullptr,
+	.map_mmap = nullptr,
 	.map_check_btf = bloom_map_check_btf,
 	.map_get_hash = nullptr,
 };

@@ -1419,6 +1419,8 @@ const bpf_map_ops htab_map_ops = {
 	.map_pop_elem = nullptr,
 	.map_peek_elem = nullptr,
 	.map_mmapable = nullptr,
+	.map_mmap_check = nullptr,
+	.map_mmap = nullptr,
 	.map_check_btf = nullptr,
 	.map_get_hash = nullptr,
 };
@@ -1445,6 +1447,8 @@ const bpf_map_ops htab_percpu_map_ops = {
 	.map_pop_elem = nullptr,
 	.map_peek_elem = nullptr,
 	.map_mmapable = nullptr,
+	.map_mmap_check = nullptr,
+	.map_mmap = nullptr,
 	.map_check_btf = nullptr,
 	.map_get_hash = nullptr,
 };
@@ -1471,6 +1475,8 @@ const bpf_map_ops htab_lru_map_ops = {
 	.map_pop_elem = nullptr,
 	.map_peek_elem = nullptr,
 	.map_mmapable = nullptr,
+	.map_mmap_check = nullptr,
+	.map_mmap = nullptr,
 	.map_check_btf = nullptr,
 	.map_get_hash = nullptr,
 };
@@ -1497,6 +1503,8 @@ const bpf_map_ops htab_lru_percpu_map_ops = {
 	.map_pop_elem = nullptr,
 	.map_peek_elem = nullptr,
 	.map_mmapable = nullptr,
+	.map_mmap_check = nullptr,
+	.map_mmap = nullptr,
 	.map_check_btf = nullptr,
 	.map_get_hash = nullptr,
 };

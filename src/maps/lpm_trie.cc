@@ -754,6 +754,8 @@ const bpf_map_ops trie_map_ops = {
 	.map_pop_elem = nullptr,
 	.map_peek_elem = nullptr,
 	.map_mmapable = nullptr,
+	.map_mmap_check = nullptr,
+	.map_mmap = nullptr,
 	.map_check_btf = trie_map_check_btf,
 	.map_get_hash = nullptr,
 };

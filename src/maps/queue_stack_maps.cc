@@ -174,6 +174,8 @@ const bpf_map_ops queue_map_ops = {
 	.map_pop_elem = queue_stack_map_pop_elem,
 	.map_peek_elem = queue_stack_map_peek_elem,
 	.map_mmapable = nullptr,
+	.map_mmap_check = nullptr,
+	.map_mmap = nullptr,
 	.map_check_btf = nullptr,
 	.map_get_hash = nullptr,
 };
@@ -200,6 +202,8 @@ const bpf_map_ops stack_map_ops = {
 	.map_pop_elem = queue_stack_map_pop_elem,
 	.map_peek_elem = queue_stack_map_peek_elem,
 	.map_mmapable = nullptr,
+	.map_mmap_check = nullptr,
+	.map_mmap = nullptr,
 	.map_check_btf = nullptr,
 	.map_get_hash = nullptr,
 };

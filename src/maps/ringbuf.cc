@@ -496,10 +496,12 @@ uint64_t ringbuf_query(bpf_map *map, uint64_t flags)
 	}
 }
 
+namespace {
+
 // The kernel's pages of a ring's fd: consumer page, producer page, the data twice. A
 // writable mapping may cover the consumer page alone (RINGBUF: the consumer advances its
 // position) or anything but it (USER_RINGBUF: the producer writes its position and data).
-int ringbuf_mmap_check(const bpf_map *map, bool write, size_t len, size_t off)
+int ringbuf_map_mmap_check(const bpf_map *map, bool write, size_t len, size_t off)
 {
 	size_t pgoff = off / PAGE_SIZE, pages = (len + PAGE_SIZE - 1) / PAGE_SIZE;
 	if (write) {
@@ -514,7 +516,38 @@ int ringbuf_mmap_check(const bpf_map *map, bool write, size_t len, size_t off)
 	return 0;
 }
 
-namespace {
+// A ring's fd maps as the kernel's ring does: its pages [consumer][producer][data][data
+// again], where the file has the data once. A mapping that crosses into the second copy
+// is made of two pieces in one reserved range. (Raw system calls: mmap() is interposed.)
+void *ringbuf_map_mmap(bpf_map *map, void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	auto raw = [](void *a, size_t l, int p, int f, int d, off_t o) {
+		return reinterpret_cast<void *>(syscall(SYS_mmap, a, l, p, f, d, o));
+	};
+	size_t data_len = map->max_entries;
+	size_t first_copy_end = RINGBUF_POS_PAGES * PAGE_SIZE + data_len; // in the ring's page space
+	size_t start = static_cast<size_t>(off), end = start + round_up(len, PAGE_SIZE);
+	if (end <= first_copy_end)
+		return raw(addr, len, prot, flags, fd, off);
+	if (start >= first_copy_end)
+		return raw(addr, len, prot, flags, fd, static_cast<off_t>(start - data_len));
+	void *p = raw(addr, end - start, PROT_NONE,
+		      MAP_PRIVATE | MAP_ANONYMOUS | (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)), -1, 0);
+	if (p == MAP_FAILED)
+		return p;
+	char *base = static_cast<char *>(p);
+	size_t head = first_copy_end - start;
+	int fixed = (flags & ~MAP_FIXED_NOREPLACE) | MAP_FIXED;
+	if (raw(base, head, prot, fixed, fd, off) == MAP_FAILED ||
+	    raw(base + head, end - start - head, prot, fixed, fd, RINGBUF_POS_PAGES * PAGE_SIZE) == MAP_FAILED) {
+		int e = errno;
+		syscall(SYS_munmap, p, end - start);
+		errno = e;
+		return MAP_FAILED;
+	}
+	return p;
+}
+
 // Both types serve the same commands; the ops tables differ by address, which is how mmap
 // and the ABI tell them apart.
 constexpr bpf_map_ops ringbuf_ops_common = {
@@ -539,6 +572,8 @@ constexpr bpf_map_ops ringbuf_ops_common = {
 	.map_pop_elem = nullptr,
 	.map_peek_elem = nullptr,
 	.map_mmapable = nullptr,
+	.map_mmap_check = ringbuf_map_mmap_check,
+	.map_mmap = ringbuf_map_mmap,
 	.map_check_btf = nullptr,
 	.map_get_hash = nullptr,
 };

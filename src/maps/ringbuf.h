@@ -60,7 +60,4 @@ long user_ringbuf_drain(bpf_map *map, user_ringbuf_callback cb, void *ctx, uint6
 void *user_ringbuf_reserve(bpf_map *map, uint64_t size, int *err);
 void user_ringbuf_commit(void *sample, bool discard);
 
-// The pages a mapping of a ring's fd may cover, and how: the ops' map_mmap_check.
-int ringbuf_mmap_check(const bpf_map *map, bool write, size_t len, size_t off);
-
 } // namespace bpfmap

@@ -30,7 +30,6 @@
 
 #include "core/rcu.h"
 #include "core/region.h"
-#include "maps/ringbuf.h"
 #include "syscall/btf_obj.h"
 #include "syscall/objtab.h"
 #include "syscall/syscall.h"
@@ -168,8 +167,8 @@ int check_map_mmap(bpf_map *map, unsigned denied, size_t len, int prot, int flag
 		return -EACCES;
 	if (prot & PROT_EXEC) // a map's anon inode lives on a noexec file system
 		return -EPERM;
-	bool ring = is_ringbuf(map);
-	if (!map->ops->map_mmapable && !ring)
+	const bpf_map_ops *ops = map->ops;
+	if (!ops->map_mmapable && !ops->map_mmap)
 		return -ENOTSUPP;
 	// do_mmap() makes a shared mapping of a file not open for writing a non-shared one,
 	// which the map then refuses.
@@ -179,9 +178,9 @@ int check_map_mmap(bpf_map *map, unsigned denied, size_t len, int prot, int flag
 		return -EPERM;
 	if (write && (map->map_flags & uapi::BPF_F_RDONLY_PROG))
 		return -EACCES;
-	if (ring)
-		return off < 0 ? -EINVAL : ringbuf_mmap_check(map, write, len, static_cast<size_t>(off));
-	if (!map->ops->map_mmapable(map))
+	if (ops->map_mmap_check)
+		return off < 0 ? -EINVAL : ops->map_mmap_check(map, write, len, static_cast<size_t>(off));
+	if (!ops->map_mmapable(map))
 		return -EINVAL;
 	// Only the values may be mapped, not the header page behind them.
 	size_t pages = (len + PAGE_SIZE - 1) / PAGE_SIZE;
@@ -194,34 +193,6 @@ void *fail(int err)
 {
 	errno = -err;
 	return MAP_FAILED;
-}
-
-// A ring's fd maps as the kernel's ring does: its pages [consumer][producer][data][data
-// again], where the file has the data once. A mapping that crosses into the second copy
-// is made of two pieces in one reserved range.
-void *ring_mmap(bpf_map *map, void *addr, size_t len, int prot, int flags, int fd, off_t off)
-{
-	size_t first_copy_end = 2 * PAGE_SIZE + map->max_entries; // in the ring's page space
-	size_t start = static_cast<size_t>(off), end = start + page_end(0, len);
-	size_t data_len = map->max_entries;
-	if (end <= first_copy_end)
-		return raw_mmap(addr, len, prot, flags, fd, off);
-	if (start >= first_copy_end)
-		return raw_mmap(addr, len, prot, flags, fd, static_cast<off_t>(start - data_len));
-	void *p = raw_mmap(addr, end - start, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)), -1, 0);
-	if (p == MAP_FAILED)
-		return p;
-	char *base = static_cast<char *>(p);
-	size_t head = first_copy_end - start;
-	int fixed = (flags & ~(MAP_FIXED_NOREPLACE)) | MAP_FIXED;
-	if (raw_mmap(base, head, prot, fixed, fd, off) == MAP_FAILED ||
-	    raw_mmap(base + head, end - start - head, prot, fixed, fd, 2 * PAGE_SIZE) == MAP_FAILED) {
-		int e = errno;
-		syscall(SYS_munmap, p, end - start);
-		errno = e;
-		return MAP_FAILED;
-	}
-	return p;
 }
 
 // mmap() of a map fd that passed the checks: take the hold, map, record.
@@ -238,8 +209,8 @@ void *map_mmap_checked(bpf_map *map, void *addr, size_t len, int prot, int flags
 			return fail(-EPERM);
 		}
 	}
-	void *p = is_ringbuf(map) ? ring_mmap(map, addr, len, prot, flags, fd, off)
-				  : raw_mmap(addr, len, prot, flags, fd, off);
+	void *p = map->ops->map_mmap ? map->ops->map_mmap(map, addr, len, prot, flags, fd, off)
+				     : raw_mmap(addr, len, prot, flags, fd, off);
 	if (p == MAP_FAILED) {
 		int e = errno;
 		release_unneeded_holds();
