@@ -384,11 +384,50 @@ again:
 	return nullptr;
 }
 
+// bucket_find's common cases in few instructions, so that back-to-back lookups that miss
+// the cache overlap in the CPU: the first slot whose tag matches holds the key (a hit as
+// probe() judges one), or no tag matches and the bucket has no chain (a miss). Anything
+// else is not decided here.
+enum class quick_result { hit, miss, unsure };
+
+quick_result bucket_find_quick(bpf_htab *h, uint32_t b, uint64_t hash, const void *key, void *out,
+			       htab_elem **found)
+{
+	bucket *bk = &h->buckets[b];
+	uint8_t tag = tag_of(hash);
+	uint64_t m = match_bytes(bk->tagw[0].load(std::memory_order_acquire), tag);
+	uint32_t i = 0;
+	if (!m) {
+		uint64_t w1 = bk->tagw[1].load(std::memory_order_acquire);
+		m = match_bytes(w1 & 0xffffffffull, tag);
+		if (!m)
+			return w1 >> 32 == (NULLS_BIT | b) ? quick_result::miss : quick_result::unsure;
+		i = 8;
+	}
+	i += static_cast<uint32_t>(__builtin_ctzll(m)) / 8;
+	htab_elem *e = h->elem(bk->slot[i].load(std::memory_order_acquire));
+	uint32_t s = e->seq.load(std::memory_order_acquire);
+	if ((s & 1) || !elem_matches(h, e, hash, key))
+		return quick_result::unsure;
+	if (out)
+		copy_from_shared(out, h->elem_value(e), h->uvalue_size);
+	std::atomic_thread_fence(std::memory_order_acquire);
+	if (e->seq.load(std::memory_order_relaxed) != s)
+		return quick_result::unsure;
+	*found = e;
+	return quick_result::hit;
+}
+
 // Find key, copying its value to out when out is not null.
 htab_elem *htab_find(bpf_htab *h, const void *key, void *out)
 {
 	uint64_t hash = hash_key(key, h->key_size, h->seed);
-	return bucket_find(h, static_cast<uint32_t>(hash) & h->bucket_mask, hash, key, out);
+	uint32_t b = static_cast<uint32_t>(hash) & h->bucket_mask;
+	htab_elem *e = nullptr;
+	quick_result r = bucket_find_quick(h, b, hash, key, out, &e);
+	if (__builtin_expect(r != quick_result::unsure, 1))
+		return e;
+	return bucket_find(h, b, hash, key, out);
 }
 
 void *htab_map_lookup_elem(bpf_map *map, const void *key)
