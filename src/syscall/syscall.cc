@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fcntl.h>
+#include <memory>
 #include <net/if.h>
 #include <string>
 #include <sys/mman.h>
@@ -71,13 +72,13 @@ public:
 	explicit bounce(size_t n)
 	{
 		if (n > BOUNCE_STACK)
-			heap_.resize(n);
+			heap_.reset(new unsigned char[n]);
 	}
-	void *get() { return heap_.empty() ? static_cast<void *>(stack_) : heap_.data(); }
+	void *get() { return heap_ ? heap_.get() : stack_; }
 
 private:
 	alignas(8) unsigned char stack_[BOUNCE_STACK];
-	std::vector<unsigned char> heap_;
+	std::unique_ptr<unsigned char[]> heap_;
 };
 
 // The map behind an attr's map_fd, or nullptr with *err set.
@@ -298,7 +299,7 @@ struct elem_args {
 	uint64_t flags;
 };
 
-long map_lookup_elem(elem_args e)
+[[gnu::noinline]] long map_lookup_elem(elem_args e)
 {
 	if (e.flags & ~uapi::BPF_F_LOCK)
 		return -EINVAL;
@@ -328,7 +329,7 @@ long map_lookup_elem(elem_args e)
 	return copy_to_user(e.value, buf.get(), bpf_map_value_size(map));
 }
 
-long map_update_elem(elem_args e)
+[[gnu::noinline]] long map_update_elem(elem_args e)
 {
 	rcu_guard g;
 	int err;
@@ -349,7 +350,7 @@ long map_update_elem(elem_args e)
 	return map->ops->map_update_value(map, key, value, e.flags);
 }
 
-long map_delete_elem(elem_args e)
+[[gnu::noinline]] long map_delete_elem(elem_args e)
 {
 	rcu_guard g;
 	int err;
@@ -365,7 +366,7 @@ long map_delete_elem(elem_args e)
 	return map->ops->map_delete_elem(map, key);
 }
 
-long map_get_next_key(elem_args e)
+[[gnu::noinline]] long map_get_next_key(elem_args e)
 {
 	rcu_guard g;
 	int err;
@@ -387,7 +388,7 @@ long map_get_next_key(elem_args e)
 	return copy_to_user(e.value, buf.get(), map->key_size);
 }
 
-long map_lookup_and_delete_elem(elem_args e)
+[[gnu::noinline]] long map_lookup_and_delete_elem(elem_args e)
 {
 	if (e.flags & ~uapi::BPF_F_LOCK)
 		return -EINVAL;
@@ -598,18 +599,26 @@ template <typename T> T load_user(const unsigned char *u, size_t off)
 	return v;
 }
 
+long elem_command(int cmd, size_t end, const unsigned char *u, size_t n);
+
+// An element command's attr shorter than its fields: the missing ones are zero.
+[[gnu::noinline]] long elem_command_short(int cmd, size_t end, const unsigned char *u, size_t n)
+{
+	bpf_attr attr;
+	memset(&attr, 0, sizeof(attr));
+	if (n)
+		memcpy(&attr, u, n);
+	return elem_command(cmd, end, attr.raw, sizeof(attr));
+}
+
 // Element commands: the fields are loaded one by one from the caller's attr (n bytes of
-// it are readable), and must be followed by zeros up to the kernel's attr size.
+// it are readable), and must be followed by zeros up to the kernel's attr size. The
+// checks keep no stack frame: each command is reached by a tail call, so that a lookup
+// costs few instructions and stores and back-to-back lookups overlap their cache misses.
 long elem_command(int cmd, size_t end, const unsigned char *u, size_t n)
 {
-	if (n < sizeof(uapi::elem_attr)) {
-		// Short attr: the missing fields are zero.
-		bpf_attr attr;
-		memset(&attr, 0, sizeof(attr));
-		if (n)
-			memcpy(&attr, u, n);
-		return elem_command(cmd, end, attr.raw, sizeof(attr));
-	}
+	if (n < sizeof(uapi::elem_attr))
+		return elem_command_short(cmd, end, u, n);
 	elem_args e{load_user<uint32_t>(u, offsetof(uapi::elem_attr, map_fd)),
 		    load_user<uint64_t>(u, offsetof(uapi::elem_attr, key)),
 		    load_user<uint64_t>(u, offsetof(uapi::elem_attr, value)),
@@ -619,6 +628,25 @@ long elem_command(int cmd, size_t end, const unsigned char *u, size_t n)
 	for (size_t i = sizeof(uapi::elem_attr); i < n && !tail; i++)
 		tail = u[i] != 0;
 	return tail ? -EINVAL : elem_dispatch(cmd, e);
+}
+
+// Every other command works on a zero-extended copy of the caller's attr.
+[[gnu::noinline]] long attr_command(int cmd, void *uattr, unsigned int size, size_t n)
+{
+	bpf_attr attr;
+	memset(&attr, 0, sizeof(attr));
+	if (n)
+		memcpy(&attr, uattr, n);
+	long ret = dispatch(cmd, attr, uattr, size);
+	// info_len goes back into the caller's attr whatever size the caller gave, as the
+	// kernel's put_user() does.
+	if (ret == 0 && cmd == uapi::OBJ_GET_INFO_BY_FD)
+		memcpy(static_cast<unsigned char *>(uattr) + offsetof(uapi::info_attr, info_len),
+		       &attr.info.info_len, sizeof(uint32_t));
+	if (ret == 0 && (cmd == uapi::MAP_GET_NEXT_ID || cmd == uapi::BTF_GET_NEXT_ID))
+		memcpy(static_cast<unsigned char *>(uattr) + offsetof(uapi::id_attr, next_id),
+		       &attr.id.next_id, sizeof(uint32_t));
+	return ret;
 }
 
 } // namespace
@@ -636,20 +664,7 @@ long sys_bpf(int cmd, void *uattr, unsigned int size)
 	size_t n = std::min<size_t>(size, sizeof(bpf_attr));
 	if (size_t end = elem_cmd_end(cmd))
 		return elem_command(cmd, end, u, n);
-	bpf_attr attr;
-	memset(&attr, 0, sizeof(attr));
-	if (n)
-		memcpy(&attr, u, n);
-	long ret = dispatch(cmd, attr, uattr, size);
-	// info_len goes back into the caller's attr whatever size the caller gave, as the
-	// kernel's put_user() does.
-	if (ret == 0 && cmd == uapi::OBJ_GET_INFO_BY_FD)
-		memcpy(static_cast<unsigned char *>(uattr) + offsetof(uapi::info_attr, info_len),
-		       &attr.info.info_len, sizeof(uint32_t));
-	if (ret == 0 && (cmd == uapi::MAP_GET_NEXT_ID || cmd == uapi::BTF_GET_NEXT_ID))
-		memcpy(static_cast<unsigned char *>(uattr) + offsetof(uapi::id_attr, next_id),
-		       &attr.id.next_id, sizeof(uint32_t));
-	return ret;
+	return attr_command(cmd, uattr, size, n);
 }
 
 bool fd_is_map(int fd)

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/shmem.h"
 #include "uapi/bpf_uapi.h"
 
 namespace bpfmap {
@@ -20,6 +21,7 @@ inline int copy_to_user(uint64_t uptr, const void *src, size_t n)
 	void *dst = user_ptr(uptr);
 	if (bad_user_ptr(dst))
 		return -EFAULT;
+	BPFMAP_SMALL_SIZES(n, memcpy(dst, src, k); return 0)
 	memcpy(dst, src, n);
 	return 0;
 }
@@ -29,6 +31,7 @@ inline int copy_from_user(void *dst, uint64_t uptr, size_t n)
 	const void *src = user_ptr(uptr);
 	if (bad_user_ptr(src))
 		return -EFAULT;
+	BPFMAP_SMALL_SIZES(n, memcpy(dst, src, k); return 0)
 	memcpy(dst, src, n);
 	return 0;
 }
