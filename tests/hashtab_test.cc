@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <set>
+#include <sys/stat.h>
 #include <vector>
 
 #include "core/hash.h"
@@ -85,6 +86,65 @@ TEST_F(HashTest, NoPreallocBehavesTheSame)
 	uint32_t k = 100;
 	EXPECT_EQ(update(fd, &k, &v), -E2BIG);
 	EXPECT_EQ(keys().size(), 100u);
+}
+
+// A preallocated map takes each key's element near where its hash says (its homes) when
+// it can, anywhere else when not: round after round of filling and emptying, every one of
+// max_entries keys finds a place, the next one does not, and every key reads back its own
+// value, whatever the placement.
+TEST_F(HashTest, PoolServesFullCapacityRoundAfterRound)
+{
+	const uint32_t max = 1000;
+	make(4, 8, max);
+	for (uint32_t round = 0; round < 20; round++) {
+		uint32_t base = round * 7919; // different keys, so different homes, each round
+		for (uint32_t i = 0; i < max; i++) {
+			uint32_t k = base + i;
+			uint64_t v = static_cast<uint64_t>(k) << 20 | round;
+			ASSERT_EQ(update(fd, &k, &v), 0) << "round " << round << " key " << i;
+		}
+		uint32_t extra = base + max;
+		uint64_t v = 0, out = 0;
+		ASSERT_EQ(update(fd, &extra, &v), -E2BIG) << "round " << round;
+		// Replacing keys in the full map takes the spares, then gives the old elements back.
+		for (uint32_t i = 0; i < max; i += 3) {
+			uint32_t k = base + i;
+			v = static_cast<uint64_t>(k) << 20 | round;
+			ASSERT_EQ(update(fd, &k, &v, u::BPF_EXIST), 0);
+		}
+		for (uint32_t i = 0; i < max; i++) {
+			uint32_t k = base + i;
+			ASSERT_EQ(lookup(fd, &k, &out), 0);
+			ASSERT_EQ(out, static_cast<uint64_t>(k) << 20 | round);
+		}
+		// Empty it in an order unrelated to the insertion order.
+		for (uint32_t i = 0; i < max; i++) {
+			uint32_t k = base + (i * 389) % max;
+			ASSERT_EQ(del(fd, &k), 0);
+		}
+		ASSERT_TRUE(keys().empty());
+	}
+}
+
+// BPF_F_NO_PREALLOC: elements are taken lowest first, so the memory a map holds grows with
+// its keys instead of being touched all over by the first few.
+TEST_F(HashTest, NoPreallocMemoryGrowsWithTheKeys)
+{
+	const uint32_t max = 1u << 20, n = 20000;
+	make(4, 8, max, u::BPF_F_NO_PREALLOC);
+	struct stat before{}, after{};
+	ASSERT_EQ(fstat(fd, &before), 0);
+	for (uint32_t k = 0; k < n; k++) {
+		uint64_t v = k;
+		ASSERT_EQ(update(fd, &k, &v), 0);
+	}
+	ASSERT_EQ(fstat(fd, &after), 0);
+	int64_t grown = (after.st_blocks - before.st_blocks) * 512;
+	// 20000 elements of 32 bytes fill 160 pages; spread over the million-element pool they
+	// would have touched nearly all of its 8192.
+	EXPECT_LT(grown, 4 << 20) << "committed " << grown << " bytes for " << n << " keys";
+	EXPECT_LT(static_cast<int64_t>(before.st_blocks) * 512, after.st_size / 2)
+		<< "a fresh map is committed already";
 }
 
 TEST_F(HashTest, GetNextKeyVisitsEveryKeyOnceAndRestartsOnMissingKey)

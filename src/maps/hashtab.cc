@@ -3,16 +3,24 @@
 // Layout of the data area (offsets recorded in struct htab_ctl):
 //
 //   [ locks: n_locks x shared_lock ][ buckets: n_buckets x 64 B ][ elems: n_elems x elem_size ]
+//   [ used: one bit per element ]
 //
 // A bucket is one cache line: 12 one-byte tags (0 = empty slot, else 0x80 | top hash bits),
 // the head of an overflow chain, and 12 element indices. A lookup hashes the key, reads the
 // bucket's tags with two loads, compares the full key only in elements whose tag matches,
 // and walks the overflow chain only when a bucket ever held more than 12 keys.
 //
-// Elements come from a fixed pool of max_entries + n_locks elements: a lock-free free list
-// plus a bump index over never-used elements (so BPF_F_NO_PREALLOC touches memory only as
-// elements are first used). The n_locks spares let every bucket lock holder replace an
-// existing key even when the map is full, as the kernel's extra_elems do.
+// Elements come from a fixed pool with one "used" bit each, taken and given back by atomic
+// bit operations. The pool holds max_entries + n_locks elements: the n_locks spares let
+// every bucket lock holder replace an existing key even when the map is full, as the
+// kernel's extra_elems do. Free elements are taken lowest first, so BPF_F_NO_PREALLOC
+// touches memory only as the map grows.
+//
+// Homes. A lookup in a big map pays two dependent cache misses, the bucket and then the
+// element. A preallocated HASH map therefore has a larger pool (1.5 x max_entries +
+// n_locks) in which every key has two home groups of elements, picked by its hash: an
+// insert takes an element in one of them when it can, and a lookup prefetches both while it
+// reads the bucket, so most lookups wait for one miss. Placement never moves a live element.
 //
 // Concurrency contract:
 // - Writers (update, delete, lookup_and_delete) hold the bucket's lock (striped by bucket
@@ -25,11 +33,11 @@
 //   kernel helper does; like the kernel's preallocated maps, a concurrent delete may let
 //   the element be reused under the caller.
 // - Chains end in a "nulls" marker naming their bucket; a reader that was carried into
-//   another chain (or the free list) by a reused element sees the wrong marker and restarts.
+//   another chain by a reused element sees the wrong marker and restarts.
 // - A writer that dies at any instruction leaves every bucket consistent; at worst one
 //   element it took from the pool is unaccounted for, and the live count one too high. The
 //   next writer to take that lock sees the owner died and flags an audit: with every lock
-//   held, the free list and the count are rebuilt from what the buckets hold.
+//   held, the used bits and the count are rebuilt from what the buckets hold.
 //
 // PERCPU_HASH: an element's value is one round_up(value_size, 8) slot per CPU slot (see
 // core/percpu.h). As in the kernel, an update of a key that exists writes its value in
@@ -63,7 +71,6 @@ namespace {
 
 constexpr uint32_t SLOTS = 12;
 constexpr uint32_t NULLS_BIT = 0x80000000u;
-constexpr uint32_t NIL = 0xffffffffu; // end of the free list; never a bucket's marker
 constexpr uint32_t MAX_LOCKS = 1024;
 constexpr uint32_t KEYS_PER_BUCKET = 6; // sizing: average load between 3 and 6 of 12
 // The kernel's limits: an element (its 48-byte header, key and value) must fit one
@@ -84,7 +91,7 @@ static_assert(sizeof(bucket) == 64);
 
 struct htab_elem {
 	std::atomic<uint32_t> seq;
-	std::atomic<uint32_t> next; // overflow chain or free list
+	std::atomic<uint32_t> next; // overflow chain
 	std::atomic<uint32_t> hash; // low 32 bits of the key's hash
 	std::atomic<uint8_t> lru_ref; // LRU maps: the reference bit (core/lru_list.h)
 	uint8_t pad[3];
@@ -109,8 +116,10 @@ struct htab_ctl {
 	uint32_t n_elems;
 	uint32_t elem_size;
 	uint64_t lru_off; // LRU maps: the LRU lists (core/lru_list.h) behind the elements
-	alignas(64) std::atomic<uint64_t> free_head; // (aba << 32) | index
-	alignas(64) std::atomic<uint32_t> bump;
+	uint64_t used_off; // the pool's used bits (not for LRU maps: the LRU owns free elements)
+	uint32_t n_groups; // home groups (0: the map places elements without homes)
+	uint32_t group_elems; // elements in a home group
+	alignas(64) std::atomic<uint32_t> scan_hint; // a word of used bits that may have a zero
 	alignas(64) std::atomic<uint32_t> count;
 	std::atomic<uint32_t> needs_audit; // a writer died holding a bucket lock
 };
@@ -120,6 +129,10 @@ struct bpf_htab : bpf_map {
 	shared_lock *locks = nullptr;
 	bucket *buckets = nullptr;
 	char *elems = nullptr;
+	std::atomic<uint64_t> *used = nullptr;
+	uint32_t n_used_words = 0;
+	uint32_t n_groups = 0;
+	uint32_t group_elems = 0;
 	uint64_t seed = 0;
 	uint32_t bucket_mask = 0;
 	uint32_t lock_mask = 0;
@@ -188,35 +201,84 @@ thread_local std::vector<uint32_t> lru_unlinked;
 
 // ---- element pool --------------------------------------------------------------------
 
-htab_elem *pool_pop(bpf_htab *h)
+uint32_t used_words(uint32_t n_elems) { return (n_elems + 63) / 64; }
+
+// Take element idx if it is free.
+bool pool_take(bpf_htab *h, uint32_t idx)
 {
-	htab_ctl *c = h->ctl_;
-	uint64_t head = c->free_head.load(std::memory_order_acquire);
-	while (static_cast<uint32_t>(head) != NIL) {
-		uint32_t idx = static_cast<uint32_t>(head);
-		uint32_t next = h->elem(idx)->next.load(std::memory_order_relaxed);
-		uint64_t fresh = ((head >> 32) + 1) << 32 | next;
-		if (c->free_head.compare_exchange_weak(head, fresh, std::memory_order_acquire))
-			return h->elem(idx);
+	std::atomic<uint64_t> &w = h->used[idx / 64];
+	uint64_t bit = 1ull << (idx % 64);
+	if (w.load(std::memory_order_relaxed) & bit)
+		return false;
+	return !(w.fetch_or(bit, std::memory_order_acquire) & bit);
+}
+
+// Take the lowest free element of the first word from the scan hint on that has one.
+htab_elem *pool_take_any(bpf_htab *h)
+{
+	std::atomic<uint32_t> &hint = h->ctl_->scan_hint;
+	uint32_t start = hint.load(std::memory_order_relaxed);
+	if (start >= h->n_used_words)
+		start = 0;
+	for (uint32_t k = 0; k < h->n_used_words; k++) {
+		uint32_t i = start + k < h->n_used_words ? start + k : start + k - h->n_used_words;
+		std::atomic<uint64_t> &w = h->used[i];
+		uint64_t v = w.load(std::memory_order_relaxed);
+		while (v != ~0ull) {
+			uint64_t bit = ~v & (v + 1);
+			v = w.fetch_or(bit, std::memory_order_acquire);
+			if (v & bit)
+				continue;
+			if (i != start)
+				hint.store(i, std::memory_order_relaxed);
+			return h->elem(i * 64 + static_cast<uint32_t>(__builtin_ctzll(bit)));
+		}
 	}
-	uint32_t b = c->bump.load(std::memory_order_relaxed);
-	while (b < h->n_elems)
-		if (c->bump.compare_exchange_weak(b, b + 1, std::memory_order_relaxed))
-			return h->elem(b);
 	return nullptr;
+}
+
+// The first element of one of the two home groups of a key with this hash. The bucket
+// index comes from the hash's low bits; the homes come from others.
+uint32_t home_first(const bpf_htab *h, uint64_t hash, int which)
+{
+	uint32_t x = which ? static_cast<uint32_t>((hash * 0x9e3779b97f4a7c15ull) >> 32)
+			   : static_cast<uint32_t>(hash >> 27);
+	return static_cast<uint32_t>((static_cast<uint64_t>(x) * h->n_groups) >> 32) * h->group_elems;
+}
+
+// Start loading a key's home groups into the cache. Always inlined: GCC deems a function
+// made of prefetches free of effects and drops calls to it.
+[[gnu::always_inline]] inline void prefetch_homes(const bpf_htab *h, uint64_t hash)
+{
+	size_t span = std::min<size_t>(static_cast<size_t>(h->group_elems) * h->elem_size, 128);
+	for (int which = 0; which < 2; which++) {
+		const char *p = h->elems + static_cast<size_t>(home_first(h, hash, which)) * h->elem_size;
+		__builtin_prefetch(p);
+		if ((reinterpret_cast<uintptr_t>(p) ^ reinterpret_cast<uintptr_t>(p + span - 1)) >> 6)
+			__builtin_prefetch(p + span - 1);
+	}
+}
+
+// A free element for a key with this hash: in one of its homes if one has room.
+htab_elem *pool_pop(bpf_htab *h, uint64_t hash)
+{
+	for (int which = 0; which < 2 && h->n_groups; which++) {
+		uint32_t first = home_first(h, hash, which);
+		for (uint32_t idx = first; idx < first + h->group_elems; idx++)
+			if (pool_take(h, idx))
+				return h->elem(idx);
+	}
+	return pool_take_any(h);
 }
 
 void pool_push(bpf_htab *h, htab_elem *e)
 {
-	htab_ctl *c = h->ctl_;
 	uint32_t idx = h->index_of(e);
-	uint64_t head = c->free_head.load(std::memory_order_relaxed);
-	for (;;) {
-		e->next.store(static_cast<uint32_t>(head), std::memory_order_relaxed);
-		uint64_t fresh = ((head >> 32) + 1) << 32 | idx;
-		if (c->free_head.compare_exchange_weak(head, fresh, std::memory_order_release))
-			return;
-	}
+	h->used[idx / 64].fetch_and(~(1ull << (idx % 64)), std::memory_order_release);
+	// Keep allocation low: the hint may only have moved past this word.
+	std::atomic<uint32_t> &hint = h->ctl_->scan_hint;
+	if (idx / 64 < hint.load(std::memory_order_relaxed))
+		hint.store(idx / 64, std::memory_order_relaxed);
 }
 
 bool count_inc_below_max(bpf_htab *h)
@@ -423,6 +485,8 @@ htab_elem *htab_find(bpf_htab *h, const void *key, void *out)
 {
 	uint64_t hash = hash_key(key, h->key_size, h->seed);
 	uint32_t b = static_cast<uint32_t>(hash) & h->bucket_mask;
+	if (h->n_groups)
+		prefetch_homes(h, hash);
 	htab_elem *e = nullptr;
 	quick_result r = bucket_find_quick(h, b, hash, key, out, &e);
 	if (__builtin_expect(r != quick_result::unsure, 1))
@@ -589,7 +653,7 @@ int update_locked(bpf_htab *h, bucket *bk, uint64_t hash, const void *key, value
 	}
 	if (!p.e && !count_inc_below_max(h))
 		return -E2BIG;
-	htab_elem *e = pool_pop(h);
+	htab_elem *e = pool_pop(h, hash);
 	if (!e) {
 		// Only reachable while elements stranded by a dead writer await the audit.
 		if (!p.e)
@@ -607,16 +671,16 @@ int update_locked(bpf_htab *h, bucket *bk, uint64_t hash, const void *key, value
 	return 0;
 }
 
-// Rebuild the free list and the live count from the buckets, with every lock held so that
-// no element is in a writer's hands. Safe to die in: the new free list is linked through
-// free elements only and published with one store, and the flag stays set until the end.
+// Rebuild the used bits and the live count from the buckets, with every lock held so that
+// no element is in a writer's hands. Safe to die in: a used bit is only ever cleared for an
+// element no bucket holds, and the flag stays set until the end.
 void htab_audit(bpf_htab *h)
 {
 	htab_ctl *c = h->ctl_;
 	for (uint32_t i = 0; i <= h->lock_mask; i++)
 		h->locks[i].lock();
 	if (c->needs_audit.load(std::memory_order_relaxed)) {
-		uint32_t used = h->is_lru ? h->n_elems : std::min(c->bump.load(std::memory_order_relaxed), h->n_elems);
+		uint32_t used = h->n_elems;
 		std::vector<bool> live(used);
 		uint32_t count = 0;
 		auto mark = [&](uint32_t idx) {
@@ -644,17 +708,14 @@ void htab_audit(bpf_htab *h)
 			}
 		}
 		// An LRU map's free elements are the LRU's: it keeps its own lists.
-		if (!h->is_lru) {
-			uint32_t head = NIL;
-			for (uint32_t idx = 0; idx < used; idx++) {
-				if (live[idx])
-					continue;
-				h->elem(idx)->next.store(head, std::memory_order_relaxed);
-				head = idx;
-			}
-			uint64_t old = c->free_head.load(std::memory_order_relaxed);
-			c->free_head.store(((old >> 32) + 1) << 32 | head, std::memory_order_release);
+		for (uint32_t i = 0; i < h->n_used_words; i++) {
+			uint64_t bits = 0;
+			for (uint32_t j = 0; j < 64; j++)
+				if (i * 64 + j >= used || live[i * 64 + j])
+					bits |= 1ull << j;
+			h->used[i].store(bits, std::memory_order_relaxed);
 		}
+		c->scan_hint.store(0, std::memory_order_relaxed);
 		c->count.store(count, std::memory_order_relaxed);
 		c->needs_audit.store(0, std::memory_order_release);
 	}
@@ -1293,8 +1354,8 @@ int htab_map_lookup_and_delete_batch(bpf_map *map, const uapi::batch_attr &attr,
 // ---- creation ------------------------------------------------------------------------
 
 struct htab_geometry {
-	uint32_t max_entries, n_buckets, n_locks, n_elems, elem_size;
-	uint64_t locks_off, buckets_off, elems_off, lru_off, size;
+	uint32_t max_entries, n_buckets, n_locks, n_elems, elem_size, n_groups, group_elems;
+	uint64_t locks_off, buckets_off, elems_off, used_off, lru_off, size;
 };
 
 bool is_percpu(uint32_t map_type)
@@ -1331,10 +1392,20 @@ htab_geometry geometry(const uapi::map_create_attr &attr, uint32_t nr_cpus)
 	g.n_elems = g.max_entries + (percpu || lru ? 0 : g.n_locks);
 	g.elem_size = static_cast<uint32_t>(sizeof(htab_elem) + round_up(attr.key_size, 8) +
 					    round_up(attr.value_size, 8) * (percpu ? nr_cpus : 1));
+	// Homes: a group is the elements of one cache line when two or more fit, else one.
+	g.n_groups = g.group_elems = 0;
+	if (!percpu && !lru && !(attr.map_flags & uapi::BPF_F_NO_PREALLOC)) {
+		g.group_elems = g.elem_size <= 32 ? 64 / g.elem_size : 1;
+		g.n_groups = (g.n_elems + g.max_entries / 2) / g.group_elems;
+		g.n_elems = g.n_groups * g.group_elems;
+	}
 	g.locks_off = 0;
 	g.buckets_off = round_up(g.n_locks * sizeof(shared_lock), 64);
 	g.elems_off = g.buckets_off + static_cast<uint64_t>(g.n_buckets) * sizeof(bucket);
 	g.size = g.elems_off + static_cast<uint64_t>(g.n_elems) * g.elem_size;
+	g.used_off = round_up(g.size, 64);
+	if (!lru)
+		g.size = g.used_off + static_cast<uint64_t>(used_words(g.n_elems)) * 8;
 	g.lru_off = 0;
 	if (lru) {
 		g.lru_off = round_up(g.size, 64);
@@ -1382,6 +1453,10 @@ void htab_map_attach(bpf_map *map)
 	h->locks = reinterpret_cast<shared_lock *>(map->data + c->locks_off);
 	h->buckets = reinterpret_cast<bucket *>(map->data + c->buckets_off);
 	h->elems = map->data + c->elems_off;
+	h->used = reinterpret_cast<std::atomic<uint64_t> *>(map->data + c->used_off);
+	h->n_used_words = is_lru(map->map_type) ? 0 : used_words(c->n_elems);
+	h->n_groups = c->n_groups;
+	h->group_elems = c->group_elems;
 	h->seed = c->seed;
 	h->bucket_mask = c->n_buckets - 1;
 	h->lock_mask = c->n_locks - 1;
@@ -1421,7 +1496,15 @@ void htab_map_init(bpf_map *map)
 	c->n_locks = g.n_locks;
 	c->n_elems = g.n_elems;
 	c->elem_size = g.elem_size;
-	c->free_head.store(NIL, std::memory_order_relaxed);
+	c->used_off = g.used_off;
+	c->n_groups = g.n_groups;
+	c->group_elems = g.group_elems;
+	if (!is_lru(map->map_type) && g.n_elems % 64) {
+		// The bits past the last element read as taken.
+		auto *last = reinterpret_cast<std::atomic<uint64_t> *>(map->data + g.used_off) +
+			     used_words(g.n_elems) - 1;
+		last->store(~0ull << (g.n_elems % 64), std::memory_order_relaxed);
+	}
 	auto *locks = reinterpret_cast<shared_lock *>(map->data + g.locks_off);
 	for (uint32_t i = 0; i < g.n_locks; i++)
 		locks[i].init();
