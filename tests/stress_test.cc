@@ -203,6 +203,58 @@ TEST(Stress, DisjointWritersLoseNothing)
 	close(fd);
 }
 
+// Threads fill and empty a map whose pool has no element to spare (a per-CPU hash: exactly
+// max_entries elements; a NO_PREALLOC hash: a few spares), each over its own keys, so the
+// pool's words of used bits keep turning full and free under concurrent takers and
+// give-backs. A free element the pool lost track of would show as a map that cannot be
+// filled to max_entries afterwards.
+void churn_then_fill(uint32_t type, uint32_t flags)
+{
+	const uint32_t threads_n = 4, per_thread = 1024, max = threads_n * per_thread;
+	int fd = map_create(type, 4, 8, max, flags);
+	ASSERT_GE(fd, 0);
+	std::vector<unsigned char> value(8 * 1024, 1); // room for every possible CPU's value
+	std::atomic<long> errors{0};
+	std::vector<std::thread> threads;
+	for (uint32_t t = 0; t < threads_n; t++)
+		threads.emplace_back([&, t] {
+			std::mt19937 rng(t);
+			for (int round = 0; round < 20 * SCALE; round++) {
+				// Fill this thread's share completely, then free a random part of it.
+				for (uint32_t i = 0; i < per_thread; i++) {
+					uint32_t k = t * per_thread + i;
+					long r = update(fd, &k, value.data());
+					errors += r != 0 && r != -EEXIST;
+				}
+				for (uint32_t i = 0; i < per_thread; i++) {
+					uint32_t k = t * per_thread + i;
+					if (rng() % 3 == 0)
+						errors += del(fd, &k) != 0;
+				}
+			}
+		});
+	for (auto &t : threads)
+		t.join();
+	EXPECT_EQ(errors.load(), 0);
+	for (uint32_t k = 0; k < max; k++)
+		del(fd, &k);
+	for (uint32_t k = 0; k < max; k++)
+		ASSERT_EQ(update(fd, &k, value.data()), 0) << "capacity lost at key " << k;
+	uint32_t extra = max;
+	EXPECT_EQ(update(fd, &extra, value.data()), -E2BIG);
+	close(fd);
+}
+
+TEST(Stress, PercpuPoolNeverLosesAFreeElement)
+{
+	churn_then_fill(u::MAP_TYPE_PERCPU_HASH, 0);
+}
+
+TEST(Stress, NoPreallocPoolNeverLosesAFreeElement)
+{
+	churn_then_fill(u::MAP_TYPE_HASH, u::BPF_F_NO_PREALLOC);
+}
+
 // One thread drains with LOOKUP_AND_DELETE_BATCH while others insert: every key comes out
 // exactly once (nothing lost, nothing doubled) and with the value it went in with.
 TEST(Stress, BatchDrainRacingWritersTakesEachKeyOnce)

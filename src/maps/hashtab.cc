@@ -3,7 +3,7 @@
 // Layout of the data area (offsets recorded in struct htab_ctl):
 //
 //   [ locks: n_locks x shared_lock ][ buckets: n_buckets x 64 B ][ elems: n_elems x elem_size ]
-//   [ used: one bit per element ]
+//   [ used: one bit per element ][ full: one bit per word of used bits ]
 //
 // A bucket is one cache line: 12 one-byte tags (0 = empty slot, else 0x80 | top hash bits),
 // the head of an overflow chain, and 12 element indices. A lookup hashes the key, reads the
@@ -11,10 +11,11 @@
 // and walks the overflow chain only when a bucket ever held more than 12 keys.
 //
 // Elements come from a fixed pool with one "used" bit each, taken and given back by atomic
-// bit operations. The pool holds max_entries + n_locks elements: the n_locks spares let
-// every bucket lock holder replace an existing key even when the map is full, as the
-// kernel's extra_elems do. Free elements are taken lowest first, so BPF_F_NO_PREALLOC
-// touches memory only as the map grows.
+// bit operations; a second level says which words of used bits are full, so a search for
+// a free element skips 4096 taken ones per load. The pool holds max_entries + n_locks
+// elements: the n_locks spares let every bucket lock holder replace an existing key even
+// when the map is full, as the kernel's extra_elems do. Free elements are taken lowest
+// first, so BPF_F_NO_PREALLOC touches memory only as the map grows.
 //
 // Homes. A lookup in a big map pays two dependent cache misses, the bucket and then the
 // element. A preallocated HASH map therefore has a larger pool (1.5 x max_entries +
@@ -117,9 +118,9 @@ struct htab_ctl {
 	uint32_t elem_size;
 	uint64_t lru_off; // LRU maps: the LRU lists (core/lru_list.h) behind the elements
 	uint64_t used_off; // the pool's used bits (not for LRU maps: the LRU owns free elements)
+	uint64_t full_off; // which words of used bits are full
 	uint32_t n_groups; // home groups (0: the map places elements without homes)
 	uint32_t group_elems; // elements in a home group
-	alignas(64) std::atomic<uint32_t> scan_hint; // a word of used bits that may have a zero
 	alignas(64) std::atomic<uint32_t> count;
 	std::atomic<uint32_t> needs_audit; // a writer died holding a bucket lock
 };
@@ -130,7 +131,9 @@ struct bpf_htab : bpf_map {
 	bucket *buckets = nullptr;
 	char *elems = nullptr;
 	std::atomic<uint64_t> *used = nullptr;
+	std::atomic<uint64_t> *full = nullptr;
 	uint32_t n_used_words = 0;
+	uint32_t n_full_words = 0;
 	uint32_t n_groups = 0;
 	uint32_t group_elems = 0;
 	uint64_t seed = 0;
@@ -203,6 +206,18 @@ thread_local std::vector<uint32_t> lru_unlinked;
 
 uint32_t used_words(uint32_t n_elems) { return (n_elems + 63) / 64; }
 
+// Say in the second level that word i of used bits is full. A give-back that raced with us
+// may have freed a bit before we set ours: look again, and undo if so. (A give-back after
+// our look finds the word was full and clears the bit itself.)
+void mark_full(bpf_htab *h, uint32_t i)
+{
+	std::atomic<uint64_t> &f = h->full[i / 64];
+	uint64_t bit = 1ull << (i % 64);
+	f.fetch_or(bit, std::memory_order_seq_cst);
+	if (h->used[i].load(std::memory_order_seq_cst) != ~0ull)
+		f.fetch_and(~bit, std::memory_order_seq_cst);
+}
+
 // Take element idx if it is free.
 bool pool_take(bpf_htab *h, uint32_t idx)
 {
@@ -210,28 +225,43 @@ bool pool_take(bpf_htab *h, uint32_t idx)
 	uint64_t bit = 1ull << (idx % 64);
 	if (w.load(std::memory_order_relaxed) & bit)
 		return false;
-	return !(w.fetch_or(bit, std::memory_order_acquire) & bit);
+	uint64_t old = w.fetch_or(bit, std::memory_order_seq_cst);
+	if (old & bit)
+		return false;
+	if ((old | bit) == ~0ull)
+		mark_full(h, idx / 64);
+	return true;
 }
 
-// Take the lowest free element of the first word from the scan hint on that has one.
-htab_elem *pool_take_any(bpf_htab *h)
+// Take the lowest free element of word i of used bits, if it has one.
+htab_elem *pool_take_in_word(bpf_htab *h, uint32_t i)
 {
-	std::atomic<uint32_t> &hint = h->ctl_->scan_hint;
-	uint32_t start = hint.load(std::memory_order_relaxed);
-	if (start >= h->n_used_words)
-		start = 0;
-	for (uint32_t k = 0; k < h->n_used_words; k++) {
-		uint32_t i = start + k < h->n_used_words ? start + k : start + k - h->n_used_words;
-		std::atomic<uint64_t> &w = h->used[i];
-		uint64_t v = w.load(std::memory_order_relaxed);
+	std::atomic<uint64_t> &w = h->used[i];
+	uint64_t v = w.load(std::memory_order_relaxed);
+	while (v != ~0ull) {
+		uint64_t bit = ~v & (v + 1);
+		v = w.fetch_or(bit, std::memory_order_seq_cst);
+		if (v & bit)
+			continue;
+		if ((v | bit) == ~0ull)
+			mark_full(h, i);
+		return h->elem(i * 64 + static_cast<uint32_t>(__builtin_ctzll(bit)));
+	}
+	mark_full(h, i);
+	return nullptr;
+}
+
+// Take a free element, searching from word `start` of the second level on.
+htab_elem *pool_take_any(bpf_htab *h, uint32_t start)
+{
+	for (uint32_t k = 0; k < h->n_full_words; k++) {
+		uint32_t f = start + k < h->n_full_words ? start + k : start + k - h->n_full_words;
+		uint64_t v = h->full[f].load(std::memory_order_relaxed);
 		while (v != ~0ull) {
-			uint64_t bit = ~v & (v + 1);
-			v = w.fetch_or(bit, std::memory_order_acquire);
-			if (v & bit)
-				continue;
-			if (i != start)
-				hint.store(i, std::memory_order_relaxed);
-			return h->elem(i * 64 + static_cast<uint32_t>(__builtin_ctzll(bit)));
+			uint32_t i = f * 64 + static_cast<uint32_t>(__builtin_ctzll(~v));
+			if (htab_elem *e = pool_take_in_word(h, i))
+				return e;
+			v |= 1ull << (i % 64);
 		}
 	}
 	return nullptr;
@@ -246,39 +276,42 @@ uint32_t home_first(const bpf_htab *h, uint64_t hash, int which)
 	return static_cast<uint32_t>((static_cast<uint64_t>(x) * h->n_groups) >> 32) * h->group_elems;
 }
 
-// Start loading a key's home groups into the cache. Always inlined: GCC deems a function
+// Start loading a key's home groups into the cache: to read them (a lookup), or to write
+// one (an update, which fills its new element there). Always inlined: GCC deems a function
 // made of prefetches free of effects and drops calls to it.
-[[gnu::always_inline]] inline void prefetch_homes(const bpf_htab *h, uint64_t hash)
+template <int RW> [[gnu::always_inline]] inline void prefetch_homes(const bpf_htab *h, uint64_t hash)
 {
 	size_t span = std::min<size_t>(static_cast<size_t>(h->group_elems) * h->elem_size, 128);
 	for (int which = 0; which < 2; which++) {
 		const char *p = h->elems + static_cast<size_t>(home_first(h, hash, which)) * h->elem_size;
-		__builtin_prefetch(p);
+		__builtin_prefetch(p, RW);
 		if ((reinterpret_cast<uintptr_t>(p) ^ reinterpret_cast<uintptr_t>(p + span - 1)) >> 6)
-			__builtin_prefetch(p + span - 1);
+			__builtin_prefetch(p + span - 1, RW);
 	}
 }
 
-// A free element for a key with this hash: in one of its homes if one has room.
+// A free element for a key with this hash: in one of its homes if one has room, else
+// anywhere, searching from a place the hash picks so that free elements stay spread out.
+// Without homes: the lowest free one.
 htab_elem *pool_pop(bpf_htab *h, uint64_t hash)
 {
-	for (int which = 0; which < 2 && h->n_groups; which++) {
+	if (!h->n_groups)
+		return pool_take_any(h, 0);
+	for (int which = 0; which < 2; which++) {
 		uint32_t first = home_first(h, hash, which);
 		for (uint32_t idx = first; idx < first + h->group_elems; idx++)
 			if (pool_take(h, idx))
 				return h->elem(idx);
 	}
-	return pool_take_any(h);
+	return pool_take_any(h, home_first(h, hash, 0) / 4096);
 }
 
 void pool_push(bpf_htab *h, htab_elem *e)
 {
 	uint32_t idx = h->index_of(e);
-	h->used[idx / 64].fetch_and(~(1ull << (idx % 64)), std::memory_order_release);
-	// Keep allocation low: the hint may only have moved past this word.
-	std::atomic<uint32_t> &hint = h->ctl_->scan_hint;
-	if (idx / 64 < hint.load(std::memory_order_relaxed))
-		hint.store(idx / 64, std::memory_order_relaxed);
+	uint64_t old = h->used[idx / 64].fetch_and(~(1ull << (idx % 64)), std::memory_order_seq_cst);
+	if (old == ~0ull)
+		h->full[idx / 4096].fetch_and(~(1ull << (idx / 64 % 64)), std::memory_order_seq_cst);
 }
 
 bool count_inc_below_max(bpf_htab *h)
@@ -486,7 +519,7 @@ htab_elem *htab_find(bpf_htab *h, const void *key, void *out)
 	uint64_t hash = hash_key(key, h->key_size, h->seed);
 	uint32_t b = static_cast<uint32_t>(hash) & h->bucket_mask;
 	if (h->n_groups)
-		prefetch_homes(h, hash);
+		prefetch_homes<0>(h, hash);
 	htab_elem *e = nullptr;
 	quick_result r = bucket_find_quick(h, b, hash, key, out, &e);
 	if (__builtin_expect(r != quick_result::unsure, 1))
@@ -715,7 +748,13 @@ void htab_audit(bpf_htab *h)
 					bits |= 1ull << j;
 			h->used[i].store(bits, std::memory_order_relaxed);
 		}
-		c->scan_hint.store(0, std::memory_order_relaxed);
+		for (uint32_t f = 0; f < h->n_full_words; f++) {
+			uint64_t bits = 0;
+			for (uint32_t j = 0; j < 64; j++)
+				if (f * 64 + j >= h->n_used_words || h->used[f * 64 + j].load(std::memory_order_relaxed) == ~0ull)
+					bits |= 1ull << j;
+			h->full[f].store(bits, std::memory_order_release);
+		}
 		c->count.store(count, std::memory_order_relaxed);
 		c->needs_audit.store(0, std::memory_order_release);
 	}
@@ -754,6 +793,8 @@ int htab_update(bpf_htab *h, const void *key, value_src value, uint64_t flags)
 	if (err)
 		return err;
 	uint64_t hash = hash_key(key, h->key_size, h->seed);
+	if (h->n_groups)
+		prefetch_homes<1>(h, hash);
 	return with_bucket_locked(h, static_cast<uint32_t>(hash) & h->bucket_mask, [&](bucket *bk) {
 		return update_locked(h, bk, hash, key, value, flags);
 	});
@@ -1355,7 +1396,7 @@ int htab_map_lookup_and_delete_batch(bpf_map *map, const uapi::batch_attr &attr,
 
 struct htab_geometry {
 	uint32_t max_entries, n_buckets, n_locks, n_elems, elem_size, n_groups, group_elems;
-	uint64_t locks_off, buckets_off, elems_off, used_off, lru_off, size;
+	uint64_t locks_off, buckets_off, elems_off, used_off, full_off, lru_off, size;
 };
 
 bool is_percpu(uint32_t map_type)
@@ -1404,8 +1445,9 @@ htab_geometry geometry(const uapi::map_create_attr &attr, uint32_t nr_cpus)
 	g.elems_off = g.buckets_off + static_cast<uint64_t>(g.n_buckets) * sizeof(bucket);
 	g.size = g.elems_off + static_cast<uint64_t>(g.n_elems) * g.elem_size;
 	g.used_off = round_up(g.size, 64);
+	g.full_off = g.used_off + static_cast<uint64_t>(used_words(g.n_elems)) * 8;
 	if (!lru)
-		g.size = g.used_off + static_cast<uint64_t>(used_words(g.n_elems)) * 8;
+		g.size = g.full_off + static_cast<uint64_t>(used_words(used_words(g.n_elems))) * 8;
 	g.lru_off = 0;
 	if (lru) {
 		g.lru_off = round_up(g.size, 64);
@@ -1454,7 +1496,9 @@ void htab_map_attach(bpf_map *map)
 	h->buckets = reinterpret_cast<bucket *>(map->data + c->buckets_off);
 	h->elems = map->data + c->elems_off;
 	h->used = reinterpret_cast<std::atomic<uint64_t> *>(map->data + c->used_off);
+	h->full = reinterpret_cast<std::atomic<uint64_t> *>(map->data + c->full_off);
 	h->n_used_words = is_lru(map->map_type) ? 0 : used_words(c->n_elems);
+	h->n_full_words = used_words(h->n_used_words);
 	h->n_groups = c->n_groups;
 	h->group_elems = c->group_elems;
 	h->seed = c->seed;
@@ -1497,13 +1541,18 @@ void htab_map_init(bpf_map *map)
 	c->n_elems = g.n_elems;
 	c->elem_size = g.elem_size;
 	c->used_off = g.used_off;
+	c->full_off = g.full_off;
 	c->n_groups = g.n_groups;
 	c->group_elems = g.group_elems;
-	if (!is_lru(map->map_type) && g.n_elems % 64) {
-		// The bits past the last element read as taken.
-		auto *last = reinterpret_cast<std::atomic<uint64_t> *>(map->data + g.used_off) +
-			     used_words(g.n_elems) - 1;
-		last->store(~0ull << (g.n_elems % 64), std::memory_order_relaxed);
+	if (!is_lru(map->map_type)) {
+		// The bits past the last element, and past the last word of them, read as taken.
+		auto *used = reinterpret_cast<std::atomic<uint64_t> *>(map->data + g.used_off);
+		auto *full = reinterpret_cast<std::atomic<uint64_t> *>(map->data + g.full_off);
+		uint32_t n_words = used_words(g.n_elems);
+		if (g.n_elems % 64)
+			used[n_words - 1].store(~0ull << (g.n_elems % 64), std::memory_order_relaxed);
+		if (n_words % 64)
+			full[used_words(n_words) - 1].store(~0ull << (n_words % 64), std::memory_order_relaxed);
 	}
 	auto *locks = reinterpret_cast<shared_lock *>(map->data + g.locks_off);
 	for (uint32_t i = 0; i < g.n_locks; i++)
