@@ -385,9 +385,10 @@ enum class probe_result { hit, miss, retry };
 // Whether e holds key, judged consistently: the element's sequence count is read before
 // and after, so an element reused for another key while we looked says "retry" rather
 // than "miss" (a miss then could skip the key's replacement, published in a slot we
-// already passed). On a hit the value is copied to out, if out is not null.
-probe_result probe(bpf_htab *h, htab_elem *e, uint64_t hash, const void *key, void *out,
-		   uint32_t *seq = nullptr)
+// already passed). On a hit the value is copied to out, if out is not null. Inlined: it is
+// most of a lookup, and a call would cost the quick path a frame.
+[[gnu::always_inline]] inline probe_result probe(bpf_htab *h, htab_elem *e, uint64_t hash,
+						 const void *key, void *out, uint32_t *seq = nullptr)
 {
 	uint32_t s = e->seq.load(std::memory_order_acquire);
 	if (seq)
@@ -501,13 +502,7 @@ quick_result bucket_find_quick(bpf_htab *h, uint32_t b, uint64_t hash, const voi
 	}
 	i += static_cast<uint32_t>(__builtin_ctzll(m)) / 8;
 	htab_elem *e = h->elem(bk->slot[i].load(std::memory_order_acquire));
-	uint32_t s = e->seq.load(std::memory_order_acquire);
-	if ((s & 1) || !elem_matches(h, e, hash, key))
-		return quick_result::unsure;
-	if (out)
-		copy_from_shared(out, h->elem_value(e), h->uvalue_size);
-	std::atomic_thread_fence(std::memory_order_acquire);
-	if (e->seq.load(std::memory_order_relaxed) != s)
+	if (probe(h, e, hash, key, out) != probe_result::hit)
 		return quick_result::unsure;
 	*found = e;
 	return quick_result::hit;
