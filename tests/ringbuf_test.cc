@@ -161,6 +161,37 @@ TEST(Ringbuf, RecordHeadersAsTheKernelLaysThemOut)
 	EXPECT_EQ(*mm.cons, mm.prod()) << "the consumer position is the kernel's consumer page";
 }
 
+// A consumer's place in the ring's wait queue (16 places) moves with it and is given back
+// when the consumer that holds it goes. Assigning over a consumer hands its place to the
+// consumer moved from, which gives it back when it goes.
+TEST(Ringbuf, ConsumersCarryTheirWaitPlaceAndGiveItBack)
+{
+	ring r(PAGE);
+	ASSERT_NE(r.m, nullptr);
+	int seen = 0;
+	auto count = [&](const void *, size_t) { seen++; return 0; };
+	std::vector<RingConsumer> all(16);
+	for (RingConsumer &c : all)
+		ASSERT_EQ(RingConsumer::open(r.fd, count, c), 0);
+	RingConsumer extra;
+	EXPECT_EQ(RingConsumer::open(r.fd, count, extra), EBUSY);
+
+	{
+		RingConsumer moved(std::move(all[0])); // the place moves, none is freed
+		EXPECT_EQ(RingConsumer::open(r.fd, count, extra), EBUSY);
+		all[1] = std::move(moved);
+		EXPECT_EQ(RingConsumer::open(r.fd, count, extra), EBUSY);
+	}
+	ASSERT_EQ(RingConsumer::open(r.fd, count, extra), 0) << "all[1]'s old place came back";
+	EXPECT_EQ(bpfmap_ringbuf_output(r.m, "ab", 2, 0), 0);
+	EXPECT_EQ(all[1].consume(), 1) << "the moved consumer still reads the ring";
+	EXPECT_EQ(seen, 1);
+
+	all.clear();
+	RingConsumer again;
+	EXPECT_EQ(RingConsumer::open(r.fd, count, again), 0) << "destroyed consumers left";
+}
+
 TEST(Ringbuf, QueryFullRingAndWrapAround)
 {
 	const uint32_t size = PAGE;

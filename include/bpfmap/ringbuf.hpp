@@ -38,22 +38,23 @@ enum ringbuf_query : uint64_t {
 };
 
 namespace detail {
-// A ring and, for those that sleep on it, a place in its wait queue.
-struct ring_handle {
+// A ring and, for those that sleep on it, a place in its wait queue; both are given back
+// when the handle goes. Move-only.
+struct BPFMAP_API ring_handle {
 	bpfmap_map *map = nullptr;
 	int wake_fd = -1;
 	int slot = -1;
+
+	ring_handle() = default;
+	~ring_handle();
+	ring_handle(ring_handle &&other) noexcept;
+	ring_handle &operator=(ring_handle &&other) noexcept;
 };
 } // namespace detail
 
 class BPFMAP_API RingProducer {
 public:
 	RingProducer() = default;
-	~RingProducer();
-	RingProducer(RingProducer &&other) noexcept;
-	RingProducer &operator=(RingProducer &&other) noexcept;
-	RingProducer(const RingProducer &) = delete;
-	RingProducer &operator=(const RingProducer &) = delete;
 
 	// 0, or EBADF / EINVAL (not a BPF_MAP_TYPE_RINGBUF).
 	static int open(int map_fd, RingProducer &out);
@@ -81,11 +82,6 @@ public:
 	using Callback = std::function<int(const void *data, size_t size)>;
 
 	RingConsumer() = default;
-	~RingConsumer();
-	RingConsumer(RingConsumer &&other) noexcept;
-	RingConsumer &operator=(RingConsumer &&other) noexcept;
-	RingConsumer(const RingConsumer &) = delete;
-	RingConsumer &operator=(const RingConsumer &) = delete;
 
 	// 0, or EBADF / EINVAL (not a BPF_MAP_TYPE_RINGBUF) / EBUSY (16 consumers wait on
 	// this ring already) / the errno of creating the wake socket.
@@ -115,11 +111,6 @@ private:
 class BPFMAP_API UserRingProducer {
 public:
 	UserRingProducer() = default;
-	~UserRingProducer();
-	UserRingProducer(UserRingProducer &&other) noexcept;
-	UserRingProducer &operator=(UserRingProducer &&other) noexcept;
-	UserRingProducer(const UserRingProducer &) = delete;
-	UserRingProducer &operator=(const UserRingProducer &) = delete;
 
 	// 0, or EBADF / EINVAL (not a BPF_MAP_TYPE_USER_RINGBUF) / EBUSY (no wait slot left).
 	static int open(int map_fd, UserRingProducer &out);

@@ -22,36 +22,25 @@ constexpr int HEAD_CHECK_MS = 50;
 // queue, disarmed (its user arms it to sleep). 0 or the errno why not.
 int ring_open(int fd, uint32_t type, bool wait, detail::ring_handle *out)
 {
-	bpfmap_map *m = bpfmap_map_get(fd);
-	if (!m)
+	detail::ring_handle h;
+	h.map = bpfmap_map_get(fd);
+	if (!h.map)
 		return errno;
-	bpf_map *map = to_map(m);
-	if (map->map_type != type || !is_ringbuf(map) || !ringbuf_view_of(map).data) {
-		bpfmap_map_put(m);
+	bpf_map *map = to_map(h.map);
+	if (map->map_type != type || !is_ringbuf(map) || !ringbuf_view_of(map).data)
 		return EINVAL;
-	}
-	detail::ring_handle h{m, -1, -1};
 	if (wait) {
 		waitq *wq = ringbuf_view_of(map).waiters;
-		h.wake_fd = waitq_join(wq, &h.slot);
-		if (h.wake_fd < 0) {
-			bpfmap_map_put(m);
-			return -h.wake_fd;
-		}
-		waitq_arm(wq, h.slot, false);
+		int slot;
+		int wake_fd = waitq_join(wq, &slot);
+		if (wake_fd < 0)
+			return -wake_fd;
+		h.wake_fd = wake_fd;
+		h.slot = slot;
+		waitq_arm(wq, slot, false);
 	}
-	*out = h;
+	*out = std::move(h);
 	return 0;
-}
-
-void ring_close(detail::ring_handle &h)
-{
-	if (!h.map)
-		return;
-	if (h.wake_fd >= 0)
-		waitq_leave(ringbuf_view_of(to_map(h.map)).waiters, h.slot, h.wake_fd);
-	bpfmap_map_put(h.map);
-	h = {};
 }
 
 waitq *waiters_of(const detail::ring_handle &h) { return ringbuf_view_of(to_map(h.map)).waiters; }
@@ -90,13 +79,27 @@ int sleep_on(const detail::ring_handle &h, int wait_ms, bool armed_for_sleep)
 
 } // namespace
 
-RingProducer::~RingProducer() { ring_close(h_); }
-
-RingProducer::RingProducer(RingProducer &&o) noexcept : h_(std::exchange(o.h_, {})) {}
-
-RingProducer &RingProducer::operator=(RingProducer &&o) noexcept
+detail::ring_handle::~ring_handle()
 {
-	std::swap(h_, o.h_);
+	if (!map)
+		return;
+	if (wake_fd >= 0)
+		waitq_leave(ringbuf_view_of(to_map(map)).waiters, slot, wake_fd);
+	bpfmap_map_put(map);
+}
+
+detail::ring_handle::ring_handle(ring_handle &&o) noexcept
+	: map(std::exchange(o.map, nullptr)), wake_fd(std::exchange(o.wake_fd, -1)),
+	  slot(std::exchange(o.slot, -1))
+{
+}
+
+// The old ring goes with `o`.
+detail::ring_handle &detail::ring_handle::operator=(ring_handle &&o) noexcept
+{
+	std::swap(map, o.map);
+	std::swap(wake_fd, o.wake_fd);
+	std::swap(slot, o.slot);
 	return *this;
 }
 
@@ -107,21 +110,6 @@ int RingProducer::open(int map_fd, RingProducer &out)
 		return err;
 	out = std::move(p);
 	return 0;
-}
-
-RingConsumer::~RingConsumer() { ring_close(h_); }
-
-RingConsumer::RingConsumer(RingConsumer &&o) noexcept
-	: h_(std::exchange(o.h_, {})), fd_given_(o.fd_given_), callback_(std::move(o.callback_))
-{
-}
-
-RingConsumer &RingConsumer::operator=(RingConsumer &&o) noexcept
-{
-	std::swap(h_, o.h_);
-	std::swap(fd_given_, o.fd_given_);
-	std::swap(callback_, o.callback_);
-	return *this;
 }
 
 int RingConsumer::open(int map_fd, Callback callback, RingConsumer &out)
@@ -215,16 +203,6 @@ int RingConsumer::poll(int timeout_ms)
 		if (r == 0 && timeout_ms >= 0 && std::chrono::steady_clock::now() >= deadline)
 			return consume();
 	}
-}
-
-UserRingProducer::~UserRingProducer() { ring_close(h_); }
-
-UserRingProducer::UserRingProducer(UserRingProducer &&o) noexcept : h_(std::exchange(o.h_, {})) {}
-
-UserRingProducer &UserRingProducer::operator=(UserRingProducer &&o) noexcept
-{
-	std::swap(h_, o.h_);
-	return *this;
 }
 
 int UserRingProducer::open(int map_fd, UserRingProducer &out)
