@@ -523,6 +523,20 @@ Req create_req(uint32_t type, uint32_t ks, uint32_t vs, uint32_t max, uint32_t f
 	return q;
 }
 
+// One row of a table of MAP_CREATE attrs for a type's creation rules.
+struct create_case {
+	const char *name;
+	uint32_t ks, vs, max, flags;
+	uint64_t extra = 0;
+};
+
+Req create_req(uint32_t type, const create_case &c)
+{
+	Req q = create_req(type, c.ks, c.vs, c.max, c.flags);
+	q.u64(MC_EXTRA, c.extra);
+	return q;
+}
+
 std::string fd_modes(int k, int u)
 {
 	int kd = fcntl(k, F_GETFD), ud = fcntl(u, F_GETFD);
@@ -2543,12 +2557,7 @@ const char *keyless_name(uint32_t type)
 
 TEST_F(KernelDiff, KeylessCreateErrors)
 {
-	struct Case {
-		const char *name;
-		uint32_t ks, vs, max, flags;
-		uint64_t extra = 0;
-	};
-	const Case cases[] = {
+	const create_case cases[] = {
 		{"ok", 0, 8, 4, 0},
 		{"key_size 4", 4, 8, 4, 0},
 		{"value_size 0", 0, 0, 4, 0},
@@ -2572,11 +2581,10 @@ TEST_F(KernelDiff, KeylessCreateErrors)
 		{"bloom huge", 0, 4, 0xffffffffu, 0, 15},
 	};
 	for (uint32_t type : {T_QUEUE, T_STACK, T_BLOOM}) {
-		for (const Case &c : cases) {
+		for (const create_case &c : cases) {
 			if (type != T_BLOOM && std::string(c.name) == "bloom huge")
 				continue;
-			Req q = create_req(type, c.ks, c.vs, c.max, c.flags);
-			q.u64(MC_EXTRA, c.extra);
+			Req q = create_req(type, c);
 			std::string label = std::string(keyless_name(type)) + " create " + c.name;
 			Both b = check(label, q);
 			if (b.k.ret >= 0 && b.u.ret >= 0 && c.vs < 4096) {
@@ -2705,12 +2713,7 @@ TEST_F(KernelDiff, KeylessBatchAndMmap)
 // batch command, and which mmap()s of the fd the kernel allows.
 TEST_F(KernelDiff, RingbufCreateCommandsAndMmap)
 {
-	struct Case {
-		const char *name;
-		uint32_t ks, vs, max, flags;
-		uint64_t extra = 0;
-	};
-	const Case cases[] = {
+	const create_case cases[] = {
 		{"ok", 0, 0, 4096, 0},
 		{"8 pages", 0, 0, 8 * 4096, 0},
 		{"3 pages", 0, 0, 3 * 4096, 0},
@@ -2729,11 +2732,8 @@ TEST_F(KernelDiff, RingbufCreateCommandsAndMmap)
 	};
 	for (uint32_t type : {T_RINGBUF, T_USER_RINGBUF}) {
 		std::string t = type == T_RINGBUF ? "RINGBUF " : "USER_RINGBUF ";
-		for (const Case &c : cases) {
-			Req q = create_req(type, c.ks, c.vs, c.max, c.flags);
-			q.u64(MC_EXTRA, c.extra);
-			check(t + "create " + c.name, q);
-		}
+		for (const create_case &c : cases)
+			check(t + "create " + c.name, create_req(type, c));
 		const uint32_t size = 4 * 4096;
 		Pair p = create_both(t, create_req(type, 0, 0, size));
 		ASSERT_TRUE(p);
@@ -3104,13 +3104,9 @@ TEST_F(KernelDiff, BloomFalsePositiveRateMatchesKernel)
 
 TEST_F(KernelDiff, LpmCreateErrors)
 {
-	struct Case {
-		const char *name;
-		uint32_t ks, vs, max, flags;
-	};
 	// The value limit: 4 MiB less the largest data (256) and the kernel's node header.
 	const uint32_t vmax = (1u << 22) - 256 - 24;
-	const Case cases[] = {
+	const create_case cases[] = {
 		{"ok ipv4", 8, 8, 16, F_NO_PREALLOC},
 		{"ok ipv6", 20, 4, 16, F_NO_PREALLOC},
 		{"no NO_PREALLOC", 8, 8, 16, 0},
@@ -3132,8 +3128,8 @@ TEST_F(KernelDiff, LpmCreateErrors)
 		{"WRONLY", 8, 8, 16, F_NO_PREALLOC | F_WRONLY},
 		{"NUMA_NODE", 8, 8, 16, F_NO_PREALLOC | F_NUMA_NODE},
 	};
-	for (const Case &c : cases)
-		check(std::string("LPM create ") + c.name, create_req(T_LPM, c.ks, c.vs, c.max, c.flags));
+	for (const create_case &c : cases)
+		check(std::string("LPM create ") + c.name, create_req(T_LPM, c));
 }
 
 struct LpmCfg {
