@@ -301,6 +301,21 @@ TEST(Ringbuf, ProducersWakeASleepingConsumerAndOnlyThen)
 	EXPECT_EQ(seen.load(), 7);
 }
 
+// Sleep in poll(poll_ms) until every producer's `per` records came (within a generous
+// bound), reap the producer processes, each of which must exit 0, then take what is left.
+void consume_until_producers_exit(RingConsumer &cons, const ordered_records &recs, int per, int poll_ms,
+				  const std::vector<pid_t> &pids)
+{
+	for (int i = 0; i < 100000 && !recs.done(per); i++)
+		cons.poll(poll_ms);
+	for (pid_t pid : pids) {
+		int st = 0;
+		waitpid(pid, &st, 0);
+		EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "producer status " << st;
+	}
+	cons.consume();
+}
+
 // Producer processes write (producer, seq, payload) records of varying sizes as fast as
 // they can, retrying when the ring is full; one consumer sleeps in poll() between
 // batches. Every record arrives exactly once, intact, and in order per producer.
@@ -327,14 +342,7 @@ TEST(Ringbuf, ManyProducerProcessesOneConsumer)
 		}
 		pids.push_back(pid);
 	}
-	for (int i = 0; i < 100000 && !recs.done(per); i++)
-		cons.poll(1000);
-	for (pid_t pid : pids) {
-		int st = 0;
-		waitpid(pid, &st, 0);
-		EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	}
-	cons.consume();
+	consume_until_producers_exit(cons, recs, per, 1000, pids);
 	recs.expect_all(per);
 }
 
@@ -665,14 +673,7 @@ TEST(Ringbuf, SeparatelyStartedProducersOpenThePin)
 		}
 		pids.push_back(pid);
 	}
-	for (int i = 0; i < 100000 && !recs.done(per); i++)
-		cons.poll(100);
-	for (pid_t pid : pids) {
-		int st = 0;
-		waitpid(pid, &st, 0);
-		EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "peer status " << st;
-	}
-	cons.consume();
+	consume_until_producers_exit(cons, recs, per, 100, pids);
 	unlink((std::string(getenv("BPFMAP_PIN_ROOT")) + pin.substr(strlen("/sys/fs/bpf"))).c_str());
 	recs.expect_all(per);
 }
