@@ -599,15 +599,22 @@ template <typename T> T load_user(const unsigned char *u, size_t off)
 	return v;
 }
 
-long elem_command(int cmd, size_t end, const unsigned char *u, size_t n);
-
-// An element command's attr shorter than its fields: the missing ones are zero.
-[[gnu::noinline]] long elem_command_short(int cmd, size_t end, const unsigned char *u, size_t n)
+// The caller's n readable attr bytes, and zeros after them.
+bpf_attr attr_zero_extended(const void *u, size_t n)
 {
 	bpf_attr attr;
 	memset(&attr, 0, sizeof(attr));
 	if (n)
 		memcpy(&attr, u, n);
+	return attr;
+}
+
+long elem_command(int cmd, size_t end, const unsigned char *u, size_t n);
+
+// An element command's attr shorter than its fields: the missing ones are zero.
+[[gnu::noinline]] long elem_command_short(int cmd, size_t end, const unsigned char *u, size_t n)
+{
+	bpf_attr attr = attr_zero_extended(u, n);
 	return elem_command(cmd, end, attr.raw, sizeof(attr));
 }
 
@@ -633,10 +640,7 @@ long elem_command(int cmd, size_t end, const unsigned char *u, size_t n)
 // Every other command works on a zero-extended copy of the caller's attr.
 [[gnu::noinline]] long attr_command(int cmd, void *uattr, unsigned int size, size_t n)
 {
-	bpf_attr attr;
-	memset(&attr, 0, sizeof(attr));
-	if (n)
-		memcpy(&attr, uattr, n);
+	bpf_attr attr = attr_zero_extended(uattr, n);
 	long ret = dispatch(cmd, attr, uattr, size);
 	// info_len goes back into the caller's attr whatever size the caller gave, as the
 	// kernel's put_user() does.
