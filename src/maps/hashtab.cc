@@ -237,15 +237,11 @@ bool pool_take(bpf_htab *h, uint32_t idx)
 htab_elem *pool_take_in_word(bpf_htab *h, uint32_t i)
 {
 	std::atomic<uint64_t> &w = h->used[i];
-	uint64_t v = w.load(std::memory_order_relaxed);
-	while (v != ~0ull) {
-		uint64_t bit = ~v & (v + 1);
-		v = w.fetch_or(bit, std::memory_order_seq_cst);
-		if (v & bit)
-			continue;
-		if ((v | bit) == ~0ull)
-			mark_full(h, i);
-		return h->elem(i * 64 + static_cast<uint32_t>(__builtin_ctzll(bit)));
+	uint64_t v;
+	while ((v = w.load(std::memory_order_relaxed)) != ~0ull) {
+		uint32_t idx = i * 64 + static_cast<uint32_t>(__builtin_ctzll(~v));
+		if (pool_take(h, idx))
+			return h->elem(idx);
 	}
 	mark_full(h, i);
 	return nullptr;
