@@ -14,6 +14,9 @@
 //   copy   bpfmap_bpf(BPF_MAP_*_ELEM, attr) -- the bpf(2) convention, value copied out
 //          (for a per-CPU map: every possible CPU's value)
 //   kernel syscall(__NR_bpf, BPF_MAP_*_ELEM, attr)
+//   boost  HASH lookup and update only, where Boost 1.81 is installed: the same keys in a
+//          boost::unordered_flat_map (bench/peer_flat_map.h), value copied out; a
+//          single-threaded, process-private table, to show what a lookup can cost here at all
 // Attrs are passed with libbpf's size, offsetofend(union bpf_attr, flags), to both.
 // The pointer lookup reads the value's first 8 bytes, so it pays for the value's cache line
 // as the copy-out paths do.
@@ -38,6 +41,7 @@
 
 #include "bpfmap/bpfmap.h"
 #include "kernel_prog.h"
+#include "peer_flat_map.h"
 
 namespace {
 
@@ -162,6 +166,9 @@ struct fixture {
 	bpfmap_map *handle = nullptr;
 	int kfd = -1;                      // kernel map, made on first use
 	std::string kerr;
+#ifdef BPFMAP_BENCH_BOOST
+	std::unique_ptr<peer_map> peer; // made on first use
+#endif
 
 	explicit fixture(const config &c) : cfg(c), value(c.value_bytes(), 0x5a)
 	{
@@ -255,6 +262,16 @@ struct fixture {
 		}
 	}
 
+#ifdef BPFMAP_BENCH_BOOST
+	// The peer table, made on first use; nullptr for sizes the bench has no peer for.
+	peer_map *peer_table()
+	{
+		if (!peer)
+			peer = make_peer(cfg.key_size, cfg.value_size, keys.data(), cfg.entries, value.data());
+		return peer.get();
+	}
+#endif
+
 	// The kernel map, created and filled on first use; -1 with kerr set if unavailable.
 	int kernel_fd()
 	{
@@ -288,12 +305,12 @@ fixture &get_fixture(const config &c)
 
 // ---- benchmarks ----------------------------------------------------------------------
 
-enum class path { ptr, copy, kernel };
+enum class path { ptr, copy, kernel, boost };
 enum class op { lookup, update, delete_reinsert, lookup_batch, insert_evict };
 
 const char *path_name(path p)
 {
-	return p == path::ptr ? "ptr" : p == path::copy ? "copy" : "kernel";
+	return p == path::ptr ? "ptr" : p == path::copy ? "copy" : p == path::kernel ? "kernel" : "boost";
 }
 const char *op_name(op o)
 {
@@ -309,9 +326,33 @@ void fail(benchmark::State &state, const char *what)
 	state.SkipWithError((std::string(what) + ": " + strerror(errno)).c_str());
 }
 
+#ifdef BPFMAP_BENCH_BOOST
+void run_peer(benchmark::State &state, fixture &f, op o)
+{
+	peer_map *peer = f.peer_table();
+	if (!peer) {
+		state.SkipWithError("no peer table for these sizes");
+		return;
+	}
+	std::vector<unsigned char> out(f.cfg.value_size), val(f.value);
+	bool ok = o == op::lookup ? peer->lookup(state, f.keys.data(), f.cfg.entries, out.data())
+				  : peer->update(state, f.keys.data(), f.cfg.entries, val.data());
+	if (!ok) {
+		state.SkipWithError("a key is missing from the peer table");
+		return;
+	}
+	state.SetItemsProcessed(state.iterations());
+	state.counters["entries"] = f.cfg.entries;
+}
+#endif
+
 void run(benchmark::State &state, config c, op o, path p)
 {
 	fixture &f = get_fixture(c);
+#ifdef BPFMAP_BENCH_BOOST
+	if (p == path::boost)
+		return run_peer(state, f, o);
+#endif
 	create_fn fn = bpfmap_bpf;
 	int fd = f.bfd;
 	if (p == path::kernel) {
@@ -773,6 +814,12 @@ void register_lpm()
 	}
 }
 
+#ifdef BPFMAP_BENCH_BOOST
+constexpr bool have_peer = true;
+#else
+constexpr bool have_peer = false;
+#endif
+
 void register_all()
 {
 	std::vector<config> configs;
@@ -795,8 +842,11 @@ void register_all()
 				continue;
 			if (o == op::insert_evict && !c.lru())
 				continue;
-			for (path p : {path::kernel, path::copy, path::ptr}) {
+			for (path p : {path::kernel, path::copy, path::ptr, path::boost}) {
 				if ((o == op::delete_reinsert || o == op::lookup_batch) && p == path::ptr)
+					continue;
+				if (p == path::boost && !(have_peer && c.type == BPF_MAP_TYPE_HASH &&
+							  (o == op::lookup || o == op::update)))
 					continue;
 				std::string name =
 					c.name() + "/" + op_name(o) + "/" + path_name(p);
