@@ -136,6 +136,8 @@ struct bpf_htab : bpf_map {
 	uint32_t n_full_words = 0;
 	uint32_t n_groups = 0;
 	uint32_t group_elems = 0;
+	uint32_t group_bytes = 0; // group_elems * elem_size
+	uint32_t home_tail = 0;   // the last byte of a home that a lookup prefetches
 	uint64_t seed = 0;
 	uint32_t bucket_mask = 0;
 	uint32_t lock_mask = 0;
@@ -263,26 +265,32 @@ htab_elem *pool_take_any(bpf_htab *h, uint32_t start)
 	return nullptr;
 }
 
-// The first element of one of the two home groups of a key with this hash. The bucket
-// index comes from the hash's low bits; the homes come from others.
-uint32_t home_first(const bpf_htab *h, uint64_t hash, int which)
+// One of the two home groups of a key with this hash. The bucket index comes from the
+// hash's low bits; the homes come from others.
+uint32_t home_group(const bpf_htab *h, uint64_t hash, int which)
 {
 	uint32_t x = which ? static_cast<uint32_t>((hash * 0x9e3779b97f4a7c15ull) >> 32)
 			   : static_cast<uint32_t>(hash >> 27);
-	return static_cast<uint32_t>((static_cast<uint64_t>(x) * h->n_groups) >> 32) * h->group_elems;
+	return static_cast<uint32_t>((static_cast<uint64_t>(x) * h->n_groups) >> 32);
+}
+
+// The first element of that home group.
+uint32_t home_first(const bpf_htab *h, uint64_t hash, int which)
+{
+	return home_group(h, hash, which) * h->group_elems;
 }
 
 // Start loading a key's home groups into the cache: to read them (a lookup), or to write
-// one (an update, which fills its new element there). Always inlined: GCC deems a function
-// made of prefetches free of effects and drops calls to it.
+// one (an update, which fills its new element there). A home's first and last lines are
+// prefetched whether or not they are one line: a test would cost more than the prefetch.
+// Always inlined: GCC deems a function made of prefetches free of effects and drops calls
+// to it.
 template <int RW> [[gnu::always_inline]] inline void prefetch_homes(const bpf_htab *h, uint64_t hash)
 {
-	size_t span = std::min<size_t>(static_cast<size_t>(h->group_elems) * h->elem_size, 128);
 	for (int which = 0; which < 2; which++) {
-		const char *p = h->elems + static_cast<size_t>(home_first(h, hash, which)) * h->elem_size;
+		const char *p = h->elems + static_cast<size_t>(home_group(h, hash, which)) * h->group_bytes;
 		__builtin_prefetch(p, RW);
-		if ((reinterpret_cast<uintptr_t>(p) ^ reinterpret_cast<uintptr_t>(p + span - 1)) >> 6)
-			__builtin_prefetch(p + span - 1, RW);
+		__builtin_prefetch(p + h->home_tail, RW);
 	}
 }
 
@@ -370,10 +378,14 @@ void elem_rewrite(bpf_htab *h, htab_elem *e, value_src value)
 
 // ---- lookup --------------------------------------------------------------------------
 
-bool elem_matches(bpf_htab *h, htab_elem *e, uint64_t hash, const void *key)
+// KS: the map's key size where the caller knows it at compile time (lookups specialise
+// the common sizes, so that hashing and comparing a key take few instructions), else 0.
+template <uint32_t KS = 0> uint32_t key_len(const bpf_htab *h) { return KS ? KS : h->key_size; }
+
+template <uint32_t KS = 0> bool elem_matches(bpf_htab *h, htab_elem *e, uint64_t hash, const void *key)
 {
 	return e->hash.load(std::memory_order_relaxed) == static_cast<uint32_t>(hash) &&
-	       equal_shared(h->elem_key(e), key, h->key_size);
+	       equal_shared(h->elem_key(e), key, key_len<KS>(h));
 }
 
 enum class probe_result { hit, miss, retry };
@@ -383,6 +395,7 @@ enum class probe_result { hit, miss, retry };
 // than "miss" (a miss then could skip the key's replacement, published in a slot we
 // already passed). On a hit the value is copied to out, if out is not null. Inlined: it is
 // most of a lookup, and a call would cost the quick path a frame.
+template <uint32_t KS = 0>
 [[gnu::always_inline]] inline probe_result probe(bpf_htab *h, htab_elem *e, uint64_t hash,
 						 const void *key, void *out, uint32_t *seq = nullptr)
 {
@@ -391,7 +404,7 @@ enum class probe_result { hit, miss, retry };
 		*seq = s;
 	if (s & 1)
 		return probe_result::retry;
-	bool hit = elem_matches(h, e, hash, key);
+	bool hit = elem_matches<KS>(h, e, hash, key);
 	if (hit && out)
 		copy_from_shared(out, h->elem_value(e), h->uvalue_size);
 	std::atomic_thread_fence(std::memory_order_acquire);
@@ -482,6 +495,7 @@ again:
 // else is not decided here.
 enum class quick_result { hit, miss, unsure };
 
+template <uint32_t KS>
 quick_result bucket_find_quick(bpf_htab *h, uint32_t b, uint64_t hash, const void *key, void *out,
 			       htab_elem **found)
 {
@@ -498,24 +512,40 @@ quick_result bucket_find_quick(bpf_htab *h, uint32_t b, uint64_t hash, const voi
 	}
 	i += static_cast<uint32_t>(__builtin_ctzll(m)) / 8;
 	htab_elem *e = h->elem(bk->slot[i].load(std::memory_order_acquire));
-	if (probe(h, e, hash, key, out) != probe_result::hit)
+	if (probe<KS>(h, e, hash, key, out) != probe_result::hit)
 		return quick_result::unsure;
 	*found = e;
 	return quick_result::hit;
 }
 
-// Find key, copying its value to out when out is not null.
-htab_elem *htab_find(bpf_htab *h, const void *key, void *out)
+// Not inlined into htab_find: each size gets a frame of its own, as small as it can be.
+template <uint32_t KS>
+[[gnu::noinline]] htab_elem *htab_find_sized(bpf_htab *h, const void *key, void *out)
 {
-	uint64_t hash = hash_key(key, h->key_size, h->seed);
+	uint64_t hash = hash_key(key, key_len<KS>(h), h->seed);
 	uint32_t b = static_cast<uint32_t>(hash) & h->bucket_mask;
 	if (h->n_groups)
 		prefetch_homes<0>(h, hash);
 	htab_elem *e = nullptr;
-	quick_result r = bucket_find_quick(h, b, hash, key, out, &e);
+	quick_result r = bucket_find_quick<KS>(h, b, hash, key, out, &e);
 	if (__builtin_expect(r != quick_result::unsure, 1))
 		return e;
 	return bucket_find(h, b, hash, key, out);
+}
+
+// Find key, copying its value to out when out is not null.
+htab_elem *htab_find(bpf_htab *h, const void *key, void *out)
+{
+	switch (h->key_size) {
+	case 4:
+		return htab_find_sized<4>(h, key, out);
+	case 8:
+		return htab_find_sized<8>(h, key, out);
+	case 16:
+		return htab_find_sized<16>(h, key, out);
+	default:
+		return htab_find_sized<0>(h, key, out);
+	}
 }
 
 void *htab_map_lookup_elem(bpf_map *map, const void *key)
@@ -1492,6 +1522,8 @@ void htab_map_attach(bpf_map *map)
 	h->n_full_words = used_words(h->n_used_words);
 	h->n_groups = c->n_groups;
 	h->group_elems = c->group_elems;
+	h->group_bytes = c->group_elems * c->elem_size;
+	h->home_tail = h->group_bytes ? std::min<uint32_t>(h->group_bytes, 128) - 1 : 0;
 	h->seed = c->seed;
 	h->bucket_mask = c->n_buckets - 1;
 	h->lock_mask = c->n_locks - 1;
