@@ -469,6 +469,48 @@ TEST(Ids, OtherProcessesMapsAndTheirDeath)
 	close(from_child[1]);
 }
 
+// A process that exits lets go of its maps, as the kernel closes its fds: a map it made
+// that nothing else holds is gone at once, without waiting for an id walk; a pinned one
+// stays; a map it shared with its parent (the same open file) stays with the parent.
+TEST(Ids, ExitingProcessLetsGoOfItsMaps)
+{
+	int shared = map_create(u::MAP_TYPE_HASH, 4, 4, 8);
+	uint32_t shared_id = map_id(shared);
+	const char *path = "/sys/fs/bpf/ids_exit_pinned";
+	unlink(pin_file(path).c_str());
+	int ids[2];
+	ASSERT_EQ(pipe(ids), 0);
+	fflush(nullptr);
+	pid_t pid = fork();
+	if (pid == 0) {
+		int own = map_create(u::MAP_TYPE_HASH, 4, 4, 8);
+		int pinned = map_create(u::MAP_TYPE_ARRAY, 4, 4, 2);
+		uint32_t k = 1, v = 2;
+		uint32_t got[2] = {map_id(own), map_id(pinned)};
+		if (update(shared, &k, &v) != 0 || pin(pinned, path) != 0 ||
+		    write(ids[1], got, sizeof(got)) != sizeof(got))
+			_exit(1);
+		exit(0); // not _exit(): the library's teardown runs, as in a program that returns
+	}
+	uint32_t got[2] = {};
+	ASSERT_EQ(read(ids[0], got, sizeof(got)), static_cast<ssize_t>(sizeof(got)));
+	int status;
+	ASSERT_EQ(waitpid(pid, &status, 0), pid);
+	ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	EXPECT_EQ(fd_by_id(got[0]), -ENOENT) << "made by the child, held by nobody";
+	int again = static_cast<int>(fd_by_id(got[1]));
+	EXPECT_GE(again, 0) << "pinned";
+	close(again);
+	unlink(pin_file(path).c_str());
+	uint32_t k = 1, out = 0;
+	EXPECT_EQ(lookup(shared, &k, &out), 0);
+	EXPECT_EQ(out, 2u) << "the child's write to our map";
+	EXPECT_TRUE(walk_has(shared_id)) << "we hold it";
+	close(shared);
+	close(ids[0]);
+	close(ids[1]);
+}
+
 TEST(Share, ForkedChildWritesTheParentSees)
 {
 	int fd = map_create(u::MAP_TYPE_HASH, 4, 8, 1000);

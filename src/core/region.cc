@@ -53,16 +53,17 @@ id_counter *map_id_counter()
 
 } // namespace
 
+// Never destroyed: map ids are still reaped at exit, after static objects are gone.
 const std::string &pin_root()
 {
-	static const std::string root = [] {
+	static const std::string &root = *new std::string([] {
 		const char *env = getenv("BPFMAP_PIN_ROOT");
 		std::string r = env && *env ? env : "/dev/shm/bpfmap";
 		while (r.size() > 1 && r.back() == '/')
 			r.pop_back();
 		mkdir_p(r);
 		return r;
-	}();
+	}());
 	return root;
 }
 

@@ -20,15 +20,16 @@
 namespace bpfmap {
 namespace {
 
+// Never destroyed: ids are still reaped at exit, after static objects are gone.
 const std::string &table_dir(id_table t)
 {
-	static const std::array<std::string, 2> dirs = [] {
+	static const auto &dirs = *new std::array<std::string, 2>([] {
 		std::array<std::string, 2> d = {pin_root() + "/.bpfmap-by-id",
 						pin_root() + "/.bpfmap-btf-by-id"};
 		for (const std::string &s : d)
 			mkdir(s.c_str(), 0700);
 		return d;
-	}();
+	}());
 	return dirs[t == id_table::btf];
 }
 

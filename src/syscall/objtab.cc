@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <mutex>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <utility>
 
 #include "core/rcu.h"
@@ -59,8 +60,9 @@ std::atomic<uintptr_t> *fd_slot(int fd, bool create)
 
 // Handles by region identity, so every fd of one map shares one mapping. A handle whose
 // count reached zero is being freed and is never revived: a lookup makes a new one.
+// Never destroyed: the fds still cached at exit are released after static objects are gone.
 std::mutex handles_lock;
-std::map<std::pair<dev_t, ino_t>, bpf_map *> handles;
+auto &handles = *new std::map<std::pair<dev_t, ino_t>, bpf_map *>;
 
 // A fork while another thread holds handles_lock must not leave the child's copy locked.
 const bool handles_lock_atfork = [] {
@@ -286,5 +288,31 @@ void fd_forget(int fd)
 	if (old)
 		map_put(slot_map(old));
 }
+
+namespace {
+
+// At exit the kernel closes a process's fds, and a map that nothing else holds then (an fd
+// of another process, a pin) is freed. The same here, at the library's own teardown, after
+// the program's exit handlers and destructors: each map fd in the cache is closed and its
+// reference dropped, as close() does, so that a map this process alone held is unmapped
+// (which lets go of its file) and its id reaped. A map that a program-side handle still
+// holds stays mapped until the process is gone, as does one that a thread is still using
+// (map_put waits for commands in flight). A process that dies without exiting leaves its
+// maps to the next id walk.
+[[gnu::destructor]] void release_fds_at_exit()
+{
+	for (int c = 0; c < FD_CHUNKS; c++) {
+		fd_chunk *chunk = fd_chunks[c].load(std::memory_order_acquire);
+		for (int i = 0; chunk && i < FD_CHUNK; i++) {
+			uintptr_t v = chunk->slot[i].exchange(0, std::memory_order_acq_rel);
+			if (!v)
+				continue;
+			syscall(SYS_close, (c << FD_CHUNK_BITS) | i);
+			map_put(slot_map(v));
+		}
+	}
+}
+
+} // namespace
 
 } // namespace bpfmap
