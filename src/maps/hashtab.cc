@@ -496,7 +496,7 @@ again:
 enum class quick_result { hit, miss, unsure };
 
 template <uint32_t KS>
-quick_result bucket_find_quick(bpf_htab *h, uint32_t b, uint64_t hash, const void *key, void *out,
+[[gnu::always_inline]] inline quick_result bucket_find_quick(bpf_htab *h, uint32_t b, uint64_t hash, const void *key, void *out,
 			       htab_elem **found)
 {
 	bucket *bk = &h->buckets[b];
@@ -518,10 +518,13 @@ quick_result bucket_find_quick(bpf_htab *h, uint32_t b, uint64_t hash, const voi
 	return quick_result::hit;
 }
 
-// Not inlined into htab_find: each size gets a frame of its own, as small as it can be.
-template <uint32_t KS>
+// Not inlined into htab_find: each key size, with or without a value to copy out, gets a
+// frame of its own, as small as it can be (a lookup that copies nothing makes no calls).
+template <uint32_t KS, bool COPY>
 [[gnu::noinline]] htab_elem *htab_find_sized(bpf_htab *h, const void *key, void *out)
 {
+	if (!COPY)
+		out = nullptr;
 	uint64_t hash = hash_key(key, key_len<KS>(h), h->seed);
 	uint32_t b = static_cast<uint32_t>(hash) & h->bucket_mask;
 	if (h->n_groups)
@@ -533,19 +536,24 @@ template <uint32_t KS>
 	return bucket_find(h, b, hash, key, out);
 }
 
-// Find key, copying its value to out when out is not null.
-htab_elem *htab_find(bpf_htab *h, const void *key, void *out)
+template <bool COPY> htab_elem *htab_find_copying(bpf_htab *h, const void *key, void *out)
 {
 	switch (h->key_size) {
 	case 4:
-		return htab_find_sized<4>(h, key, out);
+		return htab_find_sized<4, COPY>(h, key, out);
 	case 8:
-		return htab_find_sized<8>(h, key, out);
+		return htab_find_sized<8, COPY>(h, key, out);
 	case 16:
-		return htab_find_sized<16>(h, key, out);
+		return htab_find_sized<16, COPY>(h, key, out);
 	default:
-		return htab_find_sized<0>(h, key, out);
+		return htab_find_sized<0, COPY>(h, key, out);
 	}
+}
+
+// Find key, copying its value to out when out is not null.
+htab_elem *htab_find(bpf_htab *h, const void *key, void *out)
+{
+	return out ? htab_find_copying<true>(h, key, out) : htab_find_copying<false>(h, key, out);
 }
 
 void *htab_map_lookup_elem(bpf_map *map, const void *key)
