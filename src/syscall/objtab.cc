@@ -19,26 +19,15 @@
 
 namespace bpfmap {
 
+std::atomic<fd_cache::fd_chunk *> fd_cache::fd_chunks[FD_CHUNKS];
+
 namespace {
 
-// fd -> handle, two levels so that readers never see a table being reallocated.
-constexpr int FD_CHUNK_BITS = 10;
-constexpr int FD_CHUNK = 1 << FD_CHUNK_BITS;
-constexpr int FD_CHUNKS = 1024;
-constexpr int FD_MAX = FD_CHUNK * FD_CHUNKS;
+using namespace fd_cache;
 
-// A slot holds the handle with the fd's missing permissions in the low bits (handles are
-// at least 8-byte aligned), so the hot path reads both with one load.
-constexpr uintptr_t FD_MODE_BITS = FD_NO_READ | FD_NO_WRITE;
 static_assert(alignof(bpf_map) > FD_MODE_BITS);
 
 uintptr_t slot_pack(bpf_map *map, unsigned denied) { return reinterpret_cast<uintptr_t>(map) | denied; }
-bpf_map *slot_map(uintptr_t v) { return reinterpret_cast<bpf_map *>(v & ~FD_MODE_BITS); }
-
-struct fd_chunk {
-	std::atomic<uintptr_t> slot[FD_CHUNK];
-};
-std::atomic<fd_chunk *> fd_chunks[FD_CHUNKS];
 
 std::atomic<uintptr_t> *fd_slot(int fd, bool create)
 {
@@ -169,20 +158,8 @@ void map_put_later(bpf_map *map) { rcu_defer(put_cb, map); }
 
 bool fd_is_open(int fd) { return fcntl(fd, F_GETFD) >= 0; }
 
-bpf_map *map_from_fd_cached(int fd, unsigned *denied)
+bpf_map *map_from_fd_uncached(int fd, int *err, unsigned *denied)
 {
-	std::atomic<uintptr_t> *slot = fd_slot(fd, false);
-	uintptr_t v = slot ? slot->load(std::memory_order_acquire) : 0;
-	if (!v)
-		return nullptr;
-	*denied = v & FD_MODE_BITS;
-	return slot_map(v);
-}
-
-bpf_map *map_from_fd(int fd, int *err, unsigned *denied)
-{
-	if (bpf_map *map = map_from_fd_cached(fd, denied))
-		return map;
 	unsigned mode;
 	if ((*err = fd_denied(fd, &mode)))
 		return nullptr;

@@ -12,6 +12,8 @@
 //   fd (a raw syscall(SYS_close) bypasses this and is not supported for map fds).
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <fcntl.h>
 
 #include "core/map.h"
@@ -43,13 +45,52 @@ bool fd_is_open(int fd);
 // EBADF, as the kernel's bpf_token_get_from_fd() answers.
 inline int no_token_errno(int fd) { return fd_is_open(fd) ? -EINVAL : -EBADF; }
 
-// The map behind fd, or nullptr with *err = -EBADF (no such fd) or -EINVAL (not a map).
-// *denied receives the FD_NO_* bits of the fd's open mode.
-bpf_map *map_from_fd(int fd, int *err, unsigned *denied);
-bpf_map *map_from_fd(int fd, int *err);
+// The fd cache: fd -> handle, two levels so that readers never see a table being
+// reallocated. A slot holds the handle with the fd's FD_NO_* bits in its low bits (handles
+// are at least 8-byte aligned), so the hot path reads both with one load. Defined here so
+// that map_from_fd() inlines its common case; written only by objtab.cc.
+namespace fd_cache {
+inline constexpr int FD_CHUNK_BITS = 10;
+inline constexpr int FD_CHUNK = 1 << FD_CHUNK_BITS;
+inline constexpr int FD_CHUNKS = 1024;
+inline constexpr int FD_MAX = FD_CHUNK * FD_CHUNKS;
+inline constexpr uintptr_t FD_MODE_BITS = FD_NO_READ | FD_NO_WRITE;
+
+struct fd_chunk {
+	std::atomic<uintptr_t> slot[FD_CHUNK];
+};
+extern std::atomic<fd_chunk *> fd_chunks[FD_CHUNKS];
+
+inline bpf_map *slot_map(uintptr_t v) { return reinterpret_cast<bpf_map *>(v & ~FD_MODE_BITS); }
+} // namespace fd_cache
+
 // The map behind fd if this process has it in its cache, or nullptr; never a syscall.
 // Inside rcu_read_lock(), as map_from_fd().
-bpf_map *map_from_fd_cached(int fd, unsigned *denied);
+inline bpf_map *map_from_fd_cached(int fd, unsigned *denied)
+{
+	using namespace fd_cache;
+	if (static_cast<unsigned>(fd) >= static_cast<unsigned>(FD_MAX))
+		return nullptr;
+	fd_chunk *c = fd_chunks[fd >> FD_CHUNK_BITS].load(std::memory_order_acquire);
+	uintptr_t v = c ? c->slot[fd & (FD_CHUNK - 1)].load(std::memory_order_acquire) : 0;
+	if (!v)
+		return nullptr;
+	*denied = v & FD_MODE_BITS;
+	return slot_map(v);
+}
+
+// map_from_fd() for an fd not in the cache: looks it up and caches it.
+bpf_map *map_from_fd_uncached(int fd, int *err, unsigned *denied);
+
+// The map behind fd, or nullptr with *err = -EBADF (no such fd) or -EINVAL (not a map).
+// *denied receives the FD_NO_* bits of the fd's open mode.
+inline bpf_map *map_from_fd(int fd, int *err, unsigned *denied)
+{
+	if (bpf_map *map = map_from_fd_cached(fd, denied))
+		return map;
+	return map_from_fd_uncached(fd, err, denied);
+}
+bpf_map *map_from_fd(int fd, int *err);
 
 // Lay out a fresh region whose header is filled (all but magic), wrap it in a handle and
 // install it at fd, whose open mode withholds `denied`.
