@@ -373,6 +373,63 @@ TEST_F(BtfDiff, MapsCreatedWithBtfTypes)
 	}
 }
 
+uint32_t btf_id_of(bool kernel, long fd)
+{
+	struct { uint64_t btf; uint32_t btf_size, id; uint64_t name; uint32_t name_len, kernel_btf; } info{};
+	uint8_t ab[ATTR] = {};
+	uint64_t ia[2] = {static_cast<uint32_t>(fd) | uint64_t{sizeof(info)} << 32, reinterpret_cast<uintptr_t>(&info)};
+	memcpy(ab, ia, 16);
+	EXPECT_EQ(call(kernel, C_INFO, ab, ATTR), 0);
+	return info.id;
+}
+
+// BTF_GET_FD_BY_ID of id: a new fd (closed again here) or -errno.
+long open_btf_by_id(bool kernel, uint32_t id)
+{
+	uint32_t by_id[ATTR / 4] = {};
+	by_id[0] = id;
+	long fd = call(kernel, C_BTF_BY_ID, by_id, ATTR);
+	if (fd >= 0)
+		close(static_cast<int>(fd));
+	return fd;
+}
+
+// A BTF object lives while an fd or a map made with it holds it; then its id opens nothing.
+// The kernel drops a freed map's BTF reference from a work queue, so that case may take a
+// moment there.
+TEST_F(BtfDiff, ObjectGoesWithItsLastHolder)
+{
+	std::vector<uint8_t> blob = usual().blob();
+	for (int side = 0; side < 2; side++) {
+		bool kernel = side == 0;
+		SCOPED_TRACE(kernel ? "kernel" : "bpfmap");
+		long fd = load(kernel, blob);
+		ASSERT_GE(fd, 0);
+		uint32_t id = btf_id_of(kernel, fd);
+		EXPECT_GE(open_btf_by_id(kernel, id), 0);
+		close(static_cast<int>(fd));
+		EXPECT_EQ(open_btf_by_id(kernel, id), -ENOENT) << "its only fd was closed";
+
+		fd = load(kernel, blob);
+		ASSERT_GE(fd, 0);
+		id = btf_id_of(kernel, fd);
+		create_attr a{};
+		a.type = 1, a.key_size = 4, a.value_size = 8, a.max_entries = 4;
+		a.btf_fd = static_cast<uint32_t>(fd), a.btf_key = 1, a.btf_value = 2;
+		long map = call(kernel, C_MAP_CREATE, &a, ATTR);
+		ASSERT_GE(map, 0);
+		close(static_cast<int>(fd));
+		EXPECT_GE(open_btf_by_id(kernel, id), 0) << "the map holds it";
+		close(static_cast<int>(map));
+		long r = open_btf_by_id(kernel, id);
+		for (int i = 0; kernel && i < 200 && r >= 0; i++) {
+			usleep(10000);
+			r = open_btf_by_id(kernel, id);
+		}
+		EXPECT_EQ(r, -ENOENT) << "its map was closed";
+	}
+}
+
 TEST_F(BtfDiff, InfoAndOpenById)
 {
 	std::vector<uint8_t> blob = usual().blob();

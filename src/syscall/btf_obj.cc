@@ -1,10 +1,14 @@
 #include "syscall/btf_obj.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
+#include <map>
+#include <mutex>
 #include <string>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -61,6 +65,52 @@ int finish_log(const uapi::btf_load_attr &attr, void *uattr, unsigned size, cons
 	return 0;
 }
 
+// The BTF fds this process made or opened by id, and their objects' ids, so that the close
+// of one can reap its id. Never destroyed: fds are still closed at exit.
+struct btf_fd_table {
+	std::mutex lock;
+	std::map<int, uint32_t> ids;
+	std::atomic<bool> any{false}; // lets close() of every other fd skip the lock
+};
+
+btf_fd_table &btf_fds()
+{
+	static auto &t = *new btf_fd_table;
+	return t;
+}
+
+long remember_fd(long fd, uint32_t id)
+{
+	if (fd < 0)
+		return fd;
+	btf_fd_table &t = btf_fds();
+	std::lock_guard<std::mutex> g(t.lock);
+	t.ids[static_cast<int>(fd)] = id;
+	t.any.store(true, std::memory_order_relaxed);
+	return fd;
+}
+
+// Forget fds first..last, closing them first if close is set; then reap their ids.
+void forget_fds(int first, int last, bool close)
+{
+	btf_fd_table &t = btf_fds();
+	if (!t.any.load(std::memory_order_relaxed))
+		return;
+	std::vector<uint32_t> ids;
+	{
+		std::lock_guard<std::mutex> g(t.lock);
+		for (auto it = t.ids.lower_bound(first); it != t.ids.end() && it->first <= last;) {
+			if (close)
+				syscall(SYS_close, it->first);
+			ids.push_back(it->second);
+			it = t.ids.erase(it);
+		}
+		t.any.store(!t.ids.empty(), std::memory_order_relaxed);
+	}
+	for (uint32_t id : ids)
+		id_reap(id_table::btf, id);
+}
+
 // A new BTF object holding blob; its read-only fd or -errno.
 long btf_create(const uint8_t *blob, uint32_t size)
 {
@@ -79,7 +129,7 @@ long btf_create(const uint8_t *blob, uint32_t size)
 	if (ro < 0)
 		return -ENOMEM;
 	id_publish(id_table::btf, ro, h.id);
-	return ro;
+	return remember_fd(ro, h.id);
 }
 
 } // namespace
@@ -116,7 +166,7 @@ long btf_get_fd_by_id(const uapi::id_attr &attr, bool bad_tail)
 		return -EINVAL;
 	if (attr.open_flags & uapi::BPF_F_TOKEN_FD)
 		return no_token_errno(attr.fd_by_id_token_fd);
-	return id_open(id_table::btf, attr.map_id, O_RDONLY);
+	return remember_fd(id_open(id_table::btf, attr.map_id, O_RDONLY), attr.map_id);
 }
 
 long btf_get_next_id(uapi::id_attr &attr, bool bad_tail)
@@ -180,5 +230,9 @@ long btf_get_info(int fd, uapi::info_attr &attr)
 	attr.info_len = len;
 	return ret;
 }
+
+void btf_fds_closed(int first, int last) { forget_fds(first, last, false); }
+
+void btf_fds_release() { forget_fds(0, INT32_MAX, true); }
 
 } // namespace bpfmap

@@ -25,4 +25,11 @@ uint32_t btf_fd_id(int fd);
 // OBJ_GET_INFO_BY_FD for a BTF fd, after the generic attr checks.
 long btf_get_info(int fd, uapi::info_attr &attr);
 
+// fds first..last were closed or replaced: a BTF object made or opened here that nothing
+// holds any more (no fd, no map made with it) loses its id then, as the kernel frees it.
+void btf_fds_closed(int first, int last);
+
+// At exit: close the BTF fds made or opened here, with the same effect.
+void btf_fds_release();
+
 } // namespace bpfmap

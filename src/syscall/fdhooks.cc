@@ -13,6 +13,7 @@
 
 #include "bpfmap/bpfmap.h"
 #include "core/waitq.h"
+#include "syscall/btf_obj.h"
 #include "syscall/objtab.h"
 #include "syscall/syscall.h"
 
@@ -29,6 +30,7 @@ struct errno_keeper {
 void forget_closed(int first, int last)
 {
 	bpfmap::fds_forget(first, last);
+	bpfmap::btf_fds_closed(first, last);
 	bpfmap::map_mmap_fds_closed(first, last);
 	bpfmap::ring_epoll_fds_closed(first, last);
 	bpfmap::waitq_fds_closed(first, last);

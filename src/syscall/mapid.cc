@@ -67,17 +67,6 @@ int open_held(id_table t, uint32_t id, int mode)
 	return fd;
 }
 
-// A map going away lets go of the BTF object it was made with.
-void drop_btf_ref(int map_fd, uint32_t map_id)
-{
-	map_header hdr;
-	size_t size;
-	dev_t dev;
-	ino_t ino;
-	if (region_read_header(map_fd, &hdr, &size, &dev, &ino) == 0 && hdr.btf_id)
-		unlink(btf_ref_path(hdr.btf_id, map_id).c_str());
-}
-
 } // namespace
 
 void id_publish(id_table t, int fd, uint32_t id)
@@ -88,6 +77,24 @@ void id_publish(id_table t, int fd, uint32_t id)
 }
 
 void id_hold(int fd) { flock(fd, LOCK_SH); }
+
+namespace {
+
+// A map going away lets go of the BTF object it was made with, which goes too if nothing
+// else holds it.
+void drop_btf_ref(int map_fd, uint32_t map_id)
+{
+	map_header hdr;
+	size_t size;
+	dev_t dev;
+	ino_t ino;
+	if (region_read_header(map_fd, &hdr, &size, &dev, &ino) != 0 || !hdr.btf_id)
+		return;
+	unlink(btf_ref_path(hdr.btf_id, map_id).c_str());
+	id_reap(id_table::btf, hdr.btf_id);
+}
+
+} // namespace
 
 bool id_reap(id_table t, uint32_t id)
 {

@@ -15,6 +15,7 @@
 #include "core/rcu.h"
 #include "core/region.h"
 #include "core/registry.h"
+#include "syscall/btf_obj.h"
 #include "syscall/mapid.h"
 
 namespace bpfmap {
@@ -288,6 +289,8 @@ namespace {
 			map_put(slot_map(v));
 		}
 	}
+	// After the maps: a map made with a BTF object holds it until the map's id goes.
+	btf_fds_release();
 }
 
 } // namespace
