@@ -299,29 +299,6 @@ struct elem_args {
 	uint64_t flags;
 };
 
-// A lookup's value goes through buf (bpf_map_value_size bytes of ours), as through the
-// kernel's: the caller's buffer changes only on success, and may overlap the key.
-long lookup_through(bpf_map *map, const void *key, elem_args e, void *buf)
-{
-	int err;
-	// A bloom filter's lookup asks about the caller's value and returns nothing.
-	if (map->map_type == uapi::MAP_TYPE_BLOOM_FILTER) {
-		if ((err = copy_from_user(buf, e.value, bpf_map_value_size(map))))
-			return err;
-		return map->ops->map_copy_value(map, key, buf, e.flags);
-	}
-	if ((err = map->ops->map_copy_value(map, key, buf, e.flags)))
-		return err;
-	return copy_to_user(e.value, buf, bpf_map_value_size(map));
-}
-
-// Values too big for the stack.
-[[gnu::noinline]] long lookup_through_heap(bpf_map *map, const void *key, elem_args e)
-{
-	bounce buf(bpf_map_value_size(map));
-	return lookup_through(map, key, e, buf.get());
-}
-
 [[gnu::noinline]] long map_lookup_elem(elem_args e)
 {
 	if (e.flags & ~uapi::BPF_F_LOCK)
@@ -339,10 +316,17 @@ long lookup_through(bpf_map *map, const void *key, elem_args e, void *buf)
 	const void *key = user_ptr(e.key);
 	if ((err = check_key_ptr(map, key)))
 		return err;
-	if (bpf_map_value_size(map) > BOUNCE_STACK)
-		return lookup_through_heap(map, key, e);
-	alignas(8) unsigned char buf[BOUNCE_STACK];
-	return lookup_through(map, key, e, buf);
+	bounce buf(bpf_map_value_size(map));
+	// A bloom filter's lookup asks about the caller's value and returns nothing.
+	if (map->map_type == uapi::MAP_TYPE_BLOOM_FILTER) {
+		if ((err = copy_from_user(buf.get(), e.value, bpf_map_value_size(map))))
+			return err;
+		return map->ops->map_copy_value(map, key, buf.get(), e.flags);
+	}
+	err = map->ops->map_copy_value(map, key, buf.get(), e.flags);
+	if (err)
+		return err;
+	return copy_to_user(e.value, buf.get(), bpf_map_value_size(map));
 }
 
 [[gnu::noinline]] long map_update_elem(elem_args e)
