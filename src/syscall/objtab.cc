@@ -30,24 +30,6 @@ static_assert(alignof(bpf_map) > FD_MODE_BITS);
 
 uintptr_t slot_pack(bpf_map *map, unsigned denied) { return reinterpret_cast<uintptr_t>(map) | denied; }
 
-std::atomic<uintptr_t> *fd_slot(int fd, bool create)
-{
-	if (fd < 0 || fd >= FD_MAX)
-		return nullptr;
-	std::atomic<fd_chunk *> &c = fd_chunks[fd >> FD_CHUNK_BITS];
-	fd_chunk *chunk = c.load(std::memory_order_acquire);
-	if (!chunk) {
-		if (!create)
-			return nullptr;
-		auto *fresh = new fd_chunk{};
-		if (!c.compare_exchange_strong(chunk, fresh, std::memory_order_acq_rel))
-			delete fresh;
-		else
-			chunk = fresh;
-	}
-	return &chunk->slot[fd & (FD_CHUNK - 1)];
-}
-
 // Handles by region identity, so every fd of one map shares one mapping. A handle whose
 // count reached zero is being freed and is never revived: a lookup makes a new one.
 // Never destroyed: the fds still cached at exit are released after static objects are gone.
@@ -282,11 +264,11 @@ namespace {
 	for (int c = 0; c < FD_CHUNKS; c++) {
 		fd_chunk *chunk = fd_chunks[c].load(std::memory_order_acquire);
 		for (int i = 0; chunk && i < FD_CHUNK; i++) {
-			uintptr_t v = chunk->slot[i].exchange(0, std::memory_order_acq_rel);
-			if (!v)
+			if (!chunk->slot[i].load(std::memory_order_relaxed))
 				continue;
-			syscall(SYS_close, (c << FD_CHUNK_BITS) | i);
-			map_put(slot_map(v));
+			int fd = (c << FD_CHUNK_BITS) | i;
+			syscall(SYS_close, fd);
+			fd_forget(fd);
 		}
 	}
 	// After the maps: a map made with a BTF object holds it until the map's id goes.

@@ -62,21 +62,38 @@ struct fd_chunk {
 extern std::atomic<fd_chunk *> fd_chunks[FD_CHUNKS];
 
 inline bpf_map *slot_map(uintptr_t v) { return reinterpret_cast<bpf_map *>(v & ~FD_MODE_BITS); }
+
+// fd's slot, or nullptr when fd is beyond the cache or, unless create is set, its chunk
+// was never made.
+inline std::atomic<uintptr_t> *fd_slot(int fd, bool create)
+{
+	if (fd < 0 || fd >= FD_MAX)
+		return nullptr;
+	std::atomic<fd_chunk *> &c = fd_chunks[fd >> FD_CHUNK_BITS];
+	fd_chunk *chunk = c.load(std::memory_order_acquire);
+	if (!chunk) {
+		if (!create)
+			return nullptr;
+		auto *fresh = new fd_chunk{};
+		if (!c.compare_exchange_strong(chunk, fresh, std::memory_order_acq_rel))
+			delete fresh;
+		else
+			chunk = fresh;
+	}
+	return &chunk->slot[fd & (FD_CHUNK - 1)];
+}
 } // namespace fd_cache
 
 // The map behind fd if this process has it in its cache, or nullptr; never a syscall.
 // Inside rcu_read_lock(), as map_from_fd().
 inline bpf_map *map_from_fd_cached(int fd, unsigned *denied)
 {
-	using namespace fd_cache;
-	if (static_cast<unsigned>(fd) >= static_cast<unsigned>(FD_MAX))
-		return nullptr;
-	fd_chunk *c = fd_chunks[fd >> FD_CHUNK_BITS].load(std::memory_order_acquire);
-	uintptr_t v = c ? c->slot[fd & (FD_CHUNK - 1)].load(std::memory_order_acquire) : 0;
+	std::atomic<uintptr_t> *slot = fd_cache::fd_slot(fd, false);
+	uintptr_t v = slot ? slot->load(std::memory_order_acquire) : 0;
 	if (!v)
 		return nullptr;
-	*denied = v & FD_MODE_BITS;
-	return slot_map(v);
+	*denied = v & fd_cache::FD_MODE_BITS;
+	return fd_cache::slot_map(v);
 }
 
 // map_from_fd() for an fd not in the cache: looks it up and caches it.
