@@ -67,19 +67,6 @@ int open_held(id_table t, uint32_t id, int mode)
 	return fd;
 }
 
-} // namespace
-
-void id_publish(id_table t, int fd, uint32_t id)
-{
-	// Lock first: a reaper must never see the new link unheld.
-	flock(fd, LOCK_SH);
-	file_link(fd, id_path(t, id));
-}
-
-void id_hold(int fd) { flock(fd, LOCK_SH); }
-
-namespace {
-
 // A map going away lets go of the BTF object it was made with, which goes too if nothing
 // else holds it.
 void drop_btf_ref(int map_fd, uint32_t map_id)
@@ -95,6 +82,15 @@ void drop_btf_ref(int map_fd, uint32_t map_id)
 }
 
 } // namespace
+
+void id_publish(id_table t, int fd, uint32_t id)
+{
+	// Lock first: a reaper must never see the new link unheld.
+	flock(fd, LOCK_SH);
+	file_link(fd, id_path(t, id));
+}
+
+void id_hold(int fd) { flock(fd, LOCK_SH); }
 
 bool id_reap(id_table t, uint32_t id)
 {
