@@ -208,6 +208,16 @@ thread_local std::vector<uint32_t> lru_unlinked;
 
 uint32_t used_words(uint32_t n_elems) { return (n_elems + 63) / 64; }
 
+// Of word i of a bitmap over n items, the bits past item n - 1: they always read as taken
+// (or full), so a search never picks them.
+uint64_t bits_past_end(uint32_t i, uint32_t n)
+{
+	uint64_t first = uint64_t{i} * 64;
+	if (n <= first)
+		return ~0ull;
+	return n - first >= 64 ? 0 : ~0ull << (n - first);
+}
+
 // Say in the second level that word i of used bits is full. A give-back that raced with us
 // may have freed a bit before we set ours: look again, and undo if so. (A give-back after
 // our look finds the word was full and clears the bit itself.)
@@ -742,11 +752,11 @@ void htab_audit(bpf_htab *h)
 	for (uint32_t i = 0; i <= h->lock_mask; i++)
 		h->locks[i].lock();
 	if (c->needs_audit.load(std::memory_order_relaxed)) {
-		uint32_t used = h->n_elems;
-		std::vector<bool> live(used);
+		uint32_t n = h->n_elems;
+		std::vector<bool> live(n);
 		uint32_t count = 0;
 		auto mark = [&](uint32_t idx) {
-			if (idx < used && !live[idx]) {
+			if (idx < n && !live[idx]) {
 				live[idx] = true;
 				count++;
 				// Odd: a per-CPU value's writer died mid-write. Readers wait on it.
@@ -764,23 +774,23 @@ void htab_audit(bpf_htab *h)
 				if (tag_at(w, i))
 					mark(bk->slot[i].load(std::memory_order_relaxed));
 			uint32_t idx = chain_head(bk);
-			for (uint32_t steps = 0; !(idx & NULLS_BIT) && idx < used && steps < used; steps++) {
+			for (uint32_t steps = 0; !(idx & NULLS_BIT) && idx < n && steps < n; steps++) {
 				mark(idx);
 				idx = h->elem(idx)->next.load(std::memory_order_relaxed);
 			}
 		}
 		// An LRU map's free elements are the LRU's: it keeps its own lists.
 		for (uint32_t i = 0; i < h->n_used_words; i++) {
-			uint64_t bits = 0;
-			for (uint32_t j = 0; j < 64; j++)
-				if (i * 64 + j >= used || live[i * 64 + j])
+			uint64_t bits = bits_past_end(i, n);
+			for (uint32_t j = 0; j < 64 && i * 64 + j < n; j++)
+				if (live[i * 64 + j])
 					bits |= 1ull << j;
 			h->used[i].store(bits, std::memory_order_relaxed);
 		}
 		for (uint32_t f = 0; f < h->n_full_words; f++) {
-			uint64_t bits = 0;
-			for (uint32_t j = 0; j < 64; j++)
-				if (f * 64 + j >= h->n_used_words || h->used[f * 64 + j].load(std::memory_order_relaxed) == ~0ull)
+			uint64_t bits = bits_past_end(f, h->n_used_words);
+			for (uint32_t j = 0; j < 64 && f * 64 + j < h->n_used_words; j++)
+				if (h->used[f * 64 + j].load(std::memory_order_relaxed) == ~0ull)
 					bits |= 1ull << j;
 			h->full[f].store(bits, std::memory_order_release);
 		}
@@ -1576,14 +1586,12 @@ void htab_map_init(bpf_map *map)
 	c->n_groups = g.n_groups;
 	c->group_elems = g.group_elems;
 	if (!is_lru(map->map_type)) {
-		// The bits past the last element, and past the last word of them, read as taken.
+		// The data area starts zeroed: only the last word of each level has bits past its end.
 		auto *used = reinterpret_cast<std::atomic<uint64_t> *>(map->data + g.used_off);
 		auto *full = reinterpret_cast<std::atomic<uint64_t> *>(map->data + g.full_off);
-		uint32_t n_words = used_words(g.n_elems);
-		if (g.n_elems % 64)
-			used[n_words - 1].store(~0ull << (g.n_elems % 64), std::memory_order_relaxed);
-		if (n_words % 64)
-			full[used_words(n_words) - 1].store(~0ull << (n_words % 64), std::memory_order_relaxed);
+		uint32_t n_words = used_words(g.n_elems), n_full = used_words(n_words);
+		used[n_words - 1].store(bits_past_end(n_words - 1, g.n_elems), std::memory_order_relaxed);
+		full[n_full - 1].store(bits_past_end(n_full - 1, n_words), std::memory_order_relaxed);
 	}
 	auto *locks = reinterpret_cast<shared_lock *>(map->data + g.locks_off);
 	for (uint32_t i = 0; i < g.n_locks; i++)
