@@ -72,14 +72,18 @@ struct bpf_map_ops {
 	bpf_map *(*map_alloc)();
 	// Lay out a fresh region (header filled, data zeroed).
 	void (*map_init)(bpf_map *map);
-	// Derive process-local pointers from a region that is already initialised.
-	void (*map_attach)(bpf_map *map);
+	// Derive process-local pointers from a region that is already initialised. The
+	// region is untrusted (another process may have written anything into it): the
+	// generic header fields were validated and copied into the handle before this runs,
+	// and the family validates whatever it reads of its own control block against them.
+	// 0, or -EINVAL for a region that does not hold a valid map of the family.
+	int (*map_attach)(bpf_map *map);
 
 	// Program-side lookup: a pointer into the map's value (this CPU's, for a per-CPU map),
 	// or nullptr.
 	void *(*map_lookup_elem)(bpf_map *map, const void *key);
 	// Program-side lookup of one CPU's value; per-CPU maps only. slot is the CPU's value
-	// slot (core/percpu.h), already checked against hdr->nr_cpus by the caller.
+	// slot (core/percpu.h), already checked against map->nr_cpus by the caller.
 	void *(*map_lookup_percpu_elem)(bpf_map *map, const void *key, uint32_t slot);
 	// Syscall-side lookup: copy the value out in the syscall layout (bpf_map_value_size
 	// bytes); never a torn value where the type promises.
@@ -144,6 +148,9 @@ struct bpf_map {
 	// round_up(value_size, 8) for each of its nr_cpus slots (set by
 	// the per-CPU family's attach).
 	uint32_t uvalue_size = 0;
+	uint32_t nr_cpus = 0; // value slots of a per-CPU map
+	uint32_t id = 0;
+	uint64_t map_extra = 0;
 
 	// Identity of the region's file, so several fds of one map share this handle.
 	dev_t dev = 0;

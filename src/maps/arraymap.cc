@@ -86,9 +86,10 @@ bpf_map *array_map_alloc() { return new bpf_array; }
 
 void array_map_init(bpf_map *) {} // a fresh region is already zero
 
-void array_map_attach(bpf_map *map)
+int array_map_attach(bpf_map *map)
 {
 	array_of(map)->elem_size = static_cast<uint32_t>(round_up(map->value_size, 8));
+	return 0;
 }
 
 void *array_map_lookup_elem(bpf_map *map, const void *key)
@@ -284,19 +285,20 @@ bpf_map *percpu_array_map_alloc() { return new bpf_percpu_array; }
 
 void percpu_array_map_init(bpf_map *map)
 {
-	pcpu_geometry g = pcpu_layout(map->hdr->nr_cpus, map->value_size, map->max_entries);
+	pcpu_geometry g = pcpu_layout(map->nr_cpus, map->value_size, map->max_entries);
 	auto *locks = reinterpret_cast<shared_lock *>(map->data + g.locks_off);
 	for (uint32_t i = 0; i < g.nr_cpus * g.stripes; i++)
 		locks[i].init();
 }
 
-void percpu_array_map_attach(bpf_map *map)
+int percpu_array_map_attach(bpf_map *map)
 {
 	bpf_percpu_array *a = pcpu_of(map);
-	a->g = pcpu_layout(map->hdr->nr_cpus, map->value_size, map->max_entries);
+	a->g = pcpu_layout(map->nr_cpus, map->value_size, map->max_entries);
 	a->elem_size = static_cast<uint32_t>(round_up(map->value_size, 8));
 	a->locks = reinterpret_cast<shared_lock *>(map->data + a->g.locks_off);
 	map->uvalue_size = a->elem_size * a->g.nr_cpus;
+	return 0;
 }
 
 void *percpu_array_map_lookup_percpu_elem(bpf_map *map, const void *key, uint32_t slot)

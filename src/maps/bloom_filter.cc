@@ -97,7 +97,7 @@ bpf_map *bloom_map_alloc() { return new bpf_bloom_filter; }
 void bloom_map_init(bpf_map *map)
 {
 	auto *c = map->ctl<bloom_ctl>();
-	bloom_geometry g = bloom_layout(map->max_entries, map->hdr->map_extra);
+	bloom_geometry g = bloom_layout(map->max_entries, map->map_extra);
 	c->bitset_mask = g.bitset_mask;
 	c->nr_hash_funcs = g.nr_hash_funcs;
 	c->aligned_u32_count = map->value_size % 4 == 0 ? map->value_size / 4 : 0;
@@ -110,11 +110,12 @@ void bloom_map_init(bpf_map *map)
 	}
 }
 
-void bloom_map_attach(bpf_map *map)
+int bloom_map_attach(bpf_map *map)
 {
 	bpf_bloom_filter *b = bloom_of(map);
 	b->c = *map->ctl<bloom_ctl>();
 	b->bitset = reinterpret_cast<std::atomic<uint64_t> *>(map->data);
+	return 0;
 }
 
 int bloom_map_peek_elem(bpf_map *map, void *value)

@@ -1526,7 +1526,7 @@ int htab_map_mem_size(const uapi::map_create_attr &attr, size_t *size)
 
 bpf_map *htab_map_alloc() { return new bpf_htab; }
 
-void htab_map_attach(bpf_map *map)
+int htab_map_attach(bpf_map *map)
 {
 	bpf_htab *h = htab_of(map);
 	htab_ctl *c = map->ctl<htab_ctl>();
@@ -1550,7 +1550,7 @@ void htab_map_attach(bpf_map *map)
 	h->key_off_value = static_cast<uint32_t>(sizeof(htab_elem) + round_up(map->key_size, 8));
 	h->percpu = is_percpu(map->map_type);
 	h->pcpu_size = static_cast<uint32_t>(round_up(map->value_size, 8));
-	h->nr_cpus = map->hdr->nr_cpus;
+	h->nr_cpus = map->nr_cpus;
 	if (h->percpu)
 		map->uvalue_size = h->pcpu_size * h->nr_cpus;
 	h->is_lru = is_lru(map->map_type);
@@ -1558,6 +1558,7 @@ void htab_map_attach(bpf_map *map)
 		lru_attach(&h->lru, map->data + c->lru_off,
 			   h->elems + offsetof(htab_elem, lru_ref), h->elem_size,
 			   htab_lru_delete_node, h);
+	return 0;
 }
 
 void htab_map_init(bpf_map *map)
@@ -1568,7 +1569,7 @@ void htab_map_init(bpf_map *map)
 	attr.value_size = map->value_size;
 	attr.max_entries = map->max_entries;
 	attr.map_flags = map->map_flags;
-	htab_geometry g = geometry(attr, map->hdr->nr_cpus);
+	htab_geometry g = geometry(attr, map->nr_cpus);
 	map->hdr->max_entries = map->max_entries = g.max_entries;
 	htab_ctl *c = map->ctl<htab_ctl>();
 	c->seed = (map->map_flags & uapi::BPF_F_ZERO_SEED)
@@ -1601,7 +1602,7 @@ void htab_map_init(bpf_map *map)
 		set_chain_head(&buckets[b], NULLS_BIT | b);
 	c->lru_off = g.lru_off;
 	if (is_lru(map->map_type))
-		lru_init(map->data + g.lru_off, g.n_elems, map->hdr->nr_cpus,
+		lru_init(map->data + g.lru_off, g.n_elems, map->nr_cpus,
 			 map->map_flags & uapi::BPF_F_NO_COMMON_LRU);
 }
 

@@ -708,7 +708,7 @@ void trie_map_init(bpf_map *map)
 	c->free_head = c->free_tail = NIL;
 }
 
-void trie_map_attach(bpf_map *map)
+int trie_map_attach(bpf_map *map)
 {
 	bpf_lpm_trie *t = trie_of(map);
 	lpm_geometry g = lpm_layout(map->key_size, map->value_size, map->max_entries);
@@ -722,6 +722,7 @@ void trie_map_attach(bpf_map *map)
 	t->node_size = g.node_size;
 	t->n_nodes = g.n_nodes;
 	t->words = (g.data_size + 7) / 8;
+	return 0;
 }
 
 // Keys must be a struct (one with struct bpf_lpm_trie_key_u8 at its start).

@@ -79,7 +79,11 @@ void queue_stack_map_init(bpf_map *map)
 	c->size = map->max_entries + 1;
 }
 
-void queue_stack_map_attach(bpf_map *map) { qs_of(map)->ctl_ = map->ctl<qs_ctl>(); }
+int queue_stack_map_attach(bpf_map *map)
+{
+	qs_of(map)->ctl_ = map->ctl<qs_ctl>();
+	return 0;
+}
 
 // The slot a pop or peek takes: the oldest (queue) or the newest (stack) value.
 uint32_t take_index(const bpf_queue_stack *qs)

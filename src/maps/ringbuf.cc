@@ -176,7 +176,7 @@ bool alias_pages(void *from, size_t len, void *to)
 	return reinterpret_cast<void *>(syscall(SYS_mremap, from, 0, len, MREMAP_MAYMOVE | MREMAP_FIXED, to)) == to;
 }
 
-void ringbuf_map_attach(bpf_map *map)
+int ringbuf_map_attach(bpf_map *map)
 {
 	bpf_ringbuf_map *rb = rb_of(map);
 	size_t n = map->max_entries;
@@ -184,17 +184,18 @@ void ringbuf_map_attach(bpf_map *map)
 	void *va = reinterpret_cast<void *>(syscall(SYS_mmap, nullptr, len, PROT_NONE,
 						    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
 	if (va == MAP_FAILED)
-		return; // every producer and consumer call then fails
+		return 0; // every producer and consumer call then fails
 	char *v = static_cast<char *>(va);
 	char *after_meta = v + (RINGBUF_PGOFF + RINGBUF_POS_PAGES) * PAGE_SIZE;
 	if (!alias_pages(map->hdr, PAGE_SIZE, v) ||
 	    !alias_pages(map->data, RINGBUF_POS_PAGES * PAGE_SIZE + n, v + PAGE_SIZE) ||
 	    !alias_pages(map->data + RINGBUF_POS_PAGES * PAGE_SIZE, n, after_meta + n)) {
 		syscall(SYS_munmap, va, len);
-		return;
+		return 0;
 	}
 	rb->view = v;
 	rb->view_len = len;
+	return 0;
 }
 
 // Element commands: the kernel's ENOTSUPP for every one.

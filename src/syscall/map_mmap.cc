@@ -184,7 +184,7 @@ int check_map_mmap(bpf_map *map, unsigned denied, size_t len, int prot, int flag
 		return -EINVAL;
 	// Only the values may be mapped, not the header page behind them.
 	size_t pages = (len + PAGE_SIZE - 1) / PAGE_SIZE;
-	if (off < 0 || static_cast<size_t>(off) / PAGE_SIZE + pages > map->hdr->data_size / PAGE_SIZE)
+	if (off < 0 || static_cast<size_t>(off) / PAGE_SIZE + pages > (map->region_size - MAP_HEADER_SIZE) / PAGE_SIZE)
 		return -EINVAL;
 	return 0;
 }

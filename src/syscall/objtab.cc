@@ -12,6 +12,7 @@
 #include <sys/syscall.h>
 #include <utility>
 
+#include "core/percpu.h"
 #include "core/rcu.h"
 #include "core/region.h"
 #include "core/registry.h"
@@ -43,25 +44,52 @@ const bool handles_lock_atfork = [] {
 	return true;
 }();
 
-bpf_map *handle_new(const bpf_map_ops *ops, void *base, size_t size, dev_t dev, ino_t ino,
-		    bool fresh)
+// Whether a header read from a region describes a map this process could have made: the
+// region is untrusted, so the fields that size and place everything are checked once here
+// against the family's own creation rules, and only this private copy is used after.
+bool header_valid(const bpf_map_ops *ops, const map_header &hdr, size_t size)
+{
+	uapi::map_create_attr a{};
+	a.map_type = hdr.map_type;
+	a.key_size = hdr.key_size;
+	a.value_size = hdr.value_size;
+	a.max_entries = hdr.max_entries;
+	a.map_flags = hdr.map_flags;
+	a.map_extra = hdr.map_extra;
+	size_t need;
+	return hdr.nr_cpus == num_possible_cpus() && ops->map_alloc_check(a) == 0 &&
+	       ops->map_mem_size(a, &need) == 0 && round_up(need, PAGE_SIZE) == hdr.data_size &&
+	       hdr.data_size + MAP_HEADER_SIZE == size;
+}
+
+// A handle over a mapped region, its fields taken from hdr (the creator's attr for a
+// fresh map, a validated private copy otherwise). nullptr when the family refuses the
+// region.
+bpf_map *handle_new(const bpf_map_ops *ops, const map_header &hdr, void *base, size_t size,
+		    dev_t dev, ino_t ino, bool fresh)
 {
 	bpf_map *map = ops->map_alloc();
 	map->ops = ops;
 	map->data = static_cast<char *>(base);
 	map->region_size = size;
 	map->hdr = reinterpret_cast<map_header *>(map->data + size - MAP_HEADER_SIZE);
-	map->map_type = map->hdr->map_type;
-	map->key_size = map->hdr->key_size;
-	map->value_size = map->hdr->value_size;
+	map->map_type = hdr.map_type;
+	map->key_size = hdr.key_size;
+	map->value_size = hdr.value_size;
 	map->uvalue_size = map->value_size;
-	map->max_entries = map->hdr->max_entries;
-	map->map_flags = map->hdr->map_flags;
+	map->max_entries = hdr.max_entries;
+	map->map_flags = hdr.map_flags;
+	map->nr_cpus = hdr.nr_cpus;
+	map->id = hdr.id;
+	map->map_extra = hdr.map_extra;
 	map->dev = dev;
 	map->ino = ino;
 	if (fresh)
 		ops->map_init(map);
-	ops->map_attach(map);
+	if (ops->map_attach(map) != 0) {
+		delete map;
+		return nullptr;
+	}
 	return map;
 }
 
@@ -114,7 +142,7 @@ bpf_map *handle_from_fd(int fd, int *err)
 	if (*err)
 		return nullptr;
 	const bpf_map_ops *ops = map_type_ops(hdr.map_type);
-	if (!ops) {
+	if (!ops || !header_valid(ops, hdr, size)) {
 		*err = -EINVAL;
 		return nullptr;
 	}
@@ -126,7 +154,12 @@ bpf_map *handle_from_fd(int fd, int *err)
 	*err = region_map(rw, size, &base);
 	if (*err)
 		return nullptr;
-	bpf_map *map = handle_new(ops, base, size, dev, ino, false);
+	bpf_map *map = handle_new(ops, hdr, base, size, dev, ino, false);
+	if (!map) {
+		region_unmap(base, size);
+		*err = -EINVAL;
+		return nullptr;
+	}
 	map->refcnt.store(1, std::memory_order_relaxed);
 	handles[{dev, ino}] = map;
 	return map;
@@ -188,7 +221,12 @@ int map_install_new(const bpf_map_ops *ops, void *base, size_t size, int fd, uns
 	struct stat st;
 	if (file_stat(fd, &st) != 0)
 		return -errno;
-	bpf_map *map = handle_new(ops, base, size, st.st_dev, st.st_ino, true);
+	// The creator's own header, written just before: trusted.
+	bpf_map *map = handle_new(ops, *reinterpret_cast<map_header *>(static_cast<char *>(base) + size -
+								    MAP_HEADER_SIZE),
+				  base, size, st.st_dev, st.st_ino, true);
+	if (!map)
+		return -EINVAL;
 	// Other processes recognise the region only once it is complete.
 	map->hdr->magic.store(MAP_MAGIC, std::memory_order_release);
 	map->refcnt.store(1, std::memory_order_relaxed);
@@ -231,7 +269,7 @@ void map_put(bpf_map *map)
 		if (it != handles.end() && it->second == map)
 			handles.erase(it);
 	}
-	uint32_t id = map->hdr->id;
+	uint32_t id = map->id;
 	synchronize_rcu();
 	region_unmap(map->data, map->region_size);
 	delete map;

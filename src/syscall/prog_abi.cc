@@ -49,7 +49,7 @@ void *bpfmap_map_lookup_percpu_elem(bpfmap_map *m, const void *key, uint32_t cpu
 	bpf_map *map = to_map(m);
 	int slot = bpfmap::cpu_slot(cpu); // -1 for a CPU that is not possible
 	if (!map->ops->map_lookup_percpu_elem || slot < 0 ||
-	    static_cast<uint32_t>(slot) >= map->hdr->nr_cpus)
+	    static_cast<uint32_t>(slot) >= map->nr_cpus)
 		return nullptr;
 	return map->ops->map_lookup_percpu_elem(map, key, static_cast<uint32_t>(slot));
 }

@@ -479,12 +479,12 @@ long obj_get_info_by_fd(bpf_attr &attr)
 	// The kernel fills what it knows over the caller's own bytes and leaves the rest
 	// (device, netns and BTF fields of a map without them) as the caller wrote them.
 	info.type = map->map_type;
-	info.id = map->hdr->id;
+	info.id = map->id;
 	info.key_size = map->key_size;
 	info.value_size = map->value_size;
 	info.max_entries = map->max_entries;
 	info.map_flags = map->map_flags;
-	info.map_extra = map->hdr->map_extra;
+	info.map_extra = map->map_extra;
 	info.btf_vmlinux_value_type_id = 0;
 	if (map->hdr->btf_id) {
 		info.btf_id = map->hdr->btf_id;
@@ -709,8 +709,8 @@ int map_show_fdinfo(int fd, std::string *out)
 		 "map_flags:\t%#x\nmap_extra:\t%#llx\nmemlock:\t%llu\nmap_id:\t%u\n"
 		 "frozen:\t%u\n",
 		 map->map_type, map->key_size, map->value_size, map->max_entries, map->map_flags,
-		 static_cast<unsigned long long>(map->hdr->map_extra),
-		 static_cast<unsigned long long>(map->region_size), map->hdr->id,
+		 static_cast<unsigned long long>(map->map_extra),
+		 static_cast<unsigned long long>(map->region_size), map->id,
 		 map->frozen() ? 1U : 0U);
 	*out = buf;
 	return 0;
