@@ -159,11 +159,11 @@ normalize() {
 }
 
 # Under the preload: the script, with every bpf command traced.
-under_preload() { # output file, trace file, pin root, then a command prefix to run as
-	out=$1 trace=$2 root=$3
-	shift 3
-	mkdir -p "$root"
-	chmod 777 "$root"
+under_preload() { # output file, trace file, pin root, its owner's uid, then a command prefix
+	out=$1 trace=$2 root=$3 uid=$4
+	shift 4
+	# A pin root must belong to its user (bpfmap refuses one that others may write).
+	install -d -m 700 -o "$uid" "$root"
 	"$@" env BPFMAP_PIN_ROOT="$root" BPFMAP_TRACE=1 LD_PRELOAD="$preload" \
 		pins="$pins" maker="$maker" sh -c "$(script_text)" >"$out.all" 2>&1
 	grep -v '^bpfmap-preload: ' "$out.all" >"$out" || true
@@ -180,11 +180,11 @@ script_text() {
 	printf '%s\n' "$(sed -n '/^script() {$/,/^}$/p' "$0")" 'script bpftool'
 }
 
-under_preload "$work/preload.out" "$work/preload.trace" "$work/root"
+under_preload "$work/preload.out" "$work/preload.trace" "$work/root" "$(id -u)"
 echo "preload: $(grep -c "by bpfmap" "$work/preload.trace") bpf commands served by bpfmap"
 set --
 if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null 2>&1; then
-	under_preload "$work/nobody.out" "$work/nobody.trace" "$work/nobody-root" \
+	under_preload "$work/nobody.out" "$work/nobody.trace" "$work/nobody-root" 65534 \
 		setpriv --reuid=65534 --regid=65534 --clear-groups
 	echo "preload as an unprivileged user: $(grep -c "by bpfmap" "$work/nobody.trace") bpf" \
 		"commands served by bpfmap"

@@ -12,11 +12,11 @@ mkdir -p "$work/root"
 # libbpf's feature probes load small programs; those go on to the kernel (where the kernel
 # refuses them, the preload answers the one libbpf needs for map names). Every map command
 # must be served by bpfmap.
-under_preload() { # name, then a command prefix to run as
-	name=$1
-	shift
-	mkdir -p "$work/$name-root"
-	chmod 777 "$work/$name-root"
+under_preload() { # name, the uid to run as, then a command prefix that runs as it
+	name=$1 uid=$2
+	shift 2
+	# A pin root must belong to its user (bpfmap refuses one that others may write).
+	install -d -m 700 -o "$uid" "$work/$name-root"
 	"$@" env BPFMAP_PIN_ROOT="$work/$name-root" BPFMAP_TRACE=1 LD_PRELOAD="$preload" \
 		"$client" /sys/fs/bpf >"$work/$name.out" 2>"$work/$name.trace"
 	map_cmds=" 0 1 2 3 4 6 7 12 14 15 21 22 24 25 26 27 "
@@ -34,11 +34,11 @@ under_preload() { # name, then a command prefix to run as
 	grep "by kernel" "$work/$name.trace" | sed 's/ = .*//' | sort | uniq -c || true
 }
 chmod 755 "$work"
-under_preload bpfmap
+under_preload bpfmap "$(id -u)"
 runs=bpfmap
 # An unprivileged user, for whom the kernel refuses bpf(2): bpfmap alone.
 if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null 2>&1; then
-	under_preload nobody setpriv --reuid=65534 --regid=65534 --clear-groups
+	under_preload nobody 65534 setpriv --reuid=65534 --regid=65534 --clear-groups
 	runs="bpfmap nobody"
 fi
 

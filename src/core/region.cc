@@ -1,5 +1,7 @@
 #include "core/region.h"
 
+#include "core/pin_root.h"
+
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -14,18 +16,6 @@ namespace bpfmap {
 
 namespace {
 
-int mkdir_p(const std::string &path)
-{
-	for (size_t i = 1; i <= path.size(); i++) {
-		if (i != path.size() && path[i] != '/')
-			continue;
-		std::string part = path.substr(0, i);
-		if (mkdir(part.c_str(), 0700) != 0 && errno != EEXIST)
-			return -errno;
-	}
-	return 0;
-}
-
 // Shared by every process using the pin root: the last id handed out.
 struct id_counter {
 	std::atomic<uint32_t> last_id;     // maps
@@ -35,10 +25,14 @@ struct id_counter {
 id_counter *map_id_counter()
 {
 	static id_counter *counter = [] () -> id_counter * {
-		std::string path = pin_root() + "/.bpfmap-ids";
-		int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		int fd = root_dir().open(".bpfmap-ids", O_RDWR | O_CREAT, 0600);
+		struct stat st;
 		if (fd < 0)
 			return nullptr;
+		if (file_stat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+			close(fd);
+			return nullptr;
+		}
 		// Every process extends the file to the same size; the first writer's zeroes stand.
 		if (ftruncate(fd, PAGE_SIZE) != 0) {
 			close(fd);
@@ -50,24 +44,6 @@ id_counter *map_id_counter()
 	}();
 	return counter;
 }
-
-} // namespace
-
-// Never destroyed: map ids are still reaped at exit, after static objects are gone.
-const std::string &pin_root()
-{
-	static const std::string &root = *new std::string([] {
-		const char *env = getenv("BPFMAP_PIN_ROOT");
-		std::string r = env && *env ? env : "/dev/shm/bpfmap";
-		while (r.size() > 1 && r.back() == '/')
-			r.pop_back();
-		mkdir_p(r);
-		return r;
-	}());
-	return root;
-}
-
-namespace {
 
 uint32_t next_id(std::atomic<uint32_t> id_counter::*which)
 {
@@ -89,7 +65,7 @@ uint32_t next_btf_id() { return next_id(&id_counter::last_btf_id); }
 int region_create(size_t data_size, bool prealloc, void **base)
 {
 	size_t size = data_size + MAP_HEADER_SIZE;
-	int fd = open(pin_root().c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	int fd = pin_root_tmpfile();
 	if (fd < 0)
 		fd = memfd_create("bpfmap", MFD_CLOEXEC); // no pinning then, but maps still work
 	if (fd < 0)
@@ -152,16 +128,17 @@ int file_stat(int fd, struct stat *st)
 bool on_pin_root_fs(const struct stat &st)
 {
 	static const dev_t root_dev = [] {
+		root_dir root;
 		struct stat r{};
-		return stat(pin_root().c_str(), &r) == 0 ? r.st_dev : dev_t{};
+		return !root.error() && file_stat(root.fd(), &r) == 0 ? r.st_dev : dev_t{};
 	}();
 	return S_ISREG(st.st_mode) && st.st_dev == root_dev;
 }
 
-int file_link(int fd, const std::string &path)
+int file_link(int fd, int dir_fd, const std::string &name)
 {
 	std::string src = "/proc/self/fd/" + std::to_string(fd);
-	if (linkat(AT_FDCWD, src.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) != 0)
+	if (linkat(AT_FDCWD, src.c_str(), dir_fd, name.c_str(), AT_SYMLINK_FOLLOW) != 0)
 		return -errno;
 	return 0;
 }

@@ -10,10 +10,6 @@
 
 namespace bpfmap {
 
-// The directory where pins and the id counter live: $BPFMAP_PIN_ROOT, else /dev/shm/bpfmap.
-// Created on first use.
-const std::string &pin_root();
-
 // Create a region file of data_size + one header page and map it. prealloc commits the
 // memory now (ENOMEM up front, as the kernel's prealloc does). Returns the fd or -errno;
 // *base receives the mapping.
@@ -47,9 +43,9 @@ int file_stat(int fd, struct stat *st);
 // file is (pins are hard links there): most other fds are told apart without reading.
 bool on_pin_root_fs(const struct stat &st);
 
-// Give the file behind fd one more name, path (a hard link through /proc, so an unlinked
-// O_TMPFILE file can be named). 0 or -errno.
-int file_link(int fd, const std::string &path);
+// Give the file behind fd one more name, name in directory dir_fd (a hard link through
+// /proc, so an unlinked O_TMPFILE file can be named). 0 or -errno.
+int file_link(int fd, int dir_fd, const std::string &name);
 
 // A machine-wide (pin-root-wide) map id, never 0.
 uint32_t next_map_id();

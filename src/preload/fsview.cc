@@ -24,6 +24,7 @@
 #include <dlfcn.h>
 #include <ftw.h>
 #include <fcntl.h>
+#include <memory>
 #include <string>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -33,6 +34,7 @@
 #include <unistd.h>
 
 #include "bpfmap/bpfmap.h"
+#include "core/pin_root.h"
 #include "core/region.h"
 #include "syscall/btf_obj.h"
 #include "syscall/pin.h"
@@ -166,15 +168,29 @@ void stat_as_anon(struct stat *st)
 	*st = anon().st;
 }
 
-// The pin-root file an absolute bpffs path stands for, or the path itself.
+// What an absolute bpffs path stands for: the same place below the pin root, reached
+// through the checked, open root (core/pin_root.h); any other path as it is. Where the
+// pin root is refused, a bpffs path fails with the root's errno.
 struct bpffs_path {
 	std::string file;
 	const char *path;
 	bool in_bpffs;
-	explicit bpffs_path(const char *p) : path(p), in_bpffs(bpfmap::bpffs_file(p, &file))
+	std::unique_ptr<bpfmap::root_dir> root;
+	explicit bpffs_path(const char *p) : path(p), in_bpffs(bpfmap::bpffs_rel(p, &file))
 	{
-		if (in_bpffs)
-			path = file.c_str();
+		if (!in_bpffs)
+			return;
+		root = std::make_unique<bpfmap::root_dir>();
+		file = root->path(file);
+		path = file.c_str();
+	}
+	// Whether the call must fail (errno set): a bpffs path with the root refused.
+	bool refused() const
+	{
+		if (!root || !root->error())
+			return false;
+		errno = -root->error();
+		return true;
 	}
 };
 
@@ -303,6 +319,8 @@ BPFMAP_API int fstatat(int dirfd, const char *path, struct stat *st, int flags)
 	if ((flags & AT_EMPTY_PATH) && !*path)
 		return fstat(dirfd, st);
 	bpffs_path p(path);
+	if (p.refused())
+		return -1;
 	return real<int (*)(int, const char *, struct stat *, int)>("fstatat")(dirfd, p.path, st, flags);
 }
 
@@ -314,6 +332,8 @@ BPFMAP_API int fstatat64(int dirfd, const char *path, struct stat64 *st, int fla
 BPFMAP_API int stat(const char *path, struct stat *st)
 {
 	bpffs_path p(path);
+	if (p.refused())
+		return -1;
 	return real<int (*)(const char *, struct stat *)>("stat")(p.path, st);
 }
 
@@ -325,6 +345,8 @@ BPFMAP_API int stat64(const char *path, struct stat64 *st)
 BPFMAP_API int lstat(const char *path, struct stat *st)
 {
 	bpffs_path p(path);
+	if (p.refused())
+		return -1;
 	return real<int (*)(const char *, struct stat *)>("lstat")(p.path, st);
 }
 
@@ -336,6 +358,8 @@ BPFMAP_API int lstat64(const char *path, struct stat64 *st)
 BPFMAP_API int statfs(const char *path, struct statfs *buf)
 {
 	bpffs_path p(path);
+	if (p.refused())
+		return -1;
 	int ret = real<int (*)(const char *, struct statfs *)>("statfs")(p.path, buf);
 	if (ret == 0 && p.in_bpffs)
 		buf->f_type = BPF_FS_MAGIC;
@@ -351,36 +375,48 @@ BPFMAP_API int statfs64(const char *path, struct statfs64 *buf)
 BPFMAP_API int access(const char *path, int mode)
 {
 	bpffs_path p(path);
+	if (p.refused())
+		return -1;
 	return real<int (*)(const char *, int)>("access")(p.path, mode);
 }
 
 BPFMAP_API int mkdir(const char *path, mode_t mode)
 {
 	bpffs_path p(path);
+	if (p.refused())
+		return -1;
 	return real<int (*)(const char *, mode_t)>("mkdir")(p.path, mode);
 }
 
 BPFMAP_API int rmdir(const char *path)
 {
 	bpffs_path p(path);
+	if (p.refused())
+		return -1;
 	return real<int (*)(const char *)>("rmdir")(p.path);
 }
 
 BPFMAP_API int unlink(const char *path)
 {
 	bpffs_path p(path);
+	if (p.refused())
+		return -1;
 	return real<int (*)(const char *)>("unlink")(p.path);
 }
 
 BPFMAP_API int unlinkat(int dirfd, const char *path, int flags)
 {
 	bpffs_path p(path);
+	if (p.refused())
+		return -1;
 	return real<int (*)(int, const char *, int)>("unlinkat")(dirfd, p.path, flags);
 }
 
 BPFMAP_API DIR *opendir(const char *path)
 {
 	bpffs_path p(path);
+	if (p.refused())
+		return nullptr;
 	return real<DIR *(*)(const char *)>("opendir")(p.path);
 }
 
@@ -394,6 +430,8 @@ BPFMAP_API int nftw(const char *dir, nftw_fn fn, int nopenfd, int flags)
 	bpffs_path p(shown.c_str());
 	if (!p.in_bpffs)
 		return real_nftw(dir, fn, nopenfd, flags);
+	if (p.refused())
+		return -1;
 	bpffs_walk w{fn, strlen(p.path), shown};
 	bpffs_walk *outer = current_walk; // a callback may walk again
 	current_walk = &w;

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/btf.h"
+#include "core/pin_root.h"
 #include "core/region.h"
 #include "syscall/mapid.h"
 #include "syscall/objtab.h"
@@ -114,9 +115,9 @@ void forget_fds(int first, int last, bool close)
 // A new BTF object holding blob; its read-only fd or -errno.
 long btf_create(const uint8_t *blob, uint32_t size)
 {
-	int fd = open(pin_root().c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	int fd = pin_root_tmpfile();
 	if (fd < 0)
-		return -ENOMEM;
+		return fd == -EACCES ? fd : -ENOMEM;
 	btf_obj_header h{BTF_OBJ_MAGIC, next_btf_id(), size};
 	if (pwrite(fd, &h, sizeof(h), 0) != static_cast<ssize_t>(sizeof(h)) ||
 	    pwrite(fd, blob, size, sizeof(h)) != static_cast<ssize_t>(size)) {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "core/pin_root.h"
 #include "core/rcu.h"
 #include "core/region.h"
 #include "syscall/objtab.h"
@@ -20,25 +21,15 @@
 namespace bpfmap {
 namespace {
 
-// Never destroyed: ids are still reaped at exit, after static objects are gone.
-const std::string &table_dir(id_table t)
-{
-	static const auto &dirs = *new std::array<std::string, 2>([] {
-		std::array<std::string, 2> d = {pin_root() + "/.bpfmap-by-id",
-						pin_root() + "/.bpfmap-btf-by-id"};
-		for (const std::string &s : d)
-			mkdir(s.c_str(), 0700);
-		return d;
-	}());
-	return dirs[t == id_table::btf];
-}
+// The id directories, below the pin root.
+const char *table_name(id_table t) { return t == id_table::btf ? ".bpfmap-btf-by-id" : ".bpfmap-by-id"; }
 
-std::string id_path(id_table t, uint32_t id) { return table_dir(t) + "/" + std::to_string(id); }
+std::string id_rel(id_table t, uint32_t id) { return std::string(table_name(t)) + "/" + std::to_string(id); }
 
 // BTF object btf_id's link for map map_id: "<btf id>.m<map id>", never taken for an id.
-std::string btf_ref_path(uint32_t btf_id, uint32_t map_id)
+std::string btf_ref_rel(uint32_t btf_id, uint32_t map_id)
 {
-	return id_path(id_table::btf, btf_id) + ".m" + std::to_string(map_id);
+	return id_rel(id_table::btf, btf_id) + ".m" + std::to_string(map_id);
 }
 
 // The id an entry of an id directory names, or 0.
@@ -50,26 +41,29 @@ uint32_t entry_id(const char *name)
 }
 
 // Open the object behind an id with a shared lock held; -ENOENT if it is gone.
-int open_held(id_table t, uint32_t id, int mode)
+int open_held(const root_dir &root, id_table t, uint32_t id, int mode)
 {
-	std::string path = id_path(t, id);
-	int fd = open(path.c_str(), mode | O_CLOEXEC);
+	std::string rel = id_rel(t, id);
+	int fd = root.open(rel, mode);
 	if (fd < 0)
 		return -ENOENT;
 	// A reaper removes the link while holding the exclusive lock: once ours is granted,
 	// the link is either still there (and the object held by us) or gone.
 	struct stat a, b;
-	if (flock(fd, LOCK_SH) != 0 || file_stat(fd, &a) != 0 || stat(path.c_str(), &b) != 0 ||
-	    a.st_ino != b.st_ino || a.st_dev != b.st_dev) {
+	if (flock(fd, LOCK_SH) != 0 || file_stat(fd, &a) != 0 ||
+	    fstatat(root.fd(), rel.c_str(), &b, AT_SYMLINK_NOFOLLOW) != 0 || a.st_ino != b.st_ino ||
+	    a.st_dev != b.st_dev) {
 		close(fd);
 		return -ENOENT;
 	}
 	return fd;
 }
 
+bool reap_in(const root_dir &root, id_table t, uint32_t id);
+
 // A map going away lets go of the BTF object it was made with, which goes too if nothing
 // else holds it.
-void drop_btf_ref(int map_fd, uint32_t map_id)
+void drop_btf_ref(const root_dir &root, int map_fd, uint32_t map_id)
 {
 	map_header hdr;
 	size_t size;
@@ -77,8 +71,27 @@ void drop_btf_ref(int map_fd, uint32_t map_id)
 	ino_t ino;
 	if (region_read_header(map_fd, &hdr, &size, &dev, &ino) != 0 || !hdr.btf_id)
 		return;
-	unlink(btf_ref_path(hdr.btf_id, map_id).c_str());
-	id_reap(id_table::btf, hdr.btf_id);
+	unlinkat(root.fd(), btf_ref_rel(hdr.btf_id, map_id).c_str(), 0);
+	reap_in(root, id_table::btf, hdr.btf_id);
+}
+
+// id_reap() in a root already open.
+bool reap_in(const root_dir &root, id_table t, uint32_t id)
+{
+	std::string rel = id_rel(t, id);
+	int fd = root.open(rel, O_RDONLY);
+	if (fd < 0)
+		return true;
+	bool gone = false;
+	struct stat st;
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0 && file_stat(fd, &st) == 0 && st.st_nlink == 1) {
+		unlinkat(root.fd(), rel.c_str(), 0);
+		if (t == id_table::map)
+			drop_btf_ref(root, fd, id);
+		gone = true;
+	}
+	close(fd); // drops the lock
+	return gone;
 }
 
 } // namespace
@@ -87,34 +100,31 @@ void id_publish(id_table t, int fd, uint32_t id)
 {
 	// Lock first: a reaper must never see the new link unheld.
 	flock(fd, LOCK_SH);
-	file_link(fd, id_path(t, id));
+	root_dir root;
+	if (root.error())
+		return;
+	mkdirat(root.fd(), table_name(t), 0700);
+	file_link(fd, root.fd(), id_rel(t, id));
 }
 
 void id_hold(int fd) { flock(fd, LOCK_SH); }
 
 bool id_reap(id_table t, uint32_t id)
 {
-	std::string path = id_path(t, id);
-	int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return true;
-	bool gone = false;
-	struct stat st;
-	if (flock(fd, LOCK_EX | LOCK_NB) == 0 && file_stat(fd, &st) == 0 && st.st_nlink == 1) {
-		unlink(path.c_str());
-		if (t == id_table::map)
-			drop_btf_ref(fd, id);
-		gone = true;
-	}
-	close(fd); // drops the lock
-	return gone;
+	root_dir root;
+	return reap_in(root, t, id);
 }
 
 long id_get_next(id_table t, uapi::id_attr &attr)
 {
-	DIR *d = opendir(table_dir(t).c_str());
-	if (!d)
+	root_dir root;
+	int dir_fd = root.open(table_name(t), O_RDONLY | O_DIRECTORY);
+	DIR *d = dir_fd < 0 ? nullptr : fdopendir(dir_fd);
+	if (!d) {
+		if (dir_fd >= 0)
+			close(dir_fd);
 		return -ENOENT;
+	}
 	// Candidates in id order; the smallest live one wins.
 	std::vector<uint32_t> ids;
 	while (dirent *e = readdir(d))
@@ -123,7 +133,7 @@ long id_get_next(id_table t, uapi::id_attr &attr)
 	closedir(d);
 	std::sort(ids.begin(), ids.end());
 	for (uint32_t id : ids) {
-		if (id_reap(t, id))
+		if (reap_in(root, t, id))
 			continue;
 		attr.next_id = id;
 		return 0;
@@ -135,12 +145,15 @@ int id_open(id_table t, uint32_t id, int mode)
 {
 	if (id == 0 || id >= INT_MAX)
 		return -ENOENT;
-	return open_held(t, id, mode);
+	root_dir root;
+	return open_held(root, t, id, mode);
 }
 
 void btf_ref_by_map(int btf_fd, uint32_t btf_id, uint32_t map_id)
 {
-	file_link(btf_fd, btf_ref_path(btf_id, map_id));
+	root_dir root;
+	if (!root.error())
+		file_link(btf_fd, root.fd(), btf_ref_rel(btf_id, map_id));
 }
 
 void map_id_publish(int fd, uint32_t id) { id_publish(id_table::map, fd, id); }

@@ -1,6 +1,7 @@
 #include "syscall/pin.h"
 
 #include <cerrno>
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <cstring>
@@ -9,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/pin_root.h"
 #include "core/rcu.h"
 #include "core/region.h"
 #include "syscall/mapid.h"
@@ -47,9 +49,10 @@ bool under(const std::string &path, const std::string &dir)
 	       path[dir.size()] == '/';
 }
 
-// The file behind a pin path, and whether the path lies in our stand-in for bpffs.
+// Where a pin path leads: below the pin root (our stand-in for bpffs), or elsewhere.
 struct pin_path {
-	std::string file;
+	std::string rel;     // relative to the root ("" for the root itself), when in_bpffs
+	std::string outside; // the absolute path, when not
 	bool in_bpffs = false;
 };
 
@@ -64,13 +67,13 @@ int resolve(uint64_t upath, int path_fd, pin_path *out)
 	int err = absolute_path(path, path_fd, &abs);
 	if (err)
 		return err;
-	if (bpffs_file(abs.c_str(), &out->file)) {
+	const std::string &root = pin_root();
+	if (bpffs_rel(abs.c_str(), &out->rel))
 		out->in_bpffs = true;
-	} else {
-		const std::string &root = pin_root();
-		out->file = abs;
-		out->in_bpffs = abs == root || under(abs, root);
-	}
+	else if (abs == root || under(abs, root))
+		out->in_bpffs = true, out->rel = abs.substr(std::min(abs.size(), root.size() + 1));
+	else
+		out->outside = abs;
 	return 0;
 }
 
@@ -85,16 +88,60 @@ int check_path_fd(const uapi::obj_attr &attr, int *path_fd)
 std::string parent_of(const std::string &path)
 {
 	size_t slash = path.find_last_of('/');
-	return slash == 0 ? "/" : path.substr(0, slash);
+	return slash == std::string::npos ? "" : slash == 0 ? "/" : path.substr(0, slash);
+}
+
+std::string base_of(const std::string &path)
+{
+	size_t slash = path.find_last_of('/');
+	return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// A pin named rel below the root: the hard link made through the root's open directory,
+// so that a directory swapped in under the root's name never receives it.
+int pin_below_root(int fd, const std::string &rel)
+{
+	root_dir root;
+	if (root.error())
+		return root.error();
+	std::string base = base_of(rel);
+	if (base.empty())
+		return -EEXIST; // the root itself
+	int dir = root.open(parent_of(rel), O_PATH | O_DIRECTORY);
+	if (dir < 0)
+		return -ENOENT;
+	struct stat st;
+	int err = fstatat(dir, base.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 ? -EEXIST
+									   : file_link(fd, dir, base);
+	close(dir);
+	return err == -EXDEV ? -EPERM : err; // a memfd region cannot be pinned
+}
+
+// The pin named rel below the root opened with mode (never through a symlink): the fd or
+// the errno OBJ_GET gives.
+int open_below_root(const std::string &rel, int mode)
+{
+	root_dir root;
+	if (root.error())
+		return root.error();
+	int path_fd = root.open(rel, O_PATH);
+	if (path_fd < 0)
+		return path_fd == -ENOENT || path_fd == -ENOTDIR ? -ENOENT : -EACCES;
+	struct stat st;
+	int fd = file_stat(path_fd, &st) == 0 && S_ISREG(st.st_mode) ? file_reopen(path_fd, mode)
+								      : -EACCES;
+	close(path_fd);
+	return fd >= 0 || fd == -ENOENT ? fd : -EACCES;
 }
 
 } // namespace
 
-bool bpffs_file(const char *path, std::string *file)
+bool bpffs_rel(const char *path, std::string *rel)
 {
 	if (strcmp(path, BPFFS) != 0 && !under(path, BPFFS))
 		return false;
-	*file = pin_root() + (path + strlen(BPFFS));
+	const char *rest = path + strlen(BPFFS);
+	*rel = *rest ? rest + 1 : rest;
 	return true;
 }
 
@@ -114,15 +161,14 @@ long obj_pin(const uapi::obj_attr &attr, bool bad_tail)
 	pin_path p;
 	if ((err = resolve(attr.pathname, path_fd, &p)))
 		return err;
+	if (p.in_bpffs)
+		return pin_below_root(static_cast<int>(attr.bpf_fd), p.rel);
 	struct stat st;
-	if (lstat(p.file.c_str(), &st) == 0)
+	if (lstat(p.outside.c_str(), &st) == 0)
 		return -EEXIST;
-	if (stat(parent_of(p.file).c_str(), &st) != 0)
+	if (stat(parent_of(p.outside).c_str(), &st) != 0)
 		return -ENOENT;
-	if (!p.in_bpffs)
-		return -EPERM;
-	err = file_link(static_cast<int>(attr.bpf_fd), p.file);
-	return err == -EXDEV ? -EPERM : err; // a memfd region cannot be pinned
+	return -EPERM;
 }
 
 long obj_get(const uapi::obj_attr &attr, bool bad_tail)
@@ -139,14 +185,13 @@ long obj_get(const uapi::obj_attr &attr, bool bad_tail)
 	pin_path p;
 	if ((err = resolve(attr.pathname, path_fd, &p)))
 		return err;
-	struct stat st;
-	if (stat(p.file.c_str(), &st) != 0)
-		return -ENOENT;
-	if (!p.in_bpffs || !S_ISREG(st.st_mode))
-		return -EACCES;
-	int fd = open(p.file.c_str(), bpf_file_mode(attr.file_flags) | O_CLOEXEC);
+	if (!p.in_bpffs) {
+		struct stat st;
+		return stat(p.outside.c_str(), &st) != 0 ? -ENOENT : -EACCES;
+	}
+	int fd = open_below_root(p.rel, bpf_file_mode(attr.file_flags));
 	if (fd < 0)
-		return errno == ENOENT ? -ENOENT : -EACCES;
+		return fd;
 	rcu_guard g;
 	if (!map_from_fd(fd, &err)) {
 		close(fd);
