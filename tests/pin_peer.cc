@@ -2,7 +2,12 @@
 //   pin_peer <pin>              (syscall_test) open the hash map pinned there, check key 1
 //                               holds 100, store 200 at key 2;
 //   pin_peer ring <pin> <id> <n>  (ringbuf_test) open the ring buffer pinned there and
-//                               output n records {id, seq}.
+//                               output n records {id, seq};
+//   pin_peer mkpin <pin>        (pin_root_test) create a hash map holding 1 -> 100 and pin
+//                               it there;
+//   pin_peer get <pin>          (pin_root_test) open the map pinned there and check that
+//                               key 1 holds 100.
+// mkpin and get exit with the errno of the failed step (0 on success, 200 for a wrong value).
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -28,12 +33,40 @@ int produce(const char *pin, uint32_t id, uint32_t n)
 	return 0;
 }
 
+int make_pinned(const char *pin)
+{
+	bpfmap::Map m;
+	if (int err = bpfmap::Map::create({.type = bpfmap::MAP_HASH, .key_size = 4, .value_size = 8,
+					   .max_entries = 4},
+					  m))
+		return err;
+	uint32_t k = 1;
+	uint64_t v = 100;
+	if (int err = m.update(&k, &v))
+		return err;
+	return m.pin(pin);
+}
+
+int check_pinned(const char *pin)
+{
+	bpfmap::Map m;
+	if (int err = bpfmap::Map::open_pinned(pin, m))
+		return err;
+	uint32_t k = 1;
+	uint64_t v = 0;
+	return m.lookup(&k, &v) != 0 || v != 100 ? 200 : 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv)
 {
 	if (argc == 5 && strcmp(argv[1], "ring") == 0)
 		return produce(argv[2], static_cast<uint32_t>(atoi(argv[3])), static_cast<uint32_t>(atoi(argv[4])));
+	if (argc == 3 && strcmp(argv[1], "mkpin") == 0)
+		return make_pinned(argv[2]);
+	if (argc == 3 && strcmp(argv[1], "get") == 0)
+		return check_pinned(argv[2]);
 	if (argc != 2)
 		return 2;
 	bpfmap::Map m;

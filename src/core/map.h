@@ -20,7 +20,7 @@ namespace btf {
 struct type_ref;
 }
 
-inline constexpr uint64_t MAP_MAGIC = 0x3430504d41465042ULL; // "BPFAMP04"
+inline constexpr uint64_t MAP_MAGIC = 0x3530504d41465042ULL; // "BPFAMP05"
 inline constexpr size_t PAGE_SIZE = 4096;
 inline constexpr size_t MAP_HEADER_SIZE = PAGE_SIZE;
 inline constexpr size_t MAP_CTL_OFFSET = 256; // type control block inside the header page
@@ -54,6 +54,11 @@ struct map_header {
 	uint32_t btf_id; // the BTF object the map was created with, 0 for none
 	uint32_t btf_key_type_id;
 	uint32_t btf_value_type_id;
+	// The creator's PID namespace (its nsfs device and inode): lock words and liveness
+	// checks name threads by id, which means something only inside one namespace, so a
+	// process of another namespace may not attach (see objtab.cc).
+	uint64_t pid_ns_dev;
+	uint64_t pid_ns_ino;
 };
 static_assert(sizeof(map_header) <= MAP_CTL_OFFSET);
 

@@ -66,14 +66,16 @@ const std::string &pin_root()
 
 bool root_dir_safe(uid_t owner, gid_t group, mode_t mode, const char **why)
 {
-	bool group_dir = (mode & S_ISGID) && caller_in_group(group);
+	bool mine = owner == geteuid();
+	// Set up for sharing on purpose: by its owner, or for a group the caller is in.
+	bool group_dir = (mode & S_ISGID) && (mode & S_IWGRP) && (mine || caller_in_group(group));
 	if (!S_ISDIR(mode))
 		*why = "not a directory";
 	else if (mode & S_IWOTH)
 		*why = "writable by others";
 	else if ((mode & S_IWGRP) && !group_dir)
 		*why = "group-writable, but not a setgid directory of one of the caller's groups";
-	else if (owner != geteuid() && !((mode & S_IWGRP) && group_dir))
+	else if (!mine && !group_dir)
 		*why = "owned by another user";
 	else
 		return true;
@@ -93,7 +95,10 @@ root_dir::root_dir()
 	struct stat st;
 	if (fd_ < 0) {
 		if (errno == ELOOP || errno == ENOTDIR)
-			why = errno == ELOOP ? "a symlink" : "not a directory";
+			why = lstat(root.c_str(), &st) == 0 && S_ISLNK(st.st_mode) ? "a symlink"
+									 : "not a directory";
+		else if (errno == EACCES)
+			why = "permission denied";
 		else
 			err_ = -errno;
 	} else if (file_stat(fd_, &st) != 0) {

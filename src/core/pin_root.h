@@ -5,8 +5,8 @@
 // with a file of their own. So the root must belong to the caller:
 //   - a directory, not a symlink, owned by the caller's effective uid and writable by
 //     nobody else; or
-//   - a group directory set up for sharing on purpose: setgid, group-writable, owned by
-//     a group the caller is in, and not writable by others.
+//   - a group directory set up for sharing on purpose: setgid, group-writable, not
+//     writable by others, and either the caller's own or owned by a group the caller is in.
 // Anything else is refused with EACCES and one message on stderr, and nothing is made
 // there. The root is opened and checked afresh for each use, and every path below it is
 // reached through that open directory, never through a symlink and never leaving it.

@@ -62,6 +62,15 @@ uint32_t next_id(std::atomic<uint32_t> id_counter::*which)
 uint32_t next_map_id() { return next_id(&id_counter::last_id); }
 uint32_t next_btf_id() { return next_id(&id_counter::last_btf_id); }
 
+void pid_ns_id(uint64_t *dev, uint64_t *ino)
+{
+	// Asked each time: a process forked into a new namespace inherits any cache.
+	struct stat st;
+	bool known = stat("/proc/self/ns/pid", &st) == 0;
+	*dev = known ? st.st_dev : 0;
+	*ino = known ? st.st_ino : 0;
+}
+
 int region_create(size_t data_size, bool prealloc, void **base)
 {
 	size_t size = data_size + MAP_HEADER_SIZE;

@@ -47,6 +47,9 @@ bool on_pin_root_fs(const struct stat &st);
 // /proc, so an unlinked O_TMPFILE file can be named). 0 or -errno.
 int file_link(int fd, int dir_fd, const std::string &name);
 
+// The caller's PID namespace as (nsfs device, inode); both 0 where /proc cannot tell.
+void pid_ns_id(uint64_t *dev, uint64_t *ino);
+
 // A machine-wide (pin-root-wide) map id, never 0.
 uint32_t next_map_id();
 uint32_t next_btf_id();

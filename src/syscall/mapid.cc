@@ -181,7 +181,7 @@ long map_get_fd_by_id(const uapi::id_attr &attr, bool bad_tail)
 	int err;
 	if (!map_from_fd(fd, &err)) {
 		close(fd);
-		return -ENOENT;
+		return err == -EPERM ? err : -ENOENT; // EPERM: made in another PID namespace
 	}
 	return fd;
 }

@@ -1,6 +1,7 @@
 #include "syscall/objtab.h"
 
 #include <cerrno>
+#include <cstdio>
 #include <fcntl.h>
 #include <unistd.h>
 #include <algorithm>
@@ -60,6 +61,24 @@ bool header_valid(const bpf_map_ops *ops, const map_header &hdr, size_t size)
 	return hdr.nr_cpus == num_possible_cpus() && ops->map_alloc_check(a) == 0 &&
 	       ops->map_mem_size(a, &need) == 0 && round_up(need, PAGE_SIZE) == hdr.data_size &&
 	       hdr.data_size + MAP_HEADER_SIZE == size;
+}
+
+// A map made in another PID namespace is refused: its lock words and the ring buffers'
+// owner words hold thread and process ids of the creator's namespace, which name other
+// threads (or none) here, so a lock could be held twice or a live holder taken for dead.
+int pid_ns_check(const map_header &hdr)
+{
+	uint64_t dev, ino;
+	pid_ns_id(&dev, &ino);
+	if (dev == hdr.pid_ns_dev && ino == hdr.pid_ns_ino)
+		return 0;
+	static std::atomic<bool> said{false};
+	if (!said.exchange(true))
+		fprintf(stderr,
+			"bpfmap: map %u was made in another PID namespace; sharing a map across "
+			"PID namespaces is not supported (EPERM)\n",
+			hdr.id);
+	return -EPERM;
 }
 
 // A handle over a mapped region, its fields taken from hdr (the creator's attr for a
@@ -146,6 +165,8 @@ bpf_map *handle_from_fd(int fd, int *err)
 		*err = -EINVAL;
 		return nullptr;
 	}
+	if ((*err = pid_ns_check(hdr)))
+		return nullptr;
 	std::lock_guard<std::mutex> g(handles_lock);
 	auto it = handles.find({dev, ino});
 	if (it != handles.end() && map_get(it->second))

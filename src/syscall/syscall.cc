@@ -275,6 +275,7 @@ long map_create(bpf_attr &attr)
 	hdr->map_extra = a.map_extra;
 	hdr->data_size = data_size;
 	hdr->nr_cpus = num_possible_cpus();
+	pid_ns_id(&hdr->pid_ns_dev, &hdr->pid_ns_ino);
 	hdr->id = next_map_id();
 	unsigned denied = 0;
 	if ((err = fd_set_mode(fd, a.map_flags, &denied)) ||
