@@ -251,3 +251,36 @@ TEST(PidNs, SharerInAnotherNamespaceIsRefused)
 	EXPECT_EQ(peer(d, {"get", "/sys/fs/bpf/n"}).status, EPERM)
 		<< "and the first namespace may not attach it";
 }
+
+// A region whose header does not describe a valid map of its size is refused at attach
+// (EINVAL), by OBJ_GET and by MAP_GET_FD_BY_ID, and never mapped.
+TEST(PinRoot, CorruptHeaderIsRefusedAtAttach)
+{
+	dir_cleanup c;
+	std::string d = make_dir(0700);
+	c.dirs.push_back(d);
+	struct field {
+		size_t off; // in the header page (core/map.h's map_header)
+		uint32_t value;
+	} bad[] = {
+		{12, 0},          // key_size
+		{12, 1u << 20},   // key_size beyond what the file holds
+		{16, 0},          // value_size
+		{20, 0},          // max_entries
+		{20, 1u << 30},   // max_entries
+		{8, 27},          // map_type: a ring buffer of 4 bytes cannot be
+		{8, 0x7fff},      // no such type
+	};
+	for (const field &f : bad) {
+		std::string name = "m" + std::to_string(f.off) + "-" + std::to_string(f.value);
+		ASSERT_EQ(peer(d, {"mkpin", "/sys/fs/bpf/" + name}).status, 0);
+		int fd = open((d + "/" + name).c_str(), O_RDWR);
+		ASSERT_GE(fd, 0);
+		struct stat st;
+		ASSERT_EQ(fstat(fd, &st), 0);
+		ASSERT_EQ(pwrite(fd, &f.value, 4, st.st_size - 4096 + static_cast<off_t>(f.off)), 4);
+		close(fd);
+		peer_result r = peer(d, {"get", "/sys/fs/bpf/" + name});
+		EXPECT_EQ(r.status, EINVAL) << name << ": " << r.err;
+	}
+}

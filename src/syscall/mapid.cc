@@ -181,7 +181,8 @@ long map_get_fd_by_id(const uapi::id_attr &attr, bool bad_tail)
 	int err;
 	if (!map_from_fd(fd, &err)) {
 		close(fd);
-		return err == -EPERM ? err : -ENOENT; // EPERM: made in another PID namespace
+		// EINVAL: a header that does not validate; EPERM: another PID namespace's map
+		return err == -EINVAL || err == -EPERM ? err : -ENOENT;
 	}
 	return fd;
 }

@@ -195,8 +195,8 @@ long obj_get(const uapi::obj_attr &attr, bool bad_tail)
 	rcu_guard g;
 	if (!map_from_fd(fd, &err)) {
 		close(fd);
-		// EPERM: a map of another PID namespace; anything else is not a map
-		return err == -EPERM ? err : -EACCES;
+		// EINVAL: no valid map header; EPERM: a map of another PID namespace
+		return err == -EINVAL || err == -EPERM ? err : -EACCES;
 	}
 	id_hold(fd);
 	return fd;
