@@ -35,10 +35,12 @@ int produce(const char *pin, uint32_t id, uint32_t n)
 
 int make_pinned(const char *pin)
 {
+	bpfmap::MapSpec spec;
+	spec.key_size = 4;
+	spec.value_size = 8;
+	spec.max_entries = 4;
 	bpfmap::Map m;
-	if (int err = bpfmap::Map::create({.type = bpfmap::MAP_HASH, .key_size = 4, .value_size = 8,
-					   .max_entries = 4},
-					  m))
+	if (int err = bpfmap::Map::create(spec, m))
 		return err;
 	uint32_t k = 1;
 	uint64_t v = 100;

@@ -181,7 +181,7 @@ TEST(PinRoot, DefaultIsPerUserAndPrivate)
 	dir_cleanup c;
 	if (!fs::exists(d))
 		c.dirs.push_back(d); // made by this test: removed after it
-	EXPECT_EQ(peer("", {"mkpin", "/sys/fs/bpf/pin-root-test-m"}, {NOBODY}).status, 0);
+	EXPECT_EQ(peer("", {"mkpin", "/sys/fs/bpf/pin-root-test-m"}, {NOBODY, {}}).status, 0);
 	struct stat st;
 	ASSERT_EQ(lstat(d.c_str(), &st), 0);
 	EXPECT_TRUE(S_ISDIR(st.st_mode));
