@@ -29,7 +29,8 @@
 // the first 1 KiB of the header page (the generic header and the control block) is set in
 // turn to 0, ~0, 1, 64, a random value and the original with one bit flipped; after each,
 // a process that never held the map opens it (OBJ_GET, MAP_GET_FD_BY_ID) and runs each
-// command once. Then the word is restored.
+// command once. Then the whole file is restored, so that each failure ("header page offset
+// N set to V") names the one word behind it; after a failure a new attacher goes on.
 //
 // Usage (from the build directory):
 //   tests/scribble_test                                   every type, default rounds
@@ -43,13 +44,19 @@
 //                                                         (timing differs, so a replay hits
 //                                                         the same spot only sometimes)
 //   BPFMAP_SCRIBBLE_MS=1000                               scribbling time per round (600)
+//   BPFMAP_SCRIBBLE_HANG_MS=1000                          how long one call may take (1000,
+//                                                         3000 under the sanitizers)
+//   BPFMAP_SCRIBBLE_FAILURES=path                         also append each failure line there
 //   BPFMAP_SCRIBBLE_GDB=1                                 on a hang, also attach gdb to the
 //                                                         child for all threads' backtraces
-// Every failure prints one line "SCRIBBLE-FAIL type=... kind=crash|hang|exit|oob ..." and each
-// test one "SCRIBBLE-SUMMARY type=... rounds=... crash=... hang=..." line on stderr, which
-// scripts/scribble.sh ROUNDS counts per type (the held-out scale: `scripts/scribble.sh 60`). Rounds go on after a failure, so the counts
-// say how often a type fails. Backtraces name libbpfmap.so(+offset): `addr2line -f -C -e
-// build/src/libbpfmap.so 0xoffset` turns an offset into a function and line.
+// Every failure prints one line "SCRIBBLE-FAIL type=... kind=crash|hang|exit|oob child=...
+// op=<the call in progress> (or after=<the last call>, when the child died between calls)"
+// and each test one "SCRIBBLE-SUMMARY type=... crash=... hang=..." line on stderr, which
+// scripts/scribble.sh ROUNDS counts per type (the held-out scale: scripts/scribble.sh 60).
+// Rounds go on after a failure, so the counts say how often a type fails. Backtraces name
+// libbpfmap.so(+offset): `addr2line -f -i -C -e build/libbpfmap.so 0xoffset` gives the
+// function and line (in a RelWithDebInfo or Debug build). Under ASan the sanitizer's own
+// report shows the faulting line, and the failure reads "sanitizer report (above)".
 #include <gtest/gtest.h>
 
 #include <execinfo.h>
@@ -89,7 +96,7 @@ constexpr bool SANITIZED = false;
 #endif
 
 constexpr size_t PAGE = 4096;
-constexpr uint64_t HANG_NS = 1000000000ull; // one call may take this long
+constexpr uint64_t SECOND_NS = 1000000000ull;
 constexpr int EXIT_OOB = 3;		    // a child's exit code: a pointer outside the map
 
 struct map_case {
@@ -196,6 +203,14 @@ uint64_t env_u64(const char *name, uint64_t dflt)
 {
 	const char *s = getenv(name);
 	return s && *s ? strtoull(s, nullptr, 0) : dflt;
+}
+
+// How long one call may take: the issue's second, three under the sanitizers, which slow
+// every call several times over.
+uint64_t hang_ns()
+{
+	static const uint64_t ns = env_u64("BPFMAP_SCRIBBLE_HANG_MS", SANITIZED ? 3000 : 1000) * 1000000;
+	return ns;
 }
 
 // ---- the child side ----
@@ -1036,7 +1051,7 @@ private:
 		close(inherited_fd);
 	sh->attacher.ready.store(1);
 	std::mt19937_64 rng(seed);
-	uint64_t deadline = now_ns() + 30 * HANG_NS;
+	uint64_t deadline = now_ns() + 30 * SECOND_NS;
 	while (!sh->go.load() && !sh->stop.load() && now_ns() < deadline)
 		usleep(200);
 	uint32_t seen = 0;
@@ -1135,6 +1150,10 @@ public:
 				} else if (WEXITSTATUS(status) == EXIT_OOB) {
 					fail(*ch, "oob", res_.oob, "a returned pointer lies outside the map");
 					ok = false;
+				} else if (SANITIZED && WEXITSTATUS(status) == 1) {
+					// A sanitizer reports a fault itself and exits with 1.
+					fail(*ch, "crash", res_.crash, "sanitizer report (above)");
+					ok = false;
 				} else if (WEXITSTATUS(status) != 0 || !stopping) {
 					fail(*ch, "exit", res_.exit,
 					     "exited with status " + std::to_string(WEXITSTATUS(status)) +
@@ -1145,7 +1164,7 @@ public:
 			}
 			uint64_t start = ch->p->start_ns.load(std::memory_order_acquire);
 			uint64_t now = now_ns();
-			if (start && now > start && now - start > HANG_NS) {
+			if (start && now > start && now - start > hang_ns()) {
 				fail(*ch, "hang", res_.hang,
 				     "one call in progress for " + std::to_string((now - start) / 1000000) + " ms");
 				kill(ch->pid, SIGUSR2); // the child prints where it is
@@ -1194,6 +1213,11 @@ private:
 			 what.c_str(), seed_, c_.name);
 		fputs(line, stderr);
 		res_.report += line + strlen("SCRIBBLE-FAIL ");
+		if (const char *path = getenv("BPFMAP_SCRIBBLE_FAILURES"))
+			if (FILE *f = fopen(path, "ae")) {
+				fputs(line, f);
+				fclose(f);
+			}
 	}
 
 	const map_case &c_;
@@ -1410,7 +1434,7 @@ round_result run_round(const map_case &c, int round, uint64_t seed, uint64_t ms)
 		}
 		sh->stop.store(1);
 		// Calls in flight must still end within the limit; the children then exit.
-		uint64_t give_up = now_ns() + 3 * HANG_NS;
+		uint64_t give_up = now_ns() + 3 * hang_ns();
 		while (!dog.all_exited() && now_ns() < give_up) {
 			dog.check(true);
 			usleep(1000);
@@ -1533,7 +1557,7 @@ TEST_P(Scribble, HeaderAttach)
 		}
 	}
 	sh->stop.store(1);
-	uint64_t give_up = now_ns() + 3 * HANG_NS;
+	uint64_t give_up = now_ns() + 3 * hang_ns();
 	while (!dog.all_exited() && now_ns() < give_up) {
 		dog.check(true);
 		usleep(1000);
