@@ -10,7 +10,7 @@
 #   SCRIBBLE_NO_BUILD=1 ...                                   use the binary as it is
 #
 # Every failure's line (type, kind, child, op, seed) and the child's backtrace go to
-# BUILD_DIR/scribble-soak.log.
+# BUILD_DIR/scribble-soak.log, the failure lines alone to BUILD_DIR/scribble-failures.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-60}
@@ -22,6 +22,8 @@ fi
 bin=$build/tests/scribble_test
 log=$build/scribble-soak.log
 : >"$log"
+export BPFMAP_SCRIBBLE_FAILURES=$build/scribble-failures.txt
+: >"$BPFMAP_SCRIBBLE_FAILURES"
 types=${SCRIBBLE_TYPES:-$("$bin" --gtest_list_tests | sed -n 's/^  Rounds\/\([A-Z_]*\).*/\1/p')}
 
 printf '%-24s %6s %6s %6s %6s %6s %6s   %s\n' type rounds failed crash hang exit oob header-attach
@@ -43,5 +45,5 @@ for t in $types; do
     "$(field crash "$r")" "$(field hang "$r")" "$(field exit "$r")" "$(field oob "$r")" "$hsum"
   if [[ $failed != 0 ]] || grep -q "FAILED" <<<"$out"; then status=1; fi
 done
-echo "log: $log"
+echo "log: $log, failures: $BPFMAP_SCRIBBLE_FAILURES"
 exit $status
