@@ -47,6 +47,10 @@
 //   BPFMAP_SCRIBBLE_MS=1000                               scribbling time per round (600)
 //   BPFMAP_SCRIBBLE_HANG_MS=1000                          how long one call may take (1000,
 //                                                         3000 under the sanitizers)
+//   BPFMAP_SCRIBBLE_STATS=1                               print calls and failed calls per
+//                                                         op after each round (coverage)
+//   BPFMAP_SCRIBBLE_DRY=1                                 no scribbling (a baseline: every
+//                                                         round must pass then)
 //   BPFMAP_SCRIBBLE_FAILURES=path                         also append each failure line there
 //   BPFMAP_SCRIBBLE_GDB=1                                 on a hang, also attach gdb to the
 //                                                         child for all threads' backtraces
@@ -172,6 +176,8 @@ struct progress {
 	std::atomic<uint64_t> start_ns; // when the current call started; 0 between calls
 	std::atomic<uint32_t> op;
 	std::atomic<uint32_t> ready;
+	// Per op: calls, and those that failed (an errno, NULL) where the call says.
+	std::atomic<uint32_t> op_calls[OP_COUNT], op_errors[OP_COUNT];
 };
 
 struct shared_page {
@@ -355,7 +361,7 @@ public:
 		}
 		begin(OP_MAP_GET);
 		h_ = bpfmap_map_get(fd);
-		end();
+		end(h_ ? 0 : -1);
 		ranges_.load();
 	}
 	~worker() { release(); }
@@ -451,16 +457,21 @@ private:
 		p_.op.store(o, std::memory_order_relaxed);
 		p_.start_ns.store(now_ns(), std::memory_order_release);
 	}
-	void end()
+	// r: the call's result where it has one, negative for an error.
+	void end(long r = 0)
 	{
 		p_.start_ns.store(0, std::memory_order_release);
 		p_.calls.fetch_add(1, std::memory_order_relaxed);
+		op o = static_cast<op>(p_.op.load(std::memory_order_relaxed));
+		p_.op_calls[o].fetch_add(1, std::memory_order_relaxed);
+		if (r < 0)
+			p_.op_errors[o].fetch_add(1, std::memory_order_relaxed);
 	}
 	template <class F> long call(op o, F f)
 	{
 		begin(o);
 		long r = f();
-		end();
+		end(r);
 		return r;
 	}
 
@@ -500,15 +511,19 @@ private:
 	{
 		begin(o);
 		long r = elem(cmd, fd_, key, value, flags);
-		end();
+		end(r);
 		return r;
 	}
 
+	// A walk from the first key or from a random one (present or not), of random length:
+	// a corrupt map may hand out keys in a cycle, and the walk is ours to bound.
 	void walk_keys()
 	{
-		bool first = true;
-		// A corrupt map may hand out keys in a cycle: the walk is ours, so we bound it.
-		for (uint32_t i = 0; i < 2 * c_.max_entries + 8; i++) {
+		bool first = rng_() & 1;
+		if (!first)
+			make_key();
+		uint32_t steps = 1 + rng_() % (2 * c_.max_entries + 8);
+		for (uint32_t i = 0; i < steps; i++) {
 			if (elem_call(OP_GET_NEXT_KEY, u::MAP_GET_NEXT_KEY, first ? nullptr : kbuf_.data(),
 				      kbuf2_.data(), 0))
 				return;
@@ -530,21 +545,24 @@ private:
 		a.batch.elem_flags = elem_flags;
 		begin(o);
 		long r = sys(cmd, a);
-		end();
+		end(r);
 		batch_count_ = a.batch.count;
 		return r;
 	}
 
-	void walk_batch(op o, int cmd)
+	// Batches from the start, each going on from the last one's token, up to max_calls of
+	// them (fewer when random says so).
+	void walk_batch(op o, int cmd, uint32_t max_calls, uint32_t max_count = 8)
 	{
 		constexpr uint32_t N = 8;
 		// The batch token is a key or a 32-bit position, as the type has it.
 		std::vector<uint64_t> in(m_.key_size / 8 + 2), out(in.size());
 		std::vector<char> keys(N * m_.key_size + 8), values(N * vsz_ + 8);
 		bool first = true;
-		for (uint32_t i = 0; i < 2 * c_.max_entries / N + 4; i++) {
+		uint32_t calls = 1 + rng_() % max_calls;
+		for (uint32_t i = 0; i < calls; i++) {
 			long r = batch(o, cmd, first ? nullptr : in.data(), out.data(), keys.data(),
-				       values.data(), 1 + rng_() % N, 0);
+				       values.data(), 1 + rng_() % std::min(N, max_count), 0);
 			if (r)
 				return;
 			in = out;
@@ -579,7 +597,7 @@ private:
 			ranges_.check(p, m_.value_size, OP_NAMES[p_.op.load()]);
 			read_all(p, m_.value_size);
 		}
-		end();
+		end(p ? 0 : -1);
 	}
 
 	void step_pick(unsigned pick)
@@ -638,10 +656,10 @@ private:
 			elem_call(OP_LOOKUP_AND_DELETE, u::MAP_LOOKUP_AND_DELETE_ELEM, k, v, 0);
 			break;
 		case 7:
-			walk_batch(OP_LOOKUP_BATCH, u::MAP_LOOKUP_BATCH);
+			walk_batch(OP_LOOKUP_BATCH, u::MAP_LOOKUP_BATCH, 2 * c_.max_entries / 8 + 4);
 			break;
-		case 8:
-			walk_batch(OP_LOOKUP_AND_DELETE_BATCH, u::MAP_LOOKUP_AND_DELETE_BATCH);
+		case 8: // a short walk: the map is to stay populated
+			walk_batch(OP_LOOKUP_AND_DELETE_BATCH, u::MAP_LOOKUP_AND_DELETE_BATCH, 2, 2);
 			break;
 		case 9:
 			write_batch(OP_UPDATE_BATCH, u::MAP_UPDATE_BATCH);
@@ -659,15 +677,13 @@ private:
 			if (h_) {
 				make_value(v, m_.value_size);
 				begin(OP_PROG_UPDATE);
-				bpfmap_map_update_elem(h_, k, v, rng_() % 3);
-				end();
+				end(bpfmap_map_update_elem(h_, k, v, rng_() % 3));
 			}
 			break;
 		case 14:
 			if (h_) {
 				begin(OP_PROG_DELETE);
-				bpfmap_map_delete_elem(h_, k);
-				end();
+				end(bpfmap_map_delete_elem(h_, k));
 			}
 			break;
 		case 15:
@@ -694,7 +710,7 @@ private:
 		a.info.info = ptr(&info);
 		begin(OP_INFO);
 		long r = sys(u::OBJ_GET_INFO_BY_FD, a);
-		end();
+		end(r);
 		if (out)
 			*out = info;
 		return r;
@@ -721,7 +737,7 @@ private:
 			}
 			begin(OP_MMAP);
 			void *p = mmap(nullptr, len, prot, MAP_SHARED, fd_, off);
-			end();
+			end(p == MAP_FAILED ? -1 : 0);
 			if (p == MAP_FAILED)
 				return;
 			mm_ = p;
@@ -765,34 +781,31 @@ private:
 		case 4:
 			if (h_) {
 				begin(OP_PROG_PUSH);
-				bpfmap_map_push_elem(h_, v, rng_() % 3 == 0 ? uint64_t{u::BPF_EXIST} : 0);
-				end();
+				end(bpfmap_map_push_elem(h_, v, rng_() % 3 == 0 ? uint64_t{u::BPF_EXIST} : 0));
 			}
 			break;
 		case 5:
 			if (h_) {
 				begin(OP_PROG_POP);
-				bpfmap_map_pop_elem(h_, v);
-				end();
+				end(bpfmap_map_pop_elem(h_, v));
 			}
 			break;
 		case 6:
 			if (h_) {
 				begin(OP_PROG_PEEK);
-				bpfmap_map_peek_elem(h_, v);
-				end();
+				end(bpfmap_map_peek_elem(h_, v));
 			}
 			break;
 		case 7: // commands the type refuses, and the program-side keyed ones
 			elem_call(OP_DELETE, u::MAP_DELETE_ELEM, nullptr, nullptr, 0);
 			elem_call(OP_GET_NEXT_KEY, u::MAP_GET_NEXT_KEY, nullptr, k, 0);
-			walk_batch(OP_LOOKUP_BATCH, u::MAP_LOOKUP_BATCH);
+			walk_batch(OP_LOOKUP_BATCH, u::MAP_LOOKUP_BATCH, 2);
 			if (h_) {
 				begin(OP_PROG_LOOKUP);
 				void *p = bpfmap_map_lookup_elem(h_, k);
 				if (p)
 					ranges_.check(p, m_.value_size, "PROG_LOOKUP");
-				end();
+				end(p ? 0 : -1);
 			}
 			break;
 		case 8:
@@ -818,13 +831,12 @@ private:
 			ev.events = fam_ == RING ? EPOLLIN : EPOLLOUT;
 			ev.data.u64 = 42;
 			begin(OP_EPOLL_ADD);
-			epoll_ctl(epfd_, EPOLL_CTL_ADD, fd_, &ev);
-			end();
+			end(epoll_ctl(epfd_, EPOLL_CTL_ADD, fd_, &ev));
 		}
 		epoll_event evs[4];
 		begin(OP_EPOLL_WAIT);
 		int n = epoll_wait(epfd_, evs, 4, 0);
-		end();
+		end(n);
 		return n;
 	}
 
@@ -862,14 +874,13 @@ private:
 				ranges_.check(rb_rec_, size, "RB_RESERVE");
 				memset(rb_rec_, 0x5a, size);
 			}
-			end();
+			end(rb_rec_ ? 0 : -1);
 			break;
 		case 2:
 			if (h_) {
 				memset(buf, 0x33, sizeof(buf));
 				begin(OP_RB_OUTPUT);
-				bpfmap_ringbuf_output(h_, buf, std::min(size, sizeof(buf)), rng_() % 3);
-				end();
+				end(bpfmap_ringbuf_output(h_, buf, std::min(size, sizeof(buf)), rng_() % 3));
 			}
 			break;
 		case 3:
@@ -892,17 +903,13 @@ private:
 						return 0;
 					},
 					*c);
-				end();
+				end(-err);
 				if (err)
 					break;
 				consumer_ = std::move(c);
 			}
 			begin(o == 4 ? OP_RB_CONSUME : OP_RB_POLL);
-			if (o == 4)
-				consumer_->consume();
-			else
-				consumer_->poll(0);
-			end();
+			end(o == 4 ? consumer_->consume() : consumer_->poll(0));
 			break;
 		case 6:
 			ring_epoll();
@@ -949,7 +956,7 @@ private:
 			if (!urb_open_) {
 				begin(OP_URB_OPEN);
 				int err = bpfmap::UserRingProducer::open(fd_, urb_);
-				end();
+				end(-err);
 				if (err)
 					break;
 				urb_open_ = true;
@@ -972,14 +979,13 @@ private:
 					ranges_.check(urb_rec_, size, "URB_RESERVE");
 					memset(urb_rec_, 0x6b, size);
 				}
-				end();
+				end(urb_rec_ ? 0 : -1);
 			}
 			break;
 		case 2:
 			if (h_) {
 				begin(OP_URB_DRAIN);
-				bpfmap_user_ringbuf_drain(h_, on_drain, this, rng_() % 3);
-				end();
+				end(bpfmap_user_ringbuf_drain(h_, on_drain, this, rng_() % 3));
 			}
 			break;
 		case 3:
@@ -1077,6 +1083,9 @@ private:
 			int fd = static_cast<int>(sys(by_pin ? u::OBJ_GET : u::MAP_GET_FD_BY_ID, a));
 			p.start_ns.store(0);
 			p.calls.fetch_add(1);
+			p.op_calls[p.op.load()].fetch_add(1);
+			if (fd < 0)
+				p.op_errors[p.op.load()].fetch_add(1);
 			if (fd < 0)
 				continue;
 			{
@@ -1326,6 +1335,18 @@ private:
 	char *mem_ = nullptr;
 };
 
+// Calls and failed calls per op and child: what a round covered.
+void print_stats(const map_case &c, const shared_page &sh)
+{
+	fprintf(stderr, "%s: op (worker calls/failed, attacher calls/failed)\n", c.name);
+	for (unsigned o = 1; o < OP_COUNT; o++) {
+		const progress &w = sh.worker, &a = sh.attacher;
+		if (w.op_calls[o] || a.op_calls[o])
+			fprintf(stderr, "  %-24s %8u/%-8u %8u/%-8u\n", OP_NAMES[o], w.op_calls[o].load(),
+				w.op_errors[o].load(), a.op_calls[o].load(), a.op_errors[o].load());
+	}
+}
+
 shared_page *shared_page_new()
 {
 	void *p = mmap(nullptr, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -1428,8 +1449,10 @@ round_result run_round(const map_case &c, int round, uint64_t seed, uint64_t ms)
 		scribbler s(fd, scr_seed);
 		uint64_t end = now_ns() + ms * 1000000;
 		bool ok = true;
+		bool dry = getenv("BPFMAP_SCRIBBLE_DRY");
 		while (ok && now_ns() < end) {
-			s.scribble();
+			if (!dry)
+				s.scribble();
 			usleep(2000);
 			ok = dog.check(false);
 		}
@@ -1447,6 +1470,8 @@ round_result run_round(const map_case &c, int round, uint64_t seed, uint64_t ms)
 		dog.kill_all();
 	}
 	res.calls = sh->worker.calls.load() + sh->attacher.calls.load();
+	if (getenv("BPFMAP_SCRIBBLE_STATS"))
+		print_stats(c, *sh);
 	unlink(path.c_str());
 	close(fd);
 	munmap(sh, PAGE);
