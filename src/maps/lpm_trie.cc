@@ -165,6 +165,13 @@ struct lpm_key {
 	uint64_t top(uint32_t bits) const { return __builtin_bswap64(w[0]) >> (64 - bits); }
 };
 
+// One read of a plain word of the control block or a node, so that the value checked is the
+// value used even if another process rewrites the word in between.
+uint32_t load_once(const uint32_t &word)
+{
+	return __atomic_load_n(&word, __ATOMIC_RELAXED);
+}
+
 // Bit index of data, most significant bit of byte 0 first (data is big endian).
 int extract_bit(const uint8_t *data, uint32_t index)
 {
@@ -422,7 +429,7 @@ void free_node(bpf_lpm_trie *t, uint32_t n)
 {
 	lpm_ctl *c = t->c;
 	t->node(n)->next_free = NIL;
-	uint32_t tail = c->free_tail;
+	uint32_t tail = load_once(c->free_tail);
 	if (tail >= t->n_nodes)
 		c->free_head = n;
 	else
@@ -515,7 +522,7 @@ template <typename F> void change_slot(bpf_lpm_trie *t, uint32_t parent, const l
 void trie_audit(bpf_lpm_trie *t)
 {
 	lpm_ctl *c = t->c;
-	uint32_t bump = std::min(c->bump, t->n_nodes);
+	uint32_t bump = std::min(load_once(c->bump), t->n_nodes);
 	c->bump = bump;
 	std::vector<bool> live(bump, false);
 	std::vector<uint32_t> todo;
@@ -569,16 +576,17 @@ template <typename F> bool read_locked(bpf_lpm_trie *t, F &&walk)
 uint32_t alloc_node(bpf_lpm_trie *t)
 {
 	lpm_ctl *c = t->c;
-	uint32_t bump = c->bump;
+	uint32_t bump = load_once(c->bump);
 	if (bump < t->n_nodes) {
 		c->bump = bump + 1;
 		return bump;
 	}
-	uint32_t n = c->free_head;
+	uint32_t n = load_once(c->free_head);
 	if (n >= t->n_nodes)
 		return NIL;
-	c->free_head = t->node(n)->next_free;
-	if (c->free_head == NIL)
+	uint32_t next = load_once(t->node(n)->next_free); // checked when it is taken
+	c->free_head = next;
+	if (next == NIL)
 		c->free_tail = NIL;
 	c->reuse_seq.fetch_add(1, std::memory_order_relaxed);
 	std::atomic_thread_fence(std::memory_order_release);
@@ -797,9 +805,10 @@ void trie_map_init(bpf_map *map)
 bool trie_ctl_valid(const lpm_ctl *c, const lpm_geometry &g, uint32_t max_entries)
 {
 	auto index_ok = [&](uint32_t i) { return i == NIL || i < g.n_nodes; };
-	return c->n_nodes == g.n_nodes && c->bump <= g.n_nodes && c->n_entries <= max_entries &&
-	       index_ok(c->root.load(std::memory_order_relaxed)) && index_ok(c->free_head) &&
-	       index_ok(c->free_tail);
+	return load_once(c->n_nodes) == g.n_nodes && load_once(c->bump) <= g.n_nodes &&
+	       load_once(c->n_entries) <= max_entries &&
+	       index_ok(c->root.load(std::memory_order_relaxed)) && index_ok(load_once(c->free_head)) &&
+	       index_ok(load_once(c->free_tail));
 }
 
 int trie_map_attach(bpf_map *map)
