@@ -209,7 +209,7 @@ namespace {
 // the lock (64 bytes), then root, reuse_seq, table_seq, n_entries, n_nodes, bump,
 // free_head and free_tail. The fixture checks this against the map it made.
 constexpr off_t LPM_TABLE_ENTRIES = 256, LPM_POOL = 2048, LPM_NODE = 32;
-constexpr off_t LPM_CHILD0 = 0, LPM_CHILD1 = 4, LPM_PREFIXLEN = 8;
+constexpr off_t LPM_CHILD0 = 0, LPM_CHILD1 = 4, LPM_PREFIXLEN = 8, LPM_DATA = 16;
 constexpr off_t LPM_LOCK = 0, LPM_ROOT = 64, LPM_TABLE_SEQ = 72, LPM_N_ENTRIES = 76,
 		LPM_N_NODES = 80, LPM_BUMP = 84, LPM_FREE_HEAD = 88, LPM_FREE_TAIL = 92;
 constexpr uint32_t LPM_NODES = 100;
@@ -444,6 +444,27 @@ TEST_F(LpmCorrupt, PrefixLengthOutOfRange)
 	poke<uint16_t>(fd, node(1, LPM_PREFIXLEN), 0xffff);
 	poke<uint16_t>(fd, node(4, LPM_PREFIXLEN), 33);
 	EXPECT_TRUE(in_child([&] { return every_command(fd); }));
+}
+
+// A stored key scribbled so that its own walk no longer reaches its node (10.1/16 becomes
+// 99.0/16, which nothing covers): that node was the first of the post-order walk, and its
+// key, not found, sends get_next_key back to the first node: a batch lookup, whose lookups
+// all found nothing, went round for ever. A node off its own path is not handed out.
+TEST_F(LpmCorrupt, KeyScribbledOffItsPath)
+{
+	std::vector<uint8_t> first(8);
+	ASSERT_EQ(next_key(fd, nullptr, first.data()), 0);
+	ASSERT_EQ(first, v4(ip(10, 1, 0, 0), 16));
+	poke<uint32_t>(fd, node(1, LPM_DATA), ip(0, 0, 0, 99)); // bytes 99, 0, 0, 0
+	EXPECT_TRUE(in_child([&] {
+		std::vector<uint8_t> next(8);
+		uint64_t v;
+		return expect_one_of(lookup(fd, v4(ip(99, 0, 0, 0), 16).data(), &v), {-ENOENT},
+				     "lookup of the scribbled key") +
+		       expect_one_of(next_key(fd, nullptr, next.data()), {-EFAULT}, "first key") +
+		       expect_one_of(lookup_batch(fd, 8, 8, 16), {-EFAULT}, "lookup batch") +
+		       every_command(fd);
+	}));
 }
 
 // The owner of the lock died (as the kernel marks it) and left a scribbled trie: the next

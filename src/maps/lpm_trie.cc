@@ -317,12 +317,29 @@ int trie_map_copy_value(bpf_map *map, const void *key, void *value, uint64_t)
 	return trie_lookup(trie_of(map), key, value) == NIL ? -ENOENT : 0;
 }
 
-// The first node of the post-order walk of the subtree at n that is not intermediate.
-uint32_t leftmost(const bpf_lpm_trie *t, uint32_t n, bool *sane)
+// A path down the trie from the root, as a walk took it. No sound path holds more than
+// max_prefixlen + 1 nodes (prefix lengths grow along it).
+struct lpm_path {
+	uint32_t len = 0;
+	uint32_t node[LPM_DATA_SIZE_MAX * 8 + 1];
+
+	// False for an index out of range or a path too long.
+	bool push(const bpf_lpm_trie *t, uint32_t n)
+	{
+		if (n >= t->n_nodes || len > t->max_prefixlen)
+			return false;
+		node[len++] = n;
+		return true;
+	}
+};
+
+// The first node of the post-order walk of the subtree at n that is not intermediate; the
+// nodes down to it are added to path.
+uint32_t leftmost(const bpf_lpm_trie *t, uint32_t n, lpm_path *path, bool *sane)
 {
-	uint32_t found = NIL;
-	for (uint32_t steps = 0; n != NIL; steps++) {
-		if (n >= t->n_nodes || steps > t->max_prefixlen + 1) {
+	uint32_t found = NIL, found_len = path->len;
+	while (n != NIL) {
+		if (!path->push(t, n)) {
 			*sane = false;
 			return NIL;
 		}
@@ -330,38 +347,38 @@ uint32_t leftmost(const bpf_lpm_trie *t, uint32_t n, bool *sane)
 			n = child_of(t, n, 0);
 		} else {
 			found = n;
+			found_len = path->len;
 			uint32_t next = child_of(t, n, 0);
 			n = next != NIL ? next : child_of(t, n, 1);
 		}
 	}
+	path->len = found_len;
 	return found;
 }
 
 // The kernel's successor rule: the node that follows key's exact node in post-order; for
-// a missing or invalid key, the first node of the whole walk.
-bool next_key_walk(const bpf_lpm_trie *t, const void *ukey, uint32_t *next)
+// a missing or invalid key, the first node of the whole walk. path: how it was reached.
+bool next_key_walk(const bpf_lpm_trie *t, const void *ukey, uint32_t *next, lpm_path *path)
 {
 	*next = NIL;
+	path->len = 0;
 	uint32_t root = t->c->root.load(std::memory_order_acquire);
 	bool sane = true;
 	if (root == NIL)
 		return true;
 	if (!ukey) {
-		*next = leftmost(t, root, &sane);
+		*next = leftmost(t, root, path, &sane);
 		return sane;
 	}
 	lpm_key key(t, ukey);
 	if (key.prefixlen > t->max_prefixlen) {
-		*next = leftmost(t, root, &sane);
+		*next = leftmost(t, root, path, &sane);
 		return sane;
 	}
-	uint32_t stack[LPM_DATA_SIZE_MAX * 8 + 1];
-	int sp = -1;
 	uint32_t n = root, matchlen = 0;
 	while (n != NIL) {
-		if (n >= t->n_nodes || sp >= static_cast<int>(t->max_prefixlen))
+		if (!path->push(t, n))
 			return false;
-		stack[++sp] = n;
 		matchlen = longest_prefix_match(t, n, key);
 		uint32_t plen = prefixlen_of(t, n);
 		if (plen != matchlen || plen == key.prefixlen)
@@ -369,15 +386,18 @@ bool next_key_walk(const bpf_lpm_trie *t, const void *ukey, uint32_t *next)
 		n = child_of(t, n, extract_bit(key.bytes(), plen));
 	}
 	if (n == NIL || prefixlen_of(t, n) != matchlen || is_im(t, n)) {
-		*next = leftmost(t, root, &sane);
+		path->len = 0;
+		*next = leftmost(t, root, path, &sane);
 		return sane;
 	}
-	for (n = stack[sp]; sp > 0; sp--) {
-		uint32_t parent = stack[sp - 1];
+	// Up from the exact node; the path is cut back to each parent in turn.
+	for (uint32_t sp = path->len - 1; sp > 0; sp--) {
+		uint32_t parent = path->node[sp - 1];
+		path->len = sp;
 		if (child_of(t, parent, 0) == n) {
 			uint32_t right = child_of(t, parent, 1);
 			if (right != NIL) {
-				*next = leftmost(t, right, &sane);
+				*next = leftmost(t, right, path, &sane);
 				return sane;
 			}
 		}
@@ -390,23 +410,49 @@ bool next_key_walk(const bpf_lpm_trie *t, const void *ukey, uint32_t *next)
 	return true;
 }
 
+// Whether the walk of key (a node's own key) from the path's root goes down path and stops
+// at its last node, as it does for every node of a sound trie, through no node whose two
+// children are one (so that the same nodes mean the same turns). get_next_key hands out no
+// other node: then each node it gives has its own place in post-order, later than the place
+// of the node it was given, and a walk from key to key (a batch lookup) ends even on a
+// scribbled trie, after at most one step per node.
+bool on_its_own_path(const bpf_lpm_trie *t, const lpm_path &path, const lpm_key &key)
+{
+	uint32_t n = path.len ? path.node[0] : NIL;
+	for (uint32_t i = 0; i < path.len; i++) {
+		if (n != path.node[i])
+			return false;
+		uint32_t plen = prefixlen_of(t, n);
+		if (longest_prefix_match(t, n, key) != plen)
+			return false;
+		if (i + 1 == path.len)
+			return plen == key.prefixlen;
+		uint32_t left = child_of(t, n, 0), right = child_of(t, n, 1);
+		if (plen >= key.prefixlen || left == right)
+			return false;
+		n = extract_bit(key.bytes(), plen) ? right : left;
+	}
+	return false;
+}
+
 int trie_map_get_next_key(bpf_map *map, const void *key, void *next_key)
 {
 	bpf_lpm_trie *t = trie_of(map);
 	uint32_t next = NIL;
 	auto *out = static_cast<char *>(next_key);
+	lpm_path path;
 	auto walk = [&] {
-		if (!next_key_walk(t, key, &next))
+		if (!next_key_walk(t, key, &next, &path))
 			return false;
-		if (next != NIL) {
-			// A key that no lookup or update would take is not one the trie holds.
-			uint32_t plen = prefixlen_of(t, next);
-			if (plen > t->max_prefixlen)
-				return false;
-			memcpy(out, &plen, 4);
-			copy_from_shared(out + LPM_KEY_HEADER, t->data_of(next), t->data_size);
-		}
-		return true;
+		if (next == NIL)
+			return true;
+		// A key that no lookup or update would take is not one the trie holds.
+		uint32_t plen = prefixlen_of(t, next);
+		if (plen > t->max_prefixlen)
+			return false;
+		memcpy(out, &plen, 4);
+		copy_from_shared(out + LPM_KEY_HEADER, t->data_of(next), t->data_size);
+		return on_its_own_path(t, path, lpm_key(t, out));
 	};
 	if (!read_stable(t, walk) && !read_locked(t, walk))
 		return -EFAULT;
