@@ -8,11 +8,16 @@
 // its nodes, jump table and control block, after which every command must still return.
 #include <gtest/gtest.h>
 
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "region_poke.h"
@@ -210,7 +215,7 @@ namespace {
 // free_head and free_tail. The fixture checks this against the map it made.
 constexpr off_t LPM_TABLE_ENTRIES = 256, LPM_POOL = 2048, LPM_NODE = 32;
 constexpr off_t LPM_CHILD0 = 0, LPM_CHILD1 = 4, LPM_PREFIXLEN = 8, LPM_DATA = 16;
-constexpr off_t LPM_LOCK = 0, LPM_ROOT = 64, LPM_TABLE_SEQ = 72, LPM_N_ENTRIES = 76,
+constexpr off_t LPM_LOCK = 0, LPM_ROOT = 64, LPM_REUSE_SEQ = 68, LPM_TABLE_SEQ = 72, LPM_N_ENTRIES = 76,
 		LPM_N_NODES = 80, LPM_BUMP = 84, LPM_FREE_HEAD = 88, LPM_FREE_TAIL = 92;
 constexpr uint32_t LPM_NODES = 100;
 constexpr uint32_t FUTEX_OWNER_DIED_BIT = 0x40000000;
@@ -444,6 +449,61 @@ TEST_F(LpmCorrupt, PrefixLengthOutOfRange)
 	poke<uint16_t>(fd, node(1, LPM_PREFIXLEN), 0xffff);
 	poke<uint16_t>(fd, node(4, LPM_PREFIXLEN), 33);
 	EXPECT_TRUE(in_child([&] { return every_command(fd); }));
+}
+
+// A process that keeps bumping reuse_seq, as writers reusing nodes do, so that lock-free
+// passes keep failing their check: after a bounded number of them a lookup walks under the
+// trie lock, and the answer stays right whichever way it came. (How often a pass fails
+// depends on how the two threads are scheduled; the read that spun for ever on a corrupt
+// trie is RootOutOfRange's.)
+TEST_F(LpmCorrupt, ReuseSeqThatNeverSettles)
+{
+	EXPECT_TRUE(in_child([&] {
+		size_t len = static_cast<size_t>(region_file_size(fd));
+		void *m = reinterpret_cast<void *>(
+			syscall(SYS_mmap, nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+		if (m == MAP_FAILED)
+			return 1;
+		auto *seq = reinterpret_cast<std::atomic<uint32_t> *>(
+			static_cast<char *>(m) + ctl_offset(fd, LPM_REUSE_SEQ));
+		std::atomic<bool> stop{false};
+		// On two CPUs of their own where there are two, so that they run at once.
+		auto pin = [](int cpu) {
+			cpu_set_t set;
+			CPU_ZERO(&set);
+			CPU_SET(cpu, &set);
+			sched_setaffinity(0, sizeof(set), &set);
+		};
+		bool two = std::thread::hardware_concurrency() >= 2;
+		if (two)
+			pin(0);
+		std::thread bumper([&] {
+			if (two)
+				pin(1);
+			while (!stop.load(std::memory_order_relaxed))
+				seq->fetch_add(1, std::memory_order_relaxed);
+		});
+		uint32_t s0 = seq->load();
+		while (seq->load() == s0) // the bumper runs
+			std::this_thread::yield();
+		int failed = 0;
+		bpfmap_map *h = bpfmap_map_get(fd);
+		auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+		while (std::chrono::steady_clock::now() < end && !failed) {
+			uint64_t v = 0;
+			failed += expect_one_of(lookup(fd, v4(ip(10, 2, 3, 4), 32).data(), &v), {0},
+						"lookup");
+			failed += expect_one_of(static_cast<long>(v), {17}, "its value");
+			auto *p = static_cast<uint64_t *>(
+				bpfmap_map_lookup_elem(h, v4(ip(192, 168, 1, 9), 32).data()));
+			failed += expect_one_of(p ? static_cast<long>(*p) : -1, {24},
+						"program-side lookup");
+		}
+		bpfmap_map_put(h);
+		stop = true;
+		bumper.join();
+		return failed;
+	}));
 }
 
 // A stored key scribbled so that its own walk no longer reaches its node (10.1/16 becomes
