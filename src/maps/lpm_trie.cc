@@ -44,9 +44,11 @@
 // before it is used, and every walk is bounded: a path down the trie by max_prefixlen + 1
 // nodes (prefix lengths grow along a path), a jump table rewrite by its width, the audit by
 // marking each node once, a lock-free read by READ_TRIES passes before it takes the lock.
-// A trie found corrupt gives EFAULT to writers and to get_next_key, and lookups find
-// nothing (ENOENT) or a wrong node; nothing reads or writes outside the region, and no call
-// spins.
+// get_next_key hands out only nodes that their own key's walk reaches, so that a walk from
+// key to key (a batch lookup) always moves forward. A trie found corrupt gives EFAULT to
+// writers and to get_next_key, and lookups find nothing (ENOENT) or a wrong node; nothing
+// reads or writes outside the region, and no call spins. (The trie lock is a word in the
+// region too; what a scribbled lock word does is core/lock.cc's to bound.)
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
