@@ -1,9 +1,12 @@
-// BPF_MAP_TYPE_ARRAY: index rules, in-place values, and the mmap layout.
+// BPF_MAP_TYPE_ARRAY: index rules, in-place values, and the mmap layout; then ARRAY and
+// PERCPU_ARRAY as untrusted shared memory: a header and sequence counts scribbled on after
+// attach, after which every command must still give the answers it gave.
 #include <gtest/gtest.h>
 
 #include <string>
 #include <sys/mman.h>
 
+#include "region_poke.h"
 #include "test_util.h"
 
 using namespace bpfmap::test;
@@ -161,3 +164,119 @@ TEST(Array, Sha256OfALongArray)
 }
 
 } // namespace
+
+// ---- a scribbled array -------------------------------------------------------------------
+
+namespace {
+
+constexpr uint32_t PERCPU_ARRAY = 6;
+
+// Every command on a 3-element array of 8-byte values whose element 1 holds 11 (in every
+// CPU slot): the answers of a sound map, whatever the region's header says. The number of
+// answers that differ.
+int every_array_command(int fd, bool percpu)
+{
+	int failed = 0;
+	const uint32_t ncpu = percpu ? bpfmap_num_possible_cpus() : 1;
+	std::vector<uint64_t> v(ncpu, 0);
+	uint32_t k = 1, n = 0;
+	failed += expect_one_of(lookup(fd, &k, v.data()), {0}, "lookup of element 1");
+	for (uint64_t x : v)
+		failed += expect_one_of(static_cast<long>(x), {11}, "its value");
+	k = 3;
+	failed += expect_one_of(lookup(fd, &k, v.data()), {-ENOENT}, "lookup past the end");
+	failed += expect_one_of(update(fd, &k, v.data()), {-E2BIG}, "update past the end");
+	k = 2;
+	std::fill(v.begin(), v.end(), 22);
+	failed += expect_one_of(update(fd, &k, v.data()), {0}, "update of element 2");
+	failed += expect_one_of(next_key(fd, &k, &n), {-ENOENT}, "key after the last");
+	k = 0xfffffff0u;
+	failed += expect_one_of(next_key(fd, &k, &n), {0}, "key after one past the end");
+	failed += expect_one_of(n, {0}, "is the first");
+	failed += expect_one_of(lookup_batch(fd, 4, 8 * ncpu, 3), {0, -ENOENT}, "lookup batch");
+	for (uint32_t cursor : {2u, 3u, 1000u, 0xffffffffu}) {
+		std::vector<uint32_t> keys(3);
+		std::vector<uint64_t> values(3 * ncpu);
+		uint32_t out = 0;
+		u::bpf_attr a{};
+		a.batch.in_batch = ptr(&cursor);
+		a.batch.out_batch = ptr(&out);
+		a.batch.keys = ptr(keys.data());
+		a.batch.values = ptr(values.data());
+		a.batch.count = 3;
+		a.batch.map_fd = static_cast<uint32_t>(fd);
+		failed += expect_one_of(sys(u::MAP_LOOKUP_BATCH, a), {0, -ENOENT},
+					"lookup batch from a cursor");
+		failed += expect_one_of(a.batch.count, {0, 1, 2, 3}, "its count");
+	}
+	bpfmap_map *h = bpfmap_map_get(fd);
+	k = 1;
+	auto *p = static_cast<uint64_t *>(bpfmap_map_lookup_elem(h, &k));
+	failed += expect_one_of(p ? static_cast<long>(*p) : -1, {11}, "program-side lookup");
+	if (percpu) {
+		p = static_cast<uint64_t *>(bpfmap_map_lookup_percpu_elem(h, &k, ncpu - 1));
+		failed += expect_one_of(p ? static_cast<long>(*p) : -1, {11}, "the last CPU's value");
+	}
+	k = 3;
+	failed += expect_one_of(bpfmap_map_lookup_elem(h, &k) != nullptr, {0},
+				"program-side lookup past the end");
+	uint64_t one = 33;
+	failed += expect_one_of(bpfmap_map_update_elem(h, &k, &one, 0), {-E2BIG},
+				"program-side update past the end");
+	bpfmap_map_put(h);
+	return failed;
+}
+
+} // namespace
+
+// The header is read once, at attach, into the handle: sizes, counts and the number of
+// CPU slots scribbled on afterwards change no answer and move no index.
+TEST(Array, HeaderScribbledAfterAttachChangesNothing)
+{
+	for (uint32_t type : {uint32_t{u::MAP_TYPE_ARRAY}, PERCPU_ARRAY}) {
+		bool percpu = type == PERCPU_ARRAY;
+		SCOPED_TRACE(percpu ? "percpu" : "array");
+		int fd = map_create(type, 4, 8, 3, percpu ? 0u : uint32_t{u::BPF_F_MMAPABLE});
+		ASSERT_GE(fd, 0);
+		std::vector<uint64_t> v(percpu ? bpfmap_num_possible_cpus() : 1, 11);
+		uint32_t k = 1;
+		ASSERT_EQ(update(fd, &k, v.data()), 0);
+		off_t hdr = region_file_size(fd) - REGION_HEADER_PAGE;
+		using bpfmap::map_header;
+		for (size_t field : {offsetof(map_header, key_size), offsetof(map_header, value_size),
+				     offsetof(map_header, max_entries), offsetof(map_header, map_flags),
+				     offsetof(map_header, nr_cpus)})
+			poke<uint32_t>(fd, hdr + static_cast<off_t>(field), 0xffffffffu);
+		poke<uint64_t>(fd, hdr + static_cast<off_t>(offsetof(map_header, data_size)), ~0ull);
+		for (off_t off = REGION_CTL_OFFSET; off < REGION_HEADER_PAGE; off += 8)
+			poke<uint64_t>(fd, hdr + off, ~0ull);
+		EXPECT_TRUE(in_child([&] { return every_array_command(fd, percpu); }));
+		close(fd);
+	}
+}
+
+// A per-CPU slot's sequence count scribbled odd, as if a writer were always mid-write:
+// readers try a bounded number of times, then take the stripe's lock and read; the next
+// write leaves the count even.
+TEST(Array, PercpuOddSequenceCountsDoNotStallReaders)
+{
+	// percpu array of 3 8-byte values: per CPU slot an area of round_up(3 x 16, 64) bytes,
+	// each element [u32 seq][pad][value].
+	constexpr off_t AREA = 64, SLOT = 16;
+	const uint32_t ncpu = bpfmap_num_possible_cpus();
+	int fd = map_create(PERCPU_ARRAY, 4, 8, 3);
+	ASSERT_GE(fd, 0);
+	std::vector<uint64_t> v(ncpu, 11);
+	uint32_t k = 1;
+	ASSERT_EQ(update(fd, &k, v.data()), 0);
+	for (uint32_t cpu = 0; cpu < ncpu; cpu++) {
+		ASSERT_EQ(peek<uint64_t>(fd, cpu * AREA + 1 * SLOT + 8), 11u) << "layout";
+		for (uint32_t i = 0; i < 3; i++)
+			poke<uint32_t>(fd, cpu * AREA + i * SLOT, 0xffffffffu);
+	}
+	EXPECT_TRUE(in_child([&] { return every_array_command(fd, true); }, 30));
+	ASSERT_EQ(update(fd, &k, v.data()), 0);
+	for (uint32_t cpu = 0; cpu < ncpu; cpu++)
+		EXPECT_EQ(peek<uint32_t>(fd, cpu * AREA + 1 * SLOT) & 1, 0u) << "cpu " << cpu;
+	close(fd);
+}

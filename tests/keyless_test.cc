@@ -1,6 +1,7 @@
 // QUEUE, STACK and BLOOM_FILTER: the program-side calls (push, pop, peek), producers and a
 // consumer in different processes, and many threads at once. The syscall side is compared
-// with the kernel in kernel_diff_test.
+// with the kernel in kernel_diff_test. Then each as untrusted shared memory: bad words
+// written into its control block, after which every command must still return.
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
@@ -12,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "region_poke.h"
 #include "test_util.h"
 
 using namespace bpfmap::test;
@@ -252,4 +254,144 @@ TEST(Bloom, ConcurrentPushesAreNeverLost)
 			missing += bpfmap_map_peek_elem(b.m, &v) != 0;
 		}
 	EXPECT_EQ(missing, 0u);
+}
+
+// ---- a corrupt queue, stack or filter --------------------------------------------------
+
+namespace {
+
+// queue_stack_maps.cc's control block: the lock (64 bytes), then head, tail and size;
+// bloom_filter.cc's: bitset_mask, hash_seed, aligned_u32_count, nr_hash_funcs.
+constexpr off_t QS_HEAD = 64, QS_TAIL = 68, QS_SIZE = 72;
+constexpr off_t BLOOM_MASK = 0, BLOOM_SEED = 4, BLOOM_U32S = 8, BLOOM_NR_HASHES = 12;
+
+// Every queue or stack command on h, each of which must give EFAULT (and zero the value it
+// would have filled). The number that did not.
+int every_command_faults(const handle &h)
+{
+	int failed = 0;
+	uint64_t v = 7;
+	failed += expect_one_of(bpfmap_map_push_elem(h.m, &v, 0), {-EFAULT}, "push");
+	failed += expect_one_of(bpfmap_map_push_elem(h.m, &v, u::BPF_EXIST), {-EFAULT},
+				"push, BPF_EXIST");
+	failed += expect_one_of(bpfmap_map_pop_elem(h.m, &v), {-EFAULT}, "pop");
+	failed += expect_one_of(static_cast<long>(v), {0}, "the value of a failed pop");
+	v = 7;
+	failed += expect_one_of(bpfmap_map_peek_elem(h.m, &v), {-EFAULT}, "peek");
+	failed += expect_one_of(static_cast<long>(v), {0}, "the value of a failed peek");
+	failed += expect_one_of(lookup(h.fd, nullptr, &v), {-EFAULT}, "syscall peek");
+	failed += expect_one_of(update(h.fd, nullptr, &v), {-EFAULT}, "syscall push");
+	failed += expect_one_of(elem(u::MAP_LOOKUP_AND_DELETE_ELEM, h.fd, nullptr, &v), {-EFAULT},
+				"syscall pop");
+	return failed;
+}
+
+} // namespace
+
+// Head or tail past the ring, as another process may write them: every command says
+// EFAULT and indexes nothing; with both back in the ring the map works again.
+TEST(QueueStack, HeadOrTailOutOfRangeFaults)
+{
+	for (uint32_t type : {QUEUE, STACK}) {
+		SCOPED_TRACE(type == QUEUE ? "queue" : "stack");
+		handle h(map_create(type, 0, 8, 4)); // 5 slots
+		ASSERT_NE(h.m, nullptr);
+		for (uint64_t i = 1; i <= 2; i++)
+			ASSERT_EQ(bpfmap_map_push_elem(h.m, &i, 0), 0);
+		ASSERT_EQ(peek<uint32_t>(h.fd, ctl_offset(h.fd, QS_SIZE)), 5u);
+		ASSERT_EQ(peek<uint32_t>(h.fd, ctl_offset(h.fd, QS_HEAD)), 2u);
+		for (off_t field : {QS_HEAD, QS_TAIL})
+			for (uint32_t bad : {5u, 1000u, 0x7fffffffu, 0xffffffffu}) {
+				uint32_t saved = peek<uint32_t>(h.fd, ctl_offset(h.fd, field));
+				poke<uint32_t>(h.fd, ctl_offset(h.fd, field), bad);
+				EXPECT_TRUE(in_child([&] { return every_command_faults(h); }))
+					<< (field == QS_HEAD ? "head " : "tail ") << bad;
+				poke<uint32_t>(h.fd, ctl_offset(h.fd, field), saved);
+			}
+		// The shared size is only checked at attach: a scribbled one changes nothing.
+		poke<uint32_t>(h.fd, ctl_offset(h.fd, QS_SIZE), 0xffffffffu);
+		// Head and tail at the ring's last slot are in range.
+		poke<uint32_t>(h.fd, ctl_offset(h.fd, QS_HEAD), 4);
+		poke<uint32_t>(h.fd, ctl_offset(h.fd, QS_TAIL), 4);
+		uint64_t v = 0;
+		EXPECT_EQ(bpfmap_map_pop_elem(h.m, &v), -ENOENT);
+		for (uint64_t i = 1; i <= 4; i++)
+			ASSERT_EQ(bpfmap_map_push_elem(h.m, &i, 0), 0);
+		EXPECT_EQ(bpfmap_map_push_elem(h.m, &v, 0), -E2BIG);
+		EXPECT_EQ(bpfmap_map_pop_elem(h.m, &v), 0);
+		EXPECT_EQ(v, type == QUEUE ? 1u : 4u);
+	}
+}
+
+// A process that attaches checks the control block: the ring's size must be the header's
+// max_entries + 1 and head and tail inside it.
+TEST(QueueStack, AttachRefusesABadControlBlock)
+{
+	for (uint32_t type : {QUEUE, STACK}) {
+		handle h(map_create(type, 0, 8, 4));
+		ASSERT_NE(h.m, nullptr);
+		auto with = [&](off_t field, uint32_t value) {
+			return open_forged_copy(h.fd, "qs_forged", [&](std::vector<char> &b, size_t c) {
+				memcpy(b.data() + c + field, &value, sizeof(value));
+			});
+		};
+		long ok = with(QS_HEAD, 4);
+		ASSERT_GE(ok, 0) << "a copy with head in range opens";
+		close(static_cast<int>(ok));
+		EXPECT_LT(with(QS_SIZE, 6), 0);
+		EXPECT_LT(with(QS_SIZE, 0), 0);
+		EXPECT_LT(with(QS_HEAD, 5), 0);
+		EXPECT_LT(with(QS_TAIL, 0xffffffffu), 0);
+	}
+}
+
+// The filter's hash count, mask and word count are checked at attach against the header
+// (the seed is free); a copy that disagrees does not open.
+TEST(Bloom, AttachRefusesABadControlBlock)
+{
+	handle b(bloom_create(8, 100, 3));
+	ASSERT_NE(b.m, nullptr);
+	auto with = [&](off_t field, uint32_t value) {
+		return open_forged_copy(b.fd, "bloom_forged", [&](std::vector<char> &bytes, size_t c) {
+			memcpy(bytes.data() + c + field, &value, sizeof(value));
+		});
+	};
+	ASSERT_EQ(peek<uint32_t>(b.fd, ctl_offset(b.fd, BLOOM_NR_HASHES)), 3u);
+	ASSERT_EQ(peek<uint32_t>(b.fd, ctl_offset(b.fd, BLOOM_U32S)), 2u);
+	long ok = with(BLOOM_SEED, 12345);
+	ASSERT_GE(ok, 0) << "any seed is a filter's own";
+	close(static_cast<int>(ok));
+	EXPECT_LT(with(BLOOM_NR_HASHES, 0xffffffffu), 0);
+	EXPECT_LT(with(BLOOM_NR_HASHES, 4), 0);
+	EXPECT_LT(with(BLOOM_MASK, 0xffffffffu), 0);
+	EXPECT_LT(with(BLOOM_U32S, 1u << 30), 0);
+}
+
+// A filter already attached reads nothing but bits: a control block scribbled on after
+// attach changes no answer, and bits scribbled on give wrong answers, quickly.
+TEST(Bloom, ScribbledFilterStillAnswers)
+{
+	handle b(bloom_create(8, 100, 3));
+	ASSERT_NE(b.m, nullptr);
+	uint64_t v = 42;
+	ASSERT_EQ(bpfmap_map_push_elem(b.m, &v, 0), 0);
+	for (off_t field : {BLOOM_MASK, BLOOM_SEED, BLOOM_U32S, BLOOM_NR_HASHES})
+		poke<uint32_t>(b.fd, ctl_offset(b.fd, field), 0xffffffffu);
+	EXPECT_TRUE(in_child([&] {
+		int failed = 0;
+		uint64_t x = 42;
+		failed += expect_one_of(bpfmap_map_peek_elem(b.m, &x), {0}, "peek of a pushed value");
+		failed += expect_one_of(lookup(b.fd, nullptr, &x), {0}, "syscall peek");
+		x = 43;
+		failed += expect_one_of(bpfmap_map_push_elem(b.m, &x, 0), {0}, "push");
+		failed += expect_one_of(bpfmap_map_peek_elem(b.m, &x), {0}, "peek of the new value");
+		return failed;
+	}));
+	off_t bits = region_file_size(b.fd) - REGION_HEADER_PAGE;
+	for (off_t off = 0; off < bits; off += 8)
+		poke<uint64_t>(b.fd, off, 0);
+	EXPECT_TRUE(in_child([&] {
+		uint64_t x = 42;
+		return expect_one_of(bpfmap_map_peek_elem(b.m, &x), {-ENOENT}, "peek after zeroing");
+	}));
 }

@@ -19,6 +19,13 @@
 // returns are the caller's own, as in the kernel. A writer that dies mid-write leaves an
 // odd count: the next holder of its (robust) lock makes that stripe's counts even again,
 // and a reader that keeps seeing an odd count takes the lock to get there.
+//
+// The region is untrusted. Neither type has a control block: sizes, strides, the lock
+// array's place and the number of CPU slots are the handle's own, from the validated
+// header, and every index (a key, a batch cursor, a CPU slot, a lock stripe) is checked or
+// reduced against them, never read from the region. What the region holds is values and
+// the per-CPU sequence counts and locks; a count scribbled odd costs a reader READ_SPINS
+// tries and then the lock, and the next write of the slot makes it even again.
 #include <cerrno>
 #include <cstring>
 
@@ -86,6 +93,7 @@ bpf_map *array_map_alloc() { return new bpf_array; }
 
 void array_map_init(bpf_map *) {} // a fresh region is already zero
 
+// Nothing of the region to check: the layout is the handle's alone.
 int array_map_attach(bpf_map *map)
 {
 	array_of(map)->elem_size = static_cast<uint32_t>(round_up(map->value_size, 8));
@@ -245,16 +253,17 @@ private:
 	lock_guard g_;
 };
 
-// Write n bytes of src into CPU slot cpu's value of element index.
+// Write n bytes of src into CPU slot cpu's value of element index. The count is odd while
+// the value is written and even after, also when it was found odd (scribbled on).
 void pcpu_write(bpf_percpu_array *a, uint32_t index, uint32_t cpu, const void *src, size_t n)
 {
 	pcpu_slot_lock l(a, index, cpu);
 	pcpu_slot *s = a->slot(index, cpu);
-	uint32_t seq = s->seq.load(std::memory_order_relaxed);
-	s->seq.store(seq + 1, std::memory_order_relaxed);
+	uint32_t odd = s->seq.load(std::memory_order_relaxed) | 1;
+	s->seq.store(odd, std::memory_order_relaxed);
 	std::atomic_thread_fence(std::memory_order_release);
 	copy_to_shared(bpf_percpu_array::value_of(s), src, n);
-	s->seq.store(seq + 2, std::memory_order_release);
+	s->seq.store(odd + 1, std::memory_order_release);
 }
 
 // Copy CPU slot cpu's whole value (with its padding, as the kernel copies it) to dst.
@@ -291,6 +300,7 @@ void percpu_array_map_init(bpf_map *map)
 		locks[i].init();
 }
 
+// The layout, the locks' place among it, is computed from the handle, never read.
 int percpu_array_map_attach(bpf_map *map)
 {
 	bpf_percpu_array *a = pcpu_of(map);

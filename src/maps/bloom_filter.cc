@@ -10,6 +10,11 @@
 // is clear, so that a filter that has settled stays read-only in every cache) and read
 // with plain loads. Nothing is ever cleared, so there is no lock and no torn state: a
 // pusher that dies has set some of its bits, which can only add false positives.
+//
+// The region is untrusted: what the control block says (the bit mask, the number of hash
+// functions, the word count the hash reads) must be what the header implies, or attach
+// refuses the map; the handle keeps its own copy and reads only bits afterwards. Every bit
+// index is masked by the handle's mask, which fits the data area.
 #include <sys/random.h>
 
 #include <atomic>
@@ -19,6 +24,7 @@
 #include "core/hash.h"
 #include "core/map.h"
 #include "core/registry.h"
+#include "core/shmem.h"
 
 namespace bpfmap {
 namespace {
@@ -94,26 +100,38 @@ int bloom_map_mem_size(const uapi::map_create_attr &attr, size_t *size)
 
 bpf_map *bloom_map_alloc() { return new bpf_bloom_filter; }
 
-void bloom_map_init(bpf_map *map)
+// The control block of a filter with the handle's attributes and this seed.
+bloom_ctl bloom_ctl_of(const bpf_map *map, uint32_t hash_seed)
 {
-	auto *c = map->ctl<bloom_ctl>();
 	bloom_geometry g = bloom_layout(map->max_entries, map->map_extra);
-	c->bitset_mask = g.bitset_mask;
-	c->nr_hash_funcs = g.nr_hash_funcs;
-	c->aligned_u32_count = map->value_size % 4 == 0 ? map->value_size / 4 : 0;
-	c->hash_seed = 0;
-	if (!(map->map_flags & uapi::BPF_F_ZERO_SEED)) {
-		uint32_t seed = 0;
-		while (getrandom(&seed, sizeof(seed), 0) < 0 && errno == EINTR) {
-		}
-		c->hash_seed = seed;
-	}
+	bloom_ctl c;
+	c.bitset_mask = g.bitset_mask;
+	c.hash_seed = hash_seed;
+	c.aligned_u32_count = map->value_size % 4 == 0 ? map->value_size / 4 : 0;
+	c.nr_hash_funcs = g.nr_hash_funcs;
+	return c;
 }
 
+void bloom_map_init(bpf_map *map)
+{
+	uint32_t seed = 0;
+	if (!(map->map_flags & uapi::BPF_F_ZERO_SEED))
+		while (getrandom(&seed, sizeof(seed), 0) < 0 && errno == EINTR) {
+		}
+	*map->ctl<bloom_ctl>() = bloom_ctl_of(map, seed);
+}
+
+// Only the seed is the creator's choice; the rest must be what the header implies.
 int bloom_map_attach(bpf_map *map)
 {
 	bpf_bloom_filter *b = bloom_of(map);
-	b->c = *map->ctl<bloom_ctl>();
+	bloom_ctl shared;
+	copy_from_shared(&shared, map->ctl<bloom_ctl>(), sizeof(shared));
+	bloom_ctl want = bloom_ctl_of(map, shared.hash_seed);
+	if (shared.bitset_mask != want.bitset_mask || shared.nr_hash_funcs != want.nr_hash_funcs ||
+	    shared.aligned_u32_count != want.aligned_u32_count)
+		return -EINVAL;
+	b->c = want;
 	b->bitset = reinterpret_cast<std::atomic<uint64_t> *>(map->data);
 	return 0;
 }

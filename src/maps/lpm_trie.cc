@@ -37,6 +37,18 @@
 // - A writer that dies holding the lock leaves a consistent trie; what may be off is the
 //   entry count and the free list (a node it took and did not link). The next holder sees
 //   the owner died and rebuilds both from the nodes reachable from the root.
+//
+// The region is untrusted: any process that can write the file may scribble on it. So
+// every node index read from it (the root, a child link, a jump table entry, a free list
+// link, the bump mark) is checked against the node count this process computed at attach
+// before it is used, and every walk is bounded: a path down the trie by max_prefixlen + 1
+// nodes (prefix lengths grow along a path), a jump table rewrite by its width, the audit by
+// marking each node once, a lock-free read by READ_TRIES passes before it takes the lock.
+// get_next_key hands out only nodes that their own key's walk reaches, so that a walk from
+// key to key (a batch lookup) always moves forward. A trie found corrupt gives EFAULT to
+// writers and to get_next_key, and lookups find nothing (ENOENT) or a wrong node; nothing
+// reads or writes outside the region, and no call spins. (The trie lock is a word in the
+// region too; what a scribbled lock word does is core/lock.cc's to bound.)
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -64,6 +76,8 @@ constexpr uint32_t LPM_CREATE_FLAG_MASK =
 	uapi::BPF_F_NO_PREALLOC | uapi::BPF_F_NUMA_NODE | uapi::BPF_F_ACCESS_MASK;
 // The region is only reserved, not committed, but must fit the address space.
 constexpr uint64_t MAX_POOL_BYTES = 1ull << 45;
+// Lock-free passes of a read before it walks once more under the trie lock (see read_stable).
+constexpr int READ_TRIES = 64;
 
 struct lpm_node {
 	std::atomic<uint32_t> child[2];
@@ -81,8 +95,8 @@ struct lpm_ctl {
 	std::atomic<uint32_t> reuse_seq;
 	std::atomic<uint32_t> table_seq; // odd: jump table entries being rewritten
 	uint32_t n_entries;
-	uint32_t n_nodes;
-	uint32_t bump; // nodes [0, bump) have been handed out at least once
+	uint32_t n_nodes; // checked at attach; the handle's copy is the one used
+	uint32_t bump;    // nodes [0, bump) have been handed out at least once
 	uint32_t free_head, free_tail;
 };
 
@@ -153,6 +167,13 @@ struct lpm_key {
 	uint64_t top(uint32_t bits) const { return __builtin_bswap64(w[0]) >> (64 - bits); }
 };
 
+// One read of a plain word of the control block or a node, so that the value checked is the
+// value used even if another process rewrites the word in between.
+uint32_t load_once(const uint32_t &word)
+{
+	return __atomic_load_n(&word, __ATOMIC_RELAXED);
+}
+
 // Bit index of data, most significant bit of byte 0 first (data is big endian).
 int extract_bit(const uint8_t *data, uint32_t index)
 {
@@ -184,17 +205,25 @@ uint32_t longest_prefix_match(const bpf_lpm_trie *t, uint32_t n, const lpm_key &
 // ---- lock-free reads ---------------------------------------------------------------------
 
 // Run walk() until no node was rewritten while it ran. walk returns false when it saw
-// something only a rewrite can explain (an index out of range, a path too long).
-template <typename F> void read_stable(const bpf_lpm_trie *t, F &&walk)
+// something only a rewrite or a corrupt region can explain (an index out of range, a path
+// too long). Writers that keep reusing nodes, or a process that keeps writing reuse_seq,
+// could keep a reader walking for ever: false after READ_TRIES passes, and the caller
+// walks once more with read_locked().
+template <typename F> bool read_stable(const bpf_lpm_trie *t, F &&walk)
 {
-	for (;;) {
+	for (int i = 0; i < READ_TRIES; i++) {
 		uint32_t s = t->c->reuse_seq.load(std::memory_order_acquire);
 		bool sane = walk();
 		std::atomic_thread_fence(std::memory_order_acquire);
-		if (t->c->reuse_seq.load(std::memory_order_relaxed) == s && sane)
-			return;
+		if (__builtin_expect(t->c->reuse_seq.load(std::memory_order_relaxed) == s && sane, 1))
+			return true;
 	}
+	return false;
 }
+
+// A walk under the trie lock, where no writer moves anything: one that is still not sane
+// met a corrupt trie (false).
+template <typename F> bool read_locked(bpf_lpm_trie *t, F &&walk);
 
 uint32_t child_of(const bpf_lpm_trie *t, uint32_t n, int bit)
 {
@@ -213,7 +242,8 @@ uint32_t prefixlen_of(const bpf_lpm_trie *t, uint32_t n)
 
 // The longest stored prefix that matches key, or NIL; one pass, unvalidated. Keys of TB
 // bits or more start where their jump table entry says.
-bool lookup_walk(const bpf_lpm_trie *t, const lpm_key &key, uint32_t *found)
+[[gnu::always_inline]] inline bool lookup_walk(const bpf_lpm_trie *t, const lpm_key &key,
+					      uint32_t *found)
 {
 	uint32_t n;
 	if (key.prefixlen >= t->table_bits &&
@@ -245,19 +275,36 @@ bool lookup_walk(const bpf_lpm_trie *t, const lpm_key &key, uint32_t *found)
 	return true;
 }
 
-uint32_t trie_lookup(const bpf_lpm_trie *t, const void *ukey, void *value_out)
+// One pass of a lookup: the match into *found and its value (if any) into value_out.
+[[gnu::always_inline]] inline bool lookup_copy(const bpf_lpm_trie *t, const lpm_key &key,
+					      void *value_out, uint32_t *found)
+{
+	bool sane = lookup_walk(t, key, found);
+	if (sane && *found != NIL && value_out)
+		copy_from_shared(value_out, t->value_of(*found), t->value_size);
+	return sane;
+}
+
+// A lookup whose lock-free passes gave up. Out of line, with its own result, so that the
+// lock-free pass keeps everything in registers.
+[[gnu::noinline, gnu::cold]] uint32_t trie_lookup_locked(bpf_lpm_trie *t, const lpm_key &key,
+							 void *value_out)
+{
+	uint32_t found = NIL;
+	return read_locked(t, [&] { return lookup_copy(t, key, value_out, &found); }) ? found : NIL;
+}
+
+// The longest stored prefix matching ukey, its value copied to value_out; NIL for none (or
+// for a corrupt trie).
+uint32_t trie_lookup(bpf_lpm_trie *t, const void *ukey, void *value_out)
 {
 	lpm_key key(t, ukey);
 	if (key.prefixlen > t->max_prefixlen)
 		return NIL;
 	uint32_t found = NIL;
-	read_stable(t, [&] {
-		bool sane = lookup_walk(t, key, &found);
-		if (sane && found != NIL && value_out)
-			copy_from_shared(value_out, t->value_of(found), t->value_size);
-		return sane;
-	});
-	return found;
+	if (__builtin_expect(read_stable(t, [&] { return lookup_copy(t, key, value_out, &found); }), 1))
+		return found;
+	return trie_lookup_locked(t, key, value_out);
 }
 
 void *trie_map_lookup_elem(bpf_map *map, const void *key)
@@ -272,12 +319,29 @@ int trie_map_copy_value(bpf_map *map, const void *key, void *value, uint64_t)
 	return trie_lookup(trie_of(map), key, value) == NIL ? -ENOENT : 0;
 }
 
-// The first node of the post-order walk of the subtree at n that is not intermediate.
-uint32_t leftmost(const bpf_lpm_trie *t, uint32_t n, bool *sane)
+// A path down the trie from the root, as a walk took it. No sound path holds more than
+// max_prefixlen + 1 nodes (prefix lengths grow along it).
+struct lpm_path {
+	uint32_t len = 0;
+	uint32_t node[LPM_DATA_SIZE_MAX * 8 + 1];
+
+	// False for an index out of range or a path too long.
+	bool push(const bpf_lpm_trie *t, uint32_t n)
+	{
+		if (n >= t->n_nodes || len > t->max_prefixlen)
+			return false;
+		node[len++] = n;
+		return true;
+	}
+};
+
+// The first node of the post-order walk of the subtree at n that is not intermediate; the
+// nodes down to it are added to path.
+uint32_t leftmost(const bpf_lpm_trie *t, uint32_t n, lpm_path *path, bool *sane)
 {
-	uint32_t found = NIL;
-	for (uint32_t steps = 0; n != NIL; steps++) {
-		if (n >= t->n_nodes || steps > t->max_prefixlen + 1) {
+	uint32_t found = NIL, found_len = path->len;
+	while (n != NIL) {
+		if (!path->push(t, n)) {
 			*sane = false;
 			return NIL;
 		}
@@ -285,38 +349,38 @@ uint32_t leftmost(const bpf_lpm_trie *t, uint32_t n, bool *sane)
 			n = child_of(t, n, 0);
 		} else {
 			found = n;
+			found_len = path->len;
 			uint32_t next = child_of(t, n, 0);
 			n = next != NIL ? next : child_of(t, n, 1);
 		}
 	}
+	path->len = found_len;
 	return found;
 }
 
 // The kernel's successor rule: the node that follows key's exact node in post-order; for
-// a missing or invalid key, the first node of the whole walk.
-bool next_key_walk(const bpf_lpm_trie *t, const void *ukey, uint32_t *next)
+// a missing or invalid key, the first node of the whole walk. path: how it was reached.
+bool next_key_walk(const bpf_lpm_trie *t, const void *ukey, uint32_t *next, lpm_path *path)
 {
 	*next = NIL;
+	path->len = 0;
 	uint32_t root = t->c->root.load(std::memory_order_acquire);
 	bool sane = true;
 	if (root == NIL)
 		return true;
 	if (!ukey) {
-		*next = leftmost(t, root, &sane);
+		*next = leftmost(t, root, path, &sane);
 		return sane;
 	}
 	lpm_key key(t, ukey);
 	if (key.prefixlen > t->max_prefixlen) {
-		*next = leftmost(t, root, &sane);
+		*next = leftmost(t, root, path, &sane);
 		return sane;
 	}
-	uint32_t stack[LPM_DATA_SIZE_MAX * 8 + 1];
-	int sp = -1;
 	uint32_t n = root, matchlen = 0;
 	while (n != NIL) {
-		if (n >= t->n_nodes || sp >= static_cast<int>(t->max_prefixlen))
+		if (!path->push(t, n))
 			return false;
-		stack[++sp] = n;
 		matchlen = longest_prefix_match(t, n, key);
 		uint32_t plen = prefixlen_of(t, n);
 		if (plen != matchlen || plen == key.prefixlen)
@@ -324,15 +388,18 @@ bool next_key_walk(const bpf_lpm_trie *t, const void *ukey, uint32_t *next)
 		n = child_of(t, n, extract_bit(key.bytes(), plen));
 	}
 	if (n == NIL || prefixlen_of(t, n) != matchlen || is_im(t, n)) {
-		*next = leftmost(t, root, &sane);
+		path->len = 0;
+		*next = leftmost(t, root, path, &sane);
 		return sane;
 	}
-	for (n = stack[sp]; sp > 0; sp--) {
-		uint32_t parent = stack[sp - 1];
+	// Up from the exact node; the path is cut back to each parent in turn.
+	for (uint32_t sp = path->len - 1; sp > 0; sp--) {
+		uint32_t parent = path->node[sp - 1];
+		path->len = sp;
 		if (child_of(t, parent, 0) == n) {
 			uint32_t right = child_of(t, parent, 1);
 			if (right != NIL) {
-				*next = leftmost(t, right, &sane);
+				*next = leftmost(t, right, path, &sane);
 				return sane;
 			}
 		}
@@ -345,36 +412,76 @@ bool next_key_walk(const bpf_lpm_trie *t, const void *ukey, uint32_t *next)
 	return true;
 }
 
+// Whether the walk of key (a node's own key) from the path's root goes down path and stops
+// at its last node, as it does for every node of a sound trie, through no node whose two
+// children are one (so that the same nodes mean the same turns). get_next_key hands out no
+// other node: then each node it gives has its own place in post-order, later than the place
+// of the node it was given, and a walk from key to key (a batch lookup) ends even on a
+// scribbled trie, after at most one step per node.
+bool on_its_own_path(const bpf_lpm_trie *t, const lpm_path &path, const lpm_key &key)
+{
+	uint32_t n = path.len ? path.node[0] : NIL;
+	for (uint32_t i = 0; i < path.len; i++) {
+		if (n != path.node[i])
+			return false;
+		uint32_t plen = prefixlen_of(t, n);
+		if (longest_prefix_match(t, n, key) != plen)
+			return false;
+		if (i + 1 == path.len)
+			return plen == key.prefixlen;
+		uint32_t left = child_of(t, n, 0), right = child_of(t, n, 1);
+		if (plen >= key.prefixlen || left == right)
+			return false;
+		n = extract_bit(key.bytes(), plen) ? right : left;
+	}
+	return false;
+}
+
 int trie_map_get_next_key(bpf_map *map, const void *key, void *next_key)
 {
 	bpf_lpm_trie *t = trie_of(map);
 	uint32_t next = NIL;
 	auto *out = static_cast<char *>(next_key);
-	read_stable(t, [&] {
-		if (!next_key_walk(t, key, &next))
+	lpm_path path;
+	auto walk = [&] {
+		if (!next_key_walk(t, key, &next, &path))
 			return false;
-		if (next != NIL) {
-			uint32_t plen = prefixlen_of(t, next);
-			memcpy(out, &plen, 4);
-			copy_from_shared(out + LPM_KEY_HEADER, t->data_of(next), t->data_size);
-		}
-		return true;
-	});
+		if (next == NIL)
+			return true;
+		// A key that no lookup or update would take is not one the trie holds.
+		uint32_t plen = prefixlen_of(t, next);
+		if (plen > t->max_prefixlen)
+			return false;
+		memcpy(out, &plen, 4);
+		copy_from_shared(out + LPM_KEY_HEADER, t->data_of(next), t->data_size);
+		return on_its_own_path(t, path, lpm_key(t, out));
+	};
+	if (!read_stable(t, walk) && !read_locked(t, walk))
+		return -EFAULT;
 	return next == NIL ? -ENOENT : 0;
 }
 
 // ---- writers (trie lock held) ---------------------------------------------------------
 
+// Whether n may be the depth-th node of a path down the trie (the root is depth 0). Prefix
+// lengths grow along a path, so no path holds more than max_prefixlen + 1 nodes.
+bool node_ok(const bpf_lpm_trie *t, uint32_t n, uint32_t depth)
+{
+	return __builtin_expect(n < t->n_nodes && depth <= t->max_prefixlen, 1);
+}
+
 // A node that left the trie, to the tail of the free list. It keeps its links and data
-// until it is reused.
+// until it is reused. A tail out of range (a scribbled list) starts the list anew; the
+// nodes it held are lost to allocation until an audit finds them.
 void free_node(bpf_lpm_trie *t, uint32_t n)
 {
 	lpm_ctl *c = t->c;
 	t->node(n)->next_free = NIL;
-	if (c->free_tail == NIL)
+	uint32_t tail = load_once(c->free_tail);
+	if (tail >= t->n_nodes)
 		c->free_head = n;
 	else
-		t->node(c->free_tail)->next_free = n;
+		t->node(tail)->next_free = n;
 	c->free_tail = n;
 }
 
@@ -397,16 +504,21 @@ uint64_t node_top(const bpf_lpm_trie *t, uint32_t n)
 
 // Rewrite the entries whose first q bits are lo's, given that their walk has reached n with
 // best matched so far. A node shorter than TB is decided by the first TB bits alone: one
-// that reads a bit past q splits the range in two.
-void fill_entries(bpf_lpm_trie *t, uint32_t n, uint32_t best, uint64_t lo, uint32_t q)
+// that reads a bit past q splits the range in two. In a sound trie a pass moves down at
+// most TB nodes (all shorter than TB, each longer than the last) and splits at most TB
+// times; false when it would do more or meets an index out of range (a corrupt trie).
+bool fill_entries(bpf_lpm_trie *t, uint32_t n, uint32_t best, uint64_t lo, uint32_t q)
 {
 	const uint32_t tb = t->table_bits;
-	while (n != NIL) {
+	for (uint32_t steps = 0; n != NIL; steps++) {
+		if (n >= t->n_nodes || steps > 2 * tb)
+			return false;
 		uint32_t p = prefixlen_of(t, n);
 		if (p >= tb)
 			break;
 		if (q <= p) {
-			fill_entries(t, n, best, lo, q + 1);
+			if (!fill_entries(t, n, best, lo, q + 1))
+				return false;
 			lo |= 1ull << (tb - q - 1);
 			q++;
 			continue;
@@ -420,12 +532,15 @@ void fill_entries(bpf_lpm_trie *t, uint32_t n, uint32_t best, uint64_t lo, uint3
 		n = child_of(t, n, static_cast<int>(lo >> (tb - p - 1)) & 1);
 	}
 	set_entries(t, lo, q, best, n);
+	return true;
 }
 
 // A change in the slot under parent (NIL: the root) on key's path: publish() makes it,
 // then the entries of every key whose walk passes that slot before depth TB are rewritten.
 // A short prefix near the root covers many entries (the root, all of them); a change below
-// depth TB, none.
+// depth TB, none. table_seq stays odd when the rewrite meets a corrupt trie, so lookups
+// walk from the root; a rewrite that finds it odd (left so by that, or by a writer that
+// died) rewrites the whole table.
 template <typename F> void change_slot(bpf_lpm_trie *t, uint32_t parent, const lpm_key &key, F &&publish)
 {
 	const uint32_t tb = t->table_bits;
@@ -439,19 +554,25 @@ template <typename F> void change_slot(bpf_lpm_trie *t, uint32_t parent, const l
 		q = p + 1;
 	}
 	std::atomic<uint32_t> &seq = t->c->table_seq;
-	seq.store(seq.load(std::memory_order_relaxed) | 1, std::memory_order_relaxed);
+	uint32_t s = seq.load(std::memory_order_relaxed);
+	if (s & 1)
+		q = 0;
+	seq.store(s | 1, std::memory_order_relaxed);
 	publish();
 	uint64_t lo = q ? key.top(q) << (tb - q) : 0;
-	fill_entries(t, t->c->root.load(std::memory_order_relaxed), NIL, lo, q);
-	seq.store(seq.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+	if (fill_entries(t, t->c->root.load(std::memory_order_relaxed), NIL, lo, q))
+		seq.store((s | 1) + 1, std::memory_order_release);
 }
 
 // Rebuild the entry count and the free list from what the root reaches: after a writer
-// died holding the lock, a node it had taken may be in neither.
+// died holding the lock, a node it had taken may be in neither. Each node is marked once,
+// so a scribbled link (a cycle, a node reached twice) cannot keep it going.
 void trie_audit(bpf_lpm_trie *t)
 {
 	lpm_ctl *c = t->c;
-	std::vector<bool> live(c->bump, false);
+	uint32_t bump = std::min(load_once(c->bump), t->n_nodes);
+	c->bump = bump;
+	std::vector<bool> live(bump, false);
 	std::vector<uint32_t> todo;
 	uint32_t entries = 0;
 	if (uint32_t r = c->root.load(std::memory_order_relaxed); r != NIL)
@@ -459,7 +580,7 @@ void trie_audit(bpf_lpm_trie *t)
 	while (!todo.empty()) {
 		uint32_t n = todo.back();
 		todo.pop_back();
-		if (n >= c->bump || live[n])
+		if (n >= bump || live[n])
 			continue;
 		live[n] = true;
 		entries += !is_im(t, n);
@@ -467,14 +588,16 @@ void trie_audit(bpf_lpm_trie *t)
 			if (uint32_t ch = child_of(t, n, b); ch != NIL)
 				todo.push_back(ch);
 	}
-	c->n_entries = entries;
+	c->n_entries = std::min(entries, t->max_entries);
 	c->free_head = c->free_tail = NIL;
-	for (uint32_t i = 0; i < c->bump; i++)
+	for (uint32_t i = 0; i < bump; i++)
 		if (!live[i])
 			free_node(t, i);
-	fill_entries(t, c->root.load(std::memory_order_relaxed), NIL, 0, 0);
-	c->table_seq.store((c->table_seq.load(std::memory_order_relaxed) | 1) + 1,
-			   std::memory_order_release);
+	std::atomic<uint32_t> &seq = c->table_seq;
+	uint32_t s = seq.load(std::memory_order_relaxed) | 1;
+	seq.store(s, std::memory_order_relaxed);
+	if (fill_entries(t, c->root.load(std::memory_order_relaxed), NIL, 0, 0))
+		seq.store(s + 1, std::memory_order_release);
 }
 
 class trie_locked {
@@ -489,18 +612,29 @@ private:
 	lock_guard g_;
 };
 
+template <typename F> bool read_locked(bpf_lpm_trie *t, F &&walk)
+{
+	trie_locked g(t);
+	return walk();
+}
+
 // A node to fill: a never-used one while there are any, else the oldest freed one, whose
-// readers are made to walk again before it is rewritten.
+// readers are made to walk again before it is rewritten. NIL when there is none, or when
+// the free list's head is out of range.
 uint32_t alloc_node(bpf_lpm_trie *t)
 {
 	lpm_ctl *c = t->c;
-	if (c->bump < c->n_nodes)
-		return c->bump++;
-	uint32_t n = c->free_head;
-	if (n == NIL)
+	uint32_t bump = load_once(c->bump);
+	if (bump < t->n_nodes) {
+		c->bump = bump + 1;
+		return bump;
+	}
+	uint32_t n = load_once(c->free_head);
+	if (n >= t->n_nodes)
 		return NIL;
-	c->free_head = t->node(n)->next_free;
-	if (c->free_head == NIL)
+	uint32_t next = load_once(t->node(n)->next_free); // checked when it is taken
+	c->free_head = next;
+	if (next == NIL)
 		c->free_tail = NIL;
 	c->reuse_seq.fetch_add(1, std::memory_order_relaxed);
 	std::atomic_thread_fence(std::memory_order_release);
@@ -526,12 +660,12 @@ uint32_t new_node(bpf_lpm_trie *t, uint32_t prefixlen, const void *data, const v
 }
 
 // The kernel's check before a prefix is added: BPF_EXIST wants it present, and the map
-// must have room.
+// must have room (a count scribbled past max_entries means none).
 int check_add(bpf_lpm_trie *t, uint64_t flags)
 {
 	if (flags == uapi::BPF_EXIST)
 		return -ENOENT;
-	if (t->c->n_entries == t->max_entries)
+	if (t->c->n_entries >= t->max_entries)
 		return -ENOSPC;
 	return 0;
 }
@@ -550,7 +684,9 @@ int trie_update_locked(bpf_lpm_trie *t, const void *ukey, const lpm_key &key, co
 	// that has its exact prefix length.
 	uint32_t parent = NIL, n = t->c->root.load(std::memory_order_relaxed), matchlen = 0;
 	int bit = 0;
-	while (n != NIL) {
+	for (uint32_t depth = 0; n != NIL; depth++) {
+		if (!node_ok(t, n, depth))
+			return -EFAULT;
 		matchlen = longest_prefix_match(t, n, key);
 		uint32_t plen = prefixlen_of(t, n);
 		if (plen != matchlen || plen == key.prefixlen)
@@ -590,7 +726,8 @@ int trie_update_locked(bpf_lpm_trie *t, const void *ukey, const lpm_key &key, co
 	if (int err = check_add(t, flags))
 		return err;
 	if (matchlen == key.prefixlen) {
-		// The key is a prefix of n: it goes between n and its parent.
+		// The key is a prefix of n: it goes between n and its parent. (A bit past
+		// max_prefixlen, read for a scribbled prefix length, is still inside the node.)
 		int nbit = extract_bit(reinterpret_cast<const uint8_t *>(t->data_of(n)), matchlen);
 		uint32_t x = new_node(t, key.prefixlen, data, value, nbit ? NIL : n, nbit ? n : NIL);
 		if (x == NIL)
@@ -637,7 +774,9 @@ int trie_map_delete_elem(bpf_map *map, const void *ukey)
 	// Walk to the exact node, keeping its parent and the parent's own slot.
 	uint32_t grand = NIL, parent = NIL, n = t->c->root.load(std::memory_order_relaxed);
 	int pbit = 0, bit = 0, matchlen = 0;
-	while (n != NIL) {
+	for (uint32_t depth = 0; n != NIL; depth++) {
+		if (!node_ok(t, n, depth))
+			return -EFAULT;
 		matchlen = static_cast<int>(longest_prefix_match(t, n, key));
 		uint32_t plen = prefixlen_of(t, n);
 		if (plen != static_cast<uint32_t>(matchlen) || plen == key.prefixlen)
@@ -651,7 +790,8 @@ int trie_map_delete_elem(bpf_map *map, const void *ukey)
 	if (n == NIL || prefixlen_of(t, n) != key.prefixlen ||
 	    prefixlen_of(t, n) != static_cast<uint32_t>(matchlen) || is_im(t, n))
 		return -ENOENT;
-	t->c->n_entries--;
+	if (t->c->n_entries)
+		t->c->n_entries--;
 	uint32_t left = child_of(t, n, 0), right = child_of(t, n, 1);
 	if (left != NIL && right != NIL) {
 		change_slot(t, parent, key,
@@ -708,11 +848,24 @@ void trie_map_init(bpf_map *map)
 	c->free_head = c->free_tail = NIL;
 }
 
+// Whether a control block read from the region could belong to a trie of geometry g. It
+// may change the moment after; every use checks again what it reads.
+bool trie_ctl_valid(const lpm_ctl *c, const lpm_geometry &g, uint32_t max_entries)
+{
+	auto index_ok = [&](uint32_t i) { return i == NIL || i < g.n_nodes; };
+	return load_once(c->n_nodes) == g.n_nodes && load_once(c->bump) <= g.n_nodes &&
+	       load_once(c->n_entries) <= max_entries &&
+	       index_ok(c->root.load(std::memory_order_relaxed)) && index_ok(load_once(c->free_head)) &&
+	       index_ok(load_once(c->free_tail));
+}
+
 int trie_map_attach(bpf_map *map)
 {
 	bpf_lpm_trie *t = trie_of(map);
 	lpm_geometry g = lpm_layout(map->key_size, map->value_size, map->max_entries);
 	t->c = map->ctl<lpm_ctl>();
+	if (!trie_ctl_valid(t->c, g, map->max_entries))
+		return -EINVAL;
 	t->table = reinterpret_cast<jump_entry *>(map->data);
 	t->pool = map->data + g.pool_off;
 	t->table_bits = g.table_bits;

@@ -10,6 +10,11 @@
 // published with one store, after (push) or before (overwrite of the oldest) the value
 // copy they cover, so its operation either happened or did not, and the next holder has
 // nothing to repair.
+//
+// The region is untrusted: the ring's size is the handle's own (checked against the
+// control block once, at attach), and head and tail are read once each per operation and
+// checked against it before they index a slot. A ring whose head or tail is out of range
+// was written by someone else: every operation on it gives EFAULT.
 #include <cerrno>
 #include <cstring>
 
@@ -31,16 +36,26 @@ struct qs_ctl {
 	uint32_t size; // max_entries + 1
 };
 
+// Where the ring stands, as the lock holder read it.
+struct qs_pos {
+	uint32_t head, tail;
+};
+
 struct bpf_queue_stack : bpf_map {
 	qs_ctl *ctl_ = nullptr;
+	uint64_t size = 0; // slots: max_entries + 1
 	bool is_stack = false;
 
 	char *slot(uint32_t i) const { return data + static_cast<size_t>(i) * value_size; }
-	bool empty() const { return ctl_->head == ctl_->tail; }
-	bool full() const
+	uint32_t next(uint32_t i) const { return i + 1ull >= size ? 0 : i + 1; }
+	uint32_t prev(uint32_t i) const { return i == 0 ? static_cast<uint32_t>(size - 1) : i - 1; }
+
+	// Head and tail, each read once; false when either is past the ring.
+	bool read_pos(qs_pos *p) const
 	{
-		uint32_t next = ctl_->head + 1;
-		return (next >= ctl_->size ? 0 : next) == ctl_->tail;
+		p->head = __atomic_load_n(&ctl_->head, __ATOMIC_RELAXED);
+		p->tail = __atomic_load_n(&ctl_->tail, __ATOMIC_RELAXED);
+		return __builtin_expect(p->head < size && p->tail < size, 1);
 	}
 };
 
@@ -79,35 +94,38 @@ void queue_stack_map_init(bpf_map *map)
 	c->size = map->max_entries + 1;
 }
 
+// The ring's size is the handle's; the shared copy must agree with it, and head and tail
+// must be in the ring, or the region is not a queue this process made.
 int queue_stack_map_attach(bpf_map *map)
 {
-	qs_of(map)->ctl_ = map->ctl<qs_ctl>();
+	bpf_queue_stack *qs = qs_of(map);
+	qs->ctl_ = map->ctl<qs_ctl>();
+	qs->size = static_cast<uint64_t>(map->max_entries) + 1;
+	qs_pos p;
+	if (__atomic_load_n(&qs->ctl_->size, __ATOMIC_RELAXED) != static_cast<uint32_t>(qs->size) ||
+	    !qs->read_pos(&p))
+		return -EINVAL;
 	return 0;
-}
-
-// The slot a pop or peek takes: the oldest (queue) or the newest (stack) value.
-uint32_t take_index(const bpf_queue_stack *qs)
-{
-	if (!qs->is_stack)
-		return qs->ctl_->tail;
-	return qs->ctl_->head == 0 ? qs->ctl_->size - 1 : qs->ctl_->head - 1;
 }
 
 int queue_stack_get(bpf_map *map, void *value, bool remove)
 {
 	bpf_queue_stack *qs = qs_of(map);
 	lock_guard g(qs->ctl_->lock);
-	if (qs->empty()) {
+	qs_pos p;
+	int err = !qs->read_pos(&p) ? -EFAULT : p.head == p.tail ? -ENOENT : 0;
+	if (err) {
 		memset(value, 0, map->value_size);
-		return -ENOENT;
+		return err;
 	}
-	uint32_t i = take_index(qs);
+	// The oldest value (queue) or the newest (stack).
+	uint32_t i = qs->is_stack ? qs->prev(p.head) : p.tail;
 	copy_from_shared(value, qs->slot(i), map->value_size);
 	if (remove) {
 		if (qs->is_stack)
 			qs->ctl_->head = i;
 		else
-			qs->ctl_->tail = i + 1 >= qs->ctl_->size ? 0 : i + 1;
+			qs->ctl_->tail = qs->next(i);
 	}
 	return 0;
 }
@@ -124,13 +142,16 @@ int queue_stack_map_push_elem(bpf_map *map, const void *value, uint64_t flags)
 	bpf_queue_stack *qs = qs_of(map);
 	qs_ctl *c = qs->ctl_;
 	lock_guard g(c->lock);
-	if (qs->full()) {
+	qs_pos p;
+	if (!qs->read_pos(&p))
+		return -EFAULT;
+	if (qs->next(p.head) == p.tail) {
 		if (flags != uapi::BPF_EXIST)
 			return -E2BIG;
-		c->tail = c->tail + 1 >= c->size ? 0 : c->tail + 1;
+		c->tail = qs->next(p.tail);
 	}
-	copy_to_shared(qs->slot(c->head), value, map->value_size);
-	c->head = c->head + 1 >= c->size ? 0 : c->head + 1;
+	copy_to_shared(qs->slot(p.head), value, map->value_size);
+	c->head = qs->next(p.head);
 	return 0;
 }
 
