@@ -423,7 +423,7 @@ struct rb_reservation {
 	uint64_t pos1;
 };
 
-bool reserve_record(bpf_ringbuf_map *rb, uint64_t size, rb_reservation *r)
+[[gnu::always_inline]] inline bool reserve_record(bpf_ringbuf_map *rb, uint64_t size, rb_reservation *r)
 {
 	if (size > RINGBUF_MAX_RECORD_SZ)
 		return false;
@@ -470,7 +470,7 @@ bool reserve_record(bpf_ringbuf_map *rb, uint64_t size, rb_reservation *r)
 // that dies anywhere before leaves a record the consumer can reap. After it the slot names
 // a record behind pending_pos, which a reservation takes over only once its process is
 // gone (see slot_free): nothing can take it before the store below frees it.
-void commit_owned(bpf_ringbuf_map *rb, ringbuf_hdr *h, rb_owner *o, uint64_t flags, bool discard)
+[[gnu::always_inline]] inline void commit_owned(bpf_ringbuf_map *rb, ringbuf_hdr *h, rb_owner *o, uint64_t flags, bool discard)
 {
 	uint32_t len = h->len.load(std::memory_order_relaxed);
 	if (__builtin_expect(!(len & BPF_RINGBUF_BUSY_BIT), 0))
@@ -520,19 +520,13 @@ void *ringbuf_reserve(bpf_map *map, uint64_t size, uint64_t flags)
 	return r.h + 1;
 }
 
-void ringbuf_commit(void *sample, uint64_t flags, bool discard)
+namespace {
+
+// A commit of a record that is not this thread's last reservation: find its ring and slot.
+[[gnu::noinline]] void commit_found(ringbuf_hdr *h, uint64_t flags, bool discard)
 {
-	auto *h = static_cast<ringbuf_hdr *>(sample) - 1;
-	last_reservation &last = last_rsv;
-	if (__builtin_expect(last.h == h && last.gen == views_gen.load(std::memory_order_relaxed), 1)) {
-		last.h = nullptr;
-		if (last.owner->pos1.load(std::memory_order_relaxed) == last.pos1)
-			commit_owned(last.rb, h, last.owner, flags, discard);
-		return;
-	}
-	// Another thread's record, or an older one of ours: find its ring and slot.
 	bpf_ringbuf_map *rb = ring_of_record(h);
-	if (__builtin_expect(!rb, 0))
+	if (!rb)
 		return;
 	uint64_t off = static_cast<uint64_t>(reinterpret_cast<char *>(h) - rb->ring_data());
 	// The record's position: the one at this offset less than a ring behind producer_pos
@@ -545,8 +539,21 @@ void ringbuf_commit(void *sample, uint64_t flags, bool discard)
 		return s.pos1.load(std::memory_order_acquire) == pos1 &&
 		       s.tgid.load(std::memory_order_relaxed) == tgid;
 	});
-	if (__builtin_expect(o != nullptr, 1))
+	if (o)
 		commit_owned(rb, h, o, flags, discard);
+}
+
+} // namespace
+
+void ringbuf_commit(void *sample, uint64_t flags, bool discard)
+{
+	auto *h = static_cast<ringbuf_hdr *>(sample) - 1;
+	const last_reservation &last = last_rsv;
+	if (__builtin_expect(last.h != h || last.gen != views_gen.load(std::memory_order_relaxed), 0))
+		return commit_found(h, flags, discard);
+	// Not forgotten: a second commit finds the slot freed by the first.
+	if (__builtin_expect(last.owner->pos1.load(std::memory_order_relaxed) == last.pos1, 1))
+		commit_owned(last.rb, h, last.owner, flags, discard);
 }
 
 long ringbuf_output(bpf_map *map, const void *src, uint64_t size, uint64_t flags)
