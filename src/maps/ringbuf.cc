@@ -37,17 +37,21 @@
 // the record, also after the thread that reserved it has exited. Commit and reap are decided
 // by one compare-and-swap on the header (BUSY to committed, or BUSY to discarded): the loser
 // changes nothing, and a commit acts only while an owner slot of its own process still names
-// the record's offset, so a submit of a record that was already reaped cannot set BUSY on a
-// header the consumer has passed. At most RB_OWNERS records of one ring can be reserved and
-// not yet committed at any time; a reserve beyond that fails as if the ring were full.
+// the record's exact position, so a submit of a record that was already reaped cannot set
+// BUSY on a header the consumer has passed, nor commit a record reserved since at the same
+// address by another process. (One ambiguity is left: if this process's record was reaped
+// and this process reserved again at the same address, the two records are one pointer, and
+// a submit of it commits the newer.) At most RB_OWNERS records of one ring can be reserved
+// and not yet committed at any time; a reserve beyond that fails as if the ring were full.
 //
 // Trust. Everything in the shared pages may be any bytes at any moment: positions, headers,
 // owner slots, the busy word. The ring's size comes from the validated map header (the
 // handle's max_entries); every position is masked with that private mask and checked to be
 // 8-byte aligned before a header at it is read, and every length is checked against the
 // producer position before anything moves by it, so all accesses stay inside the view. A
-// commit finds its ring through a process-local table of views (the header's page offset is
-// only a hint checked against it), never by address arithmetic on shared values. A corrupt
+// commit finds its ring through the reserving thread's own record of its last reservation
+// or a process-local table of views (the header's page offset is only a hint checked
+// against it), never by address arithmetic on shared values. A corrupt
 // ring makes reserve fail and the consumer or drain return an errno (EFAULT, or the
 // kernel's where the kernel checks the same); it never makes them fault or loop unbounded.
 #include "maps/ringbuf.h"
