@@ -59,8 +59,9 @@ public:
 	// 0, or EBADF / EINVAL (not a BPF_MAP_TYPE_RINGBUF).
 	static int open(int map_fd, RingProducer &out);
 
-	// size bytes of a new record, or nullptr when the ring has no room. Submit or discard it
-	// exactly once.
+	// size bytes of a new record, or nullptr when the ring has no room (or is corrupt).
+	// Submit or discard it exactly once, from any thread of this process (also after the
+	// reserving thread exited); the record is never taken away while this process lives.
 	void *reserve(size_t size) { return bpfmap_ringbuf_reserve(h_.map, size, 0); }
 	void submit(void *record, uint64_t flags = 0) { bpfmap_ringbuf_submit(record, flags); }
 	void discard(void *record, uint64_t flags = 0) { bpfmap_ringbuf_discard(record, flags); }
@@ -88,11 +89,15 @@ public:
 	static int open(int map_fd, Callback callback, RingConsumer &out);
 
 	// Run the callback for every committed record, in reservation order, skipping
-	// discarded ones; returns how many it ran, or the callback's negative return.
+	// discarded ones (at most two rings' worth per call: producers that keep pace do not
+	// keep it for ever); returns how many it ran, the callback's negative return, or
+	// -EFAULT when the ring's shared pages are corrupt (a position or a record length
+	// that no producer wrote: the callback never sees bytes outside the ring).
 	int consume();
 	// consume(), and if there was nothing, sleep until a producer wakes this consumer or
 	// timeout_ms passes (-1: no limit), then consume(). Returns what consume() returned
-	// (0 on timeout), or -errno of the wait (-EINTR).
+	// (0 on timeout), or -errno of the wait (-EINTR). It looks at the ring at least once
+	// a second even unwoken.
 	int poll(int timeout_ms);
 	// Readable when a producer has woken this consumer: put it in an epoll set of your
 	// own, and call consume() when it fires. From the first call on, producers wake this
@@ -115,8 +120,9 @@ public:
 	// 0, or EBADF / EINVAL (not a BPF_MAP_TYPE_USER_RINGBUF) / EBUSY (no wait slot left).
 	static int open(int map_fd, UserRingProducer &out);
 
-	// size bytes of a new record, or nullptr with *err E2BIG (larger than the ring) or
-	// ENOSPC (no room now). Submit or discard it exactly once.
+	// size bytes of a new record, or nullptr with *err E2BIG (larger than the ring),
+	// ENOSPC (no room now) or EFAULT (the ring's positions are corrupt). Submit or discard
+	// it exactly once.
 	void *reserve(size_t size, int *err = nullptr);
 	// reserve(), waiting up to timeout_ms (-1: no limit) for the drainer to make room;
 	// *err ETIMEDOUT when it did not.

@@ -16,7 +16,11 @@ namespace {
 bpf_map *to_map(bpfmap_map *m) { return reinterpret_cast<bpf_map *>(m); }
 
 constexpr int HEAD_CHECK_MS = 50;
-
+// The longest a sleeper waits before it looks at the ring again even unwoken: a wake is
+// lost only if the region's wait queue was scribbled on, and then this bounds the delay.
+constexpr int IDLE_CHECK_MS = 1000;
+// One consume() takes at most this many rings' worth of records.
+constexpr uint64_t CONSUME_MAX_RINGS = 2;
 
 // Open the ring of type `type` behind fd; with `wait`, also take a place in its wait
 // queue, disarmed (its user arms it to sleep). 0 or the errno why not.
@@ -27,7 +31,7 @@ int ring_open(int fd, uint32_t type, bool wait, detail::ring_handle *out)
 	if (!h.map)
 		return errno;
 	bpf_map *map = to_map(h.map);
-	if (map->map_type != type || !is_ringbuf(map) || !ringbuf_view_of(map).data)
+	if (map->map_type != type || !is_ringbuf(map))
 		return EINVAL;
 	if (wait) {
 		waitq *wq = ringbuf_view_of(map).waiters;
@@ -125,15 +129,21 @@ int RingConsumer::open(int map_fd, Callback callback, RingConsumer &out)
 int RingConsumer::consume()
 {
 	ringbuf_view v = ringbuf_view_of(to_map(h_.map));
+	const uint64_t ring_size = v.mask + 1;
 	// Wakes queue on the socket only while armed: always once fd() was given out, else
 	// only while poll() sleeps (and poll() reads them away itself). Read them before the
 	// last look below, so a wake sent after it stays queued.
 	if (fd_given_)
 		waitq_drain(h_.wake_fd);
 	uint64_t cons = v.consumer_pos->load(std::memory_order_relaxed); // ours alone
+	const uint64_t start = cons;
 	int n = 0;
 	for (;;) {
+		// The positions and lengths are the region's, not ours: the producer position
+		// is at most a ring ahead, and a record ends at or before it.
 		uint64_t prod = v.producer_pos->load(std::memory_order_acquire);
+		if (__builtin_expect(prod - cons > ring_size || (cons | prod) % 8, 0))
+			return -EFAULT;
 		while (cons != prod) {
 			auto *h = reinterpret_cast<ringbuf_hdr *>(v.data + (cons & v.mask));
 			uint32_t len = h->len.load(std::memory_order_acquire);
@@ -141,6 +151,10 @@ int RingConsumer::consume()
 				break;
 			uint32_t size = len & ~BPF_RINGBUF_DISCARD_BIT;
 			uint64_t next = cons + ringbuf_record_len(size);
+			if (__builtin_expect(next - cons > prod - cons, 0)) {
+				v.consumer_pos->store(cons, std::memory_order_release);
+				return -EFAULT;
+			}
 			if (!(len & BPF_RINGBUF_DISCARD_BIT)) {
 				int r = callback_(h + 1, size);
 				if (r < 0) {
@@ -159,6 +173,10 @@ int RingConsumer::consume()
 			return n;
 		auto *h = reinterpret_cast<ringbuf_hdr *>(v.data + (cons & v.mask));
 		if (h->len.load(std::memory_order_acquire) & BPF_RINGBUF_BUSY_BIT)
+			return n;
+		// Producers that keep up with us (or a region scribbled on) must not keep us
+		// here for ever: the rest is for the next call.
+		if (cons - start >= CONSUME_MAX_RINGS * ring_size)
 			return n;
 	}
 }
@@ -187,8 +205,9 @@ int RingConsumer::poll(int timeout_ms)
 		if (head_busy && ringbuf_reap_dead_head(map))
 			continue;
 		int wait = ms_left(deadline, timeout_ms);
-		if (head_busy && (wait < 0 || wait > HEAD_CHECK_MS))
-			wait = HEAD_CHECK_MS;
+		int check_ms = head_busy ? HEAD_CHECK_MS : IDLE_CHECK_MS;
+		if (wait < 0 || wait > check_ms)
+			wait = check_ms;
 		if (!fd_given_) {
 			// Armed before consume()'s last look, so a commit after it wakes us.
 			waitq_arm(wq, h_.slot, true);
@@ -200,7 +219,9 @@ int RingConsumer::poll(int timeout_ms)
 		int r = sleep_on(h_, wait, !fd_given_);
 		if (r < 0)
 			return -errno;
-		if (r == 0 && timeout_ms >= 0 && std::chrono::steady_clock::now() >= deadline)
+		// Past the deadline whether the sleep timed out or was woken for nothing (wakes
+		// that bring no record, however many, never stretch the wait).
+		if (timeout_ms >= 0 && std::chrono::steady_clock::now() >= deadline)
 			return consume();
 	}
 }
@@ -253,6 +274,8 @@ void *UserRingProducer::reserve_blocking(size_t size, int timeout_ms, int *err)
 			e = ETIMEDOUT;
 			break;
 		}
+		if (wait < 0 || wait > IDLE_CHECK_MS)
+			wait = IDLE_CHECK_MS;
 		if (sleep_on(h_, wait, true) < 0) {
 			e = errno;
 			break;

@@ -57,7 +57,9 @@ int sender_socket()
 	return fd;
 }
 
-// Send one wake to the sleeper in slot i; free the slot if its sleeper is gone.
+// Send one wake to the sleeper in slot i; free the slot if its sleeper is gone. The nonce
+// is shared memory and may be anything: it only ever names a socket in our own
+// "bpfmap-wq-" namespace, so a scribbled one costs a stray wake or a failed send.
 void wake_slot(waitq *q, int i, uint64_t nonce, int sock)
 {
 	sockaddr_un addr;
@@ -70,6 +72,18 @@ void wake_slot(waitq *q, int i, uint64_t nonce, int sock)
 		q->slot[i].nonce.compare_exchange_strong(nonce, 0, std::memory_order_relaxed);
 	}
 	// EAGAIN: the sleeper's queue is full of wakes it has not read; one more adds nothing.
+}
+
+// Free every slot whose sleeper is gone, armed or not (a wake is sent to each, which the
+// live ones take as a spurious one). For a join that found no free slot.
+void reclaim_dead(waitq *q)
+{
+	int sock = sender_socket();
+	if (sock < 0)
+		return;
+	for (int i = 0; i < WAITQ_SLOTS; i++)
+		if (uint64_t nonce = q->slot[i].nonce.load(std::memory_order_acquire))
+			wake_slot(q, i, nonce, sock);
 }
 
 } // namespace
@@ -96,7 +110,7 @@ int waitq_join(waitq *q, int *slot)
 				return fd;
 			}
 		}
-		waitq_wake(q); // frees the slots of sleepers that died
+		reclaim_dead(q);
 	}
 	close_own(fd);
 	return -EBUSY;

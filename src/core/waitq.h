@@ -11,6 +11,12 @@
 // (both with a full barrier between), so one of them always sees the other. A sleeper is
 // armed from join on; one that knows when it sleeps disarms while awake, which spares its
 // wakers the system calls of a wake nobody waits for.
+//
+// The queue is shared memory and may hold anything. Every walk is over the WAITQ_SLOTS
+// slots; a slot index a sleeper keeps is its own (private); a nonce only ever names a
+// socket in bpfmap's own abstract namespace. So a scribbled queue can cost a stray wake, a
+// lost one (sleepers therefore also look again on a timeout: see api/ringbuf.cc and
+// syscall/ring_epoll.cc) or a failed join (EBUSY), never a crash or an endless loop.
 #pragma once
 
 #include <atomic>

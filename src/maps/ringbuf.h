@@ -26,10 +26,13 @@ struct ringbuf_hdr {
 };
 
 // One ring as this process sees it: the positions, the data (mapped twice back to back,
-// so a record that wraps is contiguous) and the consumers' wait queue.
+// so a record that wraps is contiguous) and the consumers' wait queue. Everything it points
+// at is shared and untrusted; mask is this process's own (from the validated header): a
+// position is used only masked, 8-byte aligned, and a length only once checked against the
+// producer position.
 struct ringbuf_view {
 	std::atomic<uint64_t> *consumer_pos;
-	std::atomic<int32_t> *busy; // USER_RINGBUF: a drain in progress
+	std::atomic<uint64_t> *busy; // USER_RINGBUF: the drainer's tgid << 32 | tid, 0: none
 	std::atomic<uint64_t> *producer_pos;
 	char *data;
 	uint64_t mask;
@@ -41,14 +44,16 @@ ringbuf_view ringbuf_view_of(bpf_map *map);
 
 // The producer side, as the kernel's helpers: reserve returns the record's data or
 // nullptr; commit submits (or discards) it and wakes consumers as flags and the adaptive
-// rule say; output copies in one call (0 or -errno).
+// rule say; output copies in one call (0 or -errno). Any thread of the reserving process
+// may commit a record; a commit of a record that is no longer this process's (reaped
+// after its process was taken for dead, or not a record of a ring at all) does nothing.
 void *ringbuf_reserve(bpf_map *map, uint64_t size, uint64_t flags);
 void ringbuf_commit(void *sample, uint64_t flags, bool discard);
 long ringbuf_output(bpf_map *map, const void *data, uint64_t size, uint64_t flags);
 uint64_t ringbuf_query(bpf_map *map, uint64_t flags);
 
-// The record the consumer waits at is BUSY and its producer died: discard it so the
-// consumer can go on. Returns whether it did. Costs a system call when the head is BUSY.
+// The record the consumer waits at is BUSY and its producer's process is gone: discard it
+// so the consumer can go on. Returns whether it did. Costs a system call when the head is BUSY.
 bool ringbuf_reap_dead_head(bpf_map *map);
 
 // USER_RINGBUF. drain: the kernel's bpf_user_ringbuf_drain (records drained, or -errno;

@@ -10,13 +10,16 @@
 // as the kernel, epoll_wait() first checks every ring in the set (after a full barrier) and
 // returns at once when one has data; otherwise it sleeps. A producer that commits after
 // that check sees the consumer's position (its commit is a full barrier too) and wakes
-// the socket: no wake is lost.
+// the socket: no wake is lost. (Unless the ring's wait queue, which is shared memory, was
+// scribbled on: so a wait on a set with rings is cut into waits of at most a second, after
+// each of which the rings are checked again.)
 //
 // Calls that do not involve a ring cost one failed epoll_ctl() at most (only for fds the
 // kernel refuses), and epoll_wait() on a set without rings one atomic load.
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <mutex>
 #include <new>
 #include <pthread.h>
@@ -171,8 +174,6 @@ uint32_t ring_event(const ring_watch &w)
 bool ring_ready(const ring_watch &w)
 {
 	ringbuf_view v = ringbuf_view_of(w.map);
-	if (!v.producer_pos)
-		return false;
 	bool empty = v.producer_pos->load(std::memory_order_acquire) ==
 		     v.consumer_pos->load(std::memory_order_acquire);
 	if (ring_event(w) == EPOLLOUT)
@@ -236,22 +237,46 @@ long raw_epoll_pwait(int epfd, epoll_event *ev, int max, int timeout, const sigs
 	return syscall(SYS_epoll_pwait, epfd, ev, max, timeout, mask, _NSIG / 8);
 }
 
+// The longest one kernel wait lasts while the set holds rings: a wake can be lost only if
+// a ring's wait queue in shared memory was scribbled on, and then the rings are looked at
+// again at least this often instead of never.
+constexpr int RING_RECHECK_MS = 1000;
+
+using clock_type = std::chrono::steady_clock;
+
+// Milliseconds of the caller's timeout left before deadline; -1 for no timeout.
+int ms_left(int timeout, clock_type::time_point deadline)
+{
+	if (timeout < 0)
+		return -1;
+	auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_type::now()).count();
+	return static_cast<int>(std::clamp<int64_t>(left, 0, timeout));
+}
+
+int wait_slice(int timeout, clock_type::time_point deadline)
+{
+	int left = ms_left(timeout, deadline);
+	return left < 0 || left > RING_RECHECK_MS ? RING_RECHECK_MS : left;
+}
+
 int ring_epoll_wait(int epfd, epoll_event *events, int max, int timeout, const sigset_t *mask)
 {
 	if (!have_watches.load(std::memory_order_acquire) || max <= 0)
 		return static_cast<int>(raw_epoll_pwait(epfd, events, max, timeout, mask));
-	int have;
-	{
-		std::lock_guard<std::mutex> g(watches_lock);
-		if (!set_has_rings(epfd))
-			have = -1;
-		else
-			have = ready_rings(epfd, events, max);
-	}
-	if (have < 0)
-		return static_cast<int>(raw_epoll_pwait(epfd, events, max, timeout, mask));
+	auto deadline = clock_type::now() + std::chrono::milliseconds(std::max(timeout, 0));
 	for (;;) {
-		long got = raw_epoll_pwait(epfd, events + have, max - have, have ? 0 : timeout, mask);
+		int have;
+		{
+			std::lock_guard<std::mutex> g(watches_lock);
+			if (!set_has_rings(epfd))
+				have = -1;
+			else
+				have = ready_rings(epfd, events, max);
+		}
+		if (have < 0)
+			return static_cast<int>(raw_epoll_pwait(epfd, events, max, ms_left(timeout, deadline), mask));
+		int slice = have ? 0 : wait_slice(timeout, deadline);
+		long got = raw_epoll_pwait(epfd, events + have, max - have, slice, mask);
 		if (got < 0)
 			return have ? have : -1;
 		int n;
@@ -259,10 +284,12 @@ int ring_epoll_wait(int epfd, epoll_event *events, int max, int timeout, const s
 			std::lock_guard<std::mutex> g(watches_lock);
 			n = translate(events, have, static_cast<int>(got));
 		}
-		// Only stale wakes: wait again rather than return nothing before the timeout (which
-		// then starts over: a wait may last longer than asked, never shorter).
-		if (n > 0 || got == 0 || have)
+		if (n > 0 || have)
 			return n;
+		// Nothing to report: only stale wakes, or a slice ran out. Look at the rings
+		// again unless the caller's timeout is over.
+		if (timeout >= 0 && clock_type::now() >= deadline)
+			return 0;
 	}
 }
 
