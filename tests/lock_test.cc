@@ -2,6 +2,7 @@
 // exit, SIGKILL at any point, while others sleep on the lock) reported to the next holder.
 #include <gtest/gtest.h>
 
+#include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -152,14 +153,23 @@ TEST(Lock, KilledHolderNeverWedges)
 		usleep(100 + (round * 37) % 500);
 		kill(pid, SIGKILL);
 		wait_exit(pid);
-		// Bounded: a dead holder's lock comes back at once.
+		// The kernel has marked the word if the child held it (or was taking or
+		// releasing it): it names no dead thread.
+		uint32_t w = s->lock.word.load();
+		EXPECT_TRUE(w == 0 || w == FUTEX_OWNER_DIED) << std::hex << w;
+		// Bounded: a dead holder's lock comes back at once, reported dead exactly
+		// when it was marked.
 		auto t0 = std::chrono::steady_clock::now();
-		died += s->lock.lock();
+		bool d = s->lock.lock();
 		EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(1));
+		EXPECT_EQ(d, w == FUTEX_OWNER_DIED) << "round " << round;
+		died += d;
 		s->lock.unlock();
 		EXPECT_FALSE(s->lock.lock());
 		s->lock.unlock();
 	}
+	// The child holds the lock for all but a few instructions of each loop.
+	EXPECT_GT(died, 20);
 	std::printf("holder died holding the lock in %d of 40 kills\n", died);
 	unmap_page(s);
 }
