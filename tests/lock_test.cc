@@ -2,15 +2,18 @@
 // exit, SIGKILL at any point, while others sleep on the lock) reported to the next holder.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -46,6 +49,49 @@ int wait_exit(pid_t pid)
 	waitpid(pid, &st, 0);
 	return st;
 }
+
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+#ifndef __SANITIZE_THREAD__ // TSan cannot follow a fork child that keeps running
+constexpr uint32_t SELF = 0xfffffffeu; // for fork_locker: the locker's own tid
+
+uint32_t my_tid() { return static_cast<uint32_t>(syscall(SYS_gettid)); }
+
+// Wait up to limit for child pid: its exit code, or -1 if it still ran (then it is
+// killed), or 128 + the signal that killed it.
+int wait_child(pid_t pid, milliseconds limit)
+{
+	auto end = steady_clock::now() + limit;
+	int st = 0;
+	while (waitpid(pid, &st, WNOHANG) == 0) {
+		if (steady_clock::now() > end) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			return -1;
+		}
+		usleep(1000);
+	}
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+// A locker in a child process: it exits 0 if it got the lock reported dead (taken over),
+// 1 if reported alive, 2 if that took more than a second.
+pid_t fork_locker(shared_lock &l, uint32_t word_first = 0)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		if (word_first)
+			l.word.store(word_first == SELF ? my_tid() : word_first);
+		auto t0 = steady_clock::now();
+		bool died = l.lock();
+		auto dt = steady_clock::now() - t0;
+		l.unlock();
+		_exit(!died ? 1 : dt > std::chrono::seconds(1) ? 2 : 0);
+	}
+	return pid;
+}
+#endif
 
 } // namespace
 
@@ -205,5 +251,124 @@ TEST(Lock, SleepersWakeWhenHolderDies)
 	EXPECT_EQ(got.load(), 3);
 	EXPECT_EQ(dead.load(), 1);
 	unmap_page(s);
+}
+#endif
+
+// A sibling thread that holds the lock far longer than a waiter waits before it checks
+// the holder (lock.cc FIRST_CHECK_NS, RECHECK_NS): the waiter waits, and is not told of a
+// death.
+TEST(Lock, LongHoldIsNotTakenOver)
+{
+	shared_page *s = map_page();
+	s->ready = 0;
+	std::thread holder([&] {
+		lock_guard g(s->lock);
+		s->ready = 1;
+		usleep(300 * 1000);
+		s->counter = 1;
+	});
+	while (!s->ready)
+		std::this_thread::yield();
+	EXPECT_FALSE(s->lock.lock());
+	EXPECT_EQ(s->counter, 1u);
+	s->lock.unlock();
+	holder.join();
+	unmap_page(s);
+}
+
+// Threads racing for a word that names no thread (a scribble): one of them takes it over
+// and is told so; they exclude each other throughout.
+TEST(Lock, GarbageWordIsTakenOverOnce)
+{
+	shared_page *s = map_page();
+	s->lock.word.store(0xffffffffu);
+	const int per = 2000 * bpfmap::test::SCALE;
+	std::atomic<int> died{0};
+	std::vector<std::thread> ts;
+	for (int t = 0; t < 4; t++)
+		ts.emplace_back([&] {
+			for (int i = 0; i < per; i++) {
+				lock_guard g(s->lock);
+				died += g.owner_died();
+				s->counter = s->counter + 1;
+			}
+		});
+	for (auto &t : ts)
+		t.join();
+	EXPECT_EQ(died.load(), 1);
+	EXPECT_EQ(s->counter, 4u * per);
+	unmap_page(s);
+}
+
+#ifndef __SANITIZE_THREAD__
+// A lock word that names no thread that could unlock it, as a scribble over the region
+// leaves it, is taken over within a second and reported as a dead holder: a number no
+// thread can have, the locker itself, a thread that is gone, init, and a live process
+// that does not map the lock.
+TEST(Lock, WordNamingNoHolderIsTakenOver)
+{
+	pid_t gone = fork();
+	if (gone == 0)
+		_exit(0);
+	wait_exit(gone);
+	pid_t stranger = fork(); // forked before the page is mapped: it cannot hold the lock
+	if (stranger == 0) {
+		pause();
+		_exit(0);
+	}
+	shared_page *s = map_page();
+	std::vector<uint32_t> words = {0xffffffffu, 0x3fffffffu, 1u << 22, SELF,
+				       static_cast<uint32_t>(gone), static_cast<uint32_t>(stranger),
+				       FUTEX_OWNER_DIED | static_cast<uint32_t>(gone)};
+	// init, when we may read its memory map (as root): else it counts as a live holder.
+	if (int fd = open("/proc/1/maps", O_RDONLY); fd >= 0) {
+		char c;
+		if (read(fd, &c, 1) == 1)
+			words.push_back(1);
+		close(fd);
+	}
+	for (uint32_t w : words) {
+		s->lock.init();
+		pid_t pid = fork_locker(s->lock, w);
+		EXPECT_EQ(wait_child(pid, milliseconds(5000)), 0) << "word " << std::hex << w;
+		EXPECT_EQ(s->lock.word.load(), 0u);
+	}
+	kill(stranger, SIGKILL);
+	wait_exit(stranger);
+	unmap_page(s);
+}
+
+// A live thread of another process that maps the lock and never unlocks it is waited
+// on, not taken over, also past the waiters' checks; once it is killed the lock comes
+// back reported dead: through the kernel's mark when the holder locked it, through the
+// waiter's check when the holder merely wrote its tid there (no mark).
+TEST(Lock, LiveSharerIsWaitedOnUntilItDies)
+{
+	for (bool through_lock : {true, false}) {
+		shared_page *s = map_page();
+		s->ready = 0;
+		pid_t holder = fork();
+		if (holder == 0) {
+			if (through_lock)
+				s->lock.lock();
+			else
+				s->lock.word.store(my_tid());
+			s->ready = 1;
+			pause();
+			_exit(0);
+		}
+		while (!s->ready)
+			std::this_thread::yield();
+		pid_t locker = fork_locker(s->lock);
+		usleep(1500 * 1000);
+		int st = 0;
+		EXPECT_EQ(waitpid(locker, &st, WNOHANG), 0) << "lock taken from a live holder";
+		kill(holder, SIGKILL);
+		wait_exit(holder);
+		// It waited 1.5 s (exit 2): what matters is that it ends, told of the death.
+		EXPECT_EQ(wait_child(locker, milliseconds(3000)), 2)
+			<< (through_lock ? "holder locked" : "holder wrote its tid");
+		unmap_page(s);
+	}
 }
 #endif

@@ -1,12 +1,17 @@
 #include "core/lock.h"
 
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstddef>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <ctime>
 
 namespace bpfmap {
@@ -28,6 +33,15 @@ constexpr long LOCK_FUTEX_OFFSET =
 // wake-up (see the header).
 constexpr int SPINS = 100;
 constexpr long SLEEP_NS = 1000 * 1000;
+
+// A waiter that has seen the same word this long asks whether the thread it names can
+// still unlock it (holder_may_unlock), and asks again this often while the answer is yes.
+// Holds are microseconds long; the first check is what a word naming no holder costs.
+constexpr uint64_t FIRST_CHECK_NS = 10 * 1000 * 1000;
+constexpr uint64_t RECHECK_NS = 100 * 1000 * 1000;
+
+// No thread id reaches this (the kernel's PID_MAX_LIMIT on 64-bit machines).
+constexpr uint32_t PID_MAX_LIMIT = 4 * 1024 * 1024;
 
 struct thread_state {
 	uint32_t tid;      // 0 until first use, and again in a fork child
@@ -55,7 +69,7 @@ void forget_thread_state() { self.tid = 0; }
 
 // Join the robust list the C library registered, if its entries have our layout (they do
 // for glibc: the list links sit where a pthread mutex keeps them). Otherwise locks still
-// work but a holder's death is not noticed.
+// work but a holder's death is noticed only by the waiters' checks (acquire_slow).
 [[gnu::noinline]] void init_thread_state()
 {
 	self.tid = static_cast<uint32_t>(syscall(SYS_gettid));
@@ -104,27 +118,187 @@ void unlink(shared_lock *l)
 	prev->next = next;
 }
 
+// ---- who may hold a lock -------------------------------------------------------------------
+//
+// A lock word names its holder by thread id, numbered as the holder's PID namespace
+// numbers threads, and kill() and /proc below read it as the caller's namespace numbers
+// them. This assumes that every sharer of a region is in the caller's PID namespace,
+// which bpfmap makes so by refusing, at attach, a sharer from another one (a thread id
+// from another namespace could name a live thread here, or none). That /proc is this
+// namespace's is checked before it is believed.
+//
+// A word is taken over when it cannot be a holder's: it names the caller itself (locks
+// do not nest on one thread), a number above any thread id, a thread that does not exist,
+// or one whose process does not map the lock's memory (a kernel thread, init, any unrelated
+// process: a holder must have written the word). Anything that cannot be decided counts
+// as a holder: a live thread of a process that maps the memory (this one included), or
+// one whose memory map we may not read (another user's, when we are not root).
+
+uint64_t monotonic_ns()
+{
+	timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return static_cast<uint64_t>(t.tv_sec) * 1000000000 + static_cast<uint64_t>(t.tv_nsec);
+}
+
+bool thread_gone(uint32_t tid) { return kill(static_cast<pid_t>(tid), 0) != 0 && errno == ESRCH; }
+
+// Whether /proc numbers processes as this process's namespace does (it need not: a
+// process in a new PID namespace may still see its parent's /proc).
+bool proc_is_ours()
+{
+	char buf[16];
+	ssize_t n = readlink("/proc/self", buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	return strtol(buf, nullptr, 10) == getpid();
+}
+
+// Call fn on each line of a /proc maps file (NUL-terminated; only the start of a line
+// longer than the buffer) until it returns true. 1 if it did, 0 at the end, -errno.
+template <typename F> int scan_lines(const char *path, F &&fn)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	char buf[4096];
+	size_t have = 0;
+	bool rest_of_long_line = false;
+	int ret = 0;
+	for (;;) {
+		ssize_t r = read(fd, buf + have, sizeof(buf) - 1 - have);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			ret = r < 0 ? -errno : 0;
+			break;
+		}
+		have += static_cast<size_t>(r);
+		size_t start = 0;
+		char *nl;
+		while ((nl = static_cast<char *>(memchr(buf + start, '\n', have - start)))) {
+			*nl = 0;
+			if (!rest_of_long_line && fn(buf + start)) {
+				ret = 1;
+				goto out;
+			}
+			rest_of_long_line = false;
+			start = static_cast<size_t>(nl - buf) + 1;
+		}
+		memmove(buf, buf + start, have - start);
+		have -= start;
+		if (have == sizeof(buf) - 1) {
+			buf[have] = 0;
+			if (!rest_of_long_line && fn(buf)) {
+				ret = 1;
+				break;
+			}
+			rest_of_long_line = true;
+			have = 0;
+		}
+	}
+out:
+	close(fd);
+	return ret;
+}
+
+// A mapping as /proc/PID/maps shows it: the memory object behind it and whether writes to
+// it are shared.
+struct mapping {
+	unsigned long start, end, ino;
+	unsigned maj, min;
+	bool shared;
+};
+
+bool parse_mapping(const char *line, mapping *m)
+{
+	char perms[5];
+	if (sscanf(line, "%lx-%lx %4s %*x %x:%x %lu", &m->start, &m->end, perms, &m->maj, &m->min,
+		   &m->ino) != 6)
+		return false;
+	m->shared = perms[3] == 's';
+	return true;
+}
+
+// Whether the thread tid (not the caller) may still unlock the lock at addr.
+[[gnu::noinline]] bool holder_may_unlock(const void *addr, uint32_t tid)
+{
+	if (thread_gone(tid))
+		return false;
+	if (!proc_is_ours())
+		return true;
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/task/%u", tid);
+	if (access(path, F_OK) == 0)
+		return true;
+	auto a = reinterpret_cast<unsigned long>(addr);
+	mapping mine{};
+	int r = scan_lines("/proc/self/maps", [&](const char *line) {
+		return parse_mapping(line, &mine) && mine.start <= a && a < mine.end;
+	});
+	if (r != 1)
+		return true;
+	// Memory only this process writes: only its threads hold locks there.
+	if (!mine.shared || mine.ino == 0)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%u/maps", tid);
+	r = scan_lines(path, [&](const char *line) {
+		mapping m;
+		return parse_mapping(line, &m) && m.shared && m.ino == mine.ino && m.maj == mine.maj &&
+		       m.min == mine.min;
+	});
+	if (r < 0)
+		return !thread_gone(tid);
+	return r == 1;
+}
+
 long futex(std::atomic<uint32_t> *word, int op, uint32_t val, const timespec *timeout)
 {
 	// Not FUTEX_PRIVATE: the word is shared between processes.
 	return syscall(SYS_futex, reinterpret_cast<uint32_t *>(word), op, val, timeout, nullptr, 0);
 }
 
-// Take the word from free (0) or dead-owner (FUTEX_OWNER_DIED) to tid. Returns whether the
-// previous owner died.
-bool acquire_slow(shared_lock *l, uint32_t tid)
+// Take the word to tid from free (0), from dead-owner (FUTEX_OWNER_DIED), or from a
+// holder that cannot unlock it (see above). Returns whether the previous owner died or
+// was taken over.
+[[gnu::noinline]] bool acquire_slow(shared_lock *l, uint32_t tid)
 {
-	for (int spins = 0;; spins++) {
+	uint32_t watched = 0;
+	uint64_t check_at = 0;
+	int spins = 0;
+	for (;;) {
 		uint32_t w = l->word.load(std::memory_order_relaxed);
-		if ((w & FUTEX_TID_MASK) == 0) {
+		uint32_t holder = w & FUTEX_TID_MASK;
+		if (holder == 0) {
 			if (l->word.compare_exchange_weak(w, tid, std::memory_order_acquire,
 							  std::memory_order_relaxed))
 				return w & FUTEX_OWNER_DIED;
 			continue;
 		}
+		if (holder == tid || holder >= PID_MAX_LIMIT) {
+			if (l->word.compare_exchange_weak(w, tid, std::memory_order_acquire,
+							  std::memory_order_relaxed))
+				return true;
+			continue;
+		}
 		if (spins < SPINS) {
+			spins++;
 			cpu_relax();
 			continue;
+		}
+		uint64_t now = monotonic_ns();
+		if (w != watched) {
+			watched = w;
+			check_at = now + FIRST_CHECK_NS;
+		} else if (now >= check_at) {
+			if (!holder_may_unlock(l, holder)) {
+				if (l->word.compare_exchange_strong(w, tid, std::memory_order_acquire,
+								    std::memory_order_relaxed))
+					return true;
+				continue;
+			}
+			check_at = monotonic_ns() + RECHECK_NS;
 		}
 		l->sleepers.fetch_add(1, std::memory_order_seq_cst);
 		timespec t{0, SLEEP_NS};
