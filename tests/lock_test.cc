@@ -300,6 +300,102 @@ TEST(Lock, GarbageWordIsTakenOverOnce)
 	unmap_page(s);
 }
 
+// Links of a held lock overwritten in the region (they live there, next to the word) are
+// never written through, in or out of order, and the thread's robust list still works
+// afterwards: locks it dies holding are marked by the kernel.
+TEST(Lock, OverwrittenListLinksAreNotFollowed)
+{
+	shared_page *s = map_page();
+	auto *junk = reinterpret_cast<robust_link *>(0xdead0000ul);
+	std::thread t([&] {
+		s->lock.lock();
+		s->lock.link.next = s->lock.prev = junk;
+		s->lock.unlock();
+		// Out of order, both overwritten.
+		s->lock.lock();
+		s->other.lock();
+		s->lock.link.next = s->lock.prev = junk;
+		s->other.link.next = s->other.prev = junk;
+		s->lock.unlock();
+		s->other.unlock();
+		// In order, the outer one overwritten.
+		s->lock.lock();
+		s->other.lock();
+		s->lock.link.next = junk;
+		s->other.unlock();
+		s->lock.unlock();
+		s->lock.lock();
+		s->other.lock();
+	});
+	t.join();
+	EXPECT_EQ(s->lock.word.load(), static_cast<uint32_t>(FUTEX_OWNER_DIED));
+	EXPECT_EQ(s->other.word.load(), static_cast<uint32_t>(FUTEX_OWNER_DIED));
+	EXPECT_TRUE(s->lock.lock());
+	EXPECT_TRUE(s->other.lock());
+	s->other.unlock();
+	s->lock.unlock();
+	unmap_page(s);
+}
+
+// Overwritten around a C library robust mutex: the mutex keeps its place on the list.
+TEST(Lock, OverwrittenLinkAroundCLibraryMutex)
+{
+	shared_page *s = map_page();
+	pthread_mutex_t m;
+	pthread_mutexattr_t a;
+	pthread_mutexattr_init(&a);
+	pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+	pthread_mutex_init(&m, &a);
+	std::thread t([&] {
+		pthread_mutex_lock(&m);
+		s->lock.lock();
+		s->lock.link.next = reinterpret_cast<robust_link *>(0xdead0000ul);
+		s->lock.unlock();
+		s->other.lock();
+	});
+	t.join();
+	EXPECT_TRUE(s->other.lock());
+	s->other.unlock();
+	EXPECT_EQ(pthread_mutex_lock(&m), EOWNERDEAD);
+	pthread_mutex_consistent(&m);
+	pthread_mutex_unlock(&m);
+	pthread_mutex_destroy(&m);
+	unmap_page(s);
+}
+
+// More locks held at once than a thread links into its robust list (lock.cc MAX_HELD, as
+// a hash table audit takes every bucket lock): all are released in either order, and a
+// thread that dies holding them all has every one reported dead, the unlinked ones too.
+TEST(Lock, ManyLocksHeldAtOnce)
+{
+	constexpr int N = 20;
+	auto *locks = static_cast<shared_lock *>(
+		mmap(nullptr, N * sizeof(shared_lock), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+	ASSERT_NE(locks, MAP_FAILED);
+	for (int i = 0; i < N; i++)
+		locks[i].init();
+	for (int i = 0; i < N; i++)
+		EXPECT_FALSE(locks[i].lock());
+	for (int i = N; i-- > 0;)
+		locks[i].unlock();
+	for (int i = 0; i < N; i++)
+		EXPECT_FALSE(locks[i].lock());
+	for (int i = 0; i < N; i++)
+		locks[i].unlock();
+	std::thread t([&] {
+		for (int i = 0; i < N; i++)
+			locks[i].lock();
+	});
+	t.join();
+	auto t0 = steady_clock::now();
+	for (int i = 0; i < N; i++) {
+		EXPECT_TRUE(locks[i].lock()) << i;
+		locks[i].unlock();
+	}
+	EXPECT_LT(steady_clock::now() - t0, std::chrono::seconds(2));
+	munmap(locks, N * sizeof(shared_lock));
+}
+
 #ifndef __SANITIZE_THREAD__
 // A lock word that names no thread that could unlock it, as a scribble over the region
 // leaves it, is taken over within a second and reported as a dead holder: a number no

@@ -43,10 +43,30 @@ constexpr uint64_t RECHECK_NS = 100 * 1000 * 1000;
 // No thread id reaches this (the kernel's PID_MAX_LIMIT on 64-bit machines).
 constexpr uint32_t PID_MAX_LIMIT = 4 * 1024 * 1024;
 
+// Locks a thread holds linked into its robust list, at most. The library nests three (an
+// LRU CPU's lock, the LRU's global lock, a bucket lock); a hash table audit takes every
+// bucket lock, and those past this many are not linked: if their holder dies the kernel
+// does not mark them, and the next locker finds the holder gone (acquire_slow).
+constexpr uint32_t MAX_HELD = 8;
+
+// A lock this thread holds and linked into its robust list, and the entry that was first
+// on the list when it was linked, which is its next link unless the C library unlinked
+// that entry since. Private: what the region says about the list is only believed when
+// it agrees with this.
+struct held_lock {
+	shared_lock *lock;
+	robust_link *next;
+};
+
 struct thread_state {
 	uint32_t tid;      // 0 until first use, and again in a fork child
 	uint32_t tgid;
 	robust_head *head; // this thread's robust list; null if we cannot join it
+	held_lock *top;    // past the last entry of held in use (they are oldest first)
+	held_lock *end;    // held + MAX_HELD
+	held_lock held[MAX_HELD];
+
+	uint32_t depth() const { return static_cast<uint32_t>(top - held); }
 };
 thread_local thread_state self [[gnu::tls_model("initial-exec")]];
 
@@ -59,11 +79,16 @@ void cpu_relax()
 #endif
 }
 
-void forget_thread_state() { self.tid = 0; }
+// A fork child is a new thread with the same robust list head but a new tid, and the C
+// library empties its robust list: it holds nothing linked.
+void forget_thread_state()
+{
+	self.tid = 0;
+	self.top = self.held;
+}
 
 [[gnu::constructor]] void register_fork_handler()
 {
-	// A fork child is a new thread with the same robust list head but a new tid.
 	pthread_atfork(nullptr, nullptr, forget_thread_state);
 }
 
@@ -74,6 +99,8 @@ void forget_thread_state() { self.tid = 0; }
 {
 	self.tid = static_cast<uint32_t>(syscall(SYS_gettid));
 	self.tgid = static_cast<uint32_t>(getpid());
+	self.top = self.held;
+	self.end = self.held + MAX_HELD;
 	robust_head *head = nullptr;
 	size_t len = 0;
 	self.head = nullptr;
@@ -89,19 +116,25 @@ thread_state &current()
 	return self;
 }
 
-// Every list member keeps its prev pointer just before its link; the C library marks
-// priority-inheritance entries with bit 0 of the pointers to them.
-robust_link **prev_slot(robust_link *l)
+// ---- the robust list ----------------------------------------------------------------------
+//
+// The C library marks priority-inheritance entries with bit 0 of the pointers to them.
+
+robust_link *untag(robust_link *l)
 {
-	auto p = reinterpret_cast<uintptr_t>(l) & ~uintptr_t{1};
-	return reinterpret_cast<robust_link **>(p) - 1;
+	return reinterpret_cast<robust_link *>(reinterpret_cast<uintptr_t>(l) & ~uintptr_t{1});
 }
+
+// Every list member keeps its prev pointer just before its link.
+robust_link **prev_slot(robust_link *l) { return reinterpret_cast<robust_link **>(untag(l)) - 1; }
 
 // The kernel reads the list only once this thread has stopped, so program order is all
 // that matters: compiler barriers, no fences.
 void barrier() { std::atomic_signal_fence(std::memory_order_seq_cst); }
 
-void link_in(robust_head *h, shared_lock *l)
+// Link l first on the list. Everything written through is a pointer from this thread's
+// own memory (the list head, the previous first entry); l's links are written, not read.
+void link_in(robust_head *h, shared_lock *l, held_lock *top)
 {
 	robust_link *first = h->list.next;
 	l->link.next = first;
@@ -109,13 +142,121 @@ void link_in(robust_head *h, shared_lock *l)
 	*prev_slot(first) = &l->link;
 	barrier();
 	h->list.next = &l->link;
+	top->next = first;
+	top->lock = l;
+	self.top = top + 1;
 }
 
-void unlink(shared_lock *l)
+int held_index(const thread_state &me, const shared_lock *l)
 {
-	robust_link *next = l->link.next, *prev = l->prev;
-	*prev_slot(next) = prev;
-	prev->next = next;
+	for (uint32_t i = me.depth(); i-- > 0;)
+		if (me.held[i].lock == l)
+			return static_cast<int>(i);
+	return -1;
+}
+
+int held_index_of_link(const thread_state &me, robust_link *link)
+{
+	for (uint32_t i = me.depth(); i-- > 0;)
+		if (&me.held[i].lock->link == untag(link))
+			return static_cast<int>(i);
+	return -1;
+}
+
+// Whether entry, a pointer this thread got from its own list head or a C library entry,
+// is a robust mutex this thread holds: still on the list.
+bool holds_entry(const thread_state &me, robust_link *entry)
+{
+	auto *w = reinterpret_cast<volatile uint32_t *>(reinterpret_cast<char *>(untag(entry)) +
+							 LOCK_FUTEX_OFFSET);
+	return (*w & FUTEX_TID_MASK) == me.tid;
+}
+
+// The entry after held lock i on the list, without trusting the region: its link if that
+// names the list head, another lock this thread holds or what i was linked before (the C
+// library moves i's link on when it unlinks that entry); else what i was linked before,
+// while that is still on the list. Null if neither can be vouched for.
+robust_link *next_of_held(const thread_state &me, robust_head *h, uint32_t i)
+{
+	robust_link *next = *reinterpret_cast<robust_link *volatile *>(&me.held[i].lock->link.next);
+	robust_link *was = me.held[i].next;
+	int j = held_index_of_link(me, next);
+	if (next == &h->list || next == was || (j >= 0 && static_cast<uint32_t>(j) != i))
+		return next;
+	if (was == &h->list || held_index_of_link(me, was) >= 0 || holds_entry(me, was))
+		return was;
+	return nullptr;
+}
+
+// The entry before target, found from the head through links that can be vouched for:
+// our locks' as next_of_held says, the C library's entries as they are (that memory is
+// the program's, not a region's). Null if target cannot be reached that way.
+robust_link *find_prev(const thread_state &me, robust_head *h, robust_link *target)
+{
+	robust_link *prev = &h->list, *cur = h->list.next;
+	// The kernel stops after ROBUST_LIST_LIMIT entries; so may we.
+	for (uint32_t steps = 0; steps < ROBUST_LIST_LIMIT + MAX_HELD; steps++) {
+		if (untag(cur) == target)
+			return prev;
+		if (untag(cur) == &h->list)
+			return nullptr;
+		int i = held_index_of_link(me, cur);
+		robust_link *next = i >= 0 ? next_of_held(me, h, static_cast<uint32_t>(i)) : untag(cur)->next;
+		if (!next)
+			return nullptr;
+		prev = untag(cur);
+		cur = next;
+	}
+	return nullptr;
+}
+
+// Make the list the locks this thread still holds and nothing else. For a list that no
+// longer agrees with what this thread knows (another process rewrote a link in a region):
+// the C library's entries past the damage are dropped, which costs them only the kernel's
+// mark if this thread dies holding them.
+void relink_held(thread_state &me, robust_head *h)
+{
+	h->list.next = &h->list;
+	barrier();
+	uint32_t n = me.depth();
+	me.top = me.held;
+	for (uint32_t i = 0; i < n; i++) {
+		link_in(h, me.held[i].lock, me.top);
+		barrier();
+	}
+}
+
+// Unlock l when it is not first on the list with the next link it was linked with: it is
+// unlocked out of order, or around a C library robust mutex, or its links were
+// overwritten; or it was never linked (no robust list, past MAX_HELD, taken before a fork).
+[[gnu::noinline]] void unlock_slow(thread_state &me, shared_lock *l)
+{
+	robust_head *h = me.head;
+	int at = h ? held_index(me, l) : -1;
+	if (at < 0) {
+		l->word.store(0, std::memory_order_release);
+		return;
+	}
+	h->list_op_pending = &l->link;
+	barrier();
+	robust_link *prev = find_prev(me, h, &l->link);
+	robust_link *next = prev ? next_of_held(me, h, static_cast<uint32_t>(at)) : nullptr;
+	bool ok = prev && next;
+	if (ok) {
+		*prev_slot(next) = prev;
+		prev->next = next;
+		if (int p = held_index_of_link(me, prev); p >= 0)
+			me.held[p].next = next;
+	}
+	for (uint32_t i = static_cast<uint32_t>(at); i + 1 < me.depth(); i++)
+		me.held[i] = me.held[i + 1];
+	me.top--;
+	if (!ok)
+		relink_held(me, h);
+	barrier();
+	l->word.store(0, std::memory_order_release);
+	barrier();
+	h->list_op_pending = nullptr;
 }
 
 // ---- who may hold a lock -------------------------------------------------------------------
@@ -319,8 +460,13 @@ void shared_lock::init()
 
 bool shared_lock::lock()
 {
-	thread_state &me = current();
-	robust_head *h = me.head;
+	if (__builtin_expect(self.tid == 0, 0))
+		init_thread_state();
+	// Linked only while there is room to remember it (MAX_HELD).
+	held_lock *top = self.top;
+	robust_head *h = self.head;
+	if (__builtin_expect(top == self.end, 0))
+		h = nullptr;
 	// Pending first: if we die between taking the word and linking, the kernel still
 	// finds this lock.
 	if (h) {
@@ -329,11 +475,14 @@ bool shared_lock::lock()
 	}
 	uint32_t w = 0;
 	bool died = false;
-	if (!word.compare_exchange_strong(w, me.tid, std::memory_order_acquire, std::memory_order_relaxed))
-		died = acquire_slow(this, me.tid);
+	if (!word.compare_exchange_strong(w, self.tid, std::memory_order_acquire, std::memory_order_relaxed))
+		died = acquire_slow(this, self.tid);
 	if (h) {
-		barrier();
-		link_in(h, this);
+		// Taken over from this very thread (the word named it): it is linked already.
+		if (__builtin_expect(!died, 1) || held_index(self, this) < 0) {
+			barrier();
+			link_in(h, this, top);
+		}
 		barrier();
 		h->list_op_pending = nullptr;
 	}
@@ -343,16 +492,23 @@ bool shared_lock::lock()
 void shared_lock::unlock()
 {
 	robust_head *h = self.head;
-	if (h) {
+	held_lock *top = self.top - 1;
+	// The common case: first on the list (so the last lock this thread linked, the top
+	// of held), followed by what followed it when it was linked. Nothing read from the
+	// region is written through.
+	if (__builtin_expect(h && h->list.next == &link && link.next == top->next, 1)) {
+		robust_link *next = top->next;
 		h->list_op_pending = &link;
 		barrier();
-		unlink(this);
+		*prev_slot(next) = &h->list;
+		h->list.next = next;
+		self.top = top;
 		barrier();
-	}
-	word.store(0, std::memory_order_release);
-	if (h) {
+		word.store(0, std::memory_order_release);
 		barrier();
 		h->list_op_pending = nullptr;
+	} else {
+		unlock_slow(self, this);
 	}
 	if (sleepers.load(std::memory_order_relaxed))
 		futex(&word, FUTEX_WAKE, 1, nullptr);
