@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -34,20 +35,24 @@ constexpr long LOCK_FUTEX_OFFSET =
 constexpr int SPINS = 100;
 constexpr long SLEEP_NS = 1000 * 1000;
 
-// A waiter that has seen the same word this long asks whether the thread it names can
-// still unlock it (holder_may_unlock), and asks again this often while the answer is yes.
-// Holds are microseconds long; the first check is what a word naming no holder costs.
+// A waiter that has seen the same word this long asks whether the thread it names holds
+// the lock (judge_holder), and asks again this often while the answer is yes. Holds are
+// microseconds long; the first check is what a word naming no holder costs. A holder that
+// cannot be judged is waited on this long from the first check.
 constexpr uint64_t FIRST_CHECK_NS = 10 * 1000 * 1000;
 constexpr uint64_t RECHECK_NS = 100 * 1000 * 1000;
+constexpr uint64_t UNDECIDED_NS = 500 * 1000 * 1000;
 
 // No thread id reaches this (the kernel's PID_MAX_LIMIT on 64-bit machines).
 constexpr uint32_t PID_MAX_LIMIT = 4 * 1024 * 1024;
 
-// Locks a thread holds linked into its robust list, at most. The library nests three (an
-// LRU CPU's lock, the LRU's global lock, a bucket lock); a hash table audit takes every
-// bucket lock, and those past this many are not linked: if their holder dies the kernel
-// does not mark them, and the next locker finds the holder gone (acquire_slow).
-constexpr uint32_t MAX_HELD = 8;
+// Locks a thread holds that it remembers in its own TLS: the library nests three (an LRU
+// CPU's lock, the LRU's global lock, a bucket lock). A hash table audit takes every bucket
+// lock (up to 1024): the record moves to the heap, up to the kernel's ROBUST_LIST_LIMIT
+// (the kernel walks no further). Locks past that, or taken when the heap cannot grow, are
+// not linked: waiters judge their holder by its thread alone (acquire_slow).
+constexpr uint32_t INLINE_HELD = 8;
+constexpr uint32_t MAX_HELD = ROBUST_LIST_LIMIT;
 
 // A lock this thread holds and linked into its robust list, and the entry that was first
 // on the list when it was linked, which is its next link unless the C library unlinked
@@ -62,9 +67,10 @@ struct thread_state {
 	uint32_t tid;      // 0 until first use, and again in a fork child
 	uint32_t tgid;
 	robust_head *head; // this thread's robust list; null if we cannot join it
+	held_lock *held;   // inline_held, or a heap array once more were held
 	held_lock *top;    // past the last entry of held in use (they are oldest first)
-	held_lock *end;    // held + MAX_HELD
-	held_lock held[MAX_HELD];
+	held_lock *end;    // past the end of held
+	held_lock inline_held[INLINE_HELD];
 
 	uint32_t depth() const { return static_cast<uint32_t>(top - held); }
 };
@@ -92,6 +98,39 @@ void forget_thread_state()
 	pthread_atfork(nullptr, nullptr, forget_thread_state);
 }
 
+// At thread exit (a thread that exits holding locks leaves them to the kernel's marks and
+// the waiters' checks; the record goes with it).
+void release_held(void *a)
+{
+	if (self.held != a)
+		return;
+	self.held = self.top = self.inline_held;
+	self.end = self.inline_held + INLINE_HELD;
+	free(a);
+}
+
+// Room for more held locks than the array has: a heap array twice as long, which the
+// thread keeps until it exits. False when it cannot grow.
+[[gnu::noinline]] bool grow_held()
+{
+	static pthread_key_t key;
+	static int key_err = pthread_key_create(&key, release_held);
+	uint32_t n = self.depth();
+	if (key_err || n >= MAX_HELD)
+		return false;
+	auto *a = static_cast<held_lock *>(malloc(2 * n * sizeof(held_lock)));
+	if (!a)
+		return false;
+	memcpy(a, self.held, n * sizeof(held_lock));
+	if (self.held != self.inline_held)
+		free(self.held);
+	pthread_setspecific(key, a);
+	self.held = a;
+	self.top = a + n;
+	self.end = a + 2 * n;
+	return true;
+}
+
 // Join the robust list the C library registered, if its entries have our layout (they do
 // for glibc: the list links sit where a pthread mutex keeps them). Otherwise locks still
 // work but a holder's death is noticed only by the waiters' checks (acquire_slow).
@@ -99,8 +138,11 @@ void forget_thread_state()
 {
 	self.tid = static_cast<uint32_t>(syscall(SYS_gettid));
 	self.tgid = static_cast<uint32_t>(getpid());
+	if (!self.held) {
+		self.held = self.inline_held;
+		self.end = self.inline_held + INLINE_HELD;
+	}
 	self.top = self.held;
-	self.end = self.held + MAX_HELD;
 	robust_head *head = nullptr;
 	size_t len = 0;
 	self.head = nullptr;
@@ -228,7 +270,8 @@ void relink_held(thread_state &me, robust_head *h)
 
 // Unlock l when it is not first on the list with the next link it was linked with: it is
 // unlocked out of order, or around a C library robust mutex, or its links were
-// overwritten; or it was never linked (no robust list, past MAX_HELD, taken before a fork).
+// overwritten; or it was never linked (no robust list, no room to remember it, taken
+// before a fork).
 [[gnu::noinline]] void unlock_slow(thread_state &me, shared_lock *l)
 {
 	robust_head *h = me.head;
@@ -262,18 +305,24 @@ void relink_held(thread_state &me, robust_head *h)
 // ---- who may hold a lock -------------------------------------------------------------------
 //
 // A lock word names its holder by thread id, numbered as the holder's PID namespace
-// numbers threads, and kill() and /proc below read it as the caller's namespace numbers
-// them. This assumes that every sharer of a region is in the caller's PID namespace,
-// which bpfmap makes so by refusing, at attach, a sharer from another one (a thread id
-// from another namespace could name a live thread here, or none). That /proc is this
-// namespace's is checked before it is believed.
+// numbers threads, and kill(), /proc and the calls below read it as the caller's namespace
+// numbers them. This assumes that every sharer of a region is in the caller's PID
+// namespace, which bpfmap makes so by refusing, at attach, a sharer from another one (a
+// thread id from another namespace could name a live thread here, or none). That /proc is
+// this namespace's is checked before it is believed.
 //
-// A word is taken over when it cannot be a holder's: it names the caller itself (locks
-// do not nest on one thread), a number above any thread id, a thread that does not exist,
-// or one whose process does not map the lock's memory (a kernel thread, init, any unrelated
-// process: a holder must have written the word). Anything that cannot be decided counts
-// as a holder: a live thread of a process that maps the memory (this one included), or
-// one whose memory map we may not read (another user's, when we are not root).
+// A holder is a live thread whose process maps the lock's memory and that has the lock on
+// its robust list, or as its pending entry (set before it takes the word, cleared once the
+// lock is linked; set again before it unlinks, cleared once the word is 0): every lock
+// this library holds is, on a C library whose robust list has our layout. So a word is
+// taken over when it names the caller itself (locks do not nest on one thread), a number
+// above any thread id, a thread that does not exist, one whose process does not map the
+// lock's memory (a kernel thread, init, any unrelated process), or one whose robust list
+// does not have the lock (a sharer whose tid was scribbled there). What cannot be read:
+// a process that maps the memory but whose robust list we may not read (process_vm_readv
+// needs ptrace rights: another user's, or not our descendant under Yama) counts as a
+// holder; one whose memory map we may not read either (another user's when we are not
+// root; init in a container) counts as one for UNDECIDED_NS, then is taken over.
 
 uint64_t monotonic_ns()
 {
@@ -347,7 +396,7 @@ out:
 // A mapping as /proc/PID/maps shows it: the memory object behind it and whether writes to
 // it are shared.
 struct mapping {
-	unsigned long start, end, ino;
+	unsigned long start, end, off, ino;
 	unsigned maj, min;
 	bool shared;
 };
@@ -355,43 +404,96 @@ struct mapping {
 bool parse_mapping(const char *line, mapping *m)
 {
 	char perms[5];
-	if (sscanf(line, "%lx-%lx %4s %*x %x:%x %lu", &m->start, &m->end, perms, &m->maj, &m->min,
-		   &m->ino) != 6)
+	if (sscanf(line, "%lx-%lx %4s %lx %x:%x %lu", &m->start, &m->end, perms, &m->off, &m->maj,
+		   &m->min, &m->ino) != 7)
 		return false;
 	m->shared = perms[3] == 's';
 	return true;
 }
 
-// Whether the thread tid (not the caller) may still unlock the lock at addr.
-[[gnu::noinline]] bool holder_may_unlock(const void *addr, uint32_t tid)
+bool remote_read(uint32_t tid, const void *from, void *to, size_t len)
+{
+	iovec local{to, len}, remote{const_cast<void *>(from), len};
+	return process_vm_readv(static_cast<pid_t>(tid), &local, 1, &remote, 1, 0) == static_cast<ssize_t>(len);
+}
+
+// Whether thread tid has a lock on its robust list or pending, the lock's link being at
+// one of the n addresses at (in tid's address space): 1 yes, 0 no, -1 cannot be read.
+int robust_list_has(uint32_t tid, const uintptr_t *at, int n)
+{
+	robust_head *head = nullptr;
+	size_t len = 0;
+	robust_head h;
+	if (syscall(SYS_get_robust_list, tid, &head, &len) != 0 || !head || len != sizeof(h) ||
+	    !remote_read(tid, head, &h, sizeof(h)) || h.futex_offset != LOCK_FUTEX_OFFSET)
+		return -1;
+	auto is_lock = [&](robust_link *e) {
+		auto u = reinterpret_cast<uintptr_t>(untag(e));
+		for (int i = 0; i < n; i++)
+			if (u == at[i])
+				return true;
+		return false;
+	};
+	if (h.list_op_pending && is_lock(h.list_op_pending))
+		return 1;
+	robust_link *e = h.list.next;
+	for (uint32_t steps = 0; steps < ROBUST_LIST_LIMIT; steps++) {
+		if (untag(e) == &head->list)
+			return 0;
+		if (is_lock(e))
+			return 1;
+		if (!remote_read(tid, untag(e), &e, sizeof(e)))
+			return -1;
+	}
+	return -1;
+}
+
+enum class verdict { gone, holds, undecided };
+
+// Whether thread tid (not the caller) holds the lock at addr.
+[[gnu::noinline]] verdict judge_holder(const shared_lock *l, uint32_t tid)
 {
 	if (thread_gone(tid))
-		return false;
+		return verdict::gone;
 	if (!proc_is_ours())
-		return true;
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/self/task/%u", tid);
-	if (access(path, F_OK) == 0)
-		return true;
-	auto a = reinterpret_cast<unsigned long>(addr);
+		return verdict::undecided;
+	auto a = reinterpret_cast<unsigned long>(l);
 	mapping mine{};
 	int r = scan_lines("/proc/self/maps", [&](const char *line) {
 		return parse_mapping(line, &mine) && mine.start <= a && a < mine.end;
 	});
 	if (r != 1)
-		return true;
-	// Memory only this process writes: only its threads hold locks there.
-	if (!mine.shared || mine.ino == 0)
-		return false;
-	snprintf(path, sizeof(path), "/proc/%u/maps", tid);
-	r = scan_lines(path, [&](const char *line) {
-		mapping m;
-		return parse_mapping(line, &m) && m.shared && m.ino == mine.ino && m.maj == mine.maj &&
-		       m.min == mine.min;
-	});
+		return verdict::undecided;
+	constexpr int MAX_AT = 8;
+	uintptr_t at[MAX_AT];
+	int n = 0;
+	char path[64];
+	if (!mine.shared || mine.ino == 0) {
+		// Memory only this process writes: only its threads hold locks there.
+		snprintf(path, sizeof(path), "/proc/self/task/%u", tid);
+		if (access(path, F_OK) != 0)
+			return verdict::gone;
+		at[n++] = reinterpret_cast<uintptr_t>(&l->link);
+	} else {
+		// Where tid's process maps the lock: its mappings of the same object and offset.
+		unsigned long file_off = mine.off + (a - mine.start);
+		snprintf(path, sizeof(path), "/proc/%u/maps", tid);
+		r = scan_lines(path, [&](const char *line) {
+			mapping m;
+			if (parse_mapping(line, &m) && m.shared && m.ino == mine.ino && m.maj == mine.maj &&
+			    m.min == mine.min && m.off <= file_off && file_off - m.off < m.end - m.start)
+				at[n++] = m.start + (file_off - m.off) + offsetof(shared_lock, link);
+			return n == MAX_AT;
+		});
+		if (r < 0)
+			return thread_gone(tid) ? verdict::gone : verdict::undecided;
+		if (n == 0)
+			return verdict::gone;
+	}
+	r = robust_list_has(tid, at, n);
 	if (r < 0)
-		return !thread_gone(tid);
-	return r == 1;
+		return thread_gone(tid) ? verdict::gone : verdict::holds;
+	return r ? verdict::holds : verdict::gone;
 }
 
 long futex(std::atomic<uint32_t> *word, int op, uint32_t val, const timespec *timeout)
@@ -406,7 +508,7 @@ long futex(std::atomic<uint32_t> *word, int op, uint32_t val, const timespec *ti
 [[gnu::noinline]] bool acquire_slow(shared_lock *l, uint32_t tid)
 {
 	uint32_t watched = 0;
-	uint64_t check_at = 0;
+	uint64_t check_at = 0, give_up_at = 0;
 	int spins = 0;
 	for (;;) {
 		uint32_t w = l->word.load(std::memory_order_relaxed);
@@ -432,14 +534,18 @@ long futex(std::atomic<uint32_t> *word, int op, uint32_t val, const timespec *ti
 		if (w != watched) {
 			watched = w;
 			check_at = now + FIRST_CHECK_NS;
+			give_up_at = 0;
 		} else if (now >= check_at) {
-			if (!holder_may_unlock(l, holder)) {
+			verdict h = judge_holder(l, holder);
+			if (h == verdict::undecided && !give_up_at)
+				give_up_at = now + UNDECIDED_NS;
+			if (h == verdict::gone || (h == verdict::undecided && now >= give_up_at)) {
 				if (l->word.compare_exchange_strong(w, tid, std::memory_order_acquire,
 								    std::memory_order_relaxed))
 					return true;
 				continue;
 			}
-			check_at = monotonic_ns() + RECHECK_NS;
+			check_at = monotonic_ns() + (h == verdict::undecided ? FIRST_CHECK_NS : RECHECK_NS);
 		}
 		l->sleepers.fetch_add(1, std::memory_order_seq_cst);
 		timespec t{0, SLEEP_NS};
@@ -462,11 +568,15 @@ bool shared_lock::lock()
 {
 	if (__builtin_expect(self.tid == 0, 0))
 		init_thread_state();
-	// Linked only while there is room to remember it (MAX_HELD).
+	// Linked only while there is room to remember it.
 	held_lock *top = self.top;
 	robust_head *h = self.head;
-	if (__builtin_expect(top == self.end, 0))
-		h = nullptr;
+	if (__builtin_expect(top == self.end, 0)) {
+		if (h && grow_held())
+			top = self.top;
+		else
+			h = nullptr;
+	}
 	// Pending first: if we die between taking the word and linking, the kernel still
 	// finds this lock.
 	if (h) {
