@@ -314,15 +314,17 @@ void relink_held(thread_state &me, robust_head *h)
 // A holder is a live thread whose process maps the lock's memory and that has the lock on
 // its robust list, or as its pending entry (set before it takes the word, cleared once the
 // lock is linked; set again before it unlinks, cleared once the word is 0): every lock
-// this library holds is, on a C library whose robust list has our layout. So a word is
+// this library holds is (up to MAX_HELD at once), on a C library whose robust list has
+// our layout. So a word is
 // taken over when it names the caller itself (locks do not nest on one thread), a number
 // above any thread id, a thread that does not exist, one whose process does not map the
 // lock's memory (a kernel thread, init, any unrelated process), or one whose robust list
 // does not have the lock (a sharer whose tid was scribbled there). What cannot be read:
 // a process that maps the memory but whose robust list we may not read (process_vm_readv
-// needs ptrace rights: another user's, or not our descendant under Yama) counts as a
-// holder; one whose memory map we may not read either (another user's when we are not
-// root; init in a container) counts as one for UNDECIDED_NS, then is taken over.
+// needs ptrace rights: another user's, or not our descendant under Yama) or has another
+// layout counts as a holder; one whose memory map we may not read either (another user's
+// when we are not root; init in a container), or any thread when /proc is another
+// namespace's, counts as one for UNDECIDED_NS, then is taken over.
 
 uint64_t monotonic_ns()
 {

@@ -9,18 +9,19 @@
 // one is written so that it is consistent at each instruction (publish with one store).
 //
 // The region is untrusted (any sharer may write any word of it at any time), so:
-// - A lock word that names no thread that could ever unlock it is taken over, as if its
-//   holder had died: a word naming the caller itself, a number no thread can have, or a
-//   thread that is gone or whose process does not map the lock's memory (lock.cc says how
-//   that is decided, and what it assumes about PID namespaces). A waiter checks the word it
-//   has waited on this way after a few milliseconds, and again now and then, so a holder
-//   that is gone is always recovered, also when the kernel did not mark its word. A live
-//   sharer's thread is waited on for as long as it holds the lock.
+// - A lock word that names no thread that holds the lock is taken over, as if its holder
+//   had died: a word naming the caller itself, a number no thread can have, a thread that
+//   is gone, one whose process does not map the lock's memory, or one that does not have
+//   the lock on its robust list (lock.cc says how that is decided, what it does when it
+//   cannot be, and what it assumes about PID namespaces). A waiter checks the word it has
+//   waited on this way after a few milliseconds, and again now and then, so a holder that
+//   is gone is always recovered, also when the kernel did not mark its word. A live holder
+//   is waited on for as long as it holds the lock.
 // - The robust list links of a held lock sit in the region too (the kernel finds the word
 //   next to them), where another process can overwrite them. The list is only ever changed
-//   through pointers this thread keeps in private memory (a short stack of the locks it
-//   holds and the list entry each was linked before); a link read from the region is
-//   followed or written through only when it matches one of them.
+//   through pointers this thread keeps in private memory (a stack of the locks it holds
+//   and the list entry each was linked before); a link read from the region is followed
+//   or written through only when it matches one of them.
 //
 // Why not a robust pthread mutex: its unlock is an atomic exchange, ours a plain release
 // store, which halves the cost of an uncontended lock/unlock pair (the LRU update takes
