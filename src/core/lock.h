@@ -8,6 +8,21 @@
 // reclaim what the dead writer held (see hashtab.cc, lru_list.cc). Every structure guarded by
 // one is written so that it is consistent at each instruction (publish with one store).
 //
+// The region is untrusted (any sharer may write any word of it at any time), so:
+// - A lock word that names no thread that holds the lock is taken over, as if its holder
+//   had died: a word naming the caller itself, a number no thread can have, a thread that
+//   is gone, one whose process does not map the lock's memory, or one that does not have
+//   the lock on its robust list (lock.cc says how that is decided, what it does when it
+//   cannot be, and what it assumes about PID namespaces). A waiter checks the word it has
+//   waited on this way after a few milliseconds, and again now and then, so a holder that
+//   is gone is always recovered, also when the kernel did not mark its word. A live holder
+//   is waited on for as long as it holds the lock.
+// - The robust list links of a held lock sit in the region too (the kernel finds the word
+//   next to them), where another process can overwrite them. The list is only ever changed
+//   through pointers this thread keeps in private memory (a stack of the locks it holds
+//   and the list entry each was linked before); a link read from the region is followed
+//   or written through only when it matches one of them.
+//
 // Why not a robust pthread mutex: its unlock is an atomic exchange, ours a plain release
 // store, which halves the cost of an uncontended lock/unlock pair (the LRU update takes
 // three). The price is that an unlocker cannot see a waiter that went to sleep in the same
@@ -37,7 +52,8 @@ struct alignas(64) shared_lock {
 
 	// Called once, on a region nobody else can see yet.
 	void init();
-	// True when the previous holder died holding the lock.
+	// True when the previous holder died holding the lock, or the word named no thread
+	// that could unlock it (taken over: the caller repairs what the lock guards).
 	bool lock();
 	void unlock();
 };

@@ -59,43 +59,63 @@ struct ctx {
 	uint32_t nr_scans;
 	uint32_t local_cpu = 0; // the CPU whose local free list move_to_free(LRU_LOCAL_FREE) fills
 
-	explicit ctx(bpf_lru *l) : lru(l), L{l->nodes, l->n_nodes}, nr_scans(l->sh->nr_scans) {}
+	explicit ctx(bpf_lru *l) : lru(l), L{l->nodes, l->n_nodes}, nr_scans(l->nr_scans) {}
+
+	// The heads of a list set's lists and of a CPU's local lists follow from the layout
+	// (lru_layout): computed, never read from the region. A ctx works on one list set at
+	// a time, the one list_set() returned last.
+	uint32_t set_heads = 0;
+	lru_list *list_set(uint32_t s)
+	{
+		set_heads = lru->n_elems + 3 * s;
+		return &lru->lists[s];
+	}
+	uint32_t set_head(uint32_t t) const { return set_heads + t; }
+	uint32_t free_head(uint32_t cpu) const { return lru->locals_head + 2 * cpu; }
+	uint32_t pending_head(uint32_t cpu) const { return free_head(cpu) + 1; }
 
 	// An element's node: every walk stops at anything else (its own head, or, in a list
 	// a dead holder left half relinked, some other head).
 	bool is_elem(uint32_t i) const { return i < lru->n_elems; }
 
-	// The next two run under a lock whose previous holder died (lock_guard::owner_died()).
+	// The next two run under a lock whose previous holder died (lock_guard::owner_died()),
+	// or that was taken over from a word naming no holder (core/lock.h).
 
 	// Relink list set l from the node types: its nodes are those whose type is one of its
 	// lists (and, for a per-CPU set, whose cpu is its CPU). Order is lost, not membership.
 	void relink_list_set(lru_list *l, int cpu)
 	{
 		for (uint32_t t = 0; t < 3; t++)
-			L.init(l->head[t]);
+			L.init(set_head(t));
 		l->count[0] = l->count[1] = 0;
-		l->next_inactive_rotation = l->head[LRU_INACTIVE];
+		l->next_inactive_rotation = set_head(LRU_INACTIVE);
 		for (uint32_t i = 0; i < lru->n_elems; i++) {
 			uint8_t t = node(i).type.load(std::memory_order_relaxed);
 			if (t > LRU_FREE || (cpu >= 0 && node(i).cpu != cpu))
 				continue;
-			L.add(i, l->head[t]);
+			L.add(i, set_head(t));
 			count_inc(l, t);
 		}
 	}
-	void relink_local(lru_local *loc, uint32_t cpu)
+	void relink_local(uint32_t cpu)
 	{
-		L.init(loc->free_head);
-		L.init(loc->pending_head);
+		L.init(free_head(cpu));
+		L.init(pending_head(cpu));
 		for (uint32_t i = 0; i < lru->n_elems; i++) {
 			uint8_t t = node(i).type.load(std::memory_order_relaxed);
 			if (node(i).cpu != cpu || (t != LRU_LOCAL_FREE && t != LRU_LOCAL_PENDING))
 				continue;
-			L.add(i, t == LRU_LOCAL_FREE ? loc->free_head : loc->pending_head);
+			L.add(i, t == LRU_LOCAL_FREE ? free_head(cpu) : pending_head(cpu));
 		}
 	}
 
 	lru_node &node(uint32_t i) { return lru->nodes[i]; }
+	// The CPU whose lists hold node i, as the node says; CPU 0 if it names none.
+	uint32_t cpu_of(uint32_t i)
+	{
+		uint32_t cpu = node(i).cpu;
+		return cpu < lru->nr_cpus ? cpu : 0;
+	}
 	bool is_ref(uint32_t i) { return lru_ref(lru, i).load(std::memory_order_relaxed); }
 	void clear_ref(uint32_t i) { lru_ref(lru, i).store(0, std::memory_order_relaxed); }
 	bool pending_free(uint32_t i) { return node(i).pending_free.load(std::memory_order_relaxed); }
@@ -114,7 +134,8 @@ struct ctx {
 			l->count[t]--;
 	}
 
-	// Keep the inactive rotation's cursor off a node that leaves its place.
+	// Keep the inactive rotation's cursor off a node that leaves its place. (What it is
+	// left at is checked where it is used.)
 	void step_cursor_off(lru_list *l, uint32_t i)
 	{
 		if (l->next_inactive_rotation == i)
@@ -124,10 +145,11 @@ struct ctx {
 	// A node of l's lists to free_list (the global free list or a local one).
 	void move_to_free(lru_list *l, uint32_t i, uint32_t free_list, uint8_t free_type)
 	{
-		if (is_local_type(node(i).type.load(std::memory_order_relaxed)))
+		uint8_t t = node(i).type.load(std::memory_order_relaxed);
+		if (is_local_type(t))
 			return;
 		step_cursor_off(l, i);
-		count_dec(l, node(i).type.load(std::memory_order_relaxed));
+		count_dec(l, t);
 		if (free_type == LRU_LOCAL_FREE)
 			node(i).cpu = static_cast<uint16_t>(local_cpu);
 		node(i).type.store(free_type, std::memory_order_relaxed);
@@ -143,7 +165,7 @@ struct ctx {
 		clear_ref(i);
 		if (type == LRU_FREE)
 			node(i).pending_free.store(0, std::memory_order_relaxed);
-		L.move(i, l->head[type]);
+		L.move(i, set_head(type));
 	}
 
 	// Between or within l's lists, to the head.
@@ -159,14 +181,14 @@ struct ctx {
 		}
 		clear_ref(i);
 		step_cursor_off(l, i);
-		L.move(i, l->head[type]);
+		L.move(i, set_head(type));
 	}
 
 	// From the active tail: referenced nodes go back to the active head with the bit
 	// cleared, the others to the inactive head.
 	void rotate_active(lru_list *l)
 	{
-		uint32_t head = l->head[LRU_ACTIVE];
+		uint32_t head = set_head(LRU_ACTIVE);
 		uint32_t first = L.next(head);
 		uint32_t i = 0;
 		for (uint32_t x = L.prev(head); is_elem(x);) {
@@ -182,13 +204,16 @@ struct ctx {
 	// the rest stay for the next shrink.
 	void rotate_inactive(lru_list *l)
 	{
-		uint32_t head = l->head[LRU_INACTIVE];
+		uint32_t head = set_head(LRU_INACTIVE);
 		if (L.empty(head))
 			return;
-		uint32_t last = L.next(l->next_inactive_rotation);
+		uint32_t cursor = l->next_inactive_rotation;
+		if (!L.ok(cursor))
+			cursor = head;
+		uint32_t last = L.next(cursor);
 		if (last == head)
 			last = L.next(last);
-		uint32_t cur = l->next_inactive_rotation, before = head;
+		uint32_t cur = cursor, before = head;
 		uint32_t i = 0, steps = 0;
 		while (i < nr_scans && (is_elem(cur) || cur == head) && ++steps <= max_steps()) {
 			if (cur == head) {
@@ -209,7 +234,7 @@ struct ctx {
 	// From the inactive tail: referenced nodes to active, the others evicted to free_list.
 	uint32_t shrink_inactive(lru_list *l, uint32_t want, uint32_t free_list, uint8_t free_type)
 	{
-		uint32_t head = l->head[LRU_INACTIVE];
+		uint32_t head = set_head(LRU_INACTIVE);
 		uint32_t done = 0, i = 0;
 		for (uint32_t x = L.prev(head); is_elem(x);) {
 			uint32_t before = L.prev(x);
@@ -233,7 +258,7 @@ struct ctx {
 	{
 		if (uint32_t done = shrink_inactive(l, want, free_list, free_type))
 			return done;
-		uint32_t head = L.empty(l->head[LRU_INACTIVE]) ? l->head[LRU_ACTIVE] : l->head[LRU_INACTIVE];
+		uint32_t head = L.empty(set_head(LRU_INACTIVE)) ? set_head(LRU_ACTIVE) : set_head(LRU_INACTIVE);
 		uint32_t steps = 0;
 		for (uint32_t x = L.prev(head); is_elem(x) && ++steps <= max_steps();) {
 			uint32_t before = L.prev(x);
@@ -254,9 +279,9 @@ struct ctx {
 	}
 
 	// A CPU's pending nodes into the global lists, oldest first.
-	void flush_local(lru_list *l, lru_local *loc)
+	void flush_local(lru_list *l, uint32_t cpu)
 	{
-		uint32_t head = loc->pending_head, steps = 0;
+		uint32_t head = pending_head(cpu), steps = 0;
 		for (uint32_t x = L.prev(head); is_elem(x) && ++steps <= max_steps();) {
 			uint32_t before = L.prev(x);
 			if (pending_free(x))
@@ -268,52 +293,52 @@ struct ctx {
 	}
 
 	// Refill a CPU's local free list from the global lists (its lock held).
-	void pop_free_to_local(lru_local *loc, uint32_t cpu)
+	void pop_free_to_local(uint32_t cpu)
 	{
-		lru_list *l = &lru->lists[0];
+		lru_list *l = list_set(0);
 		lock_guard g(l->lock);
 		if (g.owner_died())
 			relink_list_set(l, -1);
 		local_cpu = cpu;
-		flush_local(l, loc);
+		flush_local(l, cpu);
 		rotate(l);
-		uint32_t target = lru->sh->target_free, got = 0;
-		uint32_t head = l->head[LRU_FREE], steps = 0;
+		uint32_t target = lru->target_free, got = 0;
+		uint32_t head = set_head(LRU_FREE), steps = 0;
 		for (uint32_t x = L.next(head); is_elem(x) && ++steps <= max_steps();) {
 			uint32_t after = L.next(x);
-			move_to_free(l, x, loc->free_head, LRU_LOCAL_FREE);
+			move_to_free(l, x, free_head(cpu), LRU_LOCAL_FREE);
 			if (++got == target)
 				break;
 			x = after;
 		}
 		if (got < target)
-			shrink(l, target - got, loc->free_head, LRU_LOCAL_FREE);
+			shrink(l, target - got, free_head(cpu), LRU_LOCAL_FREE);
 	}
 
-	uint32_t local_pop_free(lru_local *loc)
+	uint32_t local_pop_free(uint32_t cpu)
 	{
-		uint32_t x = L.next(loc->free_head);
+		uint32_t x = L.next(free_head(cpu));
 		if (!is_elem(x))
 			return LRU_NIL;
 		L.del(x);
 		return x;
 	}
 
-	void local_add_pending(lru_local *loc, uint32_t cpu, uint32_t x)
+	void local_add_pending(uint32_t cpu, uint32_t x)
 	{
 		node(x).cpu = static_cast<uint16_t>(cpu);
 		node(x).type.store(LRU_LOCAL_PENDING, std::memory_order_relaxed);
 		node(x).pending_free.store(0, std::memory_order_relaxed);
 		clear_ref(x);
-		L.add(x, loc->pending_head);
+		L.add(x, pending_head(cpu));
 	}
 
 	// The oldest pending node that can be taken back from the table: unreferenced ones
 	// first, then any.
-	uint32_t local_pop_pending(lru_local *loc)
+	uint32_t local_pop_pending(uint32_t cpu)
 	{
 		for (bool force : {false, true}) {
-			uint32_t head = loc->pending_head, steps = 0;
+			uint32_t head = pending_head(cpu), steps = 0;
 			for (uint32_t x = L.prev(head); is_elem(x) && ++steps <= max_steps(); x = L.prev(x)) {
 				if ((!is_ref(x) || force) && (pending_free(x) || del_from_htab(x))) {
 					L.del(x);
@@ -326,12 +351,12 @@ struct ctx {
 
 	uint32_t percpu_pop_free(uint32_t cpu)
 	{
-		lru_list *l = &lru->lists[cpu];
+		lru_list *l = list_set(cpu);
 		lock_guard g(l->lock);
 		if (g.owner_died())
 			relink_list_set(l, static_cast<int>(cpu));
 		rotate(l);
-		uint32_t free_list = l->head[LRU_FREE];
+		uint32_t free_list = set_head(LRU_FREE);
 		if (L.empty(free_list))
 			shrink(l, PERCPU_FREE_TARGET, free_list, LRU_FREE);
 		uint32_t x = L.next(free_list);
@@ -349,14 +374,14 @@ struct ctx {
 		{
 			lock_guard g(loc->lock);
 			if (g.owner_died())
-				relink_local(loc, cpu);
-			x = local_pop_free(loc);
+				relink_local(cpu);
+			x = local_pop_free(cpu);
 			if (x == LRU_NIL) {
-				pop_free_to_local(loc, cpu);
-				x = local_pop_free(loc);
+				pop_free_to_local(cpu);
+				x = local_pop_free(cpu);
 			}
 			if (x != LRU_NIL) {
-				local_add_pending(loc, cpu, x);
+				local_add_pending(cpu, x);
 				return x;
 			}
 		}
@@ -368,10 +393,10 @@ struct ctx {
 			{
 				lock_guard g(victim->lock);
 				if (g.owner_died())
-					relink_local(victim, steal);
-				x = local_pop_free(victim);
+					relink_local(steal);
+				x = local_pop_free(steal);
 				if (x == LRU_NIL)
-					x = local_pop_pending(victim);
+					x = local_pop_pending(steal);
 				// In no list set until it is on ours: no repair may claim it.
 				if (x != LRU_NIL)
 					node(x).type.store(LRU_STOLEN, std::memory_order_relaxed);
@@ -383,8 +408,8 @@ struct ctx {
 			return LRU_NIL;
 		lock_guard g(loc->lock);
 		if (g.owner_died())
-			relink_local(loc, cpu);
-		local_add_pending(loc, cpu, x);
+			relink_local(cpu);
+		local_add_pending(cpu, x);
 		return x;
 	}
 
@@ -394,19 +419,19 @@ struct ctx {
 		if (t == LRU_FREE || t == LRU_LOCAL_FREE)
 			return;
 		if (t == LRU_LOCAL_PENDING) {
-			uint32_t cpu = node(x).cpu < lru->nr_cpus ? node(x).cpu : 0;
+			uint32_t cpu = cpu_of(x);
 			lru_local *loc = &lru->locals[cpu];
 			lock_guard g(loc->lock);
 			if (g.owner_died())
-				relink_local(loc, cpu);
+				relink_local(cpu);
 			if (node(x).type.load(std::memory_order_relaxed) == LRU_LOCAL_PENDING) {
 				node(x).type.store(LRU_LOCAL_FREE, std::memory_order_relaxed);
 				clear_ref(x);
-				L.move(x, loc->free_head);
+				L.move(x, free_head(cpu));
 				return;
 			}
 		}
-		lru_list *l = &lru->lists[0];
+		lru_list *l = list_set(0);
 		lock_guard g(l->lock);
 		if (g.owner_died())
 			relink_list_set(l, -1);
@@ -415,8 +440,8 @@ struct ctx {
 
 	void percpu_push_free(uint32_t x)
 	{
-		uint32_t cpu = node(x).cpu < lru->nr_cpus ? node(x).cpu : 0;
-		lru_list *l = &lru->lists[cpu];
+		uint32_t cpu = cpu_of(x);
+		lru_list *l = list_set(cpu);
 		lock_guard g(l->lock);
 		if (g.owner_died())
 			relink_list_set(l, static_cast<int>(cpu));
@@ -428,6 +453,9 @@ struct layout {
 	uint64_t lists_off, locals_off, nodes_off, size;
 };
 
+// The list heads are nodes too, numbered after the n elements' nodes: list set s's three
+// from n + 3s, then CPU c's local free and pending heads at n + 3 * n_lists + 2c and the
+// next (lru_init hands them out in that order; ctx::set_head and ctx::free_head compute them).
 layout lru_layout(uint32_t n, uint32_t nr_cpus, bool percpu)
 {
 	layout y;
@@ -438,6 +466,12 @@ layout lru_layout(uint32_t n, uint32_t nr_cpus, bool percpu)
 	y.nodes_off = y.locals_off + static_cast<uint64_t>(n_locals) * sizeof(lru_local);
 	y.size = round_up(y.nodes_off + static_cast<uint64_t>(n + n_heads) * sizeof(lru_node), 64);
 	return y;
+}
+
+// Nodes a CPU takes into its local free list at a time.
+uint32_t target_free(uint32_t n, uint32_t nr_cpus)
+{
+	return std::clamp(n / nr_cpus / 2, 1u, LOCAL_FREE_TARGET);
 }
 
 void init_list_set(links &L, lru_list *l, uint32_t *next_head)
@@ -476,7 +510,7 @@ void lru_init(void *mem, uint32_t n, uint32_t nr_cpus, bool percpu)
 	sh->nr_cpus = nr_cpus;
 	sh->percpu = percpu;
 	sh->nr_scans = percpu ? PERCPU_NR_SCANS : LOCAL_NR_SCANS;
-	sh->target_free = std::clamp(n / nr_cpus / 2, 1u, LOCAL_FREE_TARGET);
+	sh->target_free = target_free(n, nr_cpus);
 	sh->lists_off = y.lists_off;
 	sh->locals_off = y.locals_off;
 	sh->nodes_off = y.nodes_off;
@@ -511,19 +545,22 @@ void lru_init(void *mem, uint32_t n, uint32_t nr_cpus, bool percpu)
 	}
 }
 
-void lru_attach(bpf_lru *lru, void *mem, char *ref_base, size_t ref_stride,
-		bool (*del_from_htab)(void *, uint32_t), void *arg)
+void lru_attach(bpf_lru *lru, void *mem, uint32_t n, uint32_t nr_cpus, bool percpu,
+		char *ref_base, size_t ref_stride, bool (*del_from_htab)(void *, uint32_t), void *arg)
 {
-	auto *sh = static_cast<lru_shared *>(mem);
+	layout y = lru_layout(n, nr_cpus, percpu);
 	char *base = static_cast<char *>(mem);
-	lru->sh = sh;
-	lru->lists = reinterpret_cast<lru_list *>(base + sh->lists_off);
-	lru->locals = reinterpret_cast<lru_local *>(base + sh->locals_off);
-	lru->nodes = reinterpret_cast<lru_node *>(base + sh->nodes_off);
-	lru->n_elems = sh->n_elems;
-	lru->n_nodes = sh->n_nodes;
-	lru->nr_cpus = sh->nr_cpus;
-	lru->percpu = sh->percpu;
+	uint32_t n_lists = percpu ? nr_cpus : 1, n_locals = percpu ? 0 : nr_cpus;
+	lru->lists = reinterpret_cast<lru_list *>(base + y.lists_off);
+	lru->locals = reinterpret_cast<lru_local *>(base + y.locals_off);
+	lru->nodes = reinterpret_cast<lru_node *>(base + y.nodes_off);
+	lru->n_elems = n;
+	lru->n_nodes = n + 3 * n_lists + 2 * n_locals;
+	lru->nr_cpus = nr_cpus;
+	lru->locals_head = n + 3 * n_lists;
+	lru->target_free = target_free(n, nr_cpus);
+	lru->nr_scans = percpu ? PERCPU_NR_SCANS : LOCAL_NR_SCANS;
+	lru->percpu = percpu;
 	lru->ref_base = ref_base;
 	lru->ref_stride = ref_stride;
 	lru->del_from_htab = del_from_htab;
@@ -539,6 +576,8 @@ uint32_t lru_pop_free(bpf_lru *lru)
 
 void lru_push_free(bpf_lru *lru, uint32_t idx)
 {
+	if (idx >= lru->n_elems)
+		return;
 	ctx c(lru);
 	if (lru->percpu)
 		c.percpu_push_free(idx);

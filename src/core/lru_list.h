@@ -19,6 +19,15 @@
 // the structure means the same in every process. Element n's node is node n: the hash
 // table owns the elements and evicts through the del_from_htab callback.
 //
+// The region is untrusted: another process may write any word of it at any time. So the
+// counts and places (n, the CPUs, where each list's head is) are this process's own, from
+// lru_attach, and never read from the region; every link or cursor read from it is
+// checked against them before it is followed, and every walk is bounded by the number of
+// nodes (or of scans). Corrupt lists give wrong evictions, or no free node (lru_pop_free
+// returns LRU_NIL, an update fails with ENOMEM), never an access outside the region or a
+// walk without end. The lru_shared header and the heads kept in the list sets are
+// written for a reader of the file and never read back.
+//
 // Lock order: a CPU's local lock, then the global lock, then (in del_from_htab) a bucket
 // lock. A holder that dies can leave its lists half relinked. A node's type (and, for the
 // local lists and per-CPU sets, its cpu) always names the list set it belongs to, and
@@ -83,13 +92,14 @@ struct lru_shared {
 	uint64_t lists_off, locals_off, nodes_off; // from the start of this struct
 };
 
-// A process's handle on an LRU region.
+// A process's handle on an LRU region: the layout, in private memory.
 struct bpf_lru {
-	lru_shared *sh = nullptr;
 	lru_list *lists = nullptr;
 	lru_local *locals = nullptr;
 	lru_node *nodes = nullptr;
 	uint32_t n_elems = 0, n_nodes = 0, nr_cpus = 0;
+	uint32_t locals_head = 0; // CPU c's local free head is locals_head + 2c, pending one after
+	uint32_t target_free = 0, nr_scans = 0;
 	bool percpu = false;
 	char *ref_base = nullptr; // element idx's reference bit: ref_base + idx * ref_stride
 	size_t ref_stride = 0;
@@ -102,12 +112,15 @@ struct bpf_lru {
 size_t lru_size(uint32_t n, uint32_t nr_cpus, bool percpu);
 // Lay out a fresh region and put every node on a free list, as the kernel populates.
 void lru_init(void *mem, uint32_t n, uint32_t nr_cpus, bool percpu);
-void lru_attach(bpf_lru *lru, void *mem, char *ref_base, size_t ref_stride,
-		bool (*del_from_htab)(void *, uint32_t), void *arg);
+// Attach to a region lru_init laid out with the same n, nr_cpus and percpu, lru_size(n,
+// nr_cpus, percpu) bytes at mem: the caller's own values, which the handle keeps.
+void lru_attach(bpf_lru *lru, void *mem, uint32_t n, uint32_t nr_cpus, bool percpu,
+		char *ref_base, size_t ref_stride, bool (*del_from_htab)(void *, uint32_t), void *arg);
 
 // A free node for a new element, evicting if need be: LRU_NIL when none can be had.
 uint32_t lru_pop_free(bpf_lru *lru);
-// Give back the node of an element that was unlinked, or never linked.
+// Give back the node of an element that was unlinked, or never linked (idx < n; others
+// are ignored).
 void lru_push_free(bpf_lru *lru, uint32_t idx);
 
 // Element idx's reference bit. A lookup sets it with a plain store when it is clear.

@@ -1555,7 +1555,8 @@ int htab_map_attach(bpf_map *map)
 		map->uvalue_size = h->pcpu_size * h->nr_cpus;
 	h->is_lru = is_lru(map->map_type);
 	if (h->is_lru)
-		lru_attach(&h->lru, map->data + c->lru_off,
+		lru_attach(&h->lru, map->data + c->lru_off, h->n_elems, h->nr_cpus,
+			   map->map_flags & uapi::BPF_F_NO_COMMON_LRU,
 			   h->elems + offsetof(htab_elem, lru_ref), h->elem_size,
 			   htab_lru_delete_node, h);
 	return 0;
