@@ -47,6 +47,9 @@ int generic_map_lookup_batch(bpf_map *map, const uapi::batch_attr &attr,
 		have_prev = true;
 	}
 	uint32_t cp = 0;
+	// Keys skipped in a row. A sound map cannot hand out more keys that are gone than it
+	// holds; a region scribbled into a cycle of vanished keys could, for ever.
+	uint64_t skipped = 0;
 	while (cp < attr.count) {
 		err = map->ops->map_get_next_key(map, have_prev ? prev : nullptr, key);
 		if (err)
@@ -54,7 +57,10 @@ int generic_map_lookup_batch(bpf_map *map, const uapi::batch_attr &attr,
 		err = map->ops->map_copy_value(map, key, value, attr.elem_flags);
 		if (err && err != -ENOENT)
 			return err;
+		if (err && ++skipped > 2 * static_cast<uint64_t>(map->max_entries) + 2)
+			return -EFAULT;
 		if (!err) {
+			skipped = 0;
 			// A key deleted between the two steps is skipped, as since 6.14.
 			if ((err = copy_to_user(user_elem(attr.keys, cp, ks),
 						key, ks)) ||
