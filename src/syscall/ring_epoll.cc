@@ -233,7 +233,8 @@ int translate(epoll_event *out, int have, int got)
 
 long raw_epoll_pwait(int epfd, epoll_event *ev, int max, int timeout, const sigset_t *mask)
 {
-	return syscall(SYS_epoll_pwait, epfd, ev, max, timeout, mask, _NSIG / 8);
+	// The seventh argument travels on the stack: a 64-bit one, or its upper half is garbage.
+	return syscall(SYS_epoll_pwait, epfd, ev, max, timeout, mask, size_t{_NSIG / 8});
 }
 
 int ring_epoll_wait(int epfd, epoll_event *events, int max, int timeout, const sigset_t *mask)
