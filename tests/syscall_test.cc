@@ -44,6 +44,20 @@ TEST(Attr, SizeAndTailRules)
 	EXPECT_EQ(errno, EFAULT);
 }
 
+// A size of 0 lets any attr pointer through; the commands that write into the attr then
+// fault as the kernel's put_user() does (found by tests/fuzz: it wrote to address 0x14).
+TEST(Attr, WriteBackIntoANullAttrFaults)
+{
+	int fd = map_create(u::MAP_TYPE_HASH, 4, 4, 4);
+	ASSERT_GE(fd, 0);
+	for (void *attr : {static_cast<void *>(nullptr), reinterpret_cast<void *>(16)}) {
+		errno = 0;
+		EXPECT_EQ(bpfmap_bpf(u::MAP_GET_NEXT_ID, static_cast<union bpf_attr *>(attr), 0), -1);
+		EXPECT_EQ(errno, EFAULT);
+	}
+	close(fd);
+}
+
 TEST(Attr, DeleteAndNextKeyHaveShorterAttrs)
 {
 	int fd = map_create(u::MAP_TYPE_HASH, 4, 4, 4);
