@@ -50,6 +50,8 @@
 #include <fcntl.h>
 #include <memory>
 #include <string>
+#include <linux/close_range.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -216,6 +218,7 @@ struct state {
 	std::vector<mapping_entry> mappings;
 	uint32_t max_elem = 0; // largest key or value of any map this input held
 	int last_closed = -1;
+	int epfd = -1;
 };
 
 // Non-map fds and numbers that are no fd, made once.
@@ -638,6 +641,7 @@ void op_btf(reader &in, state &st)
 	// Over BTF_MAX_SIZE is E2BIG before the copy; up to it, the buffer must hold it.
 	if (size > BUF_SIZE && size <= (16 << 20))
 		size = BUF_SIZE;
+	b.btf_size = size;
 	b.btf = size <= BUF_SIZE && (s & 0xf) == 1 ? ptr64(bufs[2] + BUF_SIZE - size) : ptr64(bufs[2]);
 	if ((s & 0xf) == 2)
 		b.btf = 0;
@@ -651,6 +655,9 @@ void op_btf(reader &in, state &st)
 		b.btf_flags = in.pick32();
 		b.btf_token_fd = static_cast<int32_t>(in.pick32());
 	}
+	TRACE("btf %u bytes at %#llx, log level %u size %u at %#llx\n", b.btf_size,
+	      (unsigned long long)b.btf, b.btf_log_level, b.btf_log_size,
+	      (unsigned long long)b.btf_log_buf);
 	adopt(st, call(in, u::BTF_LOAD, a), fd_kind::btf);
 }
 
@@ -680,6 +687,48 @@ void op_close(reader &in, state &st)
 	close(st.fds[i].fd);
 	st.last_closed = st.fds[i].fd;
 	st.fds.erase(st.fds.begin() + static_cast<long>(i));
+}
+
+// dup2() or dup3() of one of our fds over another: the fd cache must forget what the
+// target was and see the source's map there.
+void op_dup_over(reader &in, state &st)
+{
+	uint8_t from = in.u8();
+	uint8_t to = in.u8();
+	if (st.fds.empty())
+		return;
+	fd_entry src = st.fds[from % st.fds.size()];
+	fd_entry &dst = st.fds[to % st.fds.size()];
+	int r = (to & 0x80) ? dup3(src.fd, dst.fd, O_CLOEXEC) : dup2(src.fd, dst.fd);
+	if (r < 0)
+		return; // dup3() of an fd onto itself
+	int fd = dst.fd;
+	dst = src;
+	dst.fd = fd;
+	u::bpf_map_info info;
+	if (src.kind == fd_kind::map && (!map_info(fd, &info) || info.id != src.id)) {
+		fprintf(stderr, "fd %d is map %u after dup2(), but bpfmap sees map %u\n", fd, src.id,
+			info.id);
+		abort();
+	}
+}
+
+// close_range() of one of our fds, or its CLOSE_RANGE_CLOEXEC form (which closes nothing).
+void op_close_range(reader &in, state &st)
+{
+	uint8_t s = in.u8();
+	if (st.fds.empty())
+		return;
+	size_t i = s % st.fds.size();
+	int fd = st.fds[i].fd;
+	if (s & 0x80) {
+		close_range(static_cast<unsigned>(fd), static_cast<unsigned>(fd), CLOSE_RANGE_CLOEXEC);
+		return;
+	}
+	if (close_range(static_cast<unsigned>(fd), static_cast<unsigned>(fd), 0) == 0) {
+		st.last_closed = fd;
+		st.fds.erase(st.fds.begin() + static_cast<long>(i));
+	}
 }
 
 void op_dup(reader &in, state &st)
@@ -870,8 +919,8 @@ void op_ring(reader &in, state &st)
 	uint8_t s = in.u8();
 	uint8_t i = in.u8();
 	const fd_entry *e;
-	TRACE("ring op %d, %d\n", s % 6, i);
-	switch (s % 6) {
+	TRACE("ring op %d, %d\n", s % 8, i);
+	switch (s % 8) {
 	case 0: {
 		int fd = pick_fd(in, st, &e);
 		auto c = std::make_unique<bpfmap::RingConsumer>();
@@ -920,11 +969,29 @@ void op_ring(reader &in, state &st)
 		if (!st.records.empty())
 			commit_record(st, i % st.records.size(), 0, i & 0x80);
 		break;
-	default:
+	case 5:
 		if (!st.consumers.empty())
 			st.consumers.erase(st.consumers.begin() +
 					   static_cast<long>(i % st.consumers.size()));
 		break;
+	case 6: { // epoll_ctl() of an fd, a ring's included, into the input's epoll set
+		int fd = pick_fd(in, st, &e);
+		uint32_t events = in.pick32();
+		if (st.epfd < 0)
+			st.epfd = epoll_create1(EPOLL_CLOEXEC);
+		epoll_event ev{};
+		ev.events = events;
+		ev.data.u64 = i;
+		static const int ops[] = {EPOLL_CTL_ADD, EPOLL_CTL_MOD, EPOLL_CTL_DEL, 0};
+		epoll_ctl(st.epfd, ops[i % 4], fd, (i & 0x40) ? nullptr : &ev);
+		break;
+	}
+	default: { // epoll_wait() without sleeping
+		epoll_event evs[8];
+		if (st.epfd >= 0)
+			epoll_wait(st.epfd, evs, 1 + i % 8, 0);
+		break;
+	}
 	}
 }
 
@@ -934,7 +1001,7 @@ void op_mmap(reader &in, state &st)
 {
 	uint8_t s = in.u8();
 	uint8_t i = in.u8();
-	switch (s % 4) {
+	switch (s % 5) {
 	case 0: {
 		const fd_entry *e;
 		int fd = pick_fd(in, st, &e);
@@ -999,6 +1066,23 @@ void op_mmap(reader &in, state &st)
 			m.addr += len;
 			m.len -= len;
 		}
+		break;
+	}
+	case 4: { // mremap(), which may move a mapping but never grow one past its map
+		uint32_t pages = in.pick32();
+		if (st.mappings.empty())
+			break;
+		mapping_entry &m = st.mappings[i % st.mappings.size()];
+		size_t len = pages < 4096 ? size_t{pages} * PAGE : pages;
+		void *addr = mremap(m.addr, m.len, len, (i & 0x80) ? MREMAP_MAYMOVE : 0);
+		TRACE("mremap(%p, %zu, %zu) = %p\n", m.addr, m.len, len, addr);
+		if (addr == MAP_FAILED)
+			break;
+		m.addr = static_cast<uint8_t *>(addr);
+		m.len = (len + PAGE - 1) & ~(PAGE - 1);
+		if (m.map && (m.prot & (PROT_READ | PROT_WRITE)))
+			for (size_t o = 0; o < m.len; o += PAGE)
+				touch(m.addr + o, 1);
 		break;
 	}
 	default: {
@@ -1107,6 +1191,8 @@ void teardown(state &st)
 		munmap(m.addr, m.len);
 	for (fd_entry &e : st.fds)
 		close(e.fd);
+	if (st.epfd >= 0)
+		close(st.epfd);
 	remove_entries(root, true);
 	remove_entries(sub_dir, false);
 	remove_entries(outside_dir, false);
@@ -1228,10 +1314,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			op_raw(in, st);
 			break;
 		case 11:
-			if (in.u8() & 1)
-				op_close(in, st);
-			else
+			switch (in.u8() % 4) {
+			case 0:
 				op_dup(in, st);
+				break;
+			case 1:
+				op_close(in, st);
+				break;
+			case 2:
+				op_dup_over(in, st);
+				break;
+			default:
+				op_close_range(in, st);
+				break;
+			}
 			break;
 		case 12:
 			op_prog(in, st);

@@ -151,6 +151,23 @@ class prog:
         self.b += u8(11) + u8(0) + u8(i) + u8(low)
         return self
 
+    def dup_over(self, src, dst, dup3=False):
+        self.b += u8(11) + u8(2) + u8(src) + u8(dst | (0x80 if dup3 else 0))
+        return self
+
+    def close_range(self, i, cloexec=False):
+        self.b += u8(11) + u8(3) + u8(i | (0x80 if cloexec else 0))
+        return self
+
+    def epoll_ctl(self, fd, op=0, events=1):
+        """op: 0 ADD, 1 MOD, 2 DEL; events 1 is EPOLLIN."""
+        self.b += u8(13) + u8(6) + u8(op) + u8(fd) + pick32(events)
+        return self
+
+    def epoll_wait(self, n=8):
+        self.b += u8(13) + u8(7) + u8(n - 1)
+        return self
+
     # Program side: handles are indexes into the fuzzer's handle table.
     def handle(self, fd):
         self.b += u8(12) + u8(0) + u8(0) + u8(fd)
@@ -247,6 +264,10 @@ class prog:
         self.b += u8(14) + u8(3) + u8(m) + u8(prot_index)
         return self
 
+    def mremap(self, m, pages, maymove=True):
+        self.b += u8(14) + u8(4) + u8(m | (0x80 if maymove else 0)) + pick32(pages)
+        return self
+
     def cxx(self, fd, keys=4):
         self.b += u8(15) + u8(0) + u8(fd) + u8(keys)
         return self
@@ -261,6 +282,47 @@ def btf_blob():
     hdr = u16(0xeb9f) + u8(1) + u8(0) + u32(24) + u32(0) + u32(len(types)) + \
         u32(len(types)) + u32(len(strings))
     return hdr + types + strings
+
+
+def btf_blob_rich():
+    """One type of every kind, for the parser: ids 1 int, 2 unsigned long, 3 int *,
+    4 int[4], 5 struct pair {unsigned long a, b}, 6 typedef pair_t, 7 const pair_t,
+    8 enum e, 9 int (int x), 10 func f, 11 var v, 12 datasec .data, 13 float,
+    14 union u, 15 fwd fw, 16 volatile unsigned long, 17 decl_tag on pair, 18 type_tag,
+    19 enum64, 20 restrict int *."""
+    names = ['', 'int', 'long unsigned int', 'pair', 'a', 'b', 'pair_t', 'e', 'X', 'Y', 'x',
+             'f', 'v', '.data', 'float', 'u', 'fw', 'tag', 'tt', 'e64', 'Z']
+    strings, off = b'', {}
+    for n in names:
+        off[n] = len(strings)
+        strings += n.encode() + b'\0'
+
+    def t(name, kind, vlen, size_or_type, kflag=0):
+        return u32(off[name]) + u32(kind << 24 | vlen | kflag << 31) + u32(size_or_type)
+    ty = b''
+    ty += t('int', 1, 0, 4) + u32(1 << 24 | 32)
+    ty += t('long unsigned int', 1, 0, 8) + u32(64)
+    ty += t('', 2, 0, 1)
+    ty += t('', 3, 0, 0) + u32(1) + u32(1) + u32(4)
+    ty += t('pair', 4, 2, 16) + u32(off['a']) + u32(2) + u32(0) + u32(off['b']) + u32(2) + u32(64)
+    ty += t('pair_t', 8, 0, 5)
+    ty += t('', 10, 0, 6)
+    ty += t('e', 6, 2, 4) + u32(off['X']) + u32(0) + u32(off['Y']) + u32(1)
+    ty += t('', 13, 1, 1) + u32(off['x']) + u32(1)
+    ty += t('f', 12, 0, 9)
+    ty += t('v', 14, 0, 1) + u32(1)
+    ty += t('.data', 15, 1, 4) + u32(11) + u32(0) + u32(4)
+    ty += t('float', 16, 0, 4)
+    ty += t('u', 5, 1, 8) + u32(off['a']) + u32(2) + u32(0)
+    ty += t('fw', 7, 0, 0)
+    ty += t('', 9, 0, 2)
+    ty += t('tag', 17, 0, 5) + u32(0xffffffff)
+    ty += t('tt', 18, 0, 1)
+    ty += t('e64', 19, 1, 8) + u32(off['Z']) + u32(1) + u32(0)
+    ty += t('', 11, 0, 3)
+    hdr = u16(0xeb9f) + u8(1) + u8(0) + u32(24) + u32(0) + u32(len(ty)) + u32(len(ty)) + \
+        u32(len(strings))
+    return hdr + ty + strings
 
 
 def seeds():
@@ -322,6 +384,7 @@ def seeds():
     p = prog().create(ARRAY, key=0x00, value=0x07, max_=0x3f, flags=F_MMAPABLE)
     p.mmap(0, 1).mwrite(0, 8, b'abcdefgh').elem(LOOKUP, 0, key=1).freeze(0)
     p.munmap(0).freeze(0).mmap(0, 1).mmap(0, 1, write=False).mprotect(0, 1)
+    p.mremap(0, 2).mremap(0, 1, maymove=False).mremap(1, 1)
     s['mmapable'] = p
     # Pins, ids, fds.
     p = prog().create(HASH).pin(0).pin(0, where=2, name=b'x').pin(0, where=3, name=b'y')
@@ -339,12 +402,26 @@ def seeds():
     p.elem(LOOKUP, 2).create(ARRAY, key=0).elem(LOOKUP, 3).close(1).close(0).elem(LOOKUP, 0)
     p.handle(0).close(0).p_lookup(0).put(0)
     s['dup_close'] = p
+    p = prog().create(HASH).create(ARRAY, key=0).elem(UPDATE, 0, key=1).dup(0).dup_over(1, 2)
+    p.elem(LOOKUP, 2, key=1).dup_over(0, 1, dup3=True).elem(LOOKUP, 1, key=1).close_range(2)
+    p.close_range(0, cloexec=True).elem(LOOKUP, 0, key=1).close_range(0).elem(LOOKUP, 0)
+    s['dup_over'] = p
+    p = prog().create(RINGBUF, max_=0x00).create(HASH).epoll_ctl(0).epoll_ctl(1)
+    p.handle(0).output(0, 8).epoll_wait().consumer(0).consume(0).epoll_wait()
+    p.epoll_ctl(0, op=1, events=4).output(0, 16).epoll_wait(1).epoll_ctl(0, op=2)
+    p.epoll_ctl(0).close(0).epoll_wait()
+    s['epoll'] = p
     # BTF: load, make a map with its types, walk and open by id.
     p = prog().btf_load(btf_blob(), log=True).create(HASH, key=0x02, value=0x03, btf=(0, 1, 1))
-    p.create(HASH, key=0x03, value=0x08, btf=(0, 2, 2)).create(HASH, btf=(0, 1, 7))
+    p.create(HASH, key=0x03, value=0x07, btf=(0, 2, 2)).create(HASH, btf=(0, 1, 7))
     p.info(0, length=32, btf=True).info(1).id_op(1).id_op(3, raw=1).id_op(0).close(0)
     p.btf_load(btf_blob()[:30], log=True).btf_load(b'').id_op(1)
     s['btf'] = p
+    p = prog().btf_load(btf_blob_rich(), log=True)
+    p.create(HASH, key=0x04, value=0x07, btf=(0, 5, 2)).create(ARRAY, key=0, value=0x0f, btf=(0, 1, 4))
+    p.create(HASH, key=0x03, value=0x0f, btf=(0, 16, 7)).create(HASH, key=0x02, value=0x03, btf=(0, 8, 13))
+    p.info(0, length=32, btf=True).elem(UPDATE, 1, key=1).freeze(2).info(2, hash_size=32)
+    s['btf_kinds'] = p
     # Attr sizes and pointers: short, long, NULL, low, a next-id write into a NULL attr.
     p = prog().create(HASH, size=0x05 | 2 << 3).create(HASH, size=0x06).create(HASH, size=0x86)
     p.elem(LOOKUP, 0, size=0x05).elem(UPDATE, 0, attr=0xfe).elem(UPDATE, 0, attr=0xff)
