@@ -1131,6 +1131,8 @@ void op_scribble(reader &in, state &st)
 	int rw = open(("/proc/self/fd/" + std::to_string(fd)).c_str(), O_RDWR | O_CLOEXEC);
 	if (rw < 0)
 		return;
+	TRACE("scribble %d bytes at %llu of %lld (fd %d)\n", n,
+	      (unsigned long long)(off % static_cast<uint64_t>(sb.st_size)), (long long)sb.st_size, fd);
 	if (pwrite(rw, words, n, static_cast<off_t>(off % static_cast<uint64_t>(sb.st_size))) < 0)
 		perror("scribble");
 	close(rw);
