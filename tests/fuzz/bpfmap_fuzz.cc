@@ -7,8 +7,9 @@
 // batch, freeze, info, pin, get, id and BTF commands with fuzzed fields, attr sizes and
 // flags, on the fds created, on fds that are not maps and on numbers that are no fd;
 // commands that bpfmap does not serve, with raw attrs; the program-side calls of
-// bpfmap.h on handles; ring buffer producers, consumers and drains; mmap() of map fds
-// and writes through the mappings the kernel would allow; close() and dup() of fds.
+// bpfmap.h on handles; ring buffer producers, consumers and drains, and epoll sets that
+// hold rings; mmap(), mremap(), mprotect() and munmap() of map fds and writes through the
+// mappings the kernel would allow; close(), close_range(), dup(), dup2() and dup3().
 // Everything an input made is released at its end (records committed, handles put,
 // mappings removed, fds closed, pins unlinked), and the id directories must then be empty:
 // nothing leaks from one input into the next.
@@ -30,7 +31,10 @@
 // - Batch counts are clamped so that count elements fit a buffer; BTF, log and info sizes
 //   likewise, except sizes so large that bpfmap must refuse them before any copy (the
 //   kernel's E2BIG and EINVAL limits).
-// - The attr buffer is one page, the most bpfmap reads (larger sizes are E2BIG).
+// - The attr buffer is one page, the most bpfmap reads (larger sizes are E2BIG). A short
+//   attr size is a multiple of 8, so that it never cuts a pointer field in two.
+// - Program-side calls get pointers valid for the map's key and value sizes (tight ones),
+//   as the kernel's verifier guarantees a program's.
 // - Pointers nested in user memory (bpf_map_info.hash, bpf_btf_info.btf and .name) are
 //   chosen the same way.
 //
