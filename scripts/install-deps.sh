@@ -3,7 +3,8 @@
 set -euo pipefail
 pkgs=(cmake g++ make python3 libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev libbpf-dev bpftool
   libboost1.81-dev
-  linux-source)
+  linux-source
+  clang libclang-rt-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

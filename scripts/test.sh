@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: the normal build, then ASan+UBSan, then ThreadSanitizer.
+# The whole test suite: the normal build, then ASan+UBSan, then ThreadSanitizer, then a
+# minute of the fuzzer (clang, ASan+UBSan) from its seed corpus.
 # Kernel-differential tests compare with the real bpf(2) when run as root, and skip
 # (saying why) elsewhere.
 set -euo pipefail
@@ -22,3 +23,6 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 # than ThreadSanitizer's deadlock detector can track (64), so that detector is off.
 TSAN_OPTIONS="halt_on_error=1 detect_deadlocks=0" \
   run_suite build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBPFMAP_SANITIZE=thread
+# Call sequences from tests/fuzz/corpus and what libFuzzer makes of them; prints the number
+# of executions.
+scripts/fuzz.sh 60

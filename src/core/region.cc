@@ -97,7 +97,7 @@ int region_map(int fd, size_t size, void **base)
 {
 	// The raw syscall: the interposed mmap() would take this for a program's map mmap.
 	void *p = reinterpret_cast<void *>(
-		syscall(SYS_mmap, nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+		syscall(SYS_mmap, nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, off_t{0}));
 	if (p == MAP_FAILED)
 		return errno == EACCES ? -EPERM : -ENOMEM;
 	*base = p;

@@ -99,11 +99,13 @@ long ctl_stand_in(int op, const ring_watch &w)
 	return raw_epoll_ctl(w.epfd, op, w.sock, &stand_in);
 }
 
-void drop(const ring_watch &w)
+// Take w's stand-in out of its set and w out of the ring's wait queue. The caller puts
+// w.map only after letting go of watches_lock: the last put frees the map, which closes
+// files of its own, and close() comes back here.
+void unwatch(const ring_watch &w)
 {
 	raw_epoll_ctl(w.epfd, EPOLL_CTL_DEL, w.sock, nullptr);
 	waitq_leave(ringbuf_view_of(w.map).waiters, w.slot, w.sock);
-	map_put(w.map);
 }
 
 ring_watch *find(int epfd, int map_fd)
@@ -119,26 +121,24 @@ int watch_add(int epfd, int fd, const epoll_event &ev)
 	bpf_map *map = ring_of_fd(fd);
 	if (!map)
 		return -EPERM; // what the kernel said
-	std::lock_guard<std::mutex> g(watches_lock);
-	if (find(epfd, fd)) {
-		map_put(map);
-		return -EEXIST;
-	}
+	std::unique_lock<std::mutex> g(watches_lock);
+	int err = 0;
 	ring_watch w{epfd, fd, map, -1, -1, ev, tag_prefix() | (next_tag_seq++ & 0xffffff)};
-	w.sock = waitq_join(ringbuf_view_of(map).waiters, &w.slot);
-	if (w.sock < 0) {
-		map_put(map);
-		return w.sock;
-	}
-	if (ctl_stand_in(EPOLL_CTL_ADD, w) != 0) {
-		int err = -errno;
+	if (find(epfd, fd)) {
+		err = -EEXIST;
+	} else if ((w.sock = waitq_join(ringbuf_view_of(map).waiters, &w.slot)) < 0) {
+		err = w.sock;
+	} else if (ctl_stand_in(EPOLL_CTL_ADD, w) != 0) {
+		err = -errno;
 		waitq_leave(ringbuf_view_of(map).waiters, w.slot, w.sock);
-		map_put(map);
-		return err;
+	} else {
+		watches.push_back(w);
+		have_watches.store(true, std::memory_order_release);
+		return 0;
 	}
-	watches.push_back(w);
-	have_watches.store(true, std::memory_order_release);
-	return 0;
+	g.unlock();
+	map_put(map);
+	return err;
 }
 
 int watch_change(int epfd, int op, int fd, const epoll_event *ev)
@@ -154,8 +154,11 @@ int watch_change(int epfd, int op, int fd, const epoll_event *ev)
 		return -ENOENT;
 	}
 	if (op == EPOLL_CTL_DEL) {
-		drop(*w);
+		bpf_map *map = w->map;
+		unwatch(*w);
 		watches.erase(watches.begin() + (w - watches.data()));
+		g.unlock();
+		map_put(map);
 		return 0;
 	}
 	if (ctl_stand_in(EPOLL_CTL_MOD, *w) != 0)
@@ -234,7 +237,8 @@ int translate(epoll_event *out, int have, int got)
 
 long raw_epoll_pwait(int epfd, epoll_event *ev, int max, int timeout, const sigset_t *mask)
 {
-	return syscall(SYS_epoll_pwait, epfd, ev, max, timeout, mask, _NSIG / 8);
+	// The seventh argument travels on the stack: a 64-bit one, or its upper half is garbage.
+	return syscall(SYS_epoll_pwait, epfd, ev, max, timeout, mask, size_t{_NSIG / 8});
 }
 
 // The longest one kernel wait lasts while the set holds rings: a wake can be lost only if
@@ -301,17 +305,23 @@ void ring_epoll_fds_closed(int first, int last)
 {
 	if (!have_watches.load(std::memory_order_acquire))
 		return;
-	std::lock_guard<std::mutex> g(watches_lock);
-	for (auto it = watches.begin(); it != watches.end();) {
-		bool closed = (it->epfd >= first && it->epfd <= last) ||
-			      (it->map_fd >= first && it->map_fd <= last);
-		if (closed) {
-			drop(*it);
-			it = watches.erase(it);
-		} else {
-			++it;
+	std::vector<bpf_map *> dropped;
+	{
+		std::lock_guard<std::mutex> g(watches_lock);
+		for (auto it = watches.begin(); it != watches.end();) {
+			bool closed = (it->epfd >= first && it->epfd <= last) ||
+				      (it->map_fd >= first && it->map_fd <= last);
+			if (closed) {
+				unwatch(*it);
+				dropped.push_back(it->map);
+				it = watches.erase(it);
+			} else {
+				++it;
+			}
 		}
 	}
+	for (bpf_map *map : dropped)
+		map_put(map);
 }
 
 } // namespace bpfmap

@@ -643,15 +643,23 @@ long elem_command(int cmd, size_t end, const unsigned char *u, size_t n)
 {
 	bpf_attr attr = attr_zero_extended(uattr, n);
 	long ret = dispatch(cmd, attr, uattr, size);
-	// info_len goes back into the caller's attr whatever size the caller gave, as the
-	// kernel's put_user() does.
-	if (ret == 0 && cmd == uapi::OBJ_GET_INFO_BY_FD)
-		memcpy(static_cast<unsigned char *>(uattr) + offsetof(uapi::info_attr, info_len),
-		       &attr.info.info_len, sizeof(uint32_t));
-	if (ret == 0 && (cmd == uapi::MAP_GET_NEXT_ID || cmd == uapi::BTF_GET_NEXT_ID))
-		memcpy(static_cast<unsigned char *>(uattr) + offsetof(uapi::id_attr, next_id),
-		       &attr.id.next_id, sizeof(uint32_t));
-	return ret;
+	if (ret != 0)
+		return ret;
+	// info_len and next_id go back into the caller's attr whatever size the caller gave,
+	// as the kernel's put_user() does, and fail as it does where the attr is not memory
+	// (a size of 0 lets a NULL attr through to here).
+	size_t off = cmd == uapi::OBJ_GET_INFO_BY_FD ? offsetof(uapi::info_attr, info_len)
+		     : cmd == uapi::MAP_GET_NEXT_ID || cmd == uapi::BTF_GET_NEXT_ID
+			     ? offsetof(uapi::id_attr, next_id)
+			     : 0;
+	if (!off)
+		return 0;
+	if (bad_user_ptr(uattr))
+		return -EFAULT;
+	memcpy(static_cast<unsigned char *>(uattr) + off,
+	       cmd == uapi::OBJ_GET_INFO_BY_FD ? &attr.info.info_len : &attr.id.next_id,
+	       sizeof(uint32_t));
+	return 0;
 }
 
 } // namespace
