@@ -355,7 +355,7 @@ int ringbuf_map_attach(bpf_map *map)
 	rb->mask = n - 1;
 	size_t len = RINGBUF_DATA_PGOFF * PAGE_SIZE + 2 * n;
 	void *va = reinterpret_cast<void *>(syscall(SYS_mmap, nullptr, len, PROT_NONE,
-						    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+						    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, off_t{0}));
 	if (va == MAP_FAILED)
 		return -ENOMEM;
 	char *v = static_cast<char *>(va);
