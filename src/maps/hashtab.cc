@@ -358,11 +358,14 @@ void pool_push(bpf_htab *h, htab_elem *e)
 		h->full[idx / 4096].fetch_and(~(1ull << (idx / 64 % 64)), std::memory_order_seq_cst);
 }
 
+// Count one more element unless the map is full. Each failed exchange means the count
+// changed meanwhile; a count that never stops changing (another process writing it) gives
+// up after many, as a full map.
 bool count_inc_below_max(bpf_htab *h)
 {
 	std::atomic<uint32_t> &cnt = h->ctl_->count;
 	uint32_t n = cnt.load(std::memory_order_relaxed);
-	while (n < h->max_entries)
+	for (uint32_t tries = 0; n < h->max_entries && tries < 65536; tries++)
 		if (cnt.compare_exchange_weak(n, n + 1, std::memory_order_relaxed))
 			return true;
 	return false;
