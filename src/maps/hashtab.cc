@@ -469,9 +469,9 @@ constexpr uint32_t READ_RESTARTS = 256; // lock-free restarts before a reader ta
 	       e->seq.load(std::memory_order_relaxed) == s;
 }
 
-// One lock-free search of a bucket. corrupt: an index no writer stores, a chain longer than
-// the pool, or a chain that ends in another bucket's marker; retry: something changed
-// under us.
+// One lock-free search of a bucket. corrupt: an index no writer stores, or a chain longer
+// than the pool; retry: something changed under us (a chain that ends in another bucket's
+// marker says so too: a reused element carried the walk there).
 enum class find_state { hit, miss, retry, corrupt };
 
 find_state bucket_find_once(bpf_htab *h, bucket *bk, uint32_t b, uint64_t hash, const void *key,
