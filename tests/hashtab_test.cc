@@ -1,8 +1,14 @@
 // BPF_MAP_TYPE_HASH through the bpf() entry point and the program-side ABI.
 #include <gtest/gtest.h>
 
+#include <csignal>
+#include <fcntl.h>
+#include <random>
 #include <set>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <vector>
 
 #include "core/hash.h"
@@ -304,6 +310,416 @@ TEST_F(HashTest, ReadOnlyProgMapRefusesProgramWrites)
 	EXPECT_EQ(bpfmap_map_delete_elem(m, &k), -EACCES);
 	EXPECT_EQ(del(fd, &k), 0);
 	bpfmap_map_put(m);
+}
+
+// ---- a corrupt region ------------------------------------------------------------------
+//
+// Another process may write anything into a map's file. These tests write bad indexes into
+// bucket slots, chains and the pool's bits through a second mapping of the file, then run
+// every command on the map in a child process: each must return (an errno, or a wrong
+// answer), never crash nor hang.
+
+// The hash family's control block and shared structures as hashtab.cc lays them out.
+struct ctl_view {
+	uint64_t seed, locks_off, buckets_off, elems_off;
+	uint32_t n_buckets, n_locks, n_elems, elem_size;
+	uint64_t lru_off, used_off, full_off;
+	uint32_t n_groups, group_elems;
+};
+struct bucket_view {
+	uint64_t tagw[2]; // tags 0-7; tags 8-11 and, in the high half, the chain head
+	uint32_t slot[12];
+};
+struct elem_view {
+	uint32_t seq, next, hash;
+	uint8_t lru_ref, pad[3];
+};
+constexpr uint32_t NULLS = 0x80000000u;
+constexpr size_t CTL_OFFSET = 256; // inside the header page, the file's last page
+
+// The whole file of a map, mapped a second time, behind bpfmap's back (the raw syscall:
+// the interposed mmap() refuses a map that is not mmapable).
+struct region_view {
+	char *base = nullptr;
+	size_t size = 0;
+	ctl_view ctl{};
+
+	explicit region_view(int fd)
+	{
+		struct stat st;
+		if (fstat(fd, &st) != 0)
+			return;
+		void *p = reinterpret_cast<void *>(syscall(SYS_mmap, nullptr, st.st_size,
+							   PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+		if (p == MAP_FAILED)
+			return;
+		base = static_cast<char *>(p);
+		size = static_cast<size_t>(st.st_size);
+		memcpy(&ctl, base + size - 4096 + CTL_OFFSET, sizeof(ctl));
+	}
+	~region_view()
+	{
+		if (base)
+			syscall(SYS_munmap, base, size);
+	}
+	bucket_view *bucket(uint32_t b) const
+	{
+		return reinterpret_cast<bucket_view *>(base + ctl.buckets_off) + b;
+	}
+	elem_view *elem(uint32_t i) const
+	{
+		return reinterpret_cast<elem_view *>(base + ctl.elems_off + size_t(i) * ctl.elem_size);
+	}
+	uint64_t *used() const { return reinterpret_cast<uint64_t *>(base + ctl.used_off); }
+	uint64_t *full() const { return reinterpret_cast<uint64_t *>(base + ctl.full_off); }
+	bool lru() const { return ctl.lru_off != 0; }
+	static uint8_t tag(const bucket_view *bk, uint32_t i)
+	{
+		return static_cast<uint8_t>(bk->tagw[i / 8] >> (8 * (i % 8)));
+	}
+	static uint32_t chain_head(const bucket_view *bk) { return bk->tagw[1] >> 32; }
+	static void set_chain_head(bucket_view *bk, uint32_t idx)
+	{
+		bk->tagw[1] = (bk->tagw[1] & 0xffffffffull) | uint64_t{idx} << 32;
+	}
+};
+
+struct hash_kind {
+	uint32_t type, flags;
+	const char *name;
+};
+
+const hash_kind HASH_KINDS[] = {
+	{u::MAP_TYPE_HASH, 0, "HASH"},
+	{u::MAP_TYPE_HASH, u::BPF_F_NO_PREALLOC, "HASH_NO_PREALLOC"},
+	{u::MAP_TYPE_PERCPU_HASH, 0, "PERCPU_HASH"},
+	{u::MAP_TYPE_LRU_HASH, 0, "LRU_HASH"},
+	{u::MAP_TYPE_LRU_HASH, u::BPF_F_NO_COMMON_LRU, "LRU_HASH_NO_COMMON_LRU"},
+	{u::MAP_TYPE_LRU_PERCPU_HASH, 0, "LRU_PERCPU_HASH"},
+};
+
+constexpr uint32_t CORRUPT_MAX = 1200; // 256 buckets
+constexpr uint32_t CORRUPT_KEYS = 600;
+
+// Keys of one bucket (the map has a zero seed), enough that 28 of them are chained.
+std::vector<uint32_t> keys_of_bucket(uint32_t b, uint32_t n_buckets, size_t n)
+{
+	std::vector<uint32_t> out;
+	for (uint32_t k = 0; out.size() < n; k++)
+		if ((bpfmap::hash_key(&k, 4, 0) & (n_buckets - 1)) == b)
+			out.push_back(k);
+	return out;
+}
+
+// Whether r is an answer a command may give on a corrupt map.
+bool plausible(long r)
+{
+	return r == 0 || r == -ENOENT || r == -EFAULT || r == -EEXIST || r == -E2BIG ||
+	       r == -ENOMEM || r == -ENOSPC;
+}
+
+// Every command, on keys 0..2*CORRUPT_KEYS and on `extra`. Returns the implausible answers.
+int run_every_command(int fd, const std::vector<uint32_t> &extra)
+{
+	int bad = 0;
+	std::vector<uint64_t> value(8 * 1024, 0); // room for every possible CPU's value
+	std::vector<uint32_t> keys = extra;
+	for (uint32_t k = 0; k < 2 * CORRUPT_KEYS; k++)
+		keys.push_back(k);
+	bpfmap_map *m = bpfmap_map_get(fd);
+	if (!m)
+		return 1;
+	auto check = [&](long r) { bad += !plausible(r); };
+	for (uint32_t k : keys) {
+		check(lookup(fd, &k, value.data()));
+		if (auto *p = static_cast<volatile uint64_t *>(bpfmap_map_lookup_elem(m, &k)))
+			(void)*p;
+	}
+	// get_next_key: each call returns; a corrupt map may send the walk round in circles.
+	uint32_t cur, next;
+	const void *prev = nullptr;
+	for (uint32_t i = 0; i < 4 * CORRUPT_MAX; i++) {
+		long r = next_key(fd, prev, &next);
+		check(r);
+		if (r)
+			break;
+		cur = next;
+		prev = &cur;
+	}
+	for (uint32_t k : keys)
+		check(next_key(fd, &k, &next));
+	// Batches, both kinds, in small and large steps.
+	for (int cmd : {u::MAP_LOOKUP_BATCH, u::MAP_LOOKUP_AND_DELETE_BATCH}) {
+		for (uint32_t count : {1u, 7u, CORRUPT_MAX}) {
+			std::vector<uint32_t> bkeys(count);
+			std::vector<uint64_t> bvals(size_t(count) * 1024);
+			uint32_t token = 0;
+			for (int i = 0; i < 4 * static_cast<int>(CORRUPT_MAX); i++) {
+				u::bpf_attr a{};
+				a.batch.in_batch = i ? ptr(&token) : 0;
+				a.batch.out_batch = ptr(&token);
+				a.batch.keys = ptr(bkeys.data());
+				a.batch.values = ptr(bvals.data());
+				a.batch.count = count;
+				a.batch.map_fd = static_cast<uint32_t>(fd);
+				long r = sys(cmd, a);
+				check(r);
+				if (r)
+					break;
+			}
+			if (cmd == u::MAP_LOOKUP_AND_DELETE_BATCH)
+				break; // the map is empty now, or as empty as it gets
+		}
+	}
+	// Writers: every flag, both sides, and deletes.
+	for (uint32_t k : keys) {
+		for (uint64_t f : {u::BPF_ANY, u::BPF_NOEXIST, u::BPF_EXIST})
+			check(update(fd, &k, value.data(), f));
+		check(bpfmap_map_update_elem(m, &k, value.data(), u::BPF_ANY));
+		check(lookup(fd, &k, value.data()));
+		if (k % 3 == 0)
+			check(del(fd, &k));
+		else if (k % 3 == 1)
+			check(elem(u::MAP_LOOKUP_AND_DELETE_ELEM, fd, &k, value.data()));
+		else
+			check(bpfmap_map_delete_elem(m, &k));
+	}
+	bpfmap_map_put(m);
+	return bad;
+}
+
+// Run fn in a child; fail if the child dies of a signal, hangs (a minute: sanitizer builds
+// are slow, a hang is endless), or returns a count of wrong answers other than 0.
+template <typename F> void in_child(const char *what, F &&fn)
+{
+	pid_t pid = fork();
+	ASSERT_GE(pid, 0);
+	if (pid == 0)
+		_exit(std::min(fn(), 100));
+	int status = 0;
+	const int limit_ms = 60000;
+	int waited = 0;
+	while (waitpid(pid, &status, WNOHANG) == 0 && waited < limit_ms) {
+		usleep(10000);
+		waited += 10;
+	}
+	if (waited >= limit_ms) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		FAIL() << what << ": hung";
+	}
+	ASSERT_FALSE(WIFSIGNALED(status)) << what << ": killed by signal " << WTERMSIG(status);
+	ASSERT_TRUE(WIFEXITED(status));
+	EXPECT_EQ(WEXITSTATUS(status), 0) << what << ": wrong answers";
+}
+
+struct CorruptHash : ::testing::TestWithParam<hash_kind> {
+	int fd = -1;
+	std::vector<uint32_t> chained; // keys of bucket 5, most of them in its chain
+	void SetUp() override
+	{
+		fd = map_create(GetParam().type, 4, 8, CORRUPT_MAX,
+				GetParam().flags | u::BPF_F_ZERO_SEED);
+		ASSERT_GE(fd, 0) << strerror(-fd);
+		std::vector<uint64_t> value(8 * 1024, 7);
+		for (uint32_t k = 0; k < CORRUPT_KEYS; k++)
+			ASSERT_EQ(update(fd, &k, value.data()), 0);
+		region_view r(fd);
+		ASSERT_NE(r.base, nullptr);
+		chained = keys_of_bucket(5, r.ctl.n_buckets, 40);
+		for (uint32_t k : chained)
+			ASSERT_EQ(update(fd, &k, value.data()), 0);
+		ASSERT_FALSE(r.chain_head(r.bucket(5)) & NULLS) << "bucket 5 has a chain";
+	}
+	void TearDown() override
+	{
+		if (fd >= 0)
+			close(fd);
+	}
+	// Corrupt the map with how(view), then run every command in a child.
+	template <typename F> void corrupt_and_run(const char *what, F &&how)
+	{
+		{
+			region_view r(fd);
+			ASSERT_NE(r.base, nullptr);
+			how(r);
+		}
+		in_child(what, [&] { return run_every_command(fd, chained); });
+	}
+};
+
+TEST_P(CorruptHash, SlotIndexesPastThePool)
+{
+	corrupt_and_run("slots", [](region_view &r) {
+		const uint32_t bad[] = {0xffffffffu, r.ctl.n_elems, r.ctl.n_elems + 1, 0x7fffffffu,
+					NULLS | 3};
+		int n = 0;
+		for (uint32_t b = 0; b < r.ctl.n_buckets; b++)
+			for (uint32_t i = 0; i < 12; i++)
+				if (r.tag(r.bucket(b), i))
+					r.bucket(b)->slot[i] = bad[n++ % 5];
+	});
+}
+
+TEST_P(CorruptHash, ChainThatLoopsOnItself)
+{
+	corrupt_and_run("chain loop", [](region_view &r) {
+		// The chain's last element leads back to its first, and a middle one to itself.
+		uint32_t head = r.chain_head(r.bucket(5)), idx = head, steps = 0;
+		while (!(r.elem(idx)->next & NULLS) && steps++ < 100)
+			idx = r.elem(idx)->next;
+		r.elem(idx)->next = head;
+		uint32_t mid = r.elem(r.elem(head)->next)->next;
+		r.elem(mid)->next = mid;
+	});
+}
+
+TEST_P(CorruptHash, ChainLinksPastThePool)
+{
+	corrupt_and_run("chain index", [](region_view &r) {
+		uint32_t second = r.elem(r.chain_head(r.bucket(5)))->next;
+		r.elem(second)->next = r.ctl.n_elems + 5;
+		r.set_chain_head(r.bucket(9), 0x7fffffffu); // a bucket without a chain gets one
+	});
+}
+
+TEST_P(CorruptHash, ChainEndsInAnotherBucket)
+{
+	corrupt_and_run("chain marker", [](region_view &r) {
+		uint32_t idx = r.chain_head(r.bucket(5));
+		while (!(r.elem(idx)->next & NULLS))
+			idx = r.elem(idx)->next;
+		r.elem(idx)->next = NULLS | 6;
+		for (uint32_t b = 10; b < 20; b++)
+			r.set_chain_head(r.bucket(b), NULLS | (b + 1));
+	});
+}
+
+// Every element looks like one a writer is still filling, forever.
+TEST_P(CorruptHash, SequenceCountsThatStayOdd)
+{
+	corrupt_and_run("odd seq", [](region_view &r) {
+		for (uint32_t i = 0; i < r.ctl.n_elems; i++)
+			r.elem(i)->seq |= 1;
+	});
+}
+
+// The pool says every element is free, bits past its end included, or that every one is
+// taken.
+TEST_P(CorruptHash, PoolBitsThatLie)
+{
+	if (region_view(fd).lru())
+		GTEST_SKIP() << "an LRU map's free elements are the LRU's";
+	for (uint64_t word : {0ull, ~0ull}) {
+		corrupt_and_run(word ? "pool all taken" : "pool all free", [&](region_view &r) {
+			uint32_t n_used = (r.ctl.n_elems + 63) / 64, n_full = (n_used + 63) / 64;
+			for (uint32_t i = 0; i < n_used; i++)
+				r.used()[i] = word;
+			for (uint32_t i = 0; i < n_full; i++)
+				r.full()[i] = word;
+		});
+	}
+}
+
+// The pool says only its last word's elements are free, the bits past its last element
+// included: a writer that believed it would take elements past the end of the pool and
+// link them.
+TEST_P(CorruptHash, PoolBitsPastTheEndAreNeverTaken)
+{
+	if (region_view(fd).lru())
+		GTEST_SKIP() << "an LRU map's free elements are the LRU's";
+	{
+		region_view r(fd);
+		uint32_t n_used = (r.ctl.n_elems + 63) / 64, n_full = (n_used + 63) / 64;
+		ASSERT_NE(r.ctl.n_elems % 64, 0u) << "no bits past the end to clear";
+		memset(r.used(), 0xff, n_used * 8);
+		r.used()[n_used - 1] = 0;
+		memset(r.full(), 0, n_full * 8);
+	}
+	in_child("pool past the end", [&] {
+		std::vector<uint64_t> value(8 * 1024, 3);
+		for (uint32_t k = 100000; k < 100000 + 2 * CORRUPT_MAX; k++)
+			if (update(fd, &k, value.data()) != 0)
+				break;
+		// Every index the buckets hold must name an element.
+		region_view r(fd);
+		int outside = 0;
+		for (uint32_t b = 0; b < r.ctl.n_buckets; b++) {
+			bucket_view *bk = r.bucket(b);
+			for (uint32_t i = 0; i < 12; i++)
+				outside += r.tag(bk, i) && bk->slot[i] >= r.ctl.n_elems;
+			uint32_t idx = r.chain_head(bk);
+			for (uint32_t n = 0; !(idx & NULLS) && n < r.ctl.n_elems; n++) {
+				if (idx >= r.ctl.n_elems) {
+					outside++;
+					break;
+				}
+				idx = r.elem(idx)->next;
+			}
+		}
+		return outside;
+	});
+}
+
+// Random words over the buckets, the elements and the pool's bits (not the locks, nor an
+// LRU's lists: theirs is another test's).
+TEST_P(CorruptHash, RandomWordsOverBucketsAndElements)
+{
+	std::mt19937_64 rng(GetParam().type * 31 + GetParam().flags);
+	for (int round = 0; round < 3; round++) {
+		corrupt_and_run("random words", [&](region_view &r) {
+			uint64_t begin = r.ctl.buckets_off;
+			uint64_t end = r.lru() ? r.ctl.lru_off : r.size - 4096;
+			auto *w = reinterpret_cast<uint64_t *>(r.base);
+			for (int i = 0; i < 2000; i++) {
+				uint64_t at = (begin + rng() % (end - begin)) / 8;
+				switch (rng() % 4) {
+				case 0: w[at] = 0; break;
+				case 1: w[at] = ~0ull; break;
+				case 2: w[at] = rng() % 4096 | (rng() % 4096) << 32; break;
+				default: w[at] = rng(); break;
+				}
+			}
+		});
+	}
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, CorruptHash, ::testing::ValuesIn(HASH_KINDS),
+			 [](const auto &info) { return std::string(info.param.name); });
+
+// A control block that does not match what the header implies refuses the attach: a
+// process that opens the map anew gets EINVAL, and nothing is mapped.
+TEST(CorruptHashAttach, ControlBlockThatDisagreesIsRefused)
+{
+	for (const hash_kind &kind : HASH_KINDS) {
+		int fd = map_create(kind.type, 4, 8, 100, kind.flags);
+		ASSERT_GE(fd, 0);
+		uint32_t k = 1;
+		std::vector<uint64_t> value(8 * 1024, 1);
+		ASSERT_EQ(update(fd, &k, value.data()), 0);
+		// A second descriptor on the file: bpfmap attaches anew once the first is closed.
+		int raw = open(("/proc/self/fd/" + std::to_string(fd)).c_str(), O_RDWR | O_CLOEXEC);
+		ASSERT_GE(raw, 0);
+		close(fd);
+		struct stat st;
+		ASSERT_EQ(fstat(raw, &st), 0);
+		const off_t ctl = st.st_size - 4096 + CTL_OFFSET;
+		for (size_t off : {offsetof(ctl_view, buckets_off), offsetof(ctl_view, n_elems),
+				   offsetof(ctl_view, n_buckets), offsetof(ctl_view, elem_size),
+				   offsetof(ctl_view, used_off), offsetof(ctl_view, n_groups)}) {
+			uint32_t was, bad;
+			ASSERT_EQ(pread(raw, &was, 4, ctl + off), 4);
+			bad = was ^ 0x10000;
+			ASSERT_EQ(pwrite(raw, &bad, 4, ctl + off), 4);
+			EXPECT_EQ(lookup(raw, &k, value.data()), -EINVAL) << kind.name << " offset " << off;
+			ASSERT_EQ(pwrite(raw, &was, 4, ctl + off), 4);
+		}
+		// The seed may be anything (the keys just hash elsewhere).
+		uint64_t seed = 0x1234567890abcdefull;
+		ASSERT_EQ(pwrite(raw, &seed, 8, ctl + offsetof(ctl_view, seed)), 8);
+		EXPECT_EQ(lookup(raw, &k, value.data()), -ENOENT) << kind.name;
+		close(raw);
+	}
 }
 
 } // namespace

@@ -46,9 +46,26 @@
 // element's sequence count odd meanwhile, so copy-out lookups retry rather than return a
 // torn value. A program-side update writes the caller's CPU slot; the syscall update
 // writes every slot. There are no spare elements: nothing is ever replaced. A reader that
-// keeps seeing an odd count takes the bucket lock, which waits out a descheduled writer
-// or, if the writer died mid-write, runs the audit, which evens the counts of linked
+// keeps seeing an odd count searches under the bucket lock, which waits out a descheduled
+// writer; if the writer died mid-write, the audit that follows evens the counts of linked
 // elements.
+//
+// The region is untrusted: another process may write any bytes into it at any moment. The
+// geometry (offsets, counts, sizes) is recomputed at attach from the validated header and
+// kept in the handle; a control block that disagrees refuses the attach. Every element
+// index read from the region (a slot, a chain link, a bit of the pool, an index the LRU
+// hands back) is checked against the handle's n_elems before it is used, and every walk is
+// bounded: a chain is never longer than n_elems, and a lock-free reader that keeps being
+// sent back (READ_RESTARTS times) or meets an index no writer stores searches again under
+// the bucket lock, where a bounded walk decides. A map found corrupt answers EFAULT (a
+// lookup: ENOENT or a null pointer); it may give wrong answers, never an access outside
+// its region nor a walk that does not end.
+//
+// A lock-free hit counts only if, after the value was copied, the slot or chain link the
+// element was found through still points at it and its sequence count is unchanged: the
+// value is one the key held while linked. An update fills an element only once its flags
+// were checked under the bucket lock, so no element ever holds the value of an update
+// that failed.
 #include <algorithm>
 #include <cerrno>
 #include <climits>
@@ -72,6 +89,9 @@ namespace {
 
 constexpr uint32_t SLOTS = 12;
 constexpr uint32_t NULLS_BIT = 0x80000000u;
+// What an unlinked slot holds, so that a reader that read the slot before can tell: a
+// slot that still holds the same index after the value was copied still held it before.
+constexpr uint32_t SLOT_VACANT = 0xffffffffu;
 constexpr uint32_t MAX_LOCKS = 1024;
 constexpr uint32_t KEYS_PER_BUCKET = 6; // sizing: average load between 3 and 6 of 12
 // The kernel's limits: an element (its 48-byte header, key and value) must fit one
@@ -150,6 +170,9 @@ struct bpf_htab : bpf_map {
 	bool is_lru = false;    // elements come from and go back to the LRU, not the pool
 	bpf_lru lru;
 
+	// Whether idx, read from the region, names an element. Every index read from the
+	// region passes this before elem() is called with it.
+	bool idx_ok(uint32_t idx) const { return __builtin_expect(idx < n_elems, 1); }
 	htab_elem *elem(uint32_t idx) const
 	{
 		return reinterpret_cast<htab_elem *>(elems + static_cast<size_t>(idx) * elem_size);
@@ -245,12 +268,17 @@ bool pool_take(bpf_htab *h, uint32_t idx)
 	return true;
 }
 
-// Take the lowest free element of word i of used bits, if it has one.
+// Take the lowest free element of word i of used bits, if it has one. Bits past the last
+// element count as taken whatever the region says, and the word is given up after 64
+// tries: each failed one means some other taker won the bit.
 htab_elem *pool_take_in_word(bpf_htab *h, uint32_t i)
 {
 	std::atomic<uint64_t> &w = h->used[i];
-	uint64_t v;
-	while ((v = w.load(std::memory_order_relaxed)) != ~0ull) {
+	const uint64_t past = bits_past_end(i, h->n_elems);
+	for (uint32_t tries = 0; tries < 64; tries++) {
+		uint64_t v = w.load(std::memory_order_relaxed) | past;
+		if (v == ~0ull)
+			break;
 		uint32_t idx = i * 64 + static_cast<uint32_t>(__builtin_ctzll(~v));
 		if (pool_take(h, idx))
 			return h->elem(idx);
@@ -259,12 +287,14 @@ htab_elem *pool_take_in_word(bpf_htab *h, uint32_t i)
 	return nullptr;
 }
 
-// Take a free element, searching from word `start` of the second level on.
+// Take a free element, searching from word `start` of the second level on. Second-level
+// bits past the last word of used bits count as full whatever the region says.
 htab_elem *pool_take_any(bpf_htab *h, uint32_t start)
 {
 	for (uint32_t k = 0; k < h->n_full_words; k++) {
 		uint32_t f = start + k < h->n_full_words ? start + k : start + k - h->n_full_words;
-		uint64_t v = h->full[f].load(std::memory_order_relaxed);
+		uint64_t v = h->full[f].load(std::memory_order_relaxed) |
+			     bits_past_end(f, h->n_used_words);
 		while (v != ~0ull) {
 			uint32_t i = f * 64 + static_cast<uint32_t>(__builtin_ctzll(~v));
 			if (htab_elem *e = pool_take_in_word(h, i))
@@ -328,11 +358,14 @@ void pool_push(bpf_htab *h, htab_elem *e)
 		h->full[idx / 4096].fetch_and(~(1ull << (idx / 64 % 64)), std::memory_order_seq_cst);
 }
 
+// Count one more element unless the map is full. Each failed exchange means the count
+// changed meanwhile; a count that never stops changing (another process writing it) gives
+// up after many, as a full map.
 bool count_inc_below_max(bpf_htab *h)
 {
 	std::atomic<uint32_t> &cnt = h->ctl_->count;
 	uint32_t n = cnt.load(std::memory_order_relaxed);
-	while (n < h->max_entries)
+	for (uint32_t tries = 0; n < h->max_entries && tries < 65536; tries++)
 		if (cnt.compare_exchange_weak(n, n + 1, std::memory_order_relaxed))
 			return true;
 	return false;
@@ -425,30 +458,41 @@ template <uint32_t KS = 0>
 
 constexpr uint32_t READ_RESTARTS = 256; // lock-free restarts before a reader takes the lock
 
-void wait_for_bucket_writer(bpf_htab *h, uint32_t b);
-
-// Lock-free search of one bucket: slots whose tag matches, then the overflow chain.
-// Starts over when an element changed under it or a reused element carried the walk out
-// of this bucket's chain.
-htab_elem *bucket_find(bpf_htab *h, uint32_t b, uint64_t hash, const void *key, void *out)
+// After probe() said hit on the element e (index idx, sequence count s) of slot i: whether
+// slot i still holds e and e is unchanged, read after the value was copied. Only then was
+// the value the key's while e was linked: an unlink leaves SLOT_VACANT in the slot, and an
+// element that returns to it was refilled first (it is published with a release store).
+[[gnu::always_inline]] inline bool slot_still(bucket *bk, uint32_t i, uint32_t idx, htab_elem *e,
+					      uint32_t s)
 {
-	bucket *bk = &h->buckets[b];
+	return bk->slot[i].load(std::memory_order_acquire) == idx &&
+	       e->seq.load(std::memory_order_relaxed) == s;
+}
+
+// One lock-free search of a bucket. corrupt: an index no writer stores, or a chain longer
+// than the pool; retry: something changed under us (a chain that ends in another bucket's
+// marker says so too: a reused element carried the walk there).
+enum class find_state { hit, miss, retry, corrupt };
+
+find_state bucket_find_once(bpf_htab *h, bucket *bk, uint32_t b, uint64_t hash, const void *key,
+			    void *out, htab_elem **found)
+{
 	uint8_t tag = tag_of(hash);
-	uint32_t restarts = 0;
-again:
-	if (__builtin_expect(++restarts > READ_RESTARTS, 0)) {
-		wait_for_bucket_writer(h, b);
-		restarts = 0;
-	}
 	uint64_t w[2] = {bk->tagw[0].load(std::memory_order_acquire),
 			 bk->tagw[1].load(std::memory_order_acquire)};
-	htab_elem *found = nullptr;
-	bool retry = false;
+	find_state st = find_state::miss;
 	find_slot(w, tag, [&](uint32_t i) {
 		uint32_t idx = bk->slot[i].load(std::memory_order_acquire);
+		if (!h->idx_ok(idx)) {
+			// Vacant: unlinked since we read the tag.
+			st = idx == SLOT_VACANT ? find_state::retry : find_state::corrupt;
+			return true;
+		}
 		htab_elem *e = h->elem(idx);
 		uint32_t seq;
 		probe_result r = probe(h, e, hash, key, out, &seq);
+		if (r == probe_result::hit && !slot_still(bk, i, idx, e, seq))
+			r = probe_result::retry;
 		// A miss on an element that left the slot meanwhile may have been the old copy
 		// of our key, replaced in this very slot after we read it: look again. The seq
 		// (advanced by every unlink and refill) tells a return of the same element to
@@ -459,50 +503,74 @@ again:
 			r = probe_result::retry;
 		if (r == probe_result::miss)
 			return false;
-		found = e;
-		retry = r == probe_result::retry;
+		*found = e;
+		st = r == probe_result::hit ? find_state::hit : find_state::retry;
 		return true;
 	});
-	if (retry)
-		goto again;
-	if (found)
-		return found;
+	if (st != find_state::miss)
+		return st;
 	uint32_t idx = static_cast<uint32_t>(w[1] >> 32);
 	htab_elem *prev = nullptr;
 	uint32_t prev_seq = 0;
 	for (uint32_t steps = 0; !(idx & NULLS_BIT); steps++) {
-		if (idx >= h->n_elems || steps > h->n_elems)
-			goto again;
+		if (!h->idx_ok(idx) || steps >= h->n_elems)
+			return find_state::corrupt;
 		htab_elem *e = h->elem(idx);
 		uint32_t seq;
 		probe_result r = probe(h, e, hash, key, out, &seq);
-		if (r == probe_result::hit)
-			return e;
 		if (r == probe_result::retry)
-			goto again;
-		// A miss counts only if e was still linked where we found it, behind a
+			return find_state::retry;
+		// A hit or a miss counts only if e was still linked where we found it, behind a
 		// predecessor that was itself still linked (unlinking bumps an element's seq):
-		// an element unlinked and reused under us would lead past our key's replacement.
+		// an element unlinked and reused under us would lead past our key's replacement,
+		// or hand us a value the key no longer had.
 		uint32_t link = prev ? prev->next.load(std::memory_order_acquire)
 				     : static_cast<uint32_t>(
 					       bk->tagw[1].load(std::memory_order_acquire) >> 32);
 		if (link != idx || (prev && prev->seq.load(std::memory_order_acquire) != prev_seq))
-			goto again;
+			return find_state::retry;
+		if (r == probe_result::hit) {
+			if (e->seq.load(std::memory_order_relaxed) != seq)
+				return find_state::retry;
+			*found = e;
+			return find_state::hit;
+		}
 		prev = e;
 		prev_seq = seq;
 		idx = e->next.load(std::memory_order_acquire);
 		if (e->seq.load(std::memory_order_acquire) != seq)
-			goto again; // e left the chain before we read where it leads
+			return find_state::retry; // e left the chain before we read where it leads
 	}
 	if (idx != (NULLS_BIT | b))
-		goto again;
-	return nullptr;
+		return find_state::retry; // carried into another chain by a reused element
+	return find_state::miss;
+}
+
+htab_elem *bucket_find_locked(bpf_htab *h, uint32_t b, uint64_t hash, const void *key, void *out);
+
+// Lock-free search of one bucket: slots whose tag matches, then the overflow chain. Starts
+// over when an element changed under it; after READ_RESTARTS of those, or at once on a
+// bucket that looks corrupt, searches under the bucket lock instead.
+htab_elem *bucket_find(bpf_htab *h, uint32_t b, uint64_t hash, const void *key, void *out)
+{
+	bucket *bk = &h->buckets[b];
+	for (uint32_t tries = 0; tries < READ_RESTARTS; tries++) {
+		htab_elem *e = nullptr;
+		find_state st = bucket_find_once(h, bk, b, hash, key, out, &e);
+		if (st == find_state::hit)
+			return e;
+		if (st == find_state::miss)
+			return nullptr;
+		if (st == find_state::corrupt)
+			break;
+	}
+	return bucket_find_locked(h, b, hash, key, out);
 }
 
 // bucket_find's common cases in few instructions, so that back-to-back lookups that miss
 // the cache overlap in the CPU: the first slot whose tag matches holds the key (a hit as
-// probe() judges one), or no tag matches and the bucket has no chain (a miss). Anything
-// else is not decided here.
+// probe() judges one, still in its slot afterwards), or no tag matches and the bucket has
+// no chain (a miss). Anything else is not decided here.
 enum class quick_result { hit, miss, unsure };
 
 template <uint32_t KS>
@@ -521,8 +589,19 @@ template <uint32_t KS>
 		i = 8;
 	}
 	i += static_cast<uint32_t>(__builtin_ctzll(m)) / 8;
-	htab_elem *e = h->elem(bk->slot[i].load(std::memory_order_acquire));
-	if (probe<KS>(h, e, hash, key, out) != probe_result::hit)
+	uint32_t idx = bk->slot[i].load(std::memory_order_acquire);
+	if (!h->idx_ok(idx))
+		return quick_result::unsure;
+	// probe() and slot_still() in one: the count is read before the key and after the
+	// slot, which is read after the value.
+	htab_elem *e = h->elem(idx);
+	uint32_t s = e->seq.load(std::memory_order_acquire);
+	if ((s & 1) || !elem_matches<KS>(h, e, hash, key))
+		return quick_result::unsure;
+	if (out)
+		copy_from_shared(out, h->elem_value(e), h->uvalue_size);
+	std::atomic_thread_fence(std::memory_order_acquire);
+	if (!slot_still(bk, i, idx, e, s))
 		return quick_result::unsure;
 	*found = e;
 	return quick_result::hit;
@@ -601,23 +680,35 @@ struct position {
 	htab_elem *e = nullptr;
 	int slot = -1;                          // slot index, or -1 when in the chain
 	htab_elem *prev = nullptr;              // chain predecessor, nullptr for the head
+	int err = 0;                            // -EFAULT: the bucket is corrupt (e is null)
 };
 
+// Where key sits in a locked bucket. A slot or link that names no element, or a chain
+// longer than the pool, makes the bucket corrupt.
 position locked_find(bpf_htab *h, bucket *bk, uint64_t hash, const void *key)
 {
 	position p;
 	uint64_t w[2] = {bk->tagw[0].load(std::memory_order_relaxed),
 			 bk->tagw[1].load(std::memory_order_relaxed)};
 	p.slot = find_slot(w, tag_of(hash), [&](uint32_t i) {
-		p.e = h->elem(bk->slot[i].load(std::memory_order_relaxed));
+		uint32_t idx = bk->slot[i].load(std::memory_order_relaxed);
+		if (!h->idx_ok(idx)) {
+			p.err = -EFAULT;
+			return true;
+		}
+		p.e = h->elem(idx);
 		return elem_matches(h, p.e, hash, key);
 	});
+	if (p.err)
+		return {.err = p.err};
 	if (p.slot >= 0)
 		return p;
 	p.e = nullptr;
 	uint32_t idx = static_cast<uint32_t>(w[1] >> 32);
 	htab_elem *prev = nullptr;
-	while (!(idx & NULLS_BIT)) {
+	for (uint32_t steps = 0; !(idx & NULLS_BIT); steps++) {
+		if (!h->idx_ok(idx) || steps >= h->n_elems)
+			return {.err = -EFAULT};
 		htab_elem *e = h->elem(idx);
 		if (elem_matches(h, e, hash, key)) {
 			p.e = e;
@@ -681,8 +772,10 @@ void insert_new(bpf_htab *h, bucket *bk, uint64_t hash, htab_elem *e)
 	for (uint32_t i = 0; i < SLOTS; i++) {
 		if (tag_at(w, i) != 0)
 			continue;
-		bk->slot[i].store(idx, std::memory_order_relaxed);
-		set_tag(bk, i, tag_of(hash)); // release: slot and element before the tag
+		// Release, as the tag: a reader that sees the index sees the element filled
+		// (slot_still() reads the slot last).
+		bk->slot[i].store(idx, std::memory_order_release);
+		set_tag(bk, i, tag_of(hash));
 		return;
 	}
 	e->next.store(chain_head(bk), std::memory_order_relaxed);
@@ -693,6 +786,7 @@ void unlink_at(bucket *bk, const position &p)
 {
 	if (p.slot >= 0) {
 		set_tag(bk, static_cast<uint32_t>(p.slot), 0);
+		bk->slot[p.slot].store(SLOT_VACANT, std::memory_order_release);
 		return;
 	}
 	uint32_t next = p.e->next.load(std::memory_order_relaxed);
@@ -715,6 +809,8 @@ int update_locked(bpf_htab *h, bucket *bk, uint64_t hash, const void *key, value
 		  uint64_t flags)
 {
 	position p = locked_find(h, bk, hash, key);
+	if (p.err)
+		return p.err;
 	if (p.e && flags == uapi::BPF_NOEXIST)
 		return -EEXIST;
 	if (!p.e && flags == uapi::BPF_EXIST)
@@ -732,6 +828,8 @@ int update_locked(bpf_htab *h, bucket *bk, uint64_t hash, const void *key, value
 			h->ctl_->count.fetch_sub(1, std::memory_order_relaxed);
 		return p.e ? -ENOMEM : -E2BIG;
 	}
+	if (e == p.e)
+		return -EFAULT; // the used bits said a linked element was free
 	elem_fill(h, e, hash, key, value);
 	if (p.e) {
 		replace_at(h, bk, p, e);
@@ -821,9 +919,18 @@ template <typename F> int with_bucket_locked(bpf_htab *h, uint32_t b, F &&fn)
 	return ret;
 }
 
-void wait_for_bucket_writer(bpf_htab *h, uint32_t b)
+// bucket_find() under the bucket lock: what the bucket holds now, decided by a bounded walk.
+htab_elem *bucket_find_locked(bpf_htab *h, uint32_t b, uint64_t hash, const void *key, void *out)
 {
-	with_bucket_locked(h, b, [](bucket *) { return 0; });
+	htab_elem *found = nullptr;
+	with_bucket_locked(h, b, [&](bucket *bk) {
+		position p = locked_find(h, bk, hash, key);
+		if (p.e && out)
+			copy_from_shared(out, h->elem_value(p.e), h->uvalue_size);
+		found = p.e;
+		return 0;
+	});
+	return found;
 }
 
 int htab_update(bpf_htab *h, const void *key, value_src value, uint64_t flags)
@@ -870,6 +977,8 @@ int htab_remove(bpf_htab *h, const void *key, void *value)
 	uint64_t hash = hash_key(key, h->key_size, h->seed);
 	return with_bucket_locked(h, static_cast<uint32_t>(hash) & h->bucket_mask, [&](bucket *bk) {
 		position p = locked_find(h, bk, hash, key);
+		if (p.err)
+			return p.err;
 		if (!p.e)
 			return -ENOENT;
 		if (value)
@@ -927,6 +1036,8 @@ position locate(bpf_htab *h, bucket *bk, htab_elem *e)
 bool htab_lru_delete_node(void *arg, uint32_t idx)
 {
 	bpf_htab *h = static_cast<bpf_htab *>(arg);
+	if (!h->idx_ok(idx))
+		return false;
 	htab_elem *e = h->elem(idx);
 	uint32_t b = e->hash.load(std::memory_order_relaxed) & h->bucket_mask;
 	bucket *bk = &h->buckets[b];
@@ -959,12 +1070,17 @@ int htab_lru_update(bpf_htab *h, const void *key, value_src value, uint64_t flag
 		fresh = lru_pop_free(&h->lru);
 		if (fresh == LRU_NIL)
 			return -ENOMEM;
+		if (!h->idx_ok(fresh))
+			return -EFAULT; // the LRU's lists are corrupt
 		h->ctl_->count.fetch_add(1, std::memory_order_relaxed);
-		if (!h->percpu)
-			elem_fill(h, h->elem(fresh), hash, key, value);
 	}
+	// The new element is filled only once the flags allow the update (the kernel fills it
+	// before): a reader that still holds it from before it was evicted must never see the
+	// value of an update that then fails.
 	int err = with_bucket_locked(h, static_cast<uint32_t>(hash) & h->bucket_mask, [&](bucket *bk) {
 		position p = locked_find(h, bk, hash, key);
+		if (p.err)
+			return p.err;
 		if (p.e && flags == uapi::BPF_NOEXIST)
 			return -EEXIST;
 		if (!p.e && flags == uapi::BPF_EXIST)
@@ -974,9 +1090,9 @@ int htab_lru_update(bpf_htab *h, const void *key, value_src value, uint64_t flag
 			elem_rewrite(h, p.e, value);
 			return 0;
 		}
-		htab_elem *e = h->elem(fresh);
-		if (h->percpu)
-			elem_fill(h, e, hash, key, value);
+		if (p.e == h->elem(fresh))
+			return -EFAULT; // the LRU handed out a linked element
+		htab_elem *e = elem_fill(h, h->elem(fresh), hash, key, value);
 		if (p.e) {
 			// The replacement was just used: it starts referenced.
 			mark_referenced(e);
@@ -1047,13 +1163,49 @@ bool copy_key_stable(bpf_htab *h, htab_elem *e, void *out)
 	return e->seq.load(std::memory_order_relaxed) == s;
 }
 
+// Of bucket b, under its lock: the first key from slot `from` on, or, when `after` is not
+// null, the key after that chain element (after the chain's head if it left the chain).
+int bucket_next_key_locked(bpf_htab *h, uint32_t b, uint32_t from, htab_elem *after, void *next_key)
+{
+	return with_bucket_locked(h, b, [&](bucket *bk) {
+		uint64_t w[2] = {bk->tagw[0].load(std::memory_order_relaxed),
+				 bk->tagw[1].load(std::memory_order_relaxed)};
+		uint32_t idx = static_cast<uint32_t>(w[1] >> 32);
+		if (after) {
+			position p = locate(h, bk, after);
+			if (p.e && p.slot < 0)
+				idx = after->next.load(std::memory_order_relaxed);
+		} else {
+			for (uint32_t i = from; i < SLOTS; i++) {
+				uint32_t x = bk->slot[i].load(std::memory_order_relaxed);
+				if (!tag_at(w, i) || !h->idx_ok(x))
+					continue;
+				copy_from_shared(next_key, h->elem_key(h->elem(x)), h->key_size);
+				return 0;
+			}
+		}
+		if ((idx & NULLS_BIT) || !h->idx_ok(idx))
+			return -ENOENT;
+		copy_from_shared(next_key, h->elem_key(h->elem(idx)), h->key_size);
+		return 0;
+	});
+}
+
 // The first key at or after (bucket b, slot `from`), in bucket order: slots, then chain.
-// `after` (when not null) is a chain element whose successors are the place to start.
+// `after` (when not null) is a chain element whose successors are the place to start. A
+// bucket whose elements keep changing under the lock-free reads is read under its lock.
 int first_key_from(bpf_htab *h, uint32_t b, uint32_t from, htab_elem *after, void *next_key)
 {
 	for (; b <= h->bucket_mask; b++, from = 0, after = nullptr) {
 		bucket *bk = &h->buckets[b];
+		uint32_t tries = 0;
 	again:
+		if (++tries > READ_RESTARTS) {
+			int err = bucket_next_key_locked(h, b, from, after, next_key);
+			if (err != -ENOENT)
+				return err;
+			continue;
+		}
 		uint64_t w[2] = {bk->tagw[0].load(std::memory_order_acquire),
 				 bk->tagw[1].load(std::memory_order_acquire)};
 		uint32_t idx;
@@ -1061,8 +1213,10 @@ int first_key_from(bpf_htab *h, uint32_t b, uint32_t from, htab_elem *after, voi
 			for (uint32_t i = from; i < SLOTS; i++) {
 				if (!tag_at(w, i))
 					continue;
-				htab_elem *e = h->elem(bk->slot[i].load(std::memory_order_acquire));
-				if (!copy_key_stable(h, e, next_key))
+				uint32_t x = bk->slot[i].load(std::memory_order_acquire);
+				if (!h->idx_ok(x))
+					continue; // vacant (being unlinked) or corrupt: no key there
+				if (!copy_key_stable(h, h->elem(x), next_key))
 					goto again;
 				return 0;
 			}
@@ -1070,7 +1224,7 @@ int first_key_from(bpf_htab *h, uint32_t b, uint32_t from, htab_elem *after, voi
 		} else {
 			idx = after->next.load(std::memory_order_acquire);
 		}
-		if (!(idx & NULLS_BIT) && idx < h->n_elems) {
+		if (!(idx & NULLS_BIT) && h->idx_ok(idx)) {
 			if (copy_key_stable(h, h->elem(idx), next_key))
 				return 0;
 			after = nullptr; // our place in the chain is gone: finish the bucket's slots
@@ -1092,7 +1246,8 @@ int htab_map_get_next_key(bpf_map *map, const void *key, void *next_key)
 	uint64_t w[2] = {bk->tagw[0].load(std::memory_order_acquire),
 			 bk->tagw[1].load(std::memory_order_acquire)};
 	int slot = find_slot(w, tag_of(hash), [&](uint32_t i) {
-		return elem_matches(h, h->elem(bk->slot[i].load(std::memory_order_acquire)), hash, key);
+		uint32_t idx = bk->slot[i].load(std::memory_order_acquire);
+		return h->idx_ok(idx) && elem_matches(h, h->elem(idx), hash, key);
 	});
 	if (slot >= 0)
 		return first_key_from(h, b, static_cast<uint32_t>(slot) + 1, nullptr, next_key);
@@ -1146,22 +1301,35 @@ struct batch_elem {
 	uint32_t sub; // virtual bucket within the bucket
 };
 
-// The elements of a locked bucket in bucket order (slots, then chain).
-void bucket_elems(bpf_htab *h, bucket *bk, const vbucket_geometry &g, std::vector<batch_elem> *out)
+// The elements of a locked bucket in bucket order (slots, then chain); -EFAULT if a slot
+// or link names no element or the chain is longer than the pool.
+int bucket_elems(bpf_htab *h, bucket *bk, const vbucket_geometry &g, std::vector<batch_elem> *out)
 {
 	out->clear();
 	auto add = [&](htab_elem *e) { out->push_back({e, sub_of(g, e)}); };
 	uint64_t w[2] = {bk->tagw[0].load(std::memory_order_relaxed),
 			 bk->tagw[1].load(std::memory_order_relaxed)};
-	for (uint32_t i = 0; i < SLOTS; i++)
-		if (tag_at(w, i))
-			add(h->elem(bk->slot[i].load(std::memory_order_relaxed)));
-	for (uint32_t idx = chain_head(bk); !(idx & NULLS_BIT);
-	     idx = h->elem(idx)->next.load(std::memory_order_relaxed))
+	for (uint32_t i = 0; i < SLOTS; i++) {
+		if (!tag_at(w, i))
+			continue;
+		uint32_t idx = bk->slot[i].load(std::memory_order_relaxed);
+		if (!h->idx_ok(idx))
+			return -EFAULT;
 		add(h->elem(idx));
+	}
+	uint32_t idx = static_cast<uint32_t>(w[1] >> 32);
+	for (uint32_t steps = 0; !(idx & NULLS_BIT); steps++) {
+		if (!h->idx_ok(idx) || steps >= h->n_elems)
+			return -EFAULT;
+		add(h->elem(idx));
+		idx = h->elem(idx)->next.load(std::memory_order_relaxed);
+	}
+	return 0;
 }
 
-// Unlink and free every element of a locked bucket for which doomed(e) holds.
+// Unlink and free every element of a locked bucket for which doomed(e) holds. The bucket
+// was read whole by bucket_elems() under the same lock, but the region may have changed
+// since: it stops at anything that names no element.
 template <typename F> void bucket_remove_if(bpf_htab *h, bucket *bk, F &&doomed)
 {
 	uint64_t w[2] = {bk->tagw[0].load(std::memory_order_relaxed),
@@ -1169,12 +1337,16 @@ template <typename F> void bucket_remove_if(bpf_htab *h, bucket *bk, F &&doomed)
 	for (uint32_t i = 0; i < SLOTS; i++) {
 		if (!tag_at(w, i))
 			continue;
-		htab_elem *e = h->elem(bk->slot[i].load(std::memory_order_relaxed));
+		uint32_t idx = bk->slot[i].load(std::memory_order_relaxed);
+		if (!h->idx_ok(idx))
+			continue;
+		htab_elem *e = h->elem(idx);
 		if (doomed(e))
 			remove_at(h, bk, position{e, static_cast<int>(i), nullptr});
 	}
 	htab_elem *prev = nullptr;
-	for (uint32_t idx = chain_head(bk); !(idx & NULLS_BIT);) {
+	uint32_t idx = chain_head(bk);
+	for (uint32_t steps = 0; !(idx & NULLS_BIT) && h->idx_ok(idx) && steps < h->n_elems; steps++) {
 		htab_elem *e = h->elem(idx);
 		idx = e->next.load(std::memory_order_relaxed);
 		if (doomed(e)) {
@@ -1234,13 +1406,15 @@ struct batch_buf {
 };
 
 // Under bucket b's lock: copy out whole virtual buckets from *cursor on while they fit in
-// room elements, deleting them if asked. Advances *cursor past what it copied; *full says
-// it stopped at a virtual bucket that did not fit.
-uint32_t batch_bucket(bpf_htab *h, bucket *bk, const vbucket_geometry &g, uint32_t *cursor,
-		      uint32_t room, bool do_delete, std::vector<batch_elem> &elems, batch_buf *keys,
-		      batch_buf *values, bool *full)
+// room elements, deleting them if asked. Advances *cursor past what it copied and returns
+// how many elements it copied, or -EFAULT for a corrupt bucket; *full says it stopped at
+// a virtual bucket that did not fit.
+int batch_bucket(bpf_htab *h, bucket *bk, const vbucket_geometry &g, uint32_t *cursor,
+		 uint32_t room, bool do_delete, std::vector<batch_elem> &elems, batch_buf *keys,
+		 batch_buf *values, bool *full)
 {
-	bucket_elems(h, bk, g, &elems);
+	if (int err = bucket_elems(h, bk, g, &elems))
+		return err;
 	sort_by_sub(elems.data(), elems.size());
 	const uint32_t ks = h->key_size, vs = h->uvalue_size;
 	uint32_t first = *cursor & (g.per_bucket - 1);
@@ -1258,7 +1432,7 @@ uint32_t batch_bucket(bpf_htab *h, bucket *bk, const vbucket_geometry &g, uint32
 		});
 	}
 	*cursor = (*cursor & ~(g.per_bucket - 1)) + stop;
-	return static_cast<uint32_t>(end - begin);
+	return static_cast<int>(end - begin);
 }
 
 constexpr int SNAPSHOT_TRIES = 8;
@@ -1273,9 +1447,11 @@ void prefetch_bucket_elems(bpf_htab *h, uint32_t b)
 	bucket *bk = &h->buckets[b];
 	uint64_t w[2] = {bk->tagw[0].load(std::memory_order_relaxed),
 			 bk->tagw[1].load(std::memory_order_relaxed)};
-	for (uint32_t i = 0; i < SLOTS; i++)
-		if (tag_at(w, i))
-			__builtin_prefetch(h->elem(bk->slot[i].load(std::memory_order_relaxed)));
+	for (uint32_t i = 0; i < SLOTS; i++) {
+		uint32_t idx = bk->slot[i].load(std::memory_order_relaxed);
+		if (tag_at(w, i) && h->idx_ok(idx))
+			__builtin_prefetch(h->elem(idx));
+	}
 }
 
 struct slot_snap {
@@ -1307,6 +1483,8 @@ bool batch_bucket_snapshot(bpf_htab *h, bucket *bk, const vbucket_geometry &g, u
 			if (!tag_at(w, i))
 				continue;
 			uint32_t idx = bk->slot[i].load(std::memory_order_acquire);
+			if (!h->idx_ok(idx))
+				return false; // being unlinked, or corrupt: the locked walk decides
 			htab_elem *e = h->elem(idx);
 			uint32_t seq = e->seq.load(std::memory_order_acquire);
 			busy = seq & 1;
@@ -1392,11 +1570,15 @@ int htab_batch(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uat
 							       ukeys + uint64_t(total) * ks,
 							       uvalues + uint64_t(total) * vs, &n, &full)) {
 			keys.used = values.used = 0;
-			n = static_cast<uint32_t>(with_bucket_locked(h, b, [&](bucket *locked) {
-				return static_cast<int>(batch_bucket(h, locked, g, &cursor,
-								     attr.count - total, do_delete,
-								     scratch, &keys, &values, &full));
-			}));
+			int got = with_bucket_locked(h, b, [&](bucket *locked) {
+				return batch_bucket(h, locked, g, &cursor, attr.count - total,
+						    do_delete, scratch, &keys, &values, &full);
+			});
+			if (got < 0) {
+				ret = got; // a corrupt bucket: report what came before it
+				break;
+			}
+			n = static_cast<uint32_t>(got);
 			if (n && ((err = copy_to_user(attr.keys + uint64_t(total) * ks, keys.bytes.data(),
 						      n * ks)) ||
 				  (err = copy_to_user(attr.values + uint64_t(total) * vs,
@@ -1526,27 +1708,57 @@ int htab_map_mem_size(const uapi::map_create_attr &attr, size_t *size)
 
 bpf_map *htab_map_alloc() { return new bpf_htab; }
 
+// The create attr a map's handle stands for (max_entries as the map has it).
+uapi::map_create_attr attr_of(const bpf_map *map)
+{
+	uapi::map_create_attr attr{};
+	attr.map_type = map->map_type;
+	attr.key_size = map->key_size;
+	attr.value_size = map->value_size;
+	attr.max_entries = map->max_entries;
+	attr.map_flags = map->map_flags;
+	return attr;
+}
+
+// Whether the region's control block says what map_init() wrote for this geometry. Each
+// word is read once; nothing read here is used afterwards (the seed excepted, which may be
+// anything).
+bool ctl_matches(const htab_ctl *c, const htab_geometry &g)
+{
+	return c->locks_off == g.locks_off && c->buckets_off == g.buckets_off &&
+	       c->elems_off == g.elems_off && c->n_buckets == g.n_buckets &&
+	       c->n_locks == g.n_locks && c->n_elems == g.n_elems && c->elem_size == g.elem_size &&
+	       c->lru_off == g.lru_off && c->used_off == g.used_off && c->full_off == g.full_off &&
+	       c->n_groups == g.n_groups && c->group_elems == g.group_elems;
+}
+
+// The layout comes from the validated header, recomputed here; the control block must
+// agree with it, but only its seed and its two atomic words are used.
 int htab_map_attach(bpf_map *map)
 {
 	bpf_htab *h = htab_of(map);
 	htab_ctl *c = map->ctl<htab_ctl>();
+	htab_geometry g = geometry(attr_of(map), map->nr_cpus);
+	if (g.max_entries != map->max_entries || g.size > map->region_size - MAP_HEADER_SIZE ||
+	    !ctl_matches(c, g))
+		return -EINVAL;
 	h->ctl_ = c;
-	h->locks = reinterpret_cast<shared_lock *>(map->data + c->locks_off);
-	h->buckets = reinterpret_cast<bucket *>(map->data + c->buckets_off);
-	h->elems = map->data + c->elems_off;
-	h->used = reinterpret_cast<std::atomic<uint64_t> *>(map->data + c->used_off);
-	h->full = reinterpret_cast<std::atomic<uint64_t> *>(map->data + c->full_off);
-	h->n_used_words = is_lru(map->map_type) ? 0 : used_words(c->n_elems);
+	h->locks = reinterpret_cast<shared_lock *>(map->data + g.locks_off);
+	h->buckets = reinterpret_cast<bucket *>(map->data + g.buckets_off);
+	h->elems = map->data + g.elems_off;
+	h->used = reinterpret_cast<std::atomic<uint64_t> *>(map->data + g.used_off);
+	h->full = reinterpret_cast<std::atomic<uint64_t> *>(map->data + g.full_off);
+	h->n_used_words = is_lru(map->map_type) ? 0 : used_words(g.n_elems);
 	h->n_full_words = used_words(h->n_used_words);
-	h->n_groups = c->n_groups;
-	h->group_elems = c->group_elems;
-	h->group_bytes = c->group_elems * c->elem_size;
+	h->n_groups = g.n_groups;
+	h->group_elems = g.group_elems;
+	h->group_bytes = g.group_elems * g.elem_size;
 	h->home_tail = h->group_bytes ? std::min<uint32_t>(h->group_bytes, 128) - 1 : 0;
 	h->seed = c->seed;
-	h->bucket_mask = c->n_buckets - 1;
-	h->lock_mask = c->n_locks - 1;
-	h->n_elems = c->n_elems;
-	h->elem_size = c->elem_size;
+	h->bucket_mask = g.n_buckets - 1;
+	h->lock_mask = g.n_locks - 1;
+	h->n_elems = g.n_elems;
+	h->elem_size = g.elem_size;
 	h->key_off_value = static_cast<uint32_t>(sizeof(htab_elem) + round_up(map->key_size, 8));
 	h->percpu = is_percpu(map->map_type);
 	h->pcpu_size = static_cast<uint32_t>(round_up(map->value_size, 8));
@@ -1555,7 +1767,7 @@ int htab_map_attach(bpf_map *map)
 		map->uvalue_size = h->pcpu_size * h->nr_cpus;
 	h->is_lru = is_lru(map->map_type);
 	if (h->is_lru)
-		lru_attach(&h->lru, map->data + c->lru_off, h->n_elems, h->nr_cpus,
+		lru_attach(&h->lru, map->data + g.lru_off, h->n_elems, h->nr_cpus,
 			   map->map_flags & uapi::BPF_F_NO_COMMON_LRU,
 			   h->elems + offsetof(htab_elem, lru_ref), h->elem_size,
 			   htab_lru_delete_node, h);
@@ -1564,13 +1776,7 @@ int htab_map_attach(bpf_map *map)
 
 void htab_map_init(bpf_map *map)
 {
-	uapi::map_create_attr attr{};
-	attr.map_type = map->map_type;
-	attr.key_size = map->key_size;
-	attr.value_size = map->value_size;
-	attr.max_entries = map->max_entries;
-	attr.map_flags = map->map_flags;
-	htab_geometry g = geometry(attr, map->nr_cpus);
+	htab_geometry g = geometry(attr_of(map), map->nr_cpus);
 	map->hdr->max_entries = map->max_entries = g.max_entries;
 	htab_ctl *c = map->ctl<htab_ctl>();
 	c->seed = (map->map_flags & uapi::BPF_F_ZERO_SEED)
