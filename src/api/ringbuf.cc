@@ -138,7 +138,9 @@ int RingConsumer::consume()
 	uint64_t cons = v.consumer_pos->load(std::memory_order_relaxed); // ours alone
 	const uint64_t start = cons;
 	int n = 0;
+	unsigned idle_passes = 0;
 	for (;;) {
+		const uint64_t pass_start = cons;
 		// The positions and lengths are the region's, not ours: the producer position
 		// is at most a ring ahead, and a record ends at or before it.
 		uint64_t prod = v.producer_pos->load(std::memory_order_acquire);
@@ -177,6 +179,9 @@ int RingConsumer::consume()
 		// Producers that keep up with us (or a region scribbled on) must not keep us
 		// here for ever: the rest is for the next call.
 		if (cons - start >= CONSUME_MAX_RINGS * ring_size)
+			return n;
+		// Nor a busy bit that a sharer keeps flipping under us.
+		if (cons == pass_start && ++idle_passes >= 64)
 			return n;
 	}
 }

@@ -315,10 +315,14 @@ void forget_unpublished(ringbuf_ctl *c, uint64_t prod)
 }
 
 // This process's id, for the owner slots: read on every reserve and commit, so kept here
-// rather than asked of the kernel (a fork child forgets it).
+// rather than asked of the kernel. A fork child forgets it, and its one thread forgets the
+// parent's last reservation, which belongs to the parent.
 std::atomic<uint32_t> self_tgid{0};
 const bool self_tgid_atfork = [] {
-	pthread_atfork(nullptr, nullptr, [] { self_tgid.store(0, std::memory_order_relaxed); });
+	pthread_atfork(nullptr, nullptr, [] {
+		self_tgid.store(0, std::memory_order_relaxed);
+		last_rsv = {};
+	});
 	return true;
 }();
 
