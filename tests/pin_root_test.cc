@@ -284,3 +284,16 @@ TEST(PinRoot, CorruptHeaderIsRefusedAtAttach)
 		EXPECT_EQ(r.status, EINVAL) << name << ": " << r.err;
 	}
 }
+
+// The id directories are reached without following a symlink: an id directory replaced by
+// a link to elsewhere receives no id link.
+TEST(PinRoot, IdDirectoryThroughASymlinkIsNotUsed)
+{
+	dir_cleanup c;
+	std::string d = make_dir(0700);
+	std::string outside = make_dir(0700);
+	c.dirs = {d, outside};
+	ASSERT_EQ(symlink(outside.c_str(), (d + "/.bpfmap-by-id").c_str()), 0);
+	EXPECT_EQ(peer(d, {"mkpin", "/sys/fs/bpf/m"}).status, 0);
+	EXPECT_TRUE(empty_dir(outside)) << "an id link was made through the symlink";
+}

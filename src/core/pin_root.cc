@@ -127,16 +127,29 @@ std::string root_dir::path(const std::string &rel) const
 	return "/proc/self/fd/" + std::to_string(fd_) + "/" + (rel.empty() ? "." : rel);
 }
 
-int root_dir::open(const std::string &rel, int flags, mode_t mode) const
+int open_beneath(int dir_fd, const std::string &rel, int flags, mode_t mode)
 {
-	if (err_)
-		return err_;
 	struct open_how how = {};
 	how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
 	how.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0;
 	how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-	long fd = syscall(SYS_openat2, fd_, rel.empty() ? "." : rel.c_str(), &how, sizeof(how));
+	long fd = syscall(SYS_openat2, dir_fd, rel.empty() ? "." : rel.c_str(), &how, sizeof(how));
 	return fd < 0 ? -errno : static_cast<int>(fd);
+}
+
+int root_dir::open(const std::string &rel, int flags, mode_t mode) const
+{
+	return err_ ? err_ : open_beneath(fd_, rel, flags, mode);
+}
+
+int root_dir::open_parent(const std::string &rel, std::string *base) const
+{
+	std::string r = rel;
+	while (!r.empty() && r.back() == '/')
+		r.pop_back();
+	size_t slash = r.find_last_of('/');
+	*base = slash == std::string::npos ? r : r.substr(slash + 1);
+	return open(slash == std::string::npos ? "" : r.substr(0, slash), O_PATH | O_DIRECTORY);
 }
 
 int pin_root_tmpfile()

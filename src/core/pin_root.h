@@ -36,14 +36,23 @@ public:
 	// this open directory, for calls that take only a path.
 	std::string path(const std::string &rel) const;
 
-	// Open rel below the root with openat2's RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS: a
-	// symlink or a ".." that leaves the root fails. The fd, or -errno.
+	// Open rel below the root (open_beneath()). The fd, or -errno.
 	int open(const std::string &rel, int flags, mode_t mode = 0) const;
+
+	// The directory holding rel, opened below the root (O_PATH), for the *at() calls
+	// that act on rel's last component, which goes to *base ("" for the root itself):
+	// the fd, or -errno.
+	int open_parent(const std::string &rel, std::string *base) const;
 
 private:
 	int fd_ = -1;
 	int err_ = 0;
 };
+
+// Open rel below directory dir_fd with openat2's RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS:
+// a symlink anywhere on the way, or a ".." that leaves dir_fd, fails. The fd (close-on-
+// exec), or -errno.
+int open_beneath(int dir_fd, const std::string &rel, int flags, mode_t mode = 0);
 
 // A new unnamed file (O_TMPFILE) in the pin root, read-write and close-on-exec, with the
 // lowest free fd number, as the kernel gives a new object's fd: the fd or -errno.

@@ -169,27 +169,44 @@ void stat_as_anon(struct stat *st)
 }
 
 // What an absolute bpffs path stands for: the same place below the pin root, reached
-// through the checked, open root (core/pin_root.h); any other path as it is. Where the
-// pin root is refused, a bpffs path fails with the root's errno.
+// through the checked, open root (core/pin_root.h), its directory opened without
+// following a symlink, so that only the last component is looked up by the call itself;
+// any other path as it is. Where the pin root is refused, or the directory cannot be
+// reached so, a bpffs path fails with that errno.
 struct bpffs_path {
 	std::string file;
 	const char *path;
 	bool in_bpffs;
 	std::unique_ptr<bpfmap::root_dir> root;
+	int dir = -1;
+	int err = 0;
 	explicit bpffs_path(const char *p) : path(p), in_bpffs(bpfmap::bpffs_rel(p, &file))
 	{
 		if (!in_bpffs)
 			return;
 		root = std::make_unique<bpfmap::root_dir>();
-		file = root->path(file);
+		std::string base;
+		if ((err = root->error()) || (dir = root->open_parent(file, &base)) < 0) {
+			err = err ? err : dir == -EXDEV || dir == -ELOOP ? -EACCES : dir;
+			return;
+		}
+		if (base == "..") // the root's own parent, or a name that walks back up
+			err = -EACCES;
+		file = base.empty() ? root->path("")
+				    : "/proc/self/fd/" + std::to_string(dir) + "/" + base;
 		path = file.c_str();
 	}
-	// Whether the call must fail (errno set): a bpffs path with the root refused.
+	~bpffs_path()
+	{
+		if (dir >= 0)
+			close(dir);
+	}
+	// Whether the call must fail (errno set).
 	bool refused() const
 	{
-		if (!root || !root->error())
+		if (!err)
 			return false;
-		errno = -root->error();
+		errno = -err;
 		return true;
 	}
 };

@@ -24,12 +24,25 @@ namespace {
 // The id directories, below the pin root.
 const char *table_name(id_table t) { return t == id_table::btf ? ".bpfmap-btf-by-id" : ".bpfmap-by-id"; }
 
-std::string id_rel(id_table t, uint32_t id) { return std::string(table_name(t)) + "/" + std::to_string(id); }
+// One id directory, opened below the root (never through a symlink): its links are made,
+// opened, looked at and removed relative to this fd, so a directory swapped in under its
+// name is never acted on.
+struct table_dir {
+	int fd;
+	table_dir(const root_dir &root, id_table t) : fd(root.open(table_name(t), O_PATH | O_DIRECTORY)) {}
+	~table_dir()
+	{
+		if (fd >= 0)
+			close(fd);
+	}
+	table_dir(const table_dir &) = delete;
+	table_dir &operator=(const table_dir &) = delete;
+};
 
 // BTF object btf_id's link for map map_id: "<btf id>.m<map id>", never taken for an id.
-std::string btf_ref_rel(uint32_t btf_id, uint32_t map_id)
+std::string btf_ref_name(uint32_t btf_id, uint32_t map_id)
 {
-	return id_rel(id_table::btf, btf_id) + ".m" + std::to_string(map_id);
+	return std::to_string(btf_id) + ".m" + std::to_string(map_id);
 }
 
 // The id an entry of an id directory names, or 0.
@@ -43,15 +56,16 @@ uint32_t entry_id(const char *name)
 // Open the object behind an id with a shared lock held; -ENOENT if it is gone.
 int open_held(const root_dir &root, id_table t, uint32_t id, int mode)
 {
-	std::string rel = id_rel(t, id);
-	int fd = root.open(rel, mode);
+	table_dir dir(root, t);
+	std::string name = std::to_string(id);
+	int fd = dir.fd < 0 ? -1 : open_beneath(dir.fd, name, mode);
 	if (fd < 0)
 		return -ENOENT;
 	// A reaper removes the link while holding the exclusive lock: once ours is granted,
 	// the link is either still there (and the object held by us) or gone.
 	struct stat a, b;
 	if (flock(fd, LOCK_SH) != 0 || file_stat(fd, &a) != 0 ||
-	    fstatat(root.fd(), rel.c_str(), &b, AT_SYMLINK_NOFOLLOW) != 0 || a.st_ino != b.st_ino ||
+	    fstatat(dir.fd, name.c_str(), &b, AT_SYMLINK_NOFOLLOW) != 0 || a.st_ino != b.st_ino ||
 	    a.st_dev != b.st_dev) {
 		close(fd);
 		return -ENOENT;
@@ -71,21 +85,24 @@ void drop_btf_ref(const root_dir &root, int map_fd, uint32_t map_id)
 	ino_t ino;
 	if (region_read_header(map_fd, &hdr, &size, &dev, &ino) != 0 || !hdr.btf_id)
 		return;
-	unlinkat(root.fd(), btf_ref_rel(hdr.btf_id, map_id).c_str(), 0);
+	table_dir dir(root, id_table::btf);
+	if (dir.fd >= 0)
+		unlinkat(dir.fd, btf_ref_name(hdr.btf_id, map_id).c_str(), 0);
 	reap_in(root, id_table::btf, hdr.btf_id);
 }
 
 // id_reap() in a root already open.
 bool reap_in(const root_dir &root, id_table t, uint32_t id)
 {
-	std::string rel = id_rel(t, id);
-	int fd = root.open(rel, O_RDONLY);
+	table_dir dir(root, t);
+	std::string name = std::to_string(id);
+	int fd = dir.fd < 0 ? -1 : open_beneath(dir.fd, name, O_RDONLY);
 	if (fd < 0)
 		return true;
 	bool gone = false;
 	struct stat st;
 	if (flock(fd, LOCK_EX | LOCK_NB) == 0 && file_stat(fd, &st) == 0 && st.st_nlink == 1) {
-		unlinkat(root.fd(), rel.c_str(), 0);
+		unlinkat(dir.fd, name.c_str(), 0);
 		if (t == id_table::map)
 			drop_btf_ref(root, fd, id);
 		gone = true;
@@ -104,7 +121,9 @@ void id_publish(id_table t, int fd, uint32_t id)
 	if (root.error())
 		return;
 	mkdirat(root.fd(), table_name(t), 0700);
-	file_link(fd, root.fd(), id_rel(t, id));
+	table_dir dir(root, t);
+	if (dir.fd >= 0)
+		file_link(fd, dir.fd, std::to_string(id));
 }
 
 void id_hold(int fd) { flock(fd, LOCK_SH); }
@@ -152,8 +171,9 @@ int id_open(id_table t, uint32_t id, int mode)
 void btf_ref_by_map(int btf_fd, uint32_t btf_id, uint32_t map_id)
 {
 	root_dir root;
-	if (!root.error())
-		file_link(btf_fd, root.fd(), btf_ref_rel(btf_id, map_id));
+	table_dir dir(root, id_table::btf);
+	if (dir.fd >= 0)
+		file_link(btf_fd, dir.fd, btf_ref_name(btf_id, map_id));
 }
 
 void map_id_publish(int fd, uint32_t id) { id_publish(id_table::map, fd, id); }

@@ -88,13 +88,7 @@ int check_path_fd(const uapi::obj_attr &attr, int *path_fd)
 std::string parent_of(const std::string &path)
 {
 	size_t slash = path.find_last_of('/');
-	return slash == std::string::npos ? "" : slash == 0 ? "/" : path.substr(0, slash);
-}
-
-std::string base_of(const std::string &path)
-{
-	size_t slash = path.find_last_of('/');
-	return slash == std::string::npos ? path : path.substr(slash + 1);
+	return slash == 0 ? "/" : path.substr(0, slash);
 }
 
 // A pin named rel below the root: the hard link made through the root's open directory,
@@ -104,12 +98,14 @@ int pin_below_root(int fd, const std::string &rel)
 	root_dir root;
 	if (root.error())
 		return root.error();
-	std::string base = base_of(rel);
-	if (base.empty())
-		return -EEXIST; // the root itself
-	int dir = root.open(parent_of(rel), O_PATH | O_DIRECTORY);
+	std::string base;
+	int dir = root.open_parent(rel, &base);
 	if (dir < 0)
 		return -ENOENT;
+	if (base.empty()) {
+		close(dir);
+		return -EEXIST; // the root itself
+	}
 	struct stat st;
 	int err = fstatat(dir, base.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 ? -EEXIST
 									   : file_link(fd, dir, base);
