@@ -42,6 +42,9 @@ constexpr long SLEEP_NS = 1000 * 1000;
 constexpr uint64_t FIRST_CHECK_NS = 10 * 1000 * 1000;
 constexpr uint64_t RECHECK_NS = 100 * 1000 * 1000;
 constexpr uint64_t UNDECIDED_NS = 500 * 1000 * 1000;
+// A live sharer is taken over only after this many checks in a row, RECHECK_NS apart, found
+// the word unchanged and the lock on neither its robust list nor its pending entry.
+constexpr int NOT_LISTED_CHECKS = 5;
 
 // No thread id reaches this (the kernel's PID_MAX_LIMIT on 64-bit machines).
 constexpr uint32_t PID_MAX_LIMIT = 4 * 1024 * 1024;
@@ -319,7 +322,8 @@ void relink_held(thread_state &me, robust_head *h)
 // taken over when it names the caller itself (locks do not nest on one thread), a number
 // above any thread id, a thread that does not exist, one whose process does not map the
 // lock's memory (a kernel thread, init, any unrelated process), or one whose robust list
-// does not have the lock (a sharer whose tid was scribbled there). What cannot be read:
+// does not have the lock (a sharer whose tid was scribbled there) on NOT_LISTED_CHECKS
+// checks in a row. What cannot be read:
 // a process that maps the memory but whose robust list we may not read (process_vm_readv
 // needs ptrace rights: another user's, or not our descendant under Yama) or has another
 // layout counts as a holder; one whose memory map we may not read either (another user's
@@ -450,7 +454,10 @@ int robust_list_has(uint32_t tid, const uintptr_t *at, int n)
 	return -1;
 }
 
-enum class verdict { gone, holds, undecided };
+// not_listed: a live sharer without the lock on its robust list. One such answer proves
+// little: the word names a thread, not one hold of it, so a thread that let the lock go
+// and took it again between our reads (or whose list we read half-written) looks so too.
+enum class verdict { gone, holds, undecided, not_listed };
 
 // Whether thread tid (not the caller) holds the lock at addr.
 [[gnu::noinline]] verdict judge_holder(const shared_lock *l, uint32_t tid)
@@ -495,7 +502,7 @@ enum class verdict { gone, holds, undecided };
 	r = robust_list_has(tid, at, n);
 	if (r < 0)
 		return thread_gone(tid) ? verdict::gone : verdict::holds;
-	return r ? verdict::holds : verdict::gone;
+	return r ? verdict::holds : verdict::not_listed;
 }
 
 long futex(std::atomic<uint32_t> *word, int op, uint32_t val, const timespec *timeout)
@@ -511,7 +518,7 @@ long futex(std::atomic<uint32_t> *word, int op, uint32_t val, const timespec *ti
 {
 	uint32_t watched = 0;
 	uint64_t check_at = 0, give_up_at = 0;
-	int spins = 0;
+	int spins = 0, not_listed = 0;
 	for (;;) {
 		uint32_t w = l->word.load(std::memory_order_relaxed);
 		uint32_t holder = w & FUTEX_TID_MASK;
@@ -537,11 +544,14 @@ long futex(std::atomic<uint32_t> *word, int op, uint32_t val, const timespec *ti
 			watched = w;
 			check_at = now + FIRST_CHECK_NS;
 			give_up_at = 0;
+			not_listed = 0;
 		} else if (now >= check_at) {
 			verdict h = judge_holder(l, holder);
 			if (h == verdict::undecided && !give_up_at)
 				give_up_at = now + UNDECIDED_NS;
-			if (h == verdict::gone || (h == verdict::undecided && now >= give_up_at)) {
+			not_listed = h == verdict::not_listed ? not_listed + 1 : 0;
+			if (h == verdict::gone || (h == verdict::undecided && now >= give_up_at) ||
+			    not_listed >= NOT_LISTED_CHECKS) {
 				if (l->word.compare_exchange_strong(w, tid, std::memory_order_acquire,
 								    std::memory_order_relaxed))
 					return true;
