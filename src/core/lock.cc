@@ -41,10 +41,12 @@ constexpr long SLEEP_NS = 1000 * 1000;
 // cannot be judged is waited on this long from the first check.
 constexpr uint64_t FIRST_CHECK_NS = 10 * 1000 * 1000;
 constexpr uint64_t RECHECK_NS = 100 * 1000 * 1000;
-constexpr uint64_t UNDECIDED_NS = 500 * 1000 * 1000;
-// A live sharer is taken over only after this many checks in a row, RECHECK_NS apart, found
-// the word unchanged and the lock on neither its robust list nor its pending entry.
-constexpr int NOT_LISTED_CHECKS = 5;
+constexpr uint64_t UNDECIDED_NS = 200 * 1000 * 1000;
+// A live sharer is taken over only after this many checks in a row, NOT_LISTED_RECHECK_NS
+// apart, found the word unchanged and the lock on neither its robust list nor its pending
+// entry. A hash audit takes every bucket lock in turn, so each such word must cost little.
+constexpr int NOT_LISTED_CHECKS = 3;
+constexpr uint64_t NOT_LISTED_RECHECK_NS = 50 * 1000 * 1000;
 
 // No thread id reaches this (the kernel's PID_MAX_LIMIT on 64-bit machines).
 constexpr uint32_t PID_MAX_LIMIT = 4 * 1024 * 1024;
@@ -557,7 +559,9 @@ long futex(std::atomic<uint32_t> *word, int op, uint32_t val, const timespec *ti
 					return true;
 				continue;
 			}
-			check_at = monotonic_ns() + (h == verdict::undecided ? FIRST_CHECK_NS : RECHECK_NS);
+			check_at = monotonic_ns() + (h == verdict::undecided ? FIRST_CHECK_NS
+						     : h == verdict::not_listed ? NOT_LISTED_RECHECK_NS
+										: RECHECK_NS);
 		}
 		l->sleepers.fetch_add(1, std::memory_order_seq_cst);
 		timespec t{0, SLEEP_NS};

@@ -18,7 +18,7 @@
 //   is gone is always recovered, also when the kernel did not mark its word. A live holder
 //   whose memory map and robust list this process may read is waited on for as long as
 //   it holds the lock; one it may not read (another user's process, without ptrace
-//   rights) cannot be told from a scribbled word and is taken over after 500 ms, which
+//   rights) cannot be told from a scribbled word and is taken over after 200 ms, which
 //   gives two holders at once only if such a holder really keeps the lock that long.
 // - The robust list links of a held lock sit in the region too (the kernel finds the word
 //   next to them), where another process can overwrite them. The list is only ever changed
