@@ -14,7 +14,7 @@
  *     0 or a negative errno, like the kernel's helpers. A handle stays valid until
  *     bpfmap_map_put(), whatever happens to the fd it came from.
  *  4. Nothing here throws, and no call keeps a pointer the caller passed in.
- *  5. Pins live under $BPFMAP_PIN_ROOT (default /dev/shm/bpfmap); a pin path under
+ *  5. Pins live under $BPFMAP_PIN_ROOT (default /dev/shm/bpfmap-<euid>); a pin path under
  *     /sys/fs/bpf is taken to mean the same path under the pin root.
  */
 #ifndef BPFMAP_BPFMAP_H

@@ -21,18 +21,11 @@
 namespace bpfmap {
 
 // Kernel values, repeated so this header needs no <linux/bpf.h>.
+// The map types bpfmap serves (bpfmap/map_types.h).
 enum map_type : uint32_t {
-	MAP_HASH = 1,
-	MAP_ARRAY = 2,
-	MAP_PERCPU_HASH = 5,
-	MAP_PERCPU_ARRAY = 6,
-	MAP_LRU_HASH = 9,
-	MAP_LRU_PERCPU_HASH = 10,
-	MAP_QUEUE = 22,
-	MAP_BPF_STACK = 23, // not MAP_STACK: <sys/mman.h> defines that name as a macro
-	MAP_RINGBUF = 27,
-	MAP_BLOOM_FILTER = 30,
-	MAP_USER_RINGBUF = 31,
+#define BPFMAP_MAP_TYPE(name, value, cxx, ops) cxx = value,
+#include "bpfmap/map_types.h"
+#undef BPFMAP_MAP_TYPE
 };
 enum update_flags : uint64_t {
 	ANY = 0,

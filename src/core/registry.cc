@@ -8,9 +8,9 @@ namespace {
 constexpr std::array<const bpf_map_ops *, uapi::MAP_TYPE_MAX> build_table()
 {
 	std::array<const bpf_map_ops *, uapi::MAP_TYPE_MAX> t{};
-#define BPF_MAP_TYPE(type, ops) t[uapi::type] = &ops;
-#include "core/map_types.h"
-#undef BPF_MAP_TYPE
+#define BPFMAP_MAP_TYPE(name, value, cxx, ops) t[uapi::MAP_TYPE_##name] = &ops;
+#include "bpfmap/map_types.h"
+#undef BPFMAP_MAP_TYPE
 	return t;
 }
 

@@ -16,7 +16,7 @@
 // slots; a slot index a sleeper keeps is its own (private); a nonce only ever names a
 // socket in bpfmap's own abstract namespace. So a scribbled queue can cost a stray wake, a
 // lost one (sleepers therefore also look again on a timeout: see api/ringbuf.cc and
-// syscall/ring_epoll.cc) or a failed join (EBUSY), never a crash or an endless loop.
+// interpose/ring_epoll.cc) or a failed join (EBUSY), never a crash or an endless loop.
 #pragma once
 
 #include <atomic>

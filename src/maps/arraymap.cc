@@ -36,7 +36,7 @@
 #include "core/registry.h"
 #include "core/sha256.h"
 #include "core/shmem.h"
-#include "syscall/batch.h"
+#include "core/batch.h"
 
 namespace bpfmap {
 namespace {

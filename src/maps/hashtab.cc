@@ -81,8 +81,8 @@
 #include "core/percpu.h"
 #include "core/registry.h"
 #include "core/shmem.h"
-#include "syscall/batch.h"
-#include "syscall/uaccess.h"
+#include "core/batch.h"
+#include "core/uaccess.h"
 
 namespace bpfmap {
 namespace {

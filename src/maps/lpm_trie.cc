@@ -60,7 +60,7 @@
 #include "core/map.h"
 #include "core/registry.h"
 #include "core/shmem.h"
-#include "syscall/batch.h"
+#include "core/batch.h"
 
 namespace bpfmap {
 namespace {

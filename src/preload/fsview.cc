@@ -38,6 +38,7 @@
 #include "core/region.h"
 #include "syscall/btf_obj.h"
 #include "syscall/pin.h"
+#include "interpose/interpose.h"
 #include "syscall/syscall.h"
 
 namespace {
@@ -242,14 +243,14 @@ mode_t open_mode(int flags, va_list ap)
 
 extern "C" {
 
-BPFMAP_API ssize_t readlink(const char *path, char *buf, size_t n)
+BPFMAP_INTERPOSE ssize_t readlink(const char *path, char *buf, size_t n)
 {
 	if (const char *target = link_target(path))
 		return put_link(target, buf, n);
 	return real<ssize_t (*)(const char *, char *, size_t)>("readlink")(path, buf, n);
 }
 
-BPFMAP_API ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t n)
+BPFMAP_INTERPOSE ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t n)
 {
 	if (const char *target = link_target(path))
 		return put_link(target, buf, n);
@@ -257,7 +258,7 @@ BPFMAP_API ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t n)
 }
 
 // open() and open64() are openat() at the current directory, as glibc's own are.
-BPFMAP_API int openat(int dirfd, const char *path, int flags, ...)
+BPFMAP_INTERPOSE int openat(int dirfd, const char *path, int flags, ...)
 {
 	va_list ap;
 	va_start(ap, flags);
@@ -269,7 +270,7 @@ BPFMAP_API int openat(int dirfd, const char *path, int flags, ...)
 	return real<int (*)(int, const char *, int, ...)>("openat")(dirfd, path, flags, mode);
 }
 
-BPFMAP_API int openat64(int dirfd, const char *path, int flags, ...)
+BPFMAP_INTERPOSE int openat64(int dirfd, const char *path, int flags, ...)
 {
 	va_list ap;
 	va_start(ap, flags);
@@ -278,7 +279,7 @@ BPFMAP_API int openat64(int dirfd, const char *path, int flags, ...)
 	return openat(dirfd, path, flags, mode);
 }
 
-BPFMAP_API int open(const char *path, int flags, ...)
+BPFMAP_INTERPOSE int open(const char *path, int flags, ...)
 {
 	va_list ap;
 	va_start(ap, flags);
@@ -287,7 +288,7 @@ BPFMAP_API int open(const char *path, int flags, ...)
 	return openat(AT_FDCWD, path, flags, mode);
 }
 
-BPFMAP_API int open64(const char *path, int flags, ...)
+BPFMAP_INTERPOSE int open64(const char *path, int flags, ...)
 {
 	va_list ap;
 	va_start(ap, flags);
@@ -297,12 +298,12 @@ BPFMAP_API int open64(const char *path, int flags, ...)
 }
 
 // The entry points _FORTIFY_SOURCE builds call for open() without a mode.
-BPFMAP_API int __open_2(const char *path, int flags) { return open(path, flags); }
-BPFMAP_API int __open64_2(const char *path, int flags) { return open(path, flags); }
-BPFMAP_API int __openat_2(int dirfd, const char *path, int flags) { return openat(dirfd, path, flags); }
-BPFMAP_API int __openat64_2(int dirfd, const char *path, int flags) { return openat(dirfd, path, flags); }
+BPFMAP_INTERPOSE int __open_2(const char *path, int flags) { return open(path, flags); }
+BPFMAP_INTERPOSE int __open64_2(const char *path, int flags) { return open(path, flags); }
+BPFMAP_INTERPOSE int __openat_2(int dirfd, const char *path, int flags) { return openat(dirfd, path, flags); }
+BPFMAP_INTERPOSE int __openat64_2(int dirfd, const char *path, int flags) { return openat(dirfd, path, flags); }
 
-BPFMAP_API FILE *fopen(const char *path, const char *mode)
+BPFMAP_INTERPOSE FILE *fopen(const char *path, const char *mode)
 {
 	int fd = open_fdinfo(path, strchr(mode, 'e') ? O_CLOEXEC : 0);
 	if (fd == -2)
@@ -315,9 +316,9 @@ BPFMAP_API FILE *fopen(const char *path, const char *mode)
 	return f;
 }
 
-BPFMAP_API FILE *fopen64(const char *path, const char *mode) { return fopen(path, mode); }
+BPFMAP_INTERPOSE FILE *fopen64(const char *path, const char *mode) { return fopen(path, mode); }
 
-BPFMAP_API int fstat(int fd, struct stat *st)
+BPFMAP_INTERPOSE int fstat(int fd, struct stat *st)
 {
 	int ret = bpfmap::file_stat(fd, st);
 	if (ret == 0 && bpfmap::fd_is_bpf_object(fd))
@@ -325,13 +326,13 @@ BPFMAP_API int fstat(int fd, struct stat *st)
 	return ret;
 }
 
-BPFMAP_API int fstat64(int fd, struct stat64 *st)
+BPFMAP_INTERPOSE int fstat64(int fd, struct stat64 *st)
 {
 	static_assert(sizeof(struct stat64) == sizeof(struct stat));
 	return fstat(fd, reinterpret_cast<struct stat *>(st));
 }
 
-BPFMAP_API int fstatat(int dirfd, const char *path, struct stat *st, int flags)
+BPFMAP_INTERPOSE int fstatat(int dirfd, const char *path, struct stat *st, int flags)
 {
 	if ((flags & AT_EMPTY_PATH) && !*path)
 		return fstat(dirfd, st);
@@ -341,12 +342,12 @@ BPFMAP_API int fstatat(int dirfd, const char *path, struct stat *st, int flags)
 	return real<int (*)(int, const char *, struct stat *, int)>("fstatat")(dirfd, p.path, st, flags);
 }
 
-BPFMAP_API int fstatat64(int dirfd, const char *path, struct stat64 *st, int flags)
+BPFMAP_INTERPOSE int fstatat64(int dirfd, const char *path, struct stat64 *st, int flags)
 {
 	return fstatat(dirfd, path, reinterpret_cast<struct stat *>(st), flags);
 }
 
-BPFMAP_API int stat(const char *path, struct stat *st)
+BPFMAP_INTERPOSE int stat(const char *path, struct stat *st)
 {
 	bpffs_path p(path);
 	if (p.refused())
@@ -354,12 +355,12 @@ BPFMAP_API int stat(const char *path, struct stat *st)
 	return real<int (*)(const char *, struct stat *)>("stat")(p.path, st);
 }
 
-BPFMAP_API int stat64(const char *path, struct stat64 *st)
+BPFMAP_INTERPOSE int stat64(const char *path, struct stat64 *st)
 {
 	return stat(path, reinterpret_cast<struct stat *>(st));
 }
 
-BPFMAP_API int lstat(const char *path, struct stat *st)
+BPFMAP_INTERPOSE int lstat(const char *path, struct stat *st)
 {
 	bpffs_path p(path);
 	if (p.refused())
@@ -367,12 +368,12 @@ BPFMAP_API int lstat(const char *path, struct stat *st)
 	return real<int (*)(const char *, struct stat *)>("lstat")(p.path, st);
 }
 
-BPFMAP_API int lstat64(const char *path, struct stat64 *st)
+BPFMAP_INTERPOSE int lstat64(const char *path, struct stat64 *st)
 {
 	return lstat(path, reinterpret_cast<struct stat *>(st));
 }
 
-BPFMAP_API int statfs(const char *path, struct statfs *buf)
+BPFMAP_INTERPOSE int statfs(const char *path, struct statfs *buf)
 {
 	bpffs_path p(path);
 	if (p.refused())
@@ -383,13 +384,13 @@ BPFMAP_API int statfs(const char *path, struct statfs *buf)
 	return ret;
 }
 
-BPFMAP_API int statfs64(const char *path, struct statfs64 *buf)
+BPFMAP_INTERPOSE int statfs64(const char *path, struct statfs64 *buf)
 {
 	static_assert(sizeof(struct statfs64) == sizeof(struct statfs));
 	return statfs(path, reinterpret_cast<struct statfs *>(buf));
 }
 
-BPFMAP_API int access(const char *path, int mode)
+BPFMAP_INTERPOSE int access(const char *path, int mode)
 {
 	bpffs_path p(path);
 	if (p.refused())
@@ -397,7 +398,7 @@ BPFMAP_API int access(const char *path, int mode)
 	return real<int (*)(const char *, int)>("access")(p.path, mode);
 }
 
-BPFMAP_API int mkdir(const char *path, mode_t mode)
+BPFMAP_INTERPOSE int mkdir(const char *path, mode_t mode)
 {
 	bpffs_path p(path);
 	if (p.refused())
@@ -405,7 +406,7 @@ BPFMAP_API int mkdir(const char *path, mode_t mode)
 	return real<int (*)(const char *, mode_t)>("mkdir")(p.path, mode);
 }
 
-BPFMAP_API int rmdir(const char *path)
+BPFMAP_INTERPOSE int rmdir(const char *path)
 {
 	bpffs_path p(path);
 	if (p.refused())
@@ -413,7 +414,7 @@ BPFMAP_API int rmdir(const char *path)
 	return real<int (*)(const char *)>("rmdir")(p.path);
 }
 
-BPFMAP_API int unlink(const char *path)
+BPFMAP_INTERPOSE int unlink(const char *path)
 {
 	bpffs_path p(path);
 	if (p.refused())
@@ -421,7 +422,7 @@ BPFMAP_API int unlink(const char *path)
 	return real<int (*)(const char *)>("unlink")(p.path);
 }
 
-BPFMAP_API int unlinkat(int dirfd, const char *path, int flags)
+BPFMAP_INTERPOSE int unlinkat(int dirfd, const char *path, int flags)
 {
 	bpffs_path p(path);
 	if (p.refused())
@@ -429,7 +430,7 @@ BPFMAP_API int unlinkat(int dirfd, const char *path, int flags)
 	return real<int (*)(int, const char *, int)>("unlinkat")(dirfd, p.path, flags);
 }
 
-BPFMAP_API DIR *opendir(const char *path)
+BPFMAP_INTERPOSE DIR *opendir(const char *path)
 {
 	bpffs_path p(path);
 	if (p.refused())
@@ -437,7 +438,7 @@ BPFMAP_API DIR *opendir(const char *path)
 	return real<DIR *(*)(const char *)>("opendir")(p.path);
 }
 
-BPFMAP_API int nftw(const char *dir, nftw_fn fn, int nopenfd, int flags)
+BPFMAP_INTERPOSE int nftw(const char *dir, nftw_fn fn, int nopenfd, int flags)
 {
 	auto real_nftw = real<int (*)(const char *, nftw_fn, int, int)>("nftw");
 	// Without trailing slashes, so that the walked path and the shown one extend alike.
@@ -457,7 +458,7 @@ BPFMAP_API int nftw(const char *dir, nftw_fn fn, int nopenfd, int flags)
 	return ret;
 }
 
-BPFMAP_API int nftw64(const char *dir, int (*fn)(const char *, const struct stat64 *, int, struct FTW *),
+BPFMAP_INTERPOSE int nftw64(const char *dir, int (*fn)(const char *, const struct stat64 *, int, struct FTW *),
 		      int nopenfd, int flags)
 {
 	static_assert(sizeof(struct stat64) == sizeof(struct stat));

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "bpfmap/bpfmap.h"
+#include "interpose/interpose.h"
 #include "syscall/syscall.h"
 #include "uapi/bpf_uapi.h"
 
@@ -163,7 +164,7 @@ long bpf_call(int cmd, void *attr, unsigned size)
 
 } // namespace
 
-extern "C" BPFMAP_API long syscall(long number, ...)
+extern "C" BPFMAP_INTERPOSE long syscall(long number, ...)
 {
 	va_list ap;
 	va_start(ap, number);

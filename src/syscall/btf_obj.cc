@@ -17,7 +17,7 @@
 #include "core/region.h"
 #include "syscall/mapid.h"
 #include "syscall/objtab.h"
-#include "syscall/uaccess.h"
+#include "core/uaccess.h"
 
 namespace bpfmap {
 namespace {

@@ -25,11 +25,12 @@
 #include "core/sha256.h"
 #include "core/btf.h"
 #include "syscall/btf_obj.h"
+#include "syscall/freeze.h"
 #include "syscall/mapid.h"
 #include "syscall/objtab.h"
 #include "syscall/pin.h"
 #include "syscall/syscall.h"
-#include "syscall/uaccess.h"
+#include "core/uaccess.h"
 
 namespace bpfmap {
 namespace {
@@ -313,7 +314,7 @@ struct elem_args {
 	if (denied & FD_NO_READ)
 		return -EPERM;
 	if (e.flags & uapi::BPF_F_LOCK)
-		return -EINVAL; // no value holds a bpf_spin_lock (no BTF yet)
+		return -EINVAL; // no map records a bpf_spin_lock in its value yet
 	const void *key = user_ptr(e.key);
 	if ((err = check_key_ptr(map, key)))
 		return err;
@@ -499,98 +500,28 @@ long obj_get_info_by_fd(bpf_attr &attr)
 	return 0;
 }
 
-// The byte where each element command's attr ends (its CHECK_ATTR), or 0 if cmd is not one.
-size_t elem_cmd_end(int cmd)
-{
-	switch (cmd) {
-	case uapi::MAP_LOOKUP_ELEM:
-	case uapi::MAP_UPDATE_ELEM:
-	case uapi::MAP_LOOKUP_AND_DELETE_ELEM:
-		return uapi::end_of_elem;
-	case uapi::MAP_DELETE_ELEM:
-		return uapi::end_of_key;
-	case uapi::MAP_GET_NEXT_KEY:
-		return uapi::end_of_next_key;
-	default:
-		return 0;
-	}
-}
+// The batch commands: permissions as for their single-element forms (reads, writes),
+// then the type's walk (op).
+using batch_op = int (*bpf_map_ops::*)(bpf_map *, const uapi::batch_attr &, uapi::batch_attr *);
 
-long elem_dispatch(int cmd, elem_args e)
-{
-	switch (cmd) {
-	case uapi::MAP_LOOKUP_ELEM:
-		return map_lookup_elem(e);
-	case uapi::MAP_UPDATE_ELEM:
-		return map_update_elem(e);
-	case uapi::MAP_DELETE_ELEM:
-		return map_delete_elem(e);
-	case uapi::MAP_GET_NEXT_KEY:
-		return map_get_next_key(e);
-	default:
-		return map_lookup_and_delete_elem(e);
-	}
-}
-
-// The batch commands: permissions as for their single-element forms, then the type's walk.
-long map_do_batch(int cmd, const bpf_attr &attr, void *uattr)
+long map_do_batch(batch_op op, bool reads, bool writes, const bpf_attr &attr, void *uattr)
 {
 	if (attr_tail_nonzero(attr, uapi::end_of_batch))
 		return -EINVAL;
-	bool has_read = cmd == uapi::MAP_LOOKUP_BATCH || cmd == uapi::MAP_LOOKUP_AND_DELETE_BATCH;
-	bool has_write = cmd != uapi::MAP_LOOKUP_BATCH;
 	rcu_guard g;
 	int err;
 	unsigned denied;
 	bpf_map *map = elem_map(attr.batch.map_fd, &err, &denied);
 	if (!map)
 		return err;
-	if ((has_read && (denied & FD_NO_READ)) || (has_write && write_denied(map, denied)))
+	if ((reads && (denied & FD_NO_READ)) || (writes && write_denied(map, denied)))
 		return -EPERM;
-	const bpf_map_ops *ops = map->ops;
-	auto fn = cmd == uapi::MAP_LOOKUP_BATCH		   ? ops->map_lookup_batch
-		  : cmd == uapi::MAP_LOOKUP_AND_DELETE_BATCH ? ops->map_lookup_and_delete_batch
-		  : cmd == uapi::MAP_UPDATE_BATCH		   ? ops->map_update_batch
-							   : ops->map_delete_batch;
+	auto fn = map->ops->*op;
 	if (!fn)
 		return -ENOTSUPP;
 	if (bad_user_ptr(uattr))
 		return -EFAULT; // count goes back into the caller's attr
 	return fn(map, attr.batch, static_cast<uapi::batch_attr *>(uattr));
-}
-
-long dispatch(int cmd, bpf_attr &attr, void *uattr, unsigned size)
-{
-	switch (cmd) {
-	case uapi::BTF_LOAD:
-		return btf_load(attr.btf_load, attr_tail_nonzero(attr, uapi::end_of_btf_load), uattr,
-				size);
-	case uapi::BTF_GET_FD_BY_ID:
-		return btf_get_fd_by_id(attr.id, attr_tail_nonzero(attr, uapi::end_of_btf_by_id));
-	case uapi::BTF_GET_NEXT_ID:
-		return btf_get_next_id(attr.id, attr_tail_nonzero(attr, uapi::end_of_next_id));
-	case uapi::MAP_CREATE:
-		return map_create(attr);
-	case uapi::MAP_FREEZE:
-		return map_freeze(attr);
-	case uapi::OBJ_GET_INFO_BY_FD:
-		return obj_get_info_by_fd(attr);
-	case uapi::OBJ_PIN:
-		return obj_pin(attr.obj, attr_tail_nonzero(attr, uapi::end_of_obj));
-	case uapi::OBJ_GET:
-		return obj_get(attr.obj, attr_tail_nonzero(attr, uapi::end_of_obj));
-	case uapi::MAP_GET_NEXT_ID:
-		return map_get_next_id(attr.id, attr_tail_nonzero(attr, uapi::end_of_next_id));
-	case uapi::MAP_GET_FD_BY_ID:
-		return map_get_fd_by_id(attr.id, attr_tail_nonzero(attr, uapi::end_of_open_flags));
-	case uapi::MAP_LOOKUP_BATCH:
-	case uapi::MAP_LOOKUP_AND_DELETE_BATCH:
-	case uapi::MAP_UPDATE_BATCH:
-	case uapi::MAP_DELETE_BATCH:
-		return map_do_batch(cmd, attr, uattr);
-	default:
-		return -EINVAL;
-	}
 }
 
 template <typename T> T load_user(const unsigned char *u, size_t off)
@@ -610,23 +541,27 @@ bpf_attr attr_zero_extended(const void *u, size_t n)
 	return attr;
 }
 
-long elem_command(int cmd, size_t end, const unsigned char *u, size_t n);
+using elem_fn = long (*)(elem_args);
+
+template <elem_fn cmd, size_t end> long elem_command(const unsigned char *u, size_t n);
 
 // An element command's attr shorter than its fields: the missing ones are zero.
-[[gnu::noinline]] long elem_command_short(int cmd, size_t end, const unsigned char *u, size_t n)
+template <elem_fn cmd, size_t end>
+[[gnu::noinline]] long elem_command_short(const unsigned char *u, size_t n)
 {
 	bpf_attr attr = attr_zero_extended(u, n);
-	return elem_command(cmd, end, attr.raw, sizeof(attr));
+	return elem_command<cmd, end>(attr.raw, sizeof(attr));
 }
 
 // Element commands: the fields are loaded one by one from the caller's attr (n bytes of
-// it are readable), and must be followed by zeros up to the kernel's attr size. The
-// checks keep no stack frame: each command is reached by a tail call, so that a lookup
-// costs few instructions and stores and back-to-back lookups overlap their cache misses.
-long elem_command(int cmd, size_t end, const unsigned char *u, size_t n)
+// it are readable), and must be followed by zeros up to the kernel's attr size (end is
+// where the command's fields end, its CHECK_ATTR). The checks keep no stack frame: each
+// command is reached by a tail call, so that a lookup costs few instructions and stores
+// and back-to-back lookups overlap their cache misses.
+template <elem_fn cmd, size_t end> long elem_command(const unsigned char *u, size_t n)
 {
 	if (n < sizeof(uapi::elem_attr))
-		return elem_command_short(cmd, end, u, n);
+		return elem_command_short<cmd, end>(u, n);
 	elem_args e{load_user<uint32_t>(u, offsetof(uapi::elem_attr, map_fd)),
 		    load_user<uint64_t>(u, offsetof(uapi::elem_attr, key)),
 		    load_user<uint64_t>(u, offsetof(uapi::elem_attr, value)),
@@ -635,35 +570,33 @@ long elem_command(int cmd, size_t end, const unsigned char *u, size_t n)
 		    (end <= offsetof(uapi::elem_attr, flags) && e.flags);
 	for (size_t i = sizeof(uapi::elem_attr); i < n && !tail; i++)
 		tail = u[i] != 0;
-	return tail ? -EINVAL : elem_dispatch(cmd, e);
+	return tail ? -EINVAL : cmd(e);
 }
 
 // Every other command works on a zero-extended copy of the caller's attr.
-[[gnu::noinline]] long attr_command(int cmd, void *uattr, unsigned int size, size_t n)
+template <typename Fn> [[gnu::noinline]] long attr_command(const void *uattr, size_t n, Fn cmd)
 {
 	bpf_attr attr = attr_zero_extended(uattr, n);
-	long ret = dispatch(cmd, attr, uattr, size);
+	return cmd(attr);
+}
+
+// After a command that succeeded: info_len and next_id go back into the caller's attr
+// whatever size the caller gave, as the kernel's put_user() does, and fail as it does where
+// the attr is not memory (a size of 0 lets a NULL attr through to here).
+long put_attr_u32(long ret, void *uattr, size_t off, uint32_t v)
+{
 	if (ret != 0)
 		return ret;
-	// info_len and next_id go back into the caller's attr whatever size the caller gave,
-	// as the kernel's put_user() does, and fail as it does where the attr is not memory
-	// (a size of 0 lets a NULL attr through to here).
-	size_t off = cmd == uapi::OBJ_GET_INFO_BY_FD ? offsetof(uapi::info_attr, info_len)
-		     : cmd == uapi::MAP_GET_NEXT_ID || cmd == uapi::BTF_GET_NEXT_ID
-			     ? offsetof(uapi::id_attr, next_id)
-			     : 0;
-	if (!off)
-		return 0;
 	if (bad_user_ptr(uattr))
 		return -EFAULT;
-	memcpy(static_cast<unsigned char *>(uattr) + off,
-	       cmd == uapi::OBJ_GET_INFO_BY_FD ? &attr.info.info_len : &attr.id.next_id,
-	       sizeof(uint32_t));
+	memcpy(static_cast<unsigned char *>(uattr) + off, &v, sizeof(v));
 	return 0;
 }
 
 } // namespace
 
+// The dispatcher, as the kernel's __sys_bpf(): the attr's size rules, then one switch over
+// the commands bpfmap serves; any other command is EINVAL.
 long sys_bpf(int cmd, void *uattr, unsigned int size)
 {
 	if (size > uapi::BPF_ATTR_MAX_USER_SIZE)
@@ -675,9 +608,80 @@ long sys_bpf(int cmd, void *uattr, unsigned int size)
 		if (u[i])
 			return -E2BIG;
 	size_t n = std::min<size_t>(size, sizeof(bpf_attr));
-	if (size_t end = elem_cmd_end(cmd))
-		return elem_command(cmd, end, u, n);
-	return attr_command(cmd, uattr, size, n);
+	constexpr size_t next_id_off = offsetof(uapi::id_attr, next_id);
+
+	switch (cmd) {
+	case uapi::MAP_CREATE:
+		return attr_command(u, n, [](bpf_attr &a) { return map_create(a); });
+	case uapi::MAP_LOOKUP_ELEM:
+		return elem_command<map_lookup_elem, uapi::end_of_elem>(u, n);
+	case uapi::MAP_UPDATE_ELEM:
+		return elem_command<map_update_elem, uapi::end_of_elem>(u, n);
+	case uapi::MAP_DELETE_ELEM:
+		return elem_command<map_delete_elem, uapi::end_of_key>(u, n);
+	case uapi::MAP_GET_NEXT_KEY:
+		return elem_command<map_get_next_key, uapi::end_of_next_key>(u, n);
+	case uapi::OBJ_PIN:
+		return attr_command(u, n, [](bpf_attr &a) {
+			return obj_pin(a.obj, attr_tail_nonzero(a, uapi::end_of_obj));
+		});
+	case uapi::OBJ_GET:
+		return attr_command(u, n, [](bpf_attr &a) {
+			return obj_get(a.obj, attr_tail_nonzero(a, uapi::end_of_obj));
+		});
+	case uapi::MAP_GET_NEXT_ID:
+		return attr_command(u, n, [uattr](bpf_attr &a) {
+			long ret = map_get_next_id(a.id, attr_tail_nonzero(a, uapi::end_of_next_id));
+			return put_attr_u32(ret, uattr, next_id_off, a.id.next_id);
+		});
+	case uapi::MAP_GET_FD_BY_ID:
+		return attr_command(u, n, [](bpf_attr &a) {
+			return map_get_fd_by_id(a.id, attr_tail_nonzero(a, uapi::end_of_open_flags));
+		});
+	case uapi::OBJ_GET_INFO_BY_FD:
+		return attr_command(u, n, [uattr](bpf_attr &a) {
+			long ret = obj_get_info_by_fd(a);
+			return put_attr_u32(ret, uattr, offsetof(uapi::info_attr, info_len),
+					    a.info.info_len);
+		});
+	case uapi::BTF_LOAD:
+		return attr_command(u, n, [uattr, size](bpf_attr &a) {
+			return btf_load(a.btf_load, attr_tail_nonzero(a, uapi::end_of_btf_load), uattr,
+					size);
+		});
+	case uapi::BTF_GET_FD_BY_ID:
+		return attr_command(u, n, [](bpf_attr &a) {
+			return btf_get_fd_by_id(a.id, attr_tail_nonzero(a, uapi::end_of_btf_by_id));
+		});
+	case uapi::MAP_LOOKUP_AND_DELETE_ELEM:
+		return elem_command<map_lookup_and_delete_elem, uapi::end_of_elem>(u, n);
+	case uapi::MAP_FREEZE:
+		return attr_command(u, n, [](bpf_attr &a) { return map_freeze(a); });
+	case uapi::BTF_GET_NEXT_ID:
+		return attr_command(u, n, [uattr](bpf_attr &a) {
+			long ret = btf_get_next_id(a.id, attr_tail_nonzero(a, uapi::end_of_next_id));
+			return put_attr_u32(ret, uattr, next_id_off, a.id.next_id);
+		});
+	case uapi::MAP_LOOKUP_BATCH:
+		return attr_command(u, n, [uattr](bpf_attr &a) {
+			return map_do_batch(&bpf_map_ops::map_lookup_batch, true, false, a, uattr);
+		});
+	case uapi::MAP_LOOKUP_AND_DELETE_BATCH:
+		return attr_command(u, n, [uattr](bpf_attr &a) {
+			return map_do_batch(&bpf_map_ops::map_lookup_and_delete_batch, true, true, a,
+					    uattr);
+		});
+	case uapi::MAP_UPDATE_BATCH:
+		return attr_command(u, n, [uattr](bpf_attr &a) {
+			return map_do_batch(&bpf_map_ops::map_update_batch, false, true, a, uattr);
+		});
+	case uapi::MAP_DELETE_BATCH:
+		return attr_command(u, n, [uattr](bpf_attr &a) {
+			return map_do_batch(&bpf_map_ops::map_delete_batch, false, true, a, uattr);
+		});
+	default:
+		return -EINVAL;
+	}
 }
 
 bool fd_is_map(int fd)
@@ -726,13 +730,3 @@ int map_show_fdinfo(int fd, std::string *out)
 }
 
 } // namespace bpfmap
-
-extern "C" long bpfmap_bpf(int cmd, union bpf_attr *attr, unsigned int size)
-{
-	long ret = bpfmap::sys_bpf(cmd, attr, size);
-	if (ret < 0) {
-		errno = static_cast<int>(-ret);
-		return -1;
-	}
-	return ret;
-}

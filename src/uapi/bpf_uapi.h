@@ -33,21 +33,10 @@ enum bpf_cmd : int {
 
 enum bpf_map_type : uint32_t {
 	MAP_TYPE_UNSPEC = 0,
-	MAP_TYPE_HASH = 1,
-	MAP_TYPE_ARRAY = 2,
-	MAP_TYPE_PROG_ARRAY = 3,
-	MAP_TYPE_PERF_EVENT_ARRAY = 4,
-	MAP_TYPE_PERCPU_HASH = 5,
-	MAP_TYPE_PERCPU_ARRAY = 6,
-	MAP_TYPE_LRU_HASH = 9,
-	MAP_TYPE_LRU_PERCPU_HASH = 10,
-	MAP_TYPE_LPM_TRIE = 11,
-	MAP_TYPE_QUEUE = 22,
-	MAP_TYPE_STACK = 23,
-	MAP_TYPE_RINGBUF = 27,
-	MAP_TYPE_BLOOM_FILTER = 30,
-	MAP_TYPE_USER_RINGBUF = 31,
-	MAP_TYPE_ARENA = 33,
+#define BPFMAP_MAP_TYPE(name, value, cxx, ops) MAP_TYPE_##name = value,
+#include "bpfmap/map_types.h"
+#undef BPFMAP_MAP_TYPE
+	MAP_TYPE_ARENA = 33, // not served; named for a MAP_CREATE rule (map_extra)
 	MAP_TYPE_MAX = 64, // upper bound of the registry table, not a kernel value
 };
 

@@ -3,6 +3,7 @@
 // by the kernel-differential tests instead.
 #include <linux/bpf.h>
 
+#include "bpfmap/map.hpp"
 #include "uapi/bpf_uapi.h"
 
 namespace u = bpfmap::uapi;
@@ -26,9 +27,6 @@ static_assert(offsetof(struct bpf_map_info, map_extra) == offsetof(u::bpf_map_in
 static_assert(offsetof(struct bpf_map_info, name) == offsetof(u::bpf_map_info, name));
 static_assert(offsetof(struct bpf_map_info, btf_value_type_id) ==
 	      offsetof(u::bpf_map_info, btf_value_type_id));
-static_assert(int(BPF_MAP_TYPE_HASH) == int(u::MAP_TYPE_HASH));
-static_assert(int(BPF_MAP_TYPE_ARRAY) == int(u::MAP_TYPE_ARRAY));
-static_assert(int(BPF_MAP_TYPE_BLOOM_FILTER) == int(u::MAP_TYPE_BLOOM_FILTER));
 static_assert(int(BPF_MAP_LOOKUP_AND_DELETE_ELEM) == int(u::MAP_LOOKUP_AND_DELETE_ELEM));
 static_assert(int(BPF_MAP_FREEZE) == int(u::MAP_FREEZE));
 static_assert(int(BPF_OBJ_GET_INFO_BY_FD) == int(u::OBJ_GET_INFO_BY_FD));
@@ -37,8 +35,6 @@ static_assert(int(BPF_F_MMAPABLE) == int(u::BPF_F_MMAPABLE));
 static_assert(int(BPF_F_ZERO_SEED) == int(u::BPF_F_ZERO_SEED));
 static_assert(int(BPF_F_INNER_MAP) == int(u::BPF_F_INNER_MAP));
 static_assert(sizeof(struct bpf_map_info) <= sizeof(u::bpf_map_info));
-static_assert(int(BPF_MAP_TYPE_RINGBUF) == int(u::MAP_TYPE_RINGBUF));
-static_assert(int(BPF_MAP_TYPE_USER_RINGBUF) == int(u::MAP_TYPE_USER_RINGBUF));
 static_assert(uint64_t(BPF_RB_NO_WAKEUP) == u::BPF_RB_NO_WAKEUP);
 static_assert(uint64_t(BPF_RB_FORCE_WAKEUP) == u::BPF_RB_FORCE_WAKEUP);
 static_assert(uint64_t(BPF_RB_AVAIL_DATA) == u::BPF_RB_AVAIL_DATA);
@@ -48,3 +44,12 @@ static_assert(uint64_t(BPF_RB_PROD_POS) == u::BPF_RB_PROD_POS);
 static_assert(uint32_t(BPF_RINGBUF_BUSY_BIT) == u::BPF_RINGBUF_BUSY_BIT);
 static_assert(uint32_t(BPF_RINGBUF_DISCARD_BIT) == u::BPF_RINGBUF_DISCARD_BIT);
 static_assert(uint32_t(BPF_RINGBUF_HDR_SZ) == u::BPF_RINGBUF_HDR_SZ);
+
+// Every type of the one list (bpfmap/map_types.h): the system header's number, ours, and
+// the C++ enum's.
+#define BPFMAP_MAP_TYPE(name, value, cxx, ops)                                          \
+	static_assert(int(BPF_MAP_TYPE_##name) == (value));                              \
+	static_assert(int(u::MAP_TYPE_##name) == (value));                               \
+	static_assert(int(bpfmap::cxx) == (value));
+#include "bpfmap/map_types.h"
+#undef BPFMAP_MAP_TYPE

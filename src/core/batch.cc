@@ -1,8 +1,8 @@
-#include "syscall/batch.h"
+#include "core/batch.h"
 
 #include <vector>
 
-#include "syscall/uaccess.h"
+#include "core/uaccess.h"
 
 namespace bpfmap {
 

@@ -16,7 +16,7 @@ int generic_map_update_batch(bpf_map *map, const uapi::batch_attr &attr,
 int generic_map_delete_batch(bpf_map *map, const uapi::batch_attr &attr,
 			     uapi::batch_attr *uattr);
 
-// elem_flags: only BPF_F_LOCK is defined, and no value holds a bpf_spin_lock (no BTF yet).
+// elem_flags: only BPF_F_LOCK is defined, and no map records a bpf_spin_lock in its value yet.
 int batch_check_elem_flags(uint64_t elem_flags);
 
 } // namespace bpfmap

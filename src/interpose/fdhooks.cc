@@ -15,6 +15,7 @@
 #include "core/waitq.h"
 #include "syscall/btf_obj.h"
 #include "syscall/objtab.h"
+#include "interpose/interpose.h"
 #include "syscall/syscall.h"
 
 namespace {
@@ -40,7 +41,7 @@ void forget_closed(int first, int last)
 
 extern "C" {
 
-BPFMAP_API int close(int fd)
+BPFMAP_INTERPOSE int close(int fd)
 {
 	long ret = syscall(SYS_close, fd);
 	errno_keeper k;
@@ -48,7 +49,7 @@ BPFMAP_API int close(int fd)
 	return static_cast<int>(ret);
 }
 
-BPFMAP_API int dup3(int oldfd, int newfd, int flags)
+BPFMAP_INTERPOSE int dup3(int oldfd, int newfd, int flags)
 {
 	long ret = syscall(SYS_dup3, oldfd, newfd, flags);
 	errno_keeper k;
@@ -57,7 +58,7 @@ BPFMAP_API int dup3(int oldfd, int newfd, int flags)
 	return static_cast<int>(ret);
 }
 
-BPFMAP_API int close_range(unsigned int first, unsigned int last, int flags)
+BPFMAP_INTERPOSE int close_range(unsigned int first, unsigned int last, int flags)
 {
 	long ret = syscall(SYS_close_range, first, last, flags);
 	errno_keeper k;
@@ -66,7 +67,7 @@ BPFMAP_API int close_range(unsigned int first, unsigned int last, int flags)
 	return static_cast<int>(ret);
 }
 
-BPFMAP_API void closefrom(int lowfd)
+BPFMAP_INTERPOSE void closefrom(int lowfd)
 {
 	if (lowfd < 0)
 		lowfd = 0;
@@ -79,34 +80,34 @@ BPFMAP_API void closefrom(int lowfd)
 		close(fd);
 }
 
-BPFMAP_API int dup2(int oldfd, int newfd)
+BPFMAP_INTERPOSE int dup2(int oldfd, int newfd)
 {
 	if (oldfd == newfd) // dup3 refuses this case; dup2 checks the fd and returns it
 		return fcntl(oldfd, F_GETFD) < 0 ? -1 : newfd;
 	return dup3(oldfd, newfd, 0);
 }
 
-BPFMAP_API void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+BPFMAP_INTERPOSE void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
 	return bpfmap::map_mmap(addr, len, prot, flags, fd, off);
 }
 
-BPFMAP_API void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+BPFMAP_INTERPOSE void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
 	return bpfmap::map_mmap(addr, len, prot, flags, fd, off);
 }
 
-BPFMAP_API int munmap(void *addr, size_t len)
+BPFMAP_INTERPOSE int munmap(void *addr, size_t len)
 {
 	return bpfmap::map_munmap(addr, len);
 }
 
-BPFMAP_API int mprotect(void *addr, size_t len, int prot)
+BPFMAP_INTERPOSE int mprotect(void *addr, size_t len, int prot)
 {
 	return bpfmap::map_mprotect(addr, len, prot);
 }
 
-BPFMAP_API void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
+BPFMAP_INTERPOSE void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 {
 	void *new_addr = nullptr;
 	if (flags & MREMAP_FIXED) {

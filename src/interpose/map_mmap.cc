@@ -1,14 +1,6 @@
-// mmap() of a map fd as the kernel's bpf_map_mmap() treats it: the checks, and the count of
-// writable mappings that makes MAP_FREEZE answer EBUSY while one exists.
-//
-// That count must span processes and forget a process that dies with mappings, so the
-// kernel keeps it for us as file locks. A process holds an OFD read lock on one byte of the
-// map's file, on an open file description of its own, while it has any writable mapping of
-// the map. fork() shares the description, so the child's inherited mappings keep the lock
-// until both have unmapped; exit and exec close it. MAP_FREEZE takes the write lock on that
-// byte without waiting, so any writable mapping anywhere makes it fail. mmap() takes the
-// read lock first, waiting out a freeze in progress, and only then reads the frozen flag:
-// a freeze and a writable mapping never both succeed.
+// mmap() of a map fd as the kernel's bpf_map_mmap() treats it: the checks, and the holds
+// that make MAP_FREEZE answer EBUSY while a writable mapping exists (syscall/freeze.h: one
+// OFD read lock per process and map, on a description of its own).
 //
 // Each process tracks the address ranges of its own map mappings (munmap, mremap, mprotect
 // and MAP_FIXED are interposed to keep the table true) to know when its last writable one
@@ -31,7 +23,9 @@
 #include "core/rcu.h"
 #include "core/region.h"
 #include "syscall/btf_obj.h"
+#include "syscall/freeze.h"
 #include "syscall/objtab.h"
+#include "interpose/interpose.h"
 #include "syscall/syscall.h"
 
 namespace bpfmap {
@@ -39,9 +33,6 @@ namespace bpfmap {
 namespace {
 
 using uapi::ENOTSUPP;
-
-// Far past any region's end, so no read or write of the file ever meets it.
-constexpr off_t WRITE_LOCK_BYTE = off_t{1} << 62;
 
 using map_key = std::pair<dev_t, ino_t>;
 
@@ -75,42 +66,15 @@ void close_own(int fd) { syscall(SYS_close, fd); }
 
 uintptr_t page_end(uintptr_t start, size_t len) { return start + ((len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)); }
 
-int lock_byte(int fd, short type, int cmd)
-{
-	struct flock fl{};
-	fl.l_type = type;
-	fl.l_whence = SEEK_SET;
-	fl.l_start = WRITE_LOCK_BYTE;
-	fl.l_len = 1;
-	return fcntl(fd, cmd, &fl) == 0 ? 0 : -errno;
-}
-
-// A description of the map's file that no one else shares, so its lock is ours alone.
-// When the file cannot be opened anew (an fd received from a process of another user),
-// a duplicate of fd serves: the lock then lives as long as our duplicate.
-int private_description(int fd, int mode)
-{
-	int nfd = file_reopen(fd, mode);
-	return nfd >= 0 ? nfd : fcntl(fd, F_DUPFD_CLOEXEC, 0);
-}
-
 // Take this process's read lock on map, unless it holds it already. Called with
 // table_lock held.
 int hold_writable(int fd, const map_key &map)
 {
 	if (holds.count(map))
 		return 0;
-	int lfd = private_description(fd, O_RDONLY);
+	int lfd = freeze_hold(fd);
 	if (lfd < 0)
-		return -errno;
-	int err;
-	do
-		err = lock_byte(lfd, F_RDLCK, F_OFD_SETLKW);
-	while (err == -EINTR);
-	if (err) {
-		close_own(lfd);
-		return err;
-	}
+		return lfd;
 	holds[map] = lfd;
 	return 0;
 }
@@ -350,30 +314,6 @@ void map_mmap_fds_closed(int first, int last)
 	// other processes sharing the description keep it.
 	for (auto it = holds.begin(); it != holds.end();)
 		it = it->second >= first && it->second <= last ? holds.erase(it) : std::next(it);
-}
-
-int map_freeze_exclusive(int fd, bpf_map *map)
-{
-	// The write lock conflicts with every writable mapping's read lock, ours included,
-	// since it is taken on a description of its own.
-	int lfd = file_reopen(fd, O_RDWR);
-	bool own = lfd >= 0;
-	if (!own)
-		lfd = fd;
-	int err = lock_byte(lfd, F_WRLCK, F_OFD_SETLK);
-	if (err) {
-		if (own)
-			close_own(lfd);
-		return err == -EAGAIN || err == -EACCES ? -EBUSY : err;
-	}
-	uint32_t was = 0;
-	// A frozen map's fds have lost their write permission, so a second freeze is EPERM.
-	err = map->hdr->frozen.compare_exchange_strong(was, 1, std::memory_order_acq_rel) ? 0 : -EPERM;
-	if (own)
-		close_own(lfd);
-	else
-		lock_byte(lfd, F_UNLCK, F_OFD_SETLK);
-	return err;
 }
 
 } // namespace bpfmap

@@ -34,6 +34,7 @@
 #include "core/rcu.h"
 #include "maps/ringbuf.h"
 #include "syscall/objtab.h"
+#include "interpose/interpose.h"
 #include "syscall/syscall.h"
 
 namespace bpfmap {
@@ -328,7 +329,7 @@ void ring_epoll_fds_closed(int first, int last)
 
 extern "C" {
 
-BPFMAP_API int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+BPFMAP_INTERPOSE int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
 	// The kernel refuses a file it cannot poll with EPERM: only then may fd be a ring.
 	long ret = bpfmap::raw_epoll_ctl(epfd, op, fd, ev);
@@ -343,12 +344,12 @@ BPFMAP_API int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 	return 0;
 }
 
-BPFMAP_API int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
+BPFMAP_INTERPOSE int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
 {
 	return bpfmap::ring_epoll_wait(epfd, events, maxevents, timeout, nullptr);
 }
 
-BPFMAP_API int epoll_pwait(int epfd, struct epoll_event *events, int maxevents, int timeout,
+BPFMAP_INTERPOSE int epoll_pwait(int epfd, struct epoll_event *events, int maxevents, int timeout,
 			   const sigset_t *sigmask)
 {
 	return bpfmap::ring_epoll_wait(epfd, events, maxevents, timeout, sigmask);
