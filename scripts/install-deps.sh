@@ -4,7 +4,7 @@ set -euo pipefail
 pkgs=(cmake g++ make python3 libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev libbpf-dev bpftool
   libboost1.81-dev
   linux-source
-  clang libclang-rt-14-dev)
+  clang libclang-rt-14-dev clang-format)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
