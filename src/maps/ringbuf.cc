@@ -501,10 +501,9 @@ struct rb_reservation {
 
 } // namespace
 
-bool is_ringbuf(const bpf_map *map)
-{
-	return map->ops == &ringbuf_map_ops || map->ops == &user_ringbuf_map_ops;
-}
+bool is_ringbuf(const bpf_map *map) { return map->ops == &ringbuf_map_ops; }
+
+bool is_user_ringbuf(const bpf_map *map) { return map->ops == &user_ringbuf_map_ops; }
 
 ringbuf_view ringbuf_view_of(bpf_map *map)
 {
