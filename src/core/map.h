@@ -136,9 +136,10 @@ struct bpf_map_ops {
 	int (*map_mmap_check)(const bpf_map *map, bool write, size_t len, size_t off) = nullptr;
 	void *(*map_mmap)(bpf_map *map, void *addr, size_t len, int prot, int flags, int fd, off_t off) = nullptr;
 	// The readiness of the map's fd as epoll asks it (the kernel's map_poll op): the EPOLL*
-	// events it is ready for now (the caller keeps those in pt->events), and in pt->queue the
-	// wait queue that is woken when that may change. Null: the fd cannot be polled; epoll
-	// refuses it with EPERM, as it refuses any file here (the kernel's fd reports EPOLLERR).
+	// events it is ready for now (the caller keeps those in pt->events; the op may skip
+	// work for events not asked for), and in pt->queue the wait queue that is woken when
+	// that may change. Null: not pollable; epoll_ctl() keeps the kernel's EPERM for the
+	// fd's file (where a kernel map fd would report EPOLLERR).
 	uint32_t (*map_poll)(bpf_map *map, map_poll_table *pt) = nullptr;
 	// The family's own rules for a map created with BTF types (the kernel's map_check_btf
 	// op); key is null for a map without a key type. Null: any sized key type, and a key
