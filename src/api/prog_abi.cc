@@ -100,19 +100,10 @@ long bpfmap_map_peek_elem(bpfmap_map *m, void *value)
 	return map->ops->map_peek_elem(map, value);
 }
 
-// Only BPF_MAP_TYPE_RINGBUF takes records from this side (a user ring buffer is written by
-// user space and drained here).
-namespace {
-bool is_kernel_producer_ring(bpf_map *map)
-{
-	return map->map_type == bpfmap::uapi::MAP_TYPE_RINGBUF && bpfmap::is_ringbuf(map);
-}
-} // namespace
-
 void *bpfmap_ringbuf_reserve(bpfmap_map *m, uint64_t size, uint64_t flags)
 {
 	bpf_map *map = to_map(m);
-	return is_kernel_producer_ring(map) ? bpfmap::ringbuf_reserve(map, size, flags) : nullptr;
+	return bpfmap::is_ringbuf(map) ? bpfmap::ringbuf_reserve(map, size, flags) : nullptr;
 }
 
 void bpfmap_ringbuf_submit(void *data, uint64_t flags) { bpfmap::ringbuf_commit(data, flags, false); }
@@ -122,14 +113,14 @@ void bpfmap_ringbuf_discard(void *data, uint64_t flags) { bpfmap::ringbuf_commit
 long bpfmap_ringbuf_output(bpfmap_map *m, const void *data, uint64_t size, uint64_t flags)
 {
 	bpf_map *map = to_map(m);
-	return is_kernel_producer_ring(map) ? bpfmap::ringbuf_output(map, data, size, flags) : -EINVAL;
+	return bpfmap::is_ringbuf(map) ? bpfmap::ringbuf_output(map, data, size, flags) : -EINVAL;
 }
 
 long bpfmap_user_ringbuf_drain(bpfmap_map *m, long (*callback)(const void *, uint64_t, void *),
 			       void *ctx, uint64_t flags)
 {
 	bpf_map *map = to_map(m);
-	if (map->map_type != bpfmap::uapi::MAP_TYPE_USER_RINGBUF || !bpfmap::is_ringbuf(map) || !callback)
+	if (!bpfmap::is_user_ringbuf(map) || !callback)
 		return -EINVAL;
 	return bpfmap::user_ringbuf_drain(map, callback, ctx, flags);
 }
@@ -137,7 +128,8 @@ long bpfmap_user_ringbuf_drain(bpfmap_map *m, long (*callback)(const void *, uin
 uint64_t bpfmap_ringbuf_query(bpfmap_map *m, uint64_t flags)
 {
 	bpf_map *map = to_map(m);
-	return bpfmap::is_ringbuf(map) ? bpfmap::ringbuf_query(map, flags) : 0;
+	// Either type, where the kernel's verifier takes a RINGBUF only.
+	return bpfmap::is_ringbuf(map) || bpfmap::is_user_ringbuf(map) ? bpfmap::ringbuf_query(map, flags) : 0;
 }
 
 } // extern "C"

@@ -8,7 +8,6 @@
 #include <utility>
 
 #include "maps/ringbuf.h"
-#include "uapi/bpf_uapi.h"
 
 namespace bpfmap {
 namespace {
@@ -22,16 +21,17 @@ constexpr int IDLE_CHECK_MS = 1000;
 // One consume() takes at most this many rings' worth of records.
 constexpr uint64_t CONSUME_MAX_RINGS = 2;
 
-// Open the ring of type `type` behind fd; with `wait`, also take a place in its wait
-// queue, disarmed (its user arms it to sleep). 0 or the errno why not.
-int ring_open(int fd, uint32_t type, bool wait, detail::ring_handle *out)
+// Open the ring behind fd, which is_type (is_ringbuf or is_user_ringbuf) must accept; with
+// `wait`, also take a place in its wait queue, disarmed (its user arms it to sleep). 0 or
+// the errno why not.
+int ring_open(int fd, bool (*is_type)(const bpf_map *), bool wait, detail::ring_handle *out)
 {
 	detail::ring_handle h;
 	h.map = bpfmap_map_get(fd);
 	if (!h.map)
 		return errno;
 	bpf_map *map = to_map(h.map);
-	if (map->map_type != type || !is_ringbuf(map))
+	if (!is_type(map))
 		return EINVAL;
 	if (wait) {
 		waitq *wq = ringbuf_view_of(map).waiters;
@@ -110,7 +110,7 @@ detail::ring_handle &detail::ring_handle::operator=(ring_handle &&o) noexcept
 int RingProducer::open(int map_fd, RingProducer &out)
 {
 	RingProducer p;
-	if (int err = ring_open(map_fd, uapi::MAP_TYPE_RINGBUF, false, &p.h_))
+	if (int err = ring_open(map_fd, is_ringbuf, false, &p.h_))
 		return err;
 	out = std::move(p);
 	return 0;
@@ -119,7 +119,7 @@ int RingProducer::open(int map_fd, RingProducer &out)
 int RingConsumer::open(int map_fd, Callback callback, RingConsumer &out)
 {
 	RingConsumer c;
-	if (int err = ring_open(map_fd, uapi::MAP_TYPE_RINGBUF, true, &c.h_))
+	if (int err = ring_open(map_fd, is_ringbuf, true, &c.h_))
 		return err;
 	c.callback_ = std::move(callback);
 	out = std::move(c);
@@ -234,7 +234,7 @@ int RingConsumer::poll(int timeout_ms)
 int UserRingProducer::open(int map_fd, UserRingProducer &out)
 {
 	UserRingProducer p;
-	if (int err = ring_open(map_fd, uapi::MAP_TYPE_USER_RINGBUF, true, &p.h_))
+	if (int err = ring_open(map_fd, is_user_ringbuf, true, &p.h_))
 		return err;
 	out = std::move(p);
 	return 0;

@@ -2,17 +2,18 @@
 // the map fd in an epoll set and waits with epoll_wait(); both must work on a bpfmap ring.
 //
 // A bpfmap map fd is a file, which epoll refuses (EPERM). So epoll_ctl() and the
-// epoll_wait() family are interposed: when the kernel refuses a ring's fd, the ring's wait
-// queue (core/waitq.h) gets a sleeper socket that stands in for it in the epoll set, under
-// a tagged data word; epoll_wait() gives back the caller's own data for it and reads away
-// its wakes. The kernel reports a ring readable whenever producer_pos != consumer_pos; a
-// wake arrives only when a producer finds the consumer caught up. To be as level-triggered
-// as the kernel, epoll_wait() first checks every ring in the set (after a full barrier) and
-// returns at once when one has data; otherwise it sleeps. A producer that commits after
-// that check sees the consumer's position (its commit is a full barrier too) and wakes
-// the socket: no wake is lost. (Unless the ring's wait queue, which is shared memory, was
-// scribbled on: so a wait on a set with rings is cut into waits of at most a second, after
-// each of which the rings are checked again.)
+// epoll_wait() family are interposed: when the kernel refuses the fd of a map with a
+// map_poll op (the ring buffers), the wait queue (core/waitq.h) the op names gets a sleeper
+// socket that stands in for the map in the epoll set, under a tagged data word;
+// epoll_wait() gives back the caller's own data for it and reads away its wakes. The op
+// says a ring is readable whenever producer_pos != consumer_pos; a wake arrives only when a
+// producer finds the consumer caught up. To be as level-triggered as the kernel,
+// epoll_wait() first polls every ring in the set (after a full barrier) and returns at once
+// when one is ready; otherwise it sleeps. A producer that commits after that check sees the
+// consumer's position (its commit is a full barrier too) and wakes the socket: no wake is
+// lost. (Unless the ring's wait queue, which is shared memory, was scribbled on: so a wait
+// on a set with rings is cut into waits of at most a second, after each of which the rings
+// are checked again.)
 //
 // Calls that do not involve a ring cost one failed epoll_ctl() at most (only for fds the
 // kernel refuses), and epoll_wait() on a set without rings one atomic load.
@@ -31,8 +32,9 @@
 #include <vector>
 
 #include "bpfmap/bpfmap.h"
+#include "core/map.h"
 #include "core/rcu.h"
-#include "maps/ringbuf.h"
+#include "core/waitq.h"
 #include "syscall/objtab.h"
 #include "interpose/interpose.h"
 #include "syscall/syscall.h"
@@ -43,6 +45,7 @@ namespace {
 struct ring_watch {
 	int epfd, map_fd;
 	bpf_map *map; // a reference
+	waitq *queue; // the map's, as its map_poll op names it
 	int sock, slot;
 	epoll_event user; // the caller's events and data
 	uint64_t tag;
@@ -79,14 +82,14 @@ long raw_epoll_ctl(int epfd, int op, int fd, epoll_event *ev)
 	return syscall(SYS_epoll_ctl, epfd, op, fd, ev);
 }
 
-// The ring behind fd with a reference, or nullptr.
+// The pollable map behind fd with a reference, or nullptr.
 bpf_map *ring_of_fd(int fd)
 {
 	rcu_guard g;
 	int err;
 	unsigned denied;
 	bpf_map *map = map_from_fd(fd, &err, &denied);
-	if (!map || !is_ringbuf(map) || !map_get(map))
+	if (!map || !map->ops->map_poll || !map_get(map))
 		return nullptr;
 	return map;
 }
@@ -106,7 +109,7 @@ long ctl_stand_in(int op, const ring_watch &w)
 void unwatch(const ring_watch &w)
 {
 	raw_epoll_ctl(w.epfd, EPOLL_CTL_DEL, w.sock, nullptr);
-	waitq_leave(ringbuf_view_of(w.map).waiters, w.slot, w.sock);
+	waitq_leave(w.queue, w.slot, w.sock);
 }
 
 ring_watch *find(int epfd, int map_fd)
@@ -124,14 +127,17 @@ int watch_add(int epfd, int fd, const epoll_event &ev)
 		return -EPERM; // what the kernel said
 	std::unique_lock<std::mutex> g(watches_lock);
 	int err = 0;
-	ring_watch w{epfd, fd, map, -1, -1, ev, tag_prefix() | (next_tag_seq++ & 0xffffff)};
+	// Asked for no events, the op only names its queue.
+	map_poll_table pt;
+	map->ops->map_poll(map, &pt);
+	ring_watch w{epfd, fd, map, pt.queue, -1, -1, ev, tag_prefix() | (next_tag_seq++ & 0xffffff)};
 	if (find(epfd, fd)) {
 		err = -EEXIST;
-	} else if ((w.sock = waitq_join(ringbuf_view_of(map).waiters, &w.slot)) < 0) {
+	} else if ((w.sock = waitq_join(w.queue, &w.slot)) < 0) {
 		err = w.sock;
 	} else if (ctl_stand_in(EPOLL_CTL_ADD, w) != 0) {
 		err = -errno;
-		waitq_leave(ringbuf_view_of(map).waiters, w.slot, w.sock);
+		waitq_leave(w.queue, w.slot, w.sock);
 	} else {
 		watches.push_back(w);
 		have_watches.store(true, std::memory_order_release);
@@ -168,23 +174,13 @@ int watch_change(int epfd, int op, int fd, const epoll_event *ev)
 	return 0;
 }
 
-// What the kernel's poll says of a ring: a ring is readable while it holds data; a user
-// ring is writable while it is empty (its producers wait for the drain to finish).
-uint32_t ring_event(const ring_watch &w)
+// The events the ring behind w is ready for, of those its caller waits for (the kernel's
+// ep_item_poll()).
+uint32_t ring_ready(const ring_watch &w)
 {
-	return w.map->map_type == uapi::MAP_TYPE_USER_RINGBUF ? EPOLLOUT : EPOLLIN;
-}
-
-bool ring_ready(const ring_watch &w)
-{
-	ringbuf_view v = ringbuf_view_of(w.map);
-	bool empty = v.producer_pos->load(std::memory_order_acquire) ==
-		     v.consumer_pos->load(std::memory_order_acquire);
-	if (ring_event(w) == EPOLLOUT)
-		return empty;
-	if (!empty) // readable while the next record is still BUSY too, as in the kernel, and
-		ringbuf_reap_dead_head(w.map); // the consumer polls again at once: maybe its producer died
-	return !empty;
+	map_poll_table pt;
+	pt.events = w.user.events;
+	return w.map->ops->map_poll(w.map, &pt) & w.user.events;
 }
 
 // The rings of epfd that are ready now, as the caller's events; their wakes are read away.
@@ -193,11 +189,14 @@ int ready_rings(int epfd, epoll_event *out, int max)
 	std::atomic_thread_fence(std::memory_order_seq_cst);
 	int n = 0;
 	for (const ring_watch &w : watches) {
-		if (w.epfd != epfd || n == max || !(w.user.events & ring_event(w)) || !ring_ready(w))
+		if (w.epfd != epfd || n == max)
+			continue;
+		uint32_t ready = ring_ready(w);
+		if (!ready)
 			continue;
 		waitq_drain(w.sock);
 		out[n] = w.user;
-		out[n].events = ring_event(w);
+		out[n].events = ready;
 		n++;
 	}
 	return n;
@@ -221,14 +220,15 @@ int translate(epoll_event *out, int have, int got)
 			if (it == watches.end())
 				continue;
 			waitq_drain(it->sock);
-			bool dup = std::any_of(out, out + have, [&](const epoll_event &r) {
-				return r.data.u64 == it->user.data.u64 && r.events == ring_event(*it);
-			});
 			// A wake is a hint; report only what is true now (a user ring's producer
 			// was woken by a drain that may not have emptied it).
-			if (dup || !(it->user.events & ring_event(*it)) || !ring_ready(*it))
+			uint32_t ready = ring_ready(*it);
+			bool dup = std::any_of(out, out + have, [&](const epoll_event &r) {
+				return r.data.u64 == it->user.data.u64 && r.events == ready;
+			});
+			if (!ready || dup)
 				continue;
-			e.events = ring_event(*it);
+			e.events = ready;
 			e.data = it->user.data;
 		}
 		out[n++] = e;

@@ -61,6 +61,7 @@
 #include <cstring>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -500,10 +501,9 @@ struct rb_reservation {
 
 } // namespace
 
-bool is_ringbuf(const bpf_map *map)
-{
-	return map->ops == &ringbuf_map_ops || map->ops == &user_ringbuf_map_ops;
-}
+bool is_ringbuf(const bpf_map *map) { return map->ops == &ringbuf_map_ops; }
+
+bool is_user_ringbuf(const bpf_map *map) { return map->ops == &user_ringbuf_map_ops; }
 
 ringbuf_view ringbuf_view_of(bpf_map *map)
 {
@@ -769,22 +769,34 @@ uint64_t ringbuf_query(bpf_map *map, uint64_t flags)
 
 namespace {
 
-// The kernel's pages of a ring's fd: consumer page, producer page, the data twice. A
-// writable mapping may cover the consumer page alone (RINGBUF: the consumer advances its
-// position) or anything but it (USER_RINGBUF: the producer writes its position and data).
-int ringbuf_map_mmap_check(const bpf_map *map, bool write, size_t len, size_t off)
+// The kernel's pages of a ring's fd: consumer page, producer page, the data twice.
+int ringbuf_pages_check(const bpf_map *map, size_t pgoff, size_t pages)
 {
-	size_t pgoff = off / PAGE_SIZE, pages = (len + PAGE_SIZE - 1) / PAGE_SIZE;
-	if (write) {
-		if (map->ops == &ringbuf_map_ops && (pgoff != 0 || pages != 1))
-			return -EPERM;
-		if (map->ops == &user_ringbuf_map_ops && pgoff == 0)
-			return -EPERM;
-	}
 	size_t total = RINGBUF_POS_PAGES + 2 * (map->max_entries / PAGE_SIZE);
 	if (pgoff > total || pages > total - pgoff)
 		return -EINVAL;
 	return 0;
+}
+
+size_t first_page(size_t off) { return off / PAGE_SIZE; }
+size_t page_count(size_t len) { return (len + PAGE_SIZE - 1) / PAGE_SIZE; }
+
+// RINGBUF: user space consumes, so a writable mapping may cover the consumer page alone
+// (to advance its position); the producer's page and the data are the program side's.
+int ringbuf_map_mmap_check_kern(const bpf_map *map, bool write, size_t len, size_t off)
+{
+	if (write && (first_page(off) != 0 || page_count(len) != 1))
+		return -EPERM;
+	return ringbuf_pages_check(map, first_page(off), page_count(len));
+}
+
+// USER_RINGBUF: user space produces, so a writable mapping may cover anything but the
+// consumer page (the producer writes its position and the data).
+int ringbuf_map_mmap_check_user(const bpf_map *map, bool write, size_t len, size_t off)
+{
+	if (write && first_page(off) == 0)
+		return -EPERM;
+	return ringbuf_pages_check(map, first_page(off), page_count(len));
 }
 
 // A ring's fd maps as the kernel's ring does: its pages [consumer][producer][data][data
@@ -819,39 +831,72 @@ void *ringbuf_map_mmap(bpf_map *map, void *addr, size_t len, int prot, int flags
 	return p;
 }
 
-// Both types serve the same commands; the ops tables differ by address, which is how mmap
-// and the ABI tell them apart.
-constexpr bpf_map_ops ringbuf_ops_common = {
+// Whether the ring holds no record, written or being written.
+bool ringbuf_empty(bpf_ringbuf_map *rb)
+{
+	return rb->producer_pos()->load(std::memory_order_acquire) ==
+	       rb->consumer_pos()->load(std::memory_order_acquire);
+}
+
+// RINGBUF: readable while it holds a record, also while the next one is still BUSY, as in
+// the kernel. Its consumer then finds nothing to read and polls again at once, for ever if
+// the record's producer died: so a poll that waits for EPOLLIN first discards such a record.
+uint32_t ringbuf_map_poll_kern(bpf_map *map, map_poll_table *pt)
+{
+	bpf_ringbuf_map *rb = rb_of(map);
+	pt->queue = &rb->c()->waiters;
+	if (ringbuf_empty(rb))
+		return 0;
+	if (pt->events & EPOLLIN)
+		ringbuf_reap_dead_head(map);
+	return EPOLLIN;
+}
+
+// USER_RINGBUF: writable once empty (its producers wait for a drain to finish; the kernel
+// says writable as soon as there is any room).
+uint32_t ringbuf_map_poll_user(bpf_map *map, map_poll_table *pt)
+{
+	bpf_ringbuf_map *rb = rb_of(map);
+	pt->queue = &rb->c()->waiters;
+	return ringbuf_empty(rb) ? static_cast<uint32_t>(EPOLLOUT) : 0;
+}
+
+} // namespace
+
+// The two types have the same layout and commands; they differ in which side produces,
+// which decides what user space may map writable and what epoll waits for.
+const bpf_map_ops ringbuf_map_ops = {
 	.map_alloc_check = ringbuf_map_alloc_check,
 	.map_mem_size = ringbuf_map_mem_size,
 	.map_alloc = ringbuf_map_alloc,
 	.map_init = ringbuf_map_init,
 	.map_attach = ringbuf_map_attach,
 	.map_lookup_elem = ringbuf_map_lookup_elem,
-	.map_lookup_percpu_elem = nullptr,
 	.map_copy_value = ringbuf_map_copy_value,
 	.map_update_elem = ringbuf_map_update_elem,
 	.map_update_value = ringbuf_map_update_elem,
 	.map_delete_elem = ringbuf_map_delete_elem,
 	.map_get_next_key = ringbuf_map_get_next_key,
-	.map_lookup_and_delete_elem = nullptr,
-	.map_lookup_batch = nullptr,
-	.map_lookup_and_delete_batch = nullptr,
-	.map_update_batch = nullptr,
-	.map_delete_batch = nullptr,
-	.map_push_elem = nullptr,
-	.map_pop_elem = nullptr,
-	.map_peek_elem = nullptr,
-	.map_mmapable = nullptr,
-	.map_mmap_check = ringbuf_map_mmap_check,
+	.map_mmap_check = ringbuf_map_mmap_check_kern,
 	.map_mmap = ringbuf_map_mmap,
-	.map_check_btf = nullptr,
-	.map_get_hash = nullptr,
+	.map_poll = ringbuf_map_poll_kern,
 };
 
-} // namespace
-
-const bpf_map_ops ringbuf_map_ops = ringbuf_ops_common;
-const bpf_map_ops user_ringbuf_map_ops = ringbuf_ops_common;
+const bpf_map_ops user_ringbuf_map_ops = {
+	.map_alloc_check = ringbuf_map_alloc_check,
+	.map_mem_size = ringbuf_map_mem_size,
+	.map_alloc = ringbuf_map_alloc,
+	.map_init = ringbuf_map_init,
+	.map_attach = ringbuf_map_attach,
+	.map_lookup_elem = ringbuf_map_lookup_elem,
+	.map_copy_value = ringbuf_map_copy_value,
+	.map_update_elem = ringbuf_map_update_elem,
+	.map_update_value = ringbuf_map_update_elem,
+	.map_delete_elem = ringbuf_map_delete_elem,
+	.map_get_next_key = ringbuf_map_get_next_key,
+	.map_mmap_check = ringbuf_map_mmap_check_user,
+	.map_mmap = ringbuf_map_mmap,
+	.map_poll = ringbuf_map_poll_user,
+};
 
 } // namespace bpfmap

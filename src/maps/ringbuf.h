@@ -39,7 +39,12 @@ struct ringbuf_view {
 	waitq *waiters;
 };
 
+// Which of the family's two types a map is: a RINGBUF, whose records the program side
+// produces (reserve, commit, output), or a USER_RINGBUF, which user space produces and the
+// program side drains. The kernel's verifier keeps each helper to its type; here the
+// program-side ABI and the C++ API ask these.
 bool is_ringbuf(const bpf_map *map);
+bool is_user_ringbuf(const bpf_map *map);
 ringbuf_view ringbuf_view_of(bpf_map *map);
 
 // The producer side, as the kernel's helpers: reserve returns the record's data or
