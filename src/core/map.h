@@ -65,73 +65,81 @@ static_assert(sizeof(map_header) <= MAP_CTL_OFFSET);
 struct bpf_map;
 
 // One table per map family, written with designated initialisers at the end of the
-// family's file. Element ops return 0 or a negative errno, as in the kernel; a null entry
-// means the type does not serve the command.
+// family's file, naming only the ops the family sets: every op defaults to null (which
+// also keeps -Wmissing-field-initializers quiet about the others). Element ops return 0
+// or a negative errno, as in the kernel; a null entry means the type does not serve the
+// command.
 struct bpf_map_ops {
 	// Validate the type's own attributes (the generic ones are checked by the caller).
-	int (*map_alloc_check)(const uapi::map_create_attr &attr);
+	int (*map_alloc_check)(const uapi::map_create_attr &attr) = nullptr;
 	// Bytes of the data area the type needs; fails (E2BIG) where the kernel's allocation
 	// of such a map fails, after the generic checks that follow alloc_check.
-	int (*map_mem_size)(const uapi::map_create_attr &attr, size_t *size);
+	int (*map_mem_size)(const uapi::map_create_attr &attr, size_t *size) = nullptr;
 	// A new process-local handle of the family's own kind; no region yet.
-	bpf_map *(*map_alloc)();
+	bpf_map *(*map_alloc)() = nullptr;
 	// Lay out a fresh region (header filled, data zeroed).
-	void (*map_init)(bpf_map *map);
+	void (*map_init)(bpf_map *map) = nullptr;
 	// Derive process-local pointers from a region that is already initialised. The
 	// region is untrusted (another process may have written anything into it): the
 	// generic header fields were validated and copied into the handle before this runs,
 	// and the family validates whatever it reads of its own control block against them.
 	// 0, or -EINVAL for a region that does not hold a valid map of the family.
-	int (*map_attach)(bpf_map *map);
+	int (*map_attach)(bpf_map *map) = nullptr;
 
 	// Program-side lookup: a pointer into the map's value (this CPU's, for a per-CPU map),
 	// or nullptr.
-	void *(*map_lookup_elem)(bpf_map *map, const void *key);
+	void *(*map_lookup_elem)(bpf_map *map, const void *key) = nullptr;
 	// Program-side lookup of one CPU's value; per-CPU maps only. slot is the CPU's value
 	// slot (core/percpu.h), already checked against map->nr_cpus by the caller.
-	void *(*map_lookup_percpu_elem)(bpf_map *map, const void *key, uint32_t slot);
+	void *(*map_lookup_percpu_elem)(bpf_map *map, const void *key, uint32_t slot) = nullptr;
 	// Syscall-side lookup: copy the value out in the syscall layout (bpf_map_value_size
 	// bytes); never a torn value where the type promises.
-	int (*map_copy_value)(bpf_map *map, const void *key, void *value, uint64_t flags);
+	int (*map_copy_value)(bpf_map *map, const void *key, void *value, uint64_t flags) = nullptr;
 	// Program-side update: value_size bytes (this CPU's value, for a per-CPU map).
-	int (*map_update_elem)(bpf_map *map, const void *key, const void *value, uint64_t flags);
+	int (*map_update_elem)(bpf_map *map, const void *key, const void *value,
+			       uint64_t flags) = nullptr;
 	// Syscall-side update: bpf_map_value_size bytes. The same op as map_update_elem except
 	// for per-CPU maps, where it writes every CPU's value.
-	int (*map_update_value)(bpf_map *map, const void *key, const void *value, uint64_t flags);
-	int (*map_delete_elem)(bpf_map *map, const void *key);
-	int (*map_get_next_key)(bpf_map *map, const void *key, void *next_key);
+	int (*map_update_value)(bpf_map *map, const void *key, const void *value,
+				uint64_t flags) = nullptr;
+	int (*map_delete_elem)(bpf_map *map, const void *key) = nullptr;
+	int (*map_get_next_key)(bpf_map *map, const void *key, void *next_key) = nullptr;
 	int (*map_lookup_and_delete_elem)(bpf_map *map, const void *key, void *value,
-					  uint64_t flags);
+					  uint64_t flags) = nullptr;
 
 	// Batch commands; null means ENOTSUPP, as in the kernel. attr is the caller's attr as
 	// read; count and out_batch are written back through uattr, the caller's own copy.
-	int (*map_lookup_batch)(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uattr);
+	int (*map_lookup_batch)(bpf_map *map, const uapi::batch_attr &attr,
+				uapi::batch_attr *uattr) = nullptr;
 	int (*map_lookup_and_delete_batch)(bpf_map *map, const uapi::batch_attr &attr,
-					   uapi::batch_attr *uattr);
-	int (*map_update_batch)(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uattr);
-	int (*map_delete_batch)(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uattr);
+					   uapi::batch_attr *uattr) = nullptr;
+	int (*map_update_batch)(bpf_map *map, const uapi::batch_attr &attr,
+				uapi::batch_attr *uattr) = nullptr;
+	int (*map_delete_batch)(bpf_map *map, const uapi::batch_attr &attr,
+				uapi::batch_attr *uattr) = nullptr;
 
 	// Queue, stack and bloom filter (later families).
-	int (*map_push_elem)(bpf_map *map, const void *value, uint64_t flags);
-	int (*map_pop_elem)(bpf_map *map, void *value);
-	int (*map_peek_elem)(bpf_map *map, void *value);
+	int (*map_push_elem)(bpf_map *map, const void *value, uint64_t flags) = nullptr;
+	int (*map_pop_elem)(bpf_map *map, void *value) = nullptr;
+	int (*map_peek_elem)(bpf_map *map, void *value) = nullptr;
 
 	// True when the data area may be mapped by the user (BPF_F_MMAPABLE).
-	bool (*map_mmapable)(const bpf_map *map);
+	bool (*map_mmapable)(const bpf_map *map) = nullptr;
 	// A family whose fd maps in a layout of its own (the ring buffers; the kernel's
 	// map_mmap op). map_mmap_check: after the generic checks, which pages a mapping may
 	// cover and with which permissions (0 or -errno); map_mmap: make the mapping (as mmap()
 	// returns). Null for the others: their data area maps as it is, where map_mmapable
 	// allows it.
-	int (*map_mmap_check)(const bpf_map *map, bool write, size_t len, size_t off);
-	void *(*map_mmap)(bpf_map *map, void *addr, size_t len, int prot, int flags, int fd, off_t off);
+	int (*map_mmap_check)(const bpf_map *map, bool write, size_t len, size_t off) = nullptr;
+	void *(*map_mmap)(bpf_map *map, void *addr, size_t len, int prot, int flags, int fd,
+			  off_t off) = nullptr;
 	// The family's own rules for a map created with BTF types (the kernel's map_check_btf
 	// op); key is null for a map without a key type. Null: any sized key type, and a key
 	// type is required.
 	int (*map_check_btf)(const uapi::map_create_attr &attr, const btf::type_ref *key,
-			     const btf::type_ref &value);
+			     const btf::type_ref &value) = nullptr;
 	// The SHA-256 of a frozen map's contents, for bpf_map_info.hash (arrays only in 6.18).
-	void (*map_get_hash)(bpf_map *map, uint8_t *digest);
+	void (*map_get_hash)(bpf_map *map, uint8_t *digest) = nullptr;
 };
 
 // Process-local handle. Families derive from it to cache pointers into the region.
