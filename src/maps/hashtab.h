@@ -29,7 +29,7 @@
 //
 // Concurrency contract:
 // - Writers (update, delete, lookup_and_delete) hold the bucket's lock (striped by bucket
-//   index). Lock order: a writer holds one bucket lock at a time, never another lock.
+//   index; the lock order is below).
 // - Readers take no lock. An update never overwrites a live element: it fills a fresh one
 //   and publishes it with one store (slot or chain link), then frees the old one.
 // - Each element has a sequence count, made odd while the element is being refilled after
@@ -43,6 +43,24 @@
 //   element it took from the pool is unaccounted for, and the live count one too high. The
 //   next writer to take that lock sees the owner died and flags an audit: with every lock
 //   held, the used bits and the count are rebuilt from what the buckets hold.
+//
+// Lock order. The locks are the bucket locks (bucket b's is lock b & lock_mask) and, in
+// LRU maps, the LRU's (core/lru_list.h). A thread that holds several took them in this
+// order, any of them left out:
+//   common LRU:           one CPU's local lock -> the global lock -> one bucket lock
+//   BPF_F_NO_COMMON_LRU:  one CPU's list-set lock -> one bucket lock
+//   the audit:            every bucket lock, in index order, and no other lock
+// - Under a bucket lock taken by with_bucket_locked() (a writer, a reader that fell back
+//   to the lock, get_next_key or a batch on one bucket) no other lock is taken.
+// - LRU maps: an update takes its element from the LRU before it takes the bucket lock,
+//   and elements unlinked under a bucket lock go back to the LRU after it is released
+//   (htab_lru_unlinked). Only an eviction nests: the LRU calls htab_lru_delete_node with
+//   its own locks held (one CPU's local lock, and perhaps the global one; or a CPU's list
+//   set), which takes the element's bucket lock.
+// - The audit runs after the writer that called for it released its bucket lock, and
+//   never from an eviction (htab_lru_delete_node only flags it), so it holds no LRU lock.
+// No thread waits for an LRU lock while holding a bucket lock, and only the audit holds
+// two bucket locks at once, taking them in index order: no cycle.
 //
 // PERCPU_HASH: an element's value is one round_up(value_size, 8) slot per CPU slot (see
 // core/percpu.h). As in the kernel, an update of a key that exists writes its value in
@@ -283,7 +301,7 @@ void htab_remove_at(bpf_htab *h, bucket *bk, const position &p);
 bool htab_lru_delete_node(void *arg, uint32_t idx);
 
 // LRU nodes of elements unlinked under a bucket lock, given back once it is released: the
-// LRU's locks come before bucket locks.
+// LRU's locks come before bucket locks (the lock order, above).
 extern thread_local std::vector<uint32_t> htab_lru_unlinked;
 
 // Run fn(bucket) under the bucket's lock, then the audit if any writer was found dead.
