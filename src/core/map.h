@@ -74,8 +74,9 @@ struct map_poll_table {
 };
 
 // One table per map family, written with designated initialisers at the end of the
-// family's file, naming only the ops the family has. Element ops return 0 or a negative
-// errno, as in the kernel; a null entry (the default) means the type does not serve the
+// family's file, naming only the ops the family sets: every op defaults to null (which
+// also keeps -Wmissing-field-initializers quiet about the others). Element ops return 0
+// or a negative errno, as in the kernel; a null entry means the type does not serve the
 // command.
 struct bpf_map_ops {
 	// Validate the type's own attributes (the generic ones are checked by the caller).
@@ -104,10 +105,12 @@ struct bpf_map_ops {
 	// bytes); never a torn value where the type promises.
 	int (*map_copy_value)(bpf_map *map, const void *key, void *value, uint64_t flags) = nullptr;
 	// Program-side update: value_size bytes (this CPU's value, for a per-CPU map).
-	int (*map_update_elem)(bpf_map *map, const void *key, const void *value, uint64_t flags) = nullptr;
+	int (*map_update_elem)(bpf_map *map, const void *key, const void *value,
+			       uint64_t flags) = nullptr;
 	// Syscall-side update: bpf_map_value_size bytes. The same op as map_update_elem except
 	// for per-CPU maps, where it writes every CPU's value.
-	int (*map_update_value)(bpf_map *map, const void *key, const void *value, uint64_t flags) = nullptr;
+	int (*map_update_value)(bpf_map *map, const void *key, const void *value,
+				uint64_t flags) = nullptr;
 	int (*map_delete_elem)(bpf_map *map, const void *key) = nullptr;
 	int (*map_get_next_key)(bpf_map *map, const void *key, void *next_key) = nullptr;
 	int (*map_lookup_and_delete_elem)(bpf_map *map, const void *key, void *value,
@@ -115,11 +118,14 @@ struct bpf_map_ops {
 
 	// Batch commands; null means ENOTSUPP, as in the kernel. attr is the caller's attr as
 	// read; count and out_batch are written back through uattr, the caller's own copy.
-	int (*map_lookup_batch)(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uattr) = nullptr;
+	int (*map_lookup_batch)(bpf_map *map, const uapi::batch_attr &attr,
+				uapi::batch_attr *uattr) = nullptr;
 	int (*map_lookup_and_delete_batch)(bpf_map *map, const uapi::batch_attr &attr,
 					   uapi::batch_attr *uattr) = nullptr;
-	int (*map_update_batch)(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uattr) = nullptr;
-	int (*map_delete_batch)(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uattr) = nullptr;
+	int (*map_update_batch)(bpf_map *map, const uapi::batch_attr &attr,
+				uapi::batch_attr *uattr) = nullptr;
+	int (*map_delete_batch)(bpf_map *map, const uapi::batch_attr &attr,
+				uapi::batch_attr *uattr) = nullptr;
 
 	// Queue, stack and bloom filter (later families).
 	int (*map_push_elem)(bpf_map *map, const void *value, uint64_t flags) = nullptr;
@@ -134,7 +140,8 @@ struct bpf_map_ops {
 	// returns). Null for the others: their data area maps as it is, where map_mmapable
 	// allows it.
 	int (*map_mmap_check)(const bpf_map *map, bool write, size_t len, size_t off) = nullptr;
-	void *(*map_mmap)(bpf_map *map, void *addr, size_t len, int prot, int flags, int fd, off_t off) = nullptr;
+	void *(*map_mmap)(bpf_map *map, void *addr, size_t len, int prot, int flags, int fd,
+			  off_t off) = nullptr;
 	// The readiness of the map's fd as epoll asks it (the kernel's map_poll op): the EPOLL*
 	// events it is ready for now (the caller keeps those in pt->events; the op may skip
 	// work for events not asked for), and in pt->queue the wait queue that is woken when
