@@ -55,7 +55,9 @@ soname=$(readlink "$so")
 [ -L "$libdir/$soname" ] || fail "$soname is not a symlink"
 real=$(readlink "$libdir/$soname")
 [ "$real" = "libbpfmap.so.$version" ] || fail "$soname -> $real"
-[ -f "$libdir/$real" ] && [ ! -L "$libdir/$real" ] || fail "$real is not a file"
+if [ ! -f "$libdir/$real" ] || [ -L "$libdir/$real" ]; then
+	fail "$real is not a file"
+fi
 readelf -d "$libdir/$real" | grep -q "Library soname: \[$soname\]" || fail "$real: soname is not $soname"
 need "$libdir/libbpfmap.a"
 need "$libdir/libbpfmap-preload.so"
