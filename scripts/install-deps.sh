@@ -2,6 +2,7 @@
 # Installs what bpfmap needs to build, test and benchmark, from Debian's packages.
 set -euo pipefail
 pkgs=(cmake g++ make python3 libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev libbpf-dev bpftool
+  pkgconf
   libboost1.81-dev
   linux-source
   clang libclang-rt-14-dev clang-format)
