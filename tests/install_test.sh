@@ -45,7 +45,7 @@ so=$(find "$prefix" -name libbpfmap.so | head -n 1)
 libdir=$(dirname "$so")
 echo "installed: libraries in ${libdir#"$prefix"/}"
 
-for h in bpfmap.h map.hpp ringbuf.hpp; do
+for h in bpfmap.h map_types.h map.hpp ringbuf.hpp; do
 	need "$prefix/include/bpfmap/$h"
 done
 # libbpfmap.so -> libbpfmap.so.<major> (the soname) -> libbpfmap.so.<version>.

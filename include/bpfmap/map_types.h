@@ -10,8 +10,10 @@
  * name is the kernel's BPF_MAP_TYPE_<name>. The C++ enumerator is MAP_<name> except for
  * STACK (<sys/mman.h> defines MAP_STACK as a macro). The ops table is the library's
  * internal name of the type's implementation; nothing outside the library uses it.
- * No include guard: the includer defines BPFMAP_MAP_TYPE, includes this, undefines it.
+ * No include guard: the includer defines BPFMAP_MAP_TYPE, includes this, undefines it
+ * (without it, this header is empty).
  */
+#ifdef BPFMAP_MAP_TYPE
 BPFMAP_MAP_TYPE(HASH, 1, MAP_HASH, htab_map_ops)
 BPFMAP_MAP_TYPE(ARRAY, 2, MAP_ARRAY, array_map_ops)
 BPFMAP_MAP_TYPE(PERCPU_HASH, 5, MAP_PERCPU_HASH, htab_percpu_map_ops)
@@ -24,3 +26,4 @@ BPFMAP_MAP_TYPE(STACK, 23, MAP_BPF_STACK, stack_map_ops)
 BPFMAP_MAP_TYPE(RINGBUF, 27, MAP_RINGBUF, ringbuf_map_ops)
 BPFMAP_MAP_TYPE(BLOOM_FILTER, 30, MAP_BLOOM_FILTER, bloom_filter_map_ops)
 BPFMAP_MAP_TYPE(USER_RINGBUF, 31, MAP_USER_RINGBUF, user_ringbuf_map_ops)
+#endif
