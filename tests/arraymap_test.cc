@@ -99,17 +99,6 @@ TEST(Array, FrozenMapRefusesSyscallWritesButNotPrograms)
 
 namespace {
 
-std::string hex(const uint8_t *d, size_t n)
-{
-	std::string s;
-	char b[3];
-	for (size_t i = 0; i < n; i++) {
-		snprintf(b, sizeof(b), "%02x", d[i]);
-		s += b;
-	}
-	return s;
-}
-
 long info_hash(int fd, uint8_t *digest)
 {
 	u::bpf_map_info info{};

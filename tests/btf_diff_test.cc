@@ -10,22 +10,25 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <string>
-#include <sys/syscall.h>
 #include <unistd.h>
 #include <vector>
 
 #include "bpfmap/bpfmap.h"
+#include "uapi618.h"
 
 namespace {
 
-enum : int { C_MAP_CREATE = 0, C_INFO = 15, C_BTF_LOAD = 18, C_BTF_BY_ID = 19 };
+using uapi618::C_BTF_GET_FD_BY_ID;
+using uapi618::C_BTF_LOAD;
+using uapi618::C_MAP_CREATE;
+using uapi618::C_OBJ_GET_INFO;
 enum : uint32_t { K_INT = 1, K_PTR = 2, K_ARRAY = 3, K_STRUCT = 4, K_TYPEDEF = 8, K_FUNC = 12,
 		  K_FUNC_PROTO = 13, K_VAR = 14, K_DATASEC = 15 };
-constexpr unsigned ATTR = 168;
+constexpr unsigned ATTR = uapi618::KATTR;
 
 long call(bool kernel, int cmd, void *attr, unsigned size)
 {
-	long r = kernel ? syscall(SYS_bpf, cmd, attr, size) : bpfmap_bpf(cmd, static_cast<union bpf_attr *>(attr), size);
+	long r = kernel ? uapi618::kernel_bpf(cmd, attr, size) : bpfmap_bpf(cmd, static_cast<union bpf_attr *>(attr), size);
 	return r < 0 ? -errno : r;
 }
 
@@ -337,7 +340,7 @@ TEST_F(BtfDiff, MapsCreatedWithBtfTypes)
 			a.value_size = c.value_size;
 			a.max_entries = c.max_entries;
 			int fd = static_cast<int>(kernel ? btf.k : btf.u);
-			int other = kernel ? static_cast<int>(syscall(SYS_bpf, C_MAP_CREATE, &a, ATTR)) : -1;
+			int other = kernel ? static_cast<int>(uapi618::kernel_bpf(C_MAP_CREATE, &a, ATTR)) : -1;
 			if (!kernel) {
 				create_attr plain{};
 				plain.type = 2, plain.key_size = 4, plain.value_size = 4, plain.max_entries = 1;
@@ -355,7 +358,7 @@ TEST_F(BtfDiff, MapsCreatedWithBtfTypes)
 				ia[1] = reinterpret_cast<uintptr_t>(info[side]);
 				uint8_t ab[ATTR] = {};
 				memcpy(ab, ia, 16);
-				EXPECT_EQ(call(kernel, C_INFO, ab, ATTR), 0) << c.what;
+				EXPECT_EQ(call(kernel, C_OBJ_GET_INFO, ab, ATTR), 0) << c.what;
 				close(static_cast<int>(r[side]));
 			}
 		}
@@ -379,7 +382,7 @@ uint32_t btf_id_of(bool kernel, long fd)
 	uint8_t ab[ATTR] = {};
 	uint64_t ia[2] = {static_cast<uint32_t>(fd) | uint64_t{sizeof(info)} << 32, reinterpret_cast<uintptr_t>(&info)};
 	memcpy(ab, ia, 16);
-	EXPECT_EQ(call(kernel, C_INFO, ab, ATTR), 0);
+	EXPECT_EQ(call(kernel, C_OBJ_GET_INFO, ab, ATTR), 0);
 	return info.id;
 }
 
@@ -388,7 +391,7 @@ long open_btf_by_id(bool kernel, uint32_t id)
 {
 	uint32_t by_id[ATTR / 4] = {};
 	by_id[0] = id;
-	long fd = call(kernel, C_BTF_BY_ID, by_id, ATTR);
+	long fd = call(kernel, C_BTF_GET_FD_BY_ID, by_id, ATTR);
 	if (fd >= 0)
 		close(static_cast<int>(fd));
 	return fd;
@@ -446,7 +449,7 @@ TEST_F(BtfDiff, InfoAndOpenById)
 			uint8_t ab[ATTR] = {};
 			uint64_t ia[2] = {static_cast<uint32_t>(fd) | uint64_t{len} << 32, reinterpret_cast<uintptr_t>(&info)};
 			memcpy(ab, ia, 16);
-			long r = call(kernel, C_INFO, ab, ATTR);
+			long r = call(kernel, C_OBJ_GET_INFO, ab, ATTR);
 			uint32_t out_len;
 			memcpy(&out_len, ab + 4, 4);
 			return r == 0 ? static_cast<long>(out_len) : r;
@@ -479,17 +482,17 @@ TEST_F(BtfDiff, InfoAndOpenById)
 		id = info.id;
 		uint32_t by_id[ATTR / 4] = {};
 		by_id[0] = id;
-		long nfd = call(kernel, C_BTF_BY_ID, by_id, ATTR);
+		long nfd = call(kernel, C_BTF_GET_FD_BY_ID, by_id, ATTR);
 		EXPECT_GE(nfd, 0);
 		if (nfd >= 0) {
 			EXPECT_EQ(fcntl(static_cast<int>(nfd), F_GETFL) & O_ACCMODE, O_RDONLY);
 			close(static_cast<int>(nfd));
 		}
 		by_id[2] = 1;
-		EXPECT_EQ(call(kernel, C_BTF_BY_ID, by_id, ATTR), -EINVAL) << "unknown open flag";
+		EXPECT_EQ(call(kernel, C_BTF_GET_FD_BY_ID, by_id, ATTR), -EINVAL) << "unknown open flag";
 		by_id[2] = 0;
 		by_id[0] = 0;
-		EXPECT_EQ(call(kernel, C_BTF_BY_ID, by_id, ATTR), -ENOENT) << "id 0";
+		EXPECT_EQ(call(kernel, C_BTF_GET_FD_BY_ID, by_id, ATTR), -ENOENT) << "id 0";
 		errno = 0;
 		EXPECT_EQ(mmap(nullptr, 4096, PROT_READ, MAP_SHARED, fd, 0), MAP_FAILED);
 		EXPECT_EQ(errno, ENODEV) << "a BTF object cannot be mapped";

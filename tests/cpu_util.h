@@ -76,4 +76,23 @@ template <typename F> bool run_on_cpu(uint32_t cpu, F &&fn)
 	return ran;
 }
 
+// The calling thread moved to one CPU (move() to another) for the scope's life, then given
+// back the CPUs it had.
+struct PinCpu {
+	cpu_set_t old;
+	explicit PinCpu(int cpu)
+	{
+		sched_getaffinity(0, sizeof(old), &old);
+		move(cpu);
+	}
+	void move(int cpu)
+	{
+		cpu_set_t s;
+		CPU_ZERO(&s);
+		CPU_SET(cpu, &s);
+		sched_setaffinity(0, sizeof(s), &s);
+	}
+	~PinCpu() { sched_setaffinity(0, sizeof(old), &old); }
+};
+
 } // namespace cpu_util

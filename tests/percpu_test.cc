@@ -15,6 +15,7 @@
 #include "bpfmap/map.hpp"
 #include "cpu_util.h"
 #include "test_util.h"
+#include "uapi618.h"
 
 using namespace bpfmap::test;
 
@@ -23,10 +24,7 @@ namespace {
 
 const uint32_t percpu_types[] = {u::MAP_TYPE_PERCPU_HASH, u::MAP_TYPE_PERCPU_ARRAY};
 
-const char *type_name(uint32_t type)
-{
-	return type == u::MAP_TYPE_PERCPU_HASH ? "PERCPU_HASH" : "PERCPU_ARRAY";
-}
+using uapi618::map_type_name;
 
 uint32_t ncpus() { return bpfmap_num_possible_cpus(); }
 
@@ -70,14 +68,14 @@ TEST(Percpu, ValueLayoutIsOneSlotPerPossibleCpu)
 	ASSERT_GE(ncpus(), 1u);
 	for (uint32_t type : percpu_types) {
 		map_handle h(type, 4, 5, 4);
-		ASSERT_GE(h.fd, 0) << type_name(type);
+		ASSERT_GE(h.fd, 0) << map_type_name(type);
 		uint32_t key = 1;
 		std::vector<uint8_t> in(slot_size(5) * ncpus()), out(in.size() + 8, 0xee);
 		for (size_t i = 0; i < in.size(); i++)
 			in[i] = static_cast<uint8_t>(i * 7 + 1); // padding bytes too
 		ASSERT_EQ(update(h.fd, &key, in.data()), 0);
 		ASSERT_EQ(lookup(h.fd, &key, out.data()), 0);
-		EXPECT_TRUE(std::equal(in.begin(), in.end(), out.begin())) << type_name(type);
+		EXPECT_TRUE(std::equal(in.begin(), in.end(), out.begin())) << map_type_name(type);
 		EXPECT_EQ(out[in.size()], 0xee) << "wrote past the per-CPU value";
 		// The program side sees each CPU's slot.
 		for (uint32_t cpu = 0; cpu < nr_cpu_ids(); cpu++) {
@@ -138,7 +136,7 @@ TEST(Percpu, ProgramUpdateWritesTheCallersCpu)
 			// update (for the hash: the freed element is the one taken back, and a new
 			// key keeps its predecessor's padding, as in the kernel).
 			for (size_t i = vs; i < ss; i++)
-				EXPECT_EQ(out[at + i], 0xff) << type_name(type) << " padding byte " << i;
+				EXPECT_EQ(out[at + i], 0xff) << map_type_name(type) << " padding byte " << i;
 		}
 		// Slots of CPUs nobody wrote: junk stays in the array; a new hash key has zero
 		// values there (padding as its predecessor left it).
@@ -240,7 +238,7 @@ TEST(Percpu, UpdatesFromThreadsSharingACpuNeverInterleave)
 		stop = true;
 		for (auto &t : readers)
 			t.join();
-		EXPECT_EQ(torn.load(), 0) << type_name(type) << ": torn or missing values in "
+		EXPECT_EQ(torn.load(), 0) << map_type_name(type) << ": torn or missing values in "
 					  << reads.load() << " reads";
 		EXPECT_EQ(failed.load(), 0);
 		EXPECT_GE(reads.load(), min_reads) << "the readers never got to run alongside the writers";
@@ -348,9 +346,9 @@ TEST(Percpu, KilledWritersNeverWedgeReadersOrWriters)
 			long r = lookup(fd, &k, out.data());
 			EXPECT_TRUE(r == 0 || r == -ENOENT) << r;
 			memset(v.data(), static_cast<int>(k), v.size());
-			ASSERT_EQ(update(fd, &k, v.data()), 0) << type_name(type) << " key " << k;
+			ASSERT_EQ(update(fd, &k, v.data()), 0) << map_type_name(type) << " key " << k;
 			ASSERT_EQ(lookup(fd, &k, out.data()), 0);
-			ASSERT_EQ(out, v) << type_name(type) << " key " << k;
+			ASSERT_EQ(out, v) << map_type_name(type) << " key " << k;
 		}
 		alarm(0);
 		close(fd);

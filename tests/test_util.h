@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "bpfmap/bpfmap.h"
+#include "hex.h"
 #include "uapi/bpf_uapi.h"
 
 namespace bpfmap::test {

@@ -6,7 +6,7 @@ import os
 import struct
 import sys
 
-# Map types in the order of served_types[] in bpfmap_fuzz.cc.
+# Map types in the order of served_types[] in fuzz_syscall_ops.cc.
 HASH, ARRAY, PERCPU_HASH, PERCPU_ARRAY, LRU_HASH, LRU_PERCPU_HASH, LPM, QUEUE, STACK, \
     RINGBUF, BLOOM, USER_RINGBUF, UNSPEC, PROG_ARRAY, ARENA, TYPE_MAX = range(16)
 # Bits of op_create's flag word, in the order of flag_bits[].
