@@ -52,7 +52,8 @@ inline int load_xdp(const std::vector<bpf_insn> &p, std::string *why)
 	a.log_level = 1;
 	sys_bpf(BPF_PROG_LOAD, &a);
 	std::string l(log);
-	*why = std::string("BPF_PROG_LOAD: ") + strerror(err) + ": " + l.substr(l.size() > 300 ? l.size() - 300 : 0);
+	*why = std::string("BPF_PROG_LOAD: ") + strerror(err) + ": " +
+	       l.substr(l.size() > 300 ? l.size() - 300 : 0);
 	return -1;
 }
 

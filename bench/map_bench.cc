@@ -57,8 +57,14 @@ struct config {
 	uint32_t type; // BPF_MAP_TYPE_{,PERCPU_}HASH or BPF_MAP_TYPE_{,PERCPU_}ARRAY
 	uint32_t entries, key_size, value_size;
 
-	bool hash() const { return type == BPF_MAP_TYPE_HASH || type == BPF_MAP_TYPE_PERCPU_HASH || lru(); }
-	bool lru() const { return type == BPF_MAP_TYPE_LRU_HASH || type == BPF_MAP_TYPE_LRU_PERCPU_HASH; }
+	bool hash() const
+	{
+		return type == BPF_MAP_TYPE_HASH || type == BPF_MAP_TYPE_PERCPU_HASH || lru();
+	}
+	bool lru() const
+	{
+		return type == BPF_MAP_TYPE_LRU_HASH || type == BPF_MAP_TYPE_LRU_PERCPU_HASH;
+	}
 	bool percpu() const
 	{
 		return type == BPF_MAP_TYPE_PERCPU_HASH || type == BPF_MAP_TYPE_PERCPU_ARRAY ||
@@ -67,7 +73,8 @@ struct config {
 	// Bytes of a value in a syscall buffer.
 	uint32_t value_bytes() const
 	{
-		return percpu() ? (value_size + 7) / 8 * 8 * bpfmap_num_possible_cpus() : value_size;
+		return percpu() ? (value_size + 7) / 8 * 8 * bpfmap_num_possible_cpus()
+				: value_size;
 	}
 
 	bool operator==(const config &o) const
@@ -77,19 +84,18 @@ struct config {
 	}
 	std::string name() const
 	{
-		const char *t = type == BPF_MAP_TYPE_HASH	 ? "HASH"
-				: type == BPF_MAP_TYPE_ARRAY	 ? "ARRAY"
-				: type == BPF_MAP_TYPE_PERCPU_HASH ? "PERCPU_HASH"
-				: type == BPF_MAP_TYPE_LRU_HASH ? "LRU_HASH"
+		const char *t = type == BPF_MAP_TYPE_HASH	       ? "HASH"
+				: type == BPF_MAP_TYPE_ARRAY	       ? "ARRAY"
+				: type == BPF_MAP_TYPE_PERCPU_HASH     ? "PERCPU_HASH"
+				: type == BPF_MAP_TYPE_LRU_HASH	       ? "LRU_HASH"
 				: type == BPF_MAP_TYPE_LRU_PERCPU_HASH ? "LRU_PERCPU_HASH"
-				: type == BPF_MAP_TYPE_QUEUE ? "QUEUE"
-				: type == BPF_MAP_TYPE_STACK ? "STACK"
-				: type == BPF_MAP_TYPE_BLOOM_FILTER ? "BLOOM_FILTER"
-				: type == BPF_MAP_TYPE_LPM_TRIE ? "LPM_TRIE"
-								   : "PERCPU_ARRAY";
-		return std::string(t) + "/" +
-		       std::to_string(entries) + "/k" + std::to_string(key_size) + "v" +
-		       std::to_string(value_size);
+				: type == BPF_MAP_TYPE_QUEUE	       ? "QUEUE"
+				: type == BPF_MAP_TYPE_STACK	       ? "STACK"
+				: type == BPF_MAP_TYPE_BLOOM_FILTER    ? "BLOOM_FILTER"
+				: type == BPF_MAP_TYPE_LPM_TRIE	       ? "LPM_TRIE"
+								       : "PERCPU_ARRAY";
+		return std::string(t) + "/" + std::to_string(entries) + "/k" +
+		       std::to_string(key_size) + "v" + std::to_string(value_size);
 	}
 };
 
@@ -150,7 +156,8 @@ int create_map(create_fn fn, const config &c, std::string *err)
 {
 	// An LRU map gets room to spare, so that filling it with the fixture's keys evicts
 	// none of them even when the filling thread moves between CPUs.
-	long fd = create_raw(fn, c.type, c.key_size, c.value_size, c.lru() ? 2 * c.entries : c.entries, 0);
+	long fd = create_raw(fn, c.type, c.key_size, c.value_size,
+			     c.lru() ? 2 * c.entries : c.entries, 0);
 	if (fd < 0) {
 		*err = std::string("map create failed: ") + strerror(errno);
 		return -1;
@@ -162,15 +169,17 @@ struct fixture {
 	config cfg;
 	std::vector<unsigned char> keys; // entries keys, key_size bytes each, shuffled
 	std::vector<unsigned char> value;
-	int bfd = -1;                      // bpfmap map
+	int bfd = -1; // bpfmap map
 	bpfmap_map *handle = nullptr;
-	int kfd = -1;                      // kernel map, made on first use
+	int kfd = -1; // kernel map, made on first use
 	std::string kerr;
 #ifdef BPFMAP_BENCH_BOOST
 	std::unique_ptr<peer_map> peer; // made on first use
 #endif
 
-	explicit fixture(const config &c) : cfg(c), value(c.value_bytes(), 0x5a)
+	explicit fixture(const config &c)
+	    : cfg(c)
+	    , value(c.value_bytes(), 0x5a)
 	{
 		std::mt19937_64 rng(0x6270666d6170ull ^ c.entries ^ (uint64_t(c.key_size) << 32) ^
 				    (uint64_t(c.value_size) << 40) ^ (uint64_t(c.type) << 48));
@@ -255,8 +264,9 @@ struct fixture {
 		for (uint32_t i = 0; i < cfg.entries; i++) {
 			a.key = reinterpret_cast<uintptr_t>(key(i));
 			if (fn(BPF_MAP_UPDATE_ELEM, &a, ELEM_ATTR_SIZE) != 0) {
-				fprintf(stderr, "%s: fill %s failed at %u: %s\n", cfg.name().c_str(),
-					fn == bpfmap_bpf ? "bpfmap" : "kernel", i, strerror(errno));
+				fprintf(stderr, "%s: fill %s failed at %u: %s\n",
+					cfg.name().c_str(), fn == bpfmap_bpf ? "bpfmap" : "kernel",
+					i, strerror(errno));
 				abort();
 			}
 		}
@@ -267,7 +277,8 @@ struct fixture {
 	peer_map *peer_table()
 	{
 		if (!peer)
-			peer = make_peer(cfg.key_size, cfg.value_size, keys.data(), cfg.entries, value.data());
+			peer = make_peer(cfg.key_size, cfg.value_size, keys.data(), cfg.entries,
+					 value.data());
 		return peer.get();
 	}
 #endif
@@ -310,7 +321,10 @@ enum class op { lookup, update, delete_reinsert, lookup_batch, insert_evict };
 
 const char *path_name(path p)
 {
-	return p == path::ptr ? "ptr" : p == path::copy ? "copy" : p == path::kernel ? "kernel" : "boost";
+	return p == path::ptr	   ? "ptr"
+	       : p == path::copy   ? "copy"
+	       : p == path::kernel ? "kernel"
+				   : "boost";
 }
 const char *op_name(op o)
 {
@@ -395,7 +409,8 @@ void run(benchmark::State &state, config c, op o, path p)
 			a.value = reinterpret_cast<uintptr_t>(out.data());
 			for (auto _ : state) {
 				a.key = reinterpret_cast<uintptr_t>(keys + i * ks);
-				if (__builtin_expect(fn(BPF_MAP_LOOKUP_ELEM, &a, ELEM_ATTR_SIZE) != 0, 0)) {
+				if (__builtin_expect(
+					    fn(BPF_MAP_LOOKUP_ELEM, &a, ELEM_ATTR_SIZE) != 0, 0)) {
 					ok = false;
 					break;
 				}
@@ -411,7 +426,8 @@ void run(benchmark::State &state, config c, op o, path p)
 			for (auto _ : state) {
 				val[0]++;
 				if (__builtin_expect(bpfmap_map_update_elem(f.handle, keys + i * ks,
-									    val.data(), BPF_ANY) != 0,
+									    val.data(),
+									    BPF_ANY) != 0,
 						     0)) {
 					ok = false;
 					break;
@@ -424,7 +440,8 @@ void run(benchmark::State &state, config c, op o, path p)
 			for (auto _ : state) {
 				val[0]++;
 				a.key = reinterpret_cast<uintptr_t>(keys + i * ks);
-				if (__builtin_expect(fn(BPF_MAP_UPDATE_ELEM, &a, ELEM_ATTR_SIZE) != 0, 0)) {
+				if (__builtin_expect(
+					    fn(BPF_MAP_UPDATE_ELEM, &a, ELEM_ATTR_SIZE) != 0, 0)) {
 					ok = false;
 					break;
 				}
@@ -441,7 +458,8 @@ void run(benchmark::State &state, config c, op o, path p)
 		for (auto _ : state) {
 			d.key = a.key = reinterpret_cast<uintptr_t>(keys + i * ks);
 			if (__builtin_expect(fn(BPF_MAP_DELETE_ELEM, &d, ELEM_ATTR_SIZE) != 0 ||
-						     fn(BPF_MAP_UPDATE_ELEM, &a, ELEM_ATTR_SIZE) != 0,
+						     fn(BPF_MAP_UPDATE_ELEM, &a, ELEM_ATTR_SIZE) !=
+							     0,
 					     0)) {
 				ok = false;
 				break;
@@ -459,10 +477,12 @@ void run(benchmark::State &state, config c, op o, path p)
 		for (auto _ : state) {
 			uint32_t k = mix32(next++);
 			memcpy(key.data(), &k, 4);
-			long r = p == path::ptr ? bpfmap_map_update_elem(f.handle, key.data(), val.data(), BPF_ANY)
-						: (a.key = reinterpret_cast<uintptr_t>(key.data()),
-						   a.value = reinterpret_cast<uintptr_t>(val.data()),
-						   fn(BPF_MAP_UPDATE_ELEM, &a, ELEM_ATTR_SIZE));
+			long r = p == path::ptr
+					 ? bpfmap_map_update_elem(f.handle, key.data(), val.data(),
+								  BPF_ANY)
+					 : (a.key = reinterpret_cast<uintptr_t>(key.data()),
+					    a.value = reinterpret_cast<uintptr_t>(val.data()),
+					    fn(BPF_MAP_UPDATE_ELEM, &a, ELEM_ATTR_SIZE));
 			if (__builtin_expect(r != 0, 0)) {
 				ok = false;
 				break;
@@ -474,7 +494,8 @@ void run(benchmark::State &state, config c, op o, path p)
 		// One call per iteration, BATCH elements asked for; the walk restarts at the end.
 		// Reported per element (ns_per_elem): a call returns whole buckets, so fewer.
 		constexpr uint32_t BATCH = 256;
-		std::vector<unsigned char> bkeys(size_t(BATCH) * ks), bvals(size_t(BATCH) * c.value_bytes());
+		std::vector<unsigned char> bkeys(size_t(BATCH) * ks),
+			bvals(size_t(BATCH) * c.value_bytes());
 		uint64_t token = 0, elems = 0;
 		bool first = true;
 		union bpf_attr b;
@@ -495,7 +516,8 @@ void run(benchmark::State &state, config c, op o, path p)
 			first = r != 0;
 		}
 		state.counters["ns_per_elem"] = benchmark::Counter(
-			static_cast<double>(elems), benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+			static_cast<double>(elems),
+			benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 		break;
 	}
 	}
@@ -516,7 +538,10 @@ void run(benchmark::State &state, config c, op o, path p)
 
 enum class kop { push_pop, push, peek };
 
-const char *kop_name(kop o) { return o == kop::push_pop ? "push_pop" : o == kop::push ? "push" : "peek"; }
+const char *kop_name(kop o)
+{
+	return o == kop::push_pop ? "push_pop" : o == kop::push ? "push" : "peek";
+}
 
 void run_keyless(benchmark::State &state, config c, kop o, path p)
 {
@@ -647,7 +672,8 @@ std::vector<key4> lpm_probes(const std::vector<key4> &stored, std::mt19937 &rng)
 	std::vector<key4> probes(1 << 16);
 	for (auto &k : probes) {
 		key4 s = stored[rng() % stored.size()];
-		uint32_t host = s.prefixlen == 32 ? 0 : static_cast<uint32_t>(rng()) & (~0u >> s.prefixlen);
+		uint32_t host =
+			s.prefixlen == 32 ? 0 : static_cast<uint32_t>(rng()) & (~0u >> s.prefixlen);
 		k = {32, __builtin_bswap32(__builtin_bswap32(s.addr) | host)};
 	}
 	return probes;
@@ -660,7 +686,8 @@ void run_lpm(benchmark::State &state, config c, path p, bool replace)
 		return;
 	}
 	create_fn fn = p == path::kernel ? kernel_bpf : bpfmap_bpf;
-	long fd = create_raw(fn, BPF_MAP_TYPE_LPM_TRIE, 8, c.value_size, c.entries, BPF_F_NO_PREALLOC);
+	long fd = create_raw(fn, BPF_MAP_TYPE_LPM_TRIE, 8, c.value_size, c.entries,
+			     BPF_F_NO_PREALLOC);
 	if (fd < 0) {
 		fail(state, "create");
 		return;
@@ -722,16 +749,17 @@ int load_lpm_inprog(int probes_fd, int trie_fd, bool with_trie, std::string *why
 {
 	using kernel_prog::insn;
 	std::vector<bpf_insn> p = {
-		insn(BPF_ALU64 | BPF_MOV | BPF_K, 6, 0, 0, 0),		 // r6 = 0
+		insn(BPF_ALU64 | BPF_MOV | BPF_K, 6, 0, 0, 0),		     // r6 = 0
 		insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_get_prandom_u32), // loop: r0 = random
 		insn(BPF_ALU64 | BPF_AND | BPF_K, 0, 0, 0, 0xffff),
-		insn(BPF_STX | BPF_MEM | BPF_W, 10, 0, -4, 0),		 // *(u32 *)(fp - 4) = r0
+		insn(BPF_STX | BPF_MEM | BPF_W, 10, 0, -4, 0), // *(u32 *)(fp - 4) = r0
 	};
 	kernel_prog::load_map(p, 1, probes_fd);
 	p.push_back(insn(BPF_ALU64 | BPF_MOV | BPF_X, 2, 10, 0, 0));
 	p.push_back(insn(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, -4));
 	p.push_back(insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem)); // r0 = &probes[i]
-	p.push_back(insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, static_cast<int16_t>(with_trie ? 4 : 0), 0));
+	p.push_back(
+		insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, static_cast<int16_t>(with_trie ? 4 : 0), 0));
 	if (with_trie) {
 		p.push_back(insn(BPF_ALU64 | BPF_MOV | BPF_X, 2, 0, 0, 0)); // the probe is the key
 		kernel_prog::load_map(p, 1, trie_fd);
@@ -751,7 +779,8 @@ void run_lpm_inprog(benchmark::State &state, config c)
 		state.SkipWithError(kernel_probe_error.c_str());
 		return;
 	}
-	long trie = create_raw(kernel_bpf, BPF_MAP_TYPE_LPM_TRIE, 8, c.value_size, c.entries, BPF_F_NO_PREALLOC);
+	long trie = create_raw(kernel_bpf, BPF_MAP_TYPE_LPM_TRIE, 8, c.value_size, c.entries,
+			       BPF_F_NO_PREALLOC);
 	long probes_fd = create_raw(kernel_bpf, BPF_MAP_TYPE_ARRAY, 4, 8, 1 << 16, 0);
 	if (trie < 0 || probes_fd < 0) {
 		fail(state, "create");
@@ -769,7 +798,8 @@ void run_lpm_inprog(benchmark::State &state, config c)
 	}
 	std::string why;
 	int full = load_lpm_inprog(static_cast<int>(probes_fd), static_cast<int>(trie), true, &why);
-	int base = load_lpm_inprog(static_cast<int>(probes_fd), static_cast<int>(trie), false, &why);
+	int base =
+		load_lpm_inprog(static_cast<int>(probes_fd), static_cast<int>(trie), false, &why);
 	double lookup_ns = 0;
 	long runs = 0;
 	bool ok = full >= 0 && base >= 0;
@@ -800,13 +830,15 @@ void register_lpm()
 {
 	for (uint32_t n : {10000u, 100000u}) {
 		config c{BPF_MAP_TYPE_LPM_TRIE, n, 8, 8};
-		benchmark::RegisterBenchmark((c.name() + "/lookup_inprog/kernel").c_str(), run_lpm_inprog, c)
+		benchmark::RegisterBenchmark((c.name() + "/lookup_inprog/kernel").c_str(),
+					     run_lpm_inprog, c)
 			->Unit(benchmark::kNanosecond)
 			->UseManualTime()
 			->Iterations(20);
 		for (bool replace : {false, true})
 			for (path p : {path::kernel, path::copy, path::ptr}) {
-				std::string name = c.name() + (replace ? "/update/" : "/lookup/") + path_name(p);
+				std::string name = c.name() + (replace ? "/update/" : "/lookup/") +
+						   path_name(p);
 				benchmark::RegisterBenchmark(name.c_str(), run_lpm, c, p, replace)
 					->Unit(benchmark::kNanosecond)
 					->UseRealTime();
@@ -837,19 +869,21 @@ void register_all()
 	configs.push_back({BPF_MAP_TYPE_LRU_HASH, 1000000, 4, 8});
 	configs.push_back({BPF_MAP_TYPE_LRU_PERCPU_HASH, 10000, 4, 8});
 	for (const config &c : configs) {
-		for (op o : {op::lookup, op::update, op::delete_reinsert, op::lookup_batch, op::insert_evict}) {
+		for (op o : {op::lookup, op::update, op::delete_reinsert, op::lookup_batch,
+			     op::insert_evict}) {
 			if (o == op::delete_reinsert && !c.hash())
 				continue;
 			if (o == op::insert_evict && !c.lru())
 				continue;
 			for (path p : {path::kernel, path::copy, path::ptr, path::boost}) {
-				if ((o == op::delete_reinsert || o == op::lookup_batch) && p == path::ptr)
+				if ((o == op::delete_reinsert || o == op::lookup_batch) &&
+				    p == path::ptr)
 					continue;
-				if (p == path::boost && !(have_peer && c.type == BPF_MAP_TYPE_HASH &&
-							  (o == op::lookup || o == op::update)))
+				if (p == path::boost &&
+				    !(have_peer && c.type == BPF_MAP_TYPE_HASH &&
+				      (o == op::lookup || o == op::update)))
 					continue;
-				std::string name =
-					c.name() + "/" + op_name(o) + "/" + path_name(p);
+				std::string name = c.name() + "/" + op_name(o) + "/" + path_name(p);
 				benchmark::RegisterBenchmark(name.c_str(), run, c, o, p)
 					->Unit(benchmark::kNanosecond)
 					->UseRealTime();

@@ -50,10 +50,13 @@ struct bench_ring {
 	bench_ring()
 	{
 		if (m)
-			bpfmap::RingConsumer::open(fd, [this](const void *d, size_t n) {
-				sink += n + *static_cast<const unsigned char *>(d);
-				return 0;
-			}, cons);
+			bpfmap::RingConsumer::open(
+				fd,
+				[this](const void *d, size_t n) {
+					sink += n + *static_cast<const unsigned char *>(d);
+					return 0;
+				},
+				cons);
 	}
 	~bench_ring() { bpfmap_map_put(m); }
 	bool ok() const { return m && cons.fd() >= 0; }
@@ -129,8 +132,9 @@ void consume(benchmark::State &state)
 	}
 	benchmark::DoNotOptimize(r.sink);
 	state.SetItemsProcessed(records);
-	state.counters["ns_per_record"] = benchmark::Counter(static_cast<double>(records),
-		benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+	state.counters["ns_per_record"] =
+		benchmark::Counter(static_cast<double>(records),
+				   benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
 void end_to_end(benchmark::State &state)
@@ -153,7 +157,8 @@ void end_to_end(benchmark::State &state)
 				calls++;
 			}
 			before = seen;
-			state.counters["records_per_poll"] = static_cast<double>(seen) / static_cast<double>(calls);
+			state.counters["records_per_poll"] =
+				static_cast<double>(seen) / static_cast<double>(calls);
 			done = true;
 		});
 		std::thread producer([&] {
@@ -182,18 +187,18 @@ constexpr int KERNEL_LOOP = 1000;
 int load_produce_prog(int map_fd, int size, std::string *why)
 {
 	std::vector<bpf_insn> p = {
-		insn(BPF_ALU64 | BPF_MOV | BPF_K, 6, 0, 0, 0),		       // r6 = 0
+		insn(BPF_ALU64 | BPF_MOV | BPF_K, 6, 0, 0, 0),			  // r6 = 0
 		insn(BPF_LD | BPF_DW | BPF_IMM, 1, BPF_PSEUDO_MAP_FD, 0, map_fd), // r1 = map
-		insn(0, 0, 0, 0, 0),			       // (second half)
-		insn(BPF_ALU64 | BPF_MOV | BPF_K, 2, 0, 0, size),		       // r2 = size
-		insn(BPF_ALU64 | BPF_MOV | BPF_K, 3, 0, 0, 0),		       // r3 = 0
+		insn(0, 0, 0, 0, 0),						  // (second half)
+		insn(BPF_ALU64 | BPF_MOV | BPF_K, 2, 0, 0, size),		  // r2 = size
+		insn(BPF_ALU64 | BPF_MOV | BPF_K, 3, 0, 0, 0),			  // r3 = 0
 		insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_ringbuf_reserve),
-		insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 3, 0),		       // if !r0 skip
-		insn(BPF_ALU64 | BPF_MOV | BPF_X, 1, 0, 0, 0),		       // r1 = r0
-		insn(BPF_ALU64 | BPF_MOV | BPF_K, 2, 0, 0, 0),		       // r2 = 0
+		insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 3, 0),   // if !r0 skip
+		insn(BPF_ALU64 | BPF_MOV | BPF_X, 1, 0, 0, 0), // r1 = r0
+		insn(BPF_ALU64 | BPF_MOV | BPF_K, 2, 0, 0, 0), // r2 = 0
 		insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_ringbuf_submit),
-		insn(BPF_ALU64 | BPF_ADD | BPF_K, 6, 0, 0, 1),		       // r6++
-		insn(BPF_JMP | BPF_JLT | BPF_K, 6, 0, -11, KERNEL_LOOP),	       // loop
+		insn(BPF_ALU64 | BPF_ADD | BPF_K, 6, 0, 0, 1),		 // r6++
+		insn(BPF_JMP | BPF_JLT | BPF_K, 6, 0, -11, KERNEL_LOOP), // loop
 		insn(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, XDP_PASS),
 		insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
 	};
@@ -210,7 +215,8 @@ void kernel_produce(benchmark::State &state)
 	a.max_entries = ring;
 	int map = static_cast<int>(sys_bpf(BPF_MAP_CREATE, &a));
 	if (map < 0) {
-		state.SkipWithError((std::string("kernel ring buffer: ") + strerror(errno)).c_str());
+		state.SkipWithError(
+			(std::string("kernel ring buffer: ") + strerror(errno)).c_str());
 		return;
 	}
 	std::string why;
@@ -221,7 +227,8 @@ void kernel_produce(benchmark::State &state)
 		return;
 	}
 	long page = sysconf(_SC_PAGESIZE);
-	auto *cons = static_cast<uint64_t *>(mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_SHARED, map, 0));
+	auto *cons = static_cast<uint64_t *>(
+		mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_SHARED, map, 0));
 	auto *prod = static_cast<uint64_t *>(mmap(nullptr, page, PROT_READ, MAP_SHARED, map, page));
 	const uint64_t record = (static_cast<uint64_t>(size) + 8 + 7) / 8 * 8;
 	const uint32_t repeat = static_cast<uint32_t>(ring / 2 / (record * KERNEL_LOOP));
@@ -231,7 +238,8 @@ void kernel_produce(benchmark::State &state)
 	for (auto _ : state) {
 		if (!ok)
 			break;
-		__atomic_store_n(cons, __atomic_load_n(prod, __ATOMIC_ACQUIRE), __ATOMIC_RELEASE); // drain
+		__atomic_store_n(cons, __atomic_load_n(prod, __ATOMIC_ACQUIRE),
+				 __ATOMIC_RELEASE); // drain
 		uint64_t before = __atomic_load_n(prod, __ATOMIC_ACQUIRE);
 		double run = kernel_prog::run_ns(prog, repeat);
 		if (run < 0) {
@@ -256,6 +264,12 @@ BENCHMARK(kernel_produce)->Arg(8)->Arg(64)->Arg(512)->UseManualTime()->Iteration
 BENCHMARK(produce)->Arg(8)->Arg(64)->Arg(512);
 BENCHMARK(output)->Arg(8)->Arg(64)->Arg(512);
 BENCHMARK(consume)->Arg(8)->Arg(64)->Arg(512);
-BENCHMARK(end_to_end)->Arg(8)->Arg(64)->Arg(512)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+BENCHMARK(end_to_end)
+	->Arg(8)
+	->Arg(64)
+	->Arg(512)
+	->Unit(benchmark::kMillisecond)
+	->UseRealTime()
+	->Iterations(3);
 
 BENCHMARK_MAIN();

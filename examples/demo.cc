@@ -32,7 +32,8 @@ int join(const char *path)
 {
 	bpfmap::Map m;
 	if (int err = bpfmap::Map::open_pinned(path, m)) {
-		fprintf(stderr, "[second pid %d] cannot open %s: %s\n", getpid(), path, strerror(err));
+		fprintf(stderr, "[second pid %d] cannot open %s: %s\n", getpid(), path,
+			strerror(err));
 		return 1;
 	}
 	flow_map flows;

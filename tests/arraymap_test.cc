@@ -125,7 +125,8 @@ TEST(Array, FrozenArrayReportsTheSha256OfItsValues)
 	a.elem.map_fd = static_cast<uint32_t>(fd);
 	ASSERT_EQ(sys(u::MAP_FREEZE, a), 0);
 	ASSERT_EQ(info_hash(fd, digest), 0);
-	EXPECT_EQ(hex(digest, 32), "31dd8bde7082c8b439f17b0c8a141465637f9bc9c3f1e5f944692d4dac905467");
+	EXPECT_EQ(hex(digest, 32),
+		  "31dd8bde7082c8b439f17b0c8a141465637f9bc9c3f1e5f944692d4dac905467");
 	close(fd);
 
 	int hash = map_create(u::MAP_TYPE_HASH, 4, 4, 3);
@@ -148,7 +149,8 @@ TEST(Array, Sha256OfALongArray)
 	ASSERT_EQ(sys(u::MAP_FREEZE, a), 0);
 	uint8_t digest[32];
 	ASSERT_EQ(info_hash(fd, digest), 0);
-	EXPECT_EQ(hex(digest, 32), "c2a908d98f5df987ade41b5fce213067efbcc21ef2240212a41e54b5e7c28ae5");
+	EXPECT_EQ(hex(digest, 32),
+		  "c2a908d98f5df987ade41b5fce213067efbcc21ef2240212a41e54b5e7c28ae5");
 	close(fd);
 }
 
@@ -204,7 +206,8 @@ int every_array_command(int fd, bool percpu)
 	failed += expect_one_of(p ? static_cast<long>(*p) : -1, {11}, "program-side lookup");
 	if (percpu) {
 		p = static_cast<uint64_t *>(bpfmap_map_lookup_percpu_elem(h, &k, ncpu - 1));
-		failed += expect_one_of(p ? static_cast<long>(*p) : -1, {11}, "the last CPU's value");
+		failed +=
+			expect_one_of(p ? static_cast<long>(*p) : -1, {11}, "the last CPU's value");
 	}
 	k = 3;
 	failed += expect_one_of(bpfmap_map_lookup_elem(h, &k) != nullptr, {0},
@@ -232,11 +235,13 @@ TEST(Array, HeaderScribbledAfterAttachChangesNothing)
 		ASSERT_EQ(update(fd, &k, v.data()), 0);
 		off_t hdr = region_file_size(fd) - REGION_HEADER_PAGE;
 		using bpfmap::map_header;
-		for (size_t field : {offsetof(map_header, key_size), offsetof(map_header, value_size),
-				     offsetof(map_header, max_entries), offsetof(map_header, map_flags),
-				     offsetof(map_header, nr_cpus)})
+		for (size_t field :
+		     {offsetof(map_header, key_size), offsetof(map_header, value_size),
+		      offsetof(map_header, max_entries), offsetof(map_header, map_flags),
+		      offsetof(map_header, nr_cpus)})
 			poke<uint32_t>(fd, hdr + static_cast<off_t>(field), 0xffffffffu);
-		poke<uint64_t>(fd, hdr + static_cast<off_t>(offsetof(map_header, data_size)), ~0ull);
+		poke<uint64_t>(fd, hdr + static_cast<off_t>(offsetof(map_header, data_size)),
+			       ~0ull);
 		for (off_t off = REGION_CTL_OFFSET; off < REGION_HEADER_PAGE; off += 8)
 			poke<uint64_t>(fd, hdr + off, ~0ull);
 		EXPECT_TRUE(in_child([&] { return every_array_command(fd, percpu); }));

@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <cstring>
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <string>
+#include <sys/mman.h>
 #include <unistd.h>
 #include <vector>
 
@@ -22,13 +22,23 @@ using uapi618::C_BTF_GET_FD_BY_ID;
 using uapi618::C_BTF_LOAD;
 using uapi618::C_MAP_CREATE;
 using uapi618::C_OBJ_GET_INFO;
-enum : uint32_t { K_INT = 1, K_PTR = 2, K_ARRAY = 3, K_STRUCT = 4, K_TYPEDEF = 8, K_FUNC = 12,
-		  K_FUNC_PROTO = 13, K_VAR = 14, K_DATASEC = 15 };
+enum : uint32_t {
+	K_INT = 1,
+	K_PTR = 2,
+	K_ARRAY = 3,
+	K_STRUCT = 4,
+	K_TYPEDEF = 8,
+	K_FUNC = 12,
+	K_FUNC_PROTO = 13,
+	K_VAR = 14,
+	K_DATASEC = 15
+};
 constexpr unsigned ATTR = uapi618::KATTR;
 
 long call(bool kernel, int cmd, void *attr, unsigned size)
 {
-	long r = kernel ? uapi618::kernel_bpf(cmd, attr, size) : bpfmap_bpf(cmd, static_cast<union bpf_attr *>(attr), size);
+	long r = kernel ? uapi618::kernel_bpf(cmd, attr, size)
+			: bpfmap_bpf(cmd, static_cast<union bpf_attr *>(attr), size);
 	return r < 0 ? -errno : r;
 }
 
@@ -49,7 +59,8 @@ struct btf_builder {
 	uint32_t add(const char *nm, uint32_t kind, uint32_t vlen, uint32_t size_or_type,
 		     std::vector<uint32_t> extra = {}, bool kflag = false)
 	{
-		types.insert(types.end(), {name(nm), (kflag ? 1U << 31 : 0) | kind << 24 | vlen, size_or_type});
+		types.insert(types.end(),
+			     {name(nm), (kflag ? 1U << 31 : 0) | kind << 24 | vlen, size_or_type});
 		types.insert(types.end(), extra.begin(), extra.end());
 		return ++n;
 	}
@@ -59,7 +70,8 @@ struct btf_builder {
 	}
 	std::vector<uint8_t> blob(uint32_t hdr_len = 24) const
 	{
-		uint32_t tlen = static_cast<uint32_t>(types.size() * 4), slen = static_cast<uint32_t>(strs.size());
+		uint32_t tlen = static_cast<uint32_t>(types.size() * 4),
+			 slen = static_cast<uint32_t>(strs.size());
 		std::vector<uint8_t> b(hdr_len + tlen + slen);
 		uint32_t h[6] = {0x0001eb9f, hdr_len, 0, tlen, tlen, slen};
 		memcpy(b.data(), h, sizeof(h));
@@ -122,11 +134,13 @@ protected:
 		close(static_cast<int>(fd));
 	}
 	// Load on both sides; the outcomes must agree.
-	void both_load(const char *what, const std::vector<uint8_t> &blob, btf_pair *p, load_attr a = {})
+	void both_load(const char *what, const std::vector<uint8_t> &blob, btf_pair *p,
+		       load_attr a = {})
 	{
 		p->k = load(true, blob, a);
 		p->u = load(false, blob, a);
-		EXPECT_EQ(p->k >= 0, p->u >= 0) << what << ": kernel " << p->k << ", bpfmap " << p->u;
+		EXPECT_EQ(p->k >= 0, p->u >= 0)
+			<< what << ": kernel " << p->k << ", bpfmap " << p->u;
 		if (p->k < 0 || p->u < 0) {
 			EXPECT_EQ(p->k, p->u) << what << ": errno differs";
 		}
@@ -282,7 +296,8 @@ TEST_F(BtfDiff, LoadAcceptsAndRefusesAsTheKernel)
 	}
 	load_attr null_blob{};
 	null_blob.btf_size = 64;
-	EXPECT_EQ(call(true, C_BTF_LOAD, &null_blob, ATTR), call(false, C_BTF_LOAD, &null_blob, ATTR));
+	EXPECT_EQ(call(true, C_BTF_LOAD, &null_blob, ATTR),
+		  call(false, C_BTF_LOAD, &null_blob, ATTR));
 }
 
 struct create_attr {
@@ -340,13 +355,20 @@ TEST_F(BtfDiff, MapsCreatedWithBtfTypes)
 			a.value_size = c.value_size;
 			a.max_entries = c.max_entries;
 			int fd = static_cast<int>(kernel ? btf.k : btf.u);
-			int other = kernel ? static_cast<int>(uapi618::kernel_bpf(C_MAP_CREATE, &a, ATTR)) : -1;
+			int other = kernel ? static_cast<int>(
+						     uapi618::kernel_bpf(C_MAP_CREATE, &a, ATTR))
+					   : -1;
 			if (!kernel) {
 				create_attr plain{};
-				plain.type = 2, plain.key_size = 4, plain.value_size = 4, plain.max_entries = 1;
-				other = static_cast<int>(bpfmap_bpf(C_MAP_CREATE, reinterpret_cast<union bpf_attr *>(&plain), ATTR));
+				plain.type = 2, plain.key_size = 4, plain.value_size = 4,
+				plain.max_entries = 1;
+				other = static_cast<int>(bpfmap_bpf(
+					C_MAP_CREATE, reinterpret_cast<union bpf_attr *>(&plain),
+					ATTR));
 			}
-			a.btf_fd = static_cast<uint32_t>(c.btf_fd == 0 ? fd : c.btf_fd == -1 ? 999 : other);
+			a.btf_fd = static_cast<uint32_t>(c.btf_fd == 0	  ? fd
+							 : c.btf_fd == -1 ? 999
+									  : other);
 			a.btf_key = c.key_id;
 			a.btf_value = c.value_id;
 			r[side] = call(kernel, C_MAP_CREATE, &a, ATTR);
@@ -354,7 +376,8 @@ TEST_F(BtfDiff, MapsCreatedWithBtfTypes)
 				close(other);
 			if (r[side] >= 0) {
 				uint64_t ia[3] = {};
-				ia[0] = static_cast<uint64_t>(r[side]) | uint64_t{sizeof(info[side])} << 32;
+				ia[0] = static_cast<uint64_t>(r[side]) |
+					uint64_t{sizeof(info[side])} << 32;
 				ia[1] = reinterpret_cast<uintptr_t>(info[side]);
 				uint8_t ab[ATTR] = {};
 				memcpy(ab, ia, 16);
@@ -362,7 +385,8 @@ TEST_F(BtfDiff, MapsCreatedWithBtfTypes)
 				close(static_cast<int>(r[side]));
 			}
 		}
-		EXPECT_EQ(r[0] >= 0, r[1] >= 0) << c.what << ": kernel " << r[0] << ", bpfmap " << r[1];
+		EXPECT_EQ(r[0] >= 0, r[1] >= 0)
+			<< c.what << ": kernel " << r[0] << ", bpfmap " << r[1];
 		if (r[0] < 0 || r[1] < 0) {
 			EXPECT_EQ(r[0], r[1]) << c.what;
 			continue;
@@ -378,9 +402,15 @@ TEST_F(BtfDiff, MapsCreatedWithBtfTypes)
 
 uint32_t btf_id_of(bool kernel, long fd)
 {
-	struct { uint64_t btf; uint32_t btf_size, id; uint64_t name; uint32_t name_len, kernel_btf; } info{};
+	struct {
+		uint64_t btf;
+		uint32_t btf_size, id;
+		uint64_t name;
+		uint32_t name_len, kernel_btf;
+	} info{};
 	uint8_t ab[ATTR] = {};
-	uint64_t ia[2] = {static_cast<uint32_t>(fd) | uint64_t{sizeof(info)} << 32, reinterpret_cast<uintptr_t>(&info)};
+	uint64_t ia[2] = {static_cast<uint32_t>(fd) | uint64_t{sizeof(info)} << 32,
+			  reinterpret_cast<uintptr_t>(&info)};
 	memcpy(ab, ia, 16);
 	EXPECT_EQ(call(kernel, C_OBJ_GET_INFO, ab, ATTR), 0);
 	return info.id;
@@ -444,10 +474,16 @@ TEST_F(BtfDiff, InfoAndOpenById)
 		bool kernel = side == 0;
 		int fd = static_cast<int>(kernel ? p.k : p.u);
 		SCOPED_TRACE(kernel ? "kernel" : "bpfmap");
-		struct { uint64_t btf; uint32_t btf_size, id; uint64_t name; uint32_t name_len, kernel_btf; } info{};
+		struct {
+			uint64_t btf;
+			uint32_t btf_size, id;
+			uint64_t name;
+			uint32_t name_len, kernel_btf;
+		} info{};
 		auto get = [&](uint32_t len) {
 			uint8_t ab[ATTR] = {};
-			uint64_t ia[2] = {static_cast<uint32_t>(fd) | uint64_t{len} << 32, reinterpret_cast<uintptr_t>(&info)};
+			uint64_t ia[2] = {static_cast<uint32_t>(fd) | uint64_t{len} << 32,
+					  reinterpret_cast<uintptr_t>(&info)};
 			memcpy(ab, ia, 16);
 			long r = call(kernel, C_OBJ_GET_INFO, ab, ATTR);
 			uint32_t out_len;
@@ -489,7 +525,8 @@ TEST_F(BtfDiff, InfoAndOpenById)
 			close(static_cast<int>(nfd));
 		}
 		by_id[2] = 1;
-		EXPECT_EQ(call(kernel, C_BTF_GET_FD_BY_ID, by_id, ATTR), -EINVAL) << "unknown open flag";
+		EXPECT_EQ(call(kernel, C_BTF_GET_FD_BY_ID, by_id, ATTR), -EINVAL)
+			<< "unknown open flag";
 		by_id[2] = 0;
 		by_id[0] = 0;
 		EXPECT_EQ(call(kernel, C_BTF_GET_FD_BY_ID, by_id, ATTR), -ENOENT) << "id 0";

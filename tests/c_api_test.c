@@ -7,11 +7,11 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <ftw.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <ftw.h>
 #include <unistd.h>
 
 #include <linux/bpf.h>
@@ -20,14 +20,14 @@
 
 static int failures;
 
-#define CHECK(cond, ...)                                                                       \
-	do {                                                                                   \
-		if (!(cond)) {                                                                 \
-			fprintf(stderr, "c_api_test:%d: %s failed: ", __LINE__, #cond);        \
-			fprintf(stderr, __VA_ARGS__);                                          \
-			fprintf(stderr, " (errno %d: %s)\n", errno, strerror(errno));          \
-			failures++;                                                            \
-		}                                                                              \
+#define CHECK(cond, ...)                                                                \
+	do {                                                                            \
+		if (!(cond)) {                                                          \
+			fprintf(stderr, "c_api_test:%d: %s failed: ", __LINE__, #cond); \
+			fprintf(stderr, __VA_ARGS__);                                   \
+			fprintf(stderr, " (errno %d: %s)\n", errno, strerror(errno));   \
+			failures++;                                                     \
+		}                                                                       \
 	} while (0)
 
 struct flow {
@@ -119,7 +119,8 @@ static void syscall_calls(int fd)
 			CHECK(next_key(fd, &next, &next) == 0, "get_next_key");
 	}
 	CHECK(seen == 3, "keys seen by get_next_key: mask %d, want 3", seen);
-	CHECK(next_key(fd, &next, &next) == -1 && errno == ENOENT, "get_next_key past the last key");
+	CHECK(next_key(fd, &next, &next) == -1 && errno == ENOENT,
+	      "get_next_key past the last key");
 
 	CHECK(elem_cmd(BPF_MAP_DELETE_ELEM, fd, &k2, NULL, 0) == 0, "delete");
 	CHECK(elem_cmd(BPF_MAP_DELETE_ELEM, fd, &k2, NULL, 0) == -1 && errno == ENOENT,

@@ -138,7 +138,8 @@ TEST_F(HashTest, NoPreallocMemoryGrowsWithTheKeys)
 {
 	const uint32_t max = 1u << 20, n = 20000;
 	make(4, 8, max, u::BPF_F_NO_PREALLOC);
-	struct stat before{}, after{};
+	struct stat before {
+	}, after{};
 	ASSERT_EQ(fstat(fd, &before), 0);
 	for (uint32_t k = 0; k < n; k++) {
 		uint64_t v = k;
@@ -349,8 +350,8 @@ struct region_view {
 		struct stat st;
 		if (fstat(fd, &st) != 0)
 			return;
-		void *p = reinterpret_cast<void *>(syscall(SYS_mmap, nullptr, st.st_size,
-							   PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+		void *p = reinterpret_cast<void *>(syscall(
+			SYS_mmap, nullptr, st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
 		if (p == MAP_FAILED)
 			return;
 		base = static_cast<char *>(p);
@@ -368,7 +369,8 @@ struct region_view {
 	}
 	elem_view *elem(uint32_t i) const
 	{
-		return reinterpret_cast<elem_view *>(base + ctl.elems_off + size_t(i) * ctl.elem_size);
+		return reinterpret_cast<elem_view *>(base + ctl.elems_off +
+						     size_t(i) * ctl.elem_size);
 	}
 	uint64_t *used() const { return reinterpret_cast<uint64_t *>(base + ctl.used_off); }
 	uint64_t *full() const { return reinterpret_cast<uint64_t *>(base + ctl.full_off); }
@@ -674,10 +676,18 @@ TEST_P(CorruptHash, RandomWordsOverBucketsAndElements)
 			for (int i = 0; i < 2000; i++) {
 				uint64_t at = (begin + rng() % (end - begin)) / 8;
 				switch (rng() % 4) {
-				case 0: w[at] = 0; break;
-				case 1: w[at] = ~0ull; break;
-				case 2: w[at] = rng() % 4096 | (rng() % 4096) << 32; break;
-				default: w[at] = rng(); break;
+				case 0:
+					w[at] = 0;
+					break;
+				case 1:
+					w[at] = ~0ull;
+					break;
+				case 2:
+					w[at] = rng() % 4096 | (rng() % 4096) << 32;
+					break;
+				default:
+					w[at] = rng();
+					break;
 				}
 			}
 		});
@@ -711,7 +721,8 @@ TEST(CorruptHashAttach, ControlBlockThatDisagreesIsRefused)
 			ASSERT_EQ(pread(raw, &was, 4, ctl + off), 4);
 			bad = was ^ 0x10000;
 			ASSERT_EQ(pwrite(raw, &bad, 4, ctl + off), 4);
-			EXPECT_EQ(lookup(raw, &k, value.data()), -EINVAL) << kind.name << " offset " << off;
+			EXPECT_EQ(lookup(raw, &k, value.data()), -EINVAL)
+				<< kind.name << " offset " << off;
 			ASSERT_EQ(pwrite(raw, &was, 4, ctl + off), 4);
 		}
 		// The seed may be anything (the keys just hash elsewhere).

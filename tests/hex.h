@@ -22,6 +22,9 @@ inline std::string hex(const uint8_t *p, size_t n, size_t max = 48)
 	return s;
 }
 
-inline std::string hex(const std::vector<uint8_t> &v, size_t max = 48) { return hex(v.data(), v.size(), max); }
+inline std::string hex(const std::vector<uint8_t> &v, size_t max = 48)
+{
+	return hex(v.data(), v.size(), max);
+}
 
 } // namespace bpfmap::test

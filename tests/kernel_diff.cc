@@ -130,14 +130,16 @@ bool strict()
 void report_mismatch(const std::string &label, const std::string &text)
 {
 	for (Known &k : kKnown)
-		if (label.find(k.label) != std::string::npos && text.find(k.text) != std::string::npos) {
+		if (label.find(k.label) != std::string::npos &&
+		    text.find(k.text) != std::string::npos) {
 			k.hits++;
 			if (!strict()) {
-				printf("[kernel_diff] KNOWN MISMATCH (%s) [%s] %s\n", k.why, label.c_str(),
-				       text.c_str());
+				printf("[kernel_diff] KNOWN MISMATCH (%s) [%s] %s\n", k.why,
+				       label.c_str(), text.c_str());
 				return;
 			}
-			ADD_FAILURE() << "MISMATCH [" << label << "] " << text << "\n    (" << k.why << ")";
+			ADD_FAILURE() << "MISMATCH [" << label << "] " << text << "\n    (" << k.why
+				      << ")";
 			return;
 		}
 	ADD_FAILURE() << "MISMATCH [" << label << "] " << text;
@@ -155,7 +157,8 @@ public:
 		if (!total)
 			return;
 		printf("[kernel_diff] %d known bpfmap mismatches seen%s:\n", total,
-		       strict() ? " (strict: counted as failures)" : " (not failures; BPFMAP_DIFF_STRICT=1 to fail)");
+		       strict() ? " (strict: counted as failures)"
+				: " (not failures; BPFMAP_DIFF_STRICT=1 to fail)");
 		for (const Known &k : kKnown)
 			printf("[kernel_diff]   %4d  %s\n", k.hits, k.why);
 	}
@@ -182,7 +185,8 @@ Res run_side(bool kernel, const Req &q)
 		put32(r.attr, f.off, static_cast<uint32_t>(kernel ? f.k : f.u));
 	for (auto &p : q.ptrs) {
 		auto &dst = p.where < 0 ? r.attr : r.bufs[p.where];
-		put64(dst, p.off, static_cast<uint64_t>(reinterpret_cast<uintptr_t>(r.bufs[p.buf].data())));
+		put64(dst, p.off,
+		      static_cast<uint64_t>(reinterpret_cast<uintptr_t>(r.bufs[p.buf].data())));
 	}
 	void *a = q.null_attr ? nullptr : r.attr.data();
 	errno = 0;
@@ -230,7 +234,8 @@ const char *cmd_name(int cmd)
 std::string describe(const Req &q)
 {
 	std::ostringstream o;
-	o << cmd_name(q.cmd) << "(" << q.cmd << ") size=" << q.size << (q.null_attr ? " attr=NULL" : "")
+	o << cmd_name(q.cmd) << "(" << q.cmd << ") size=" << q.size
+	  << (q.null_attr ? " attr=NULL" : "")
 	  << " attr[0..96)=" << hex(q.attr.data(), std::min<size_t>(96, q.attr.size()), 96);
 	for (auto &f : q.fds)
 		o << " fd@" << f.off << "=k" << f.k << "/u" << f.u;
@@ -269,10 +274,11 @@ std::string diff(const Req &q, const Both &b, const std::vector<Mask> &masks)
 			if (k[i] != u[i] && !masked(where, i)) {
 				size_t from = i >= 8 ? i - 8 : 0;
 				size_t n = std::min<size_t>(32, k.size() - from);
-				o << (where < 0 ? std::string("attr") : "buf" + std::to_string(where))
-				  << " byte " << i << " differs (both " << res_str(b.k) << "): kernel["
-				  << from << "..]=" << hex(k.data() + from, n) << " bpfmap[" << from
-				  << "..]=" << hex(u.data() + from, n);
+				o << (where < 0 ? std::string("attr")
+						: "buf" + std::to_string(where))
+				  << " byte " << i << " differs (both " << res_str(b.k)
+				  << "): kernel[" << from << "..]=" << hex(k.data() + from, n)
+				  << " bpfmap[" << from << "..]=" << hex(u.data() + from, n);
 				return false;
 			}
 		return true;
@@ -286,8 +292,7 @@ std::string diff(const Req &q, const Both &b, const std::vector<Mask> &masks)
 }
 
 // Run q on both sides and record a failure if they differ. MAP_CREATE fds are closed.
-Both check(const std::string &label, const Req &q, const std::vector<Mask> &masks,
-	   bool *same)
+Both check(const std::string &label, const Req &q, const std::vector<Mask> &masks, bool *same)
 {
 	Both b{run_side(true, q), run_side(false, q)};
 	std::string d = diff(q, b, masks);
@@ -342,7 +347,8 @@ std::string fd_modes(int k, int u)
 	int kl = fcntl(k, F_GETFL) & O_ACCMODE, ul = fcntl(u, F_GETFL) & O_ACCMODE;
 	std::ostringstream o;
 	if ((kd & FD_CLOEXEC) != (ud & FD_CLOEXEC))
-		o << "FD_CLOEXEC: kernel " << (kd & FD_CLOEXEC) << ", bpfmap " << (ud & FD_CLOEXEC) << "; ";
+		o << "FD_CLOEXEC: kernel " << (kd & FD_CLOEXEC) << ", bpfmap " << (ud & FD_CLOEXEC)
+		  << "; ";
 	if (kl != ul)
 		o << "fd access mode (F_GETFL & O_ACCMODE): kernel " << kl << ", bpfmap " << ul;
 	return o.str();
@@ -373,8 +379,9 @@ Pair create_both(const std::string &label, const Req &q)
 			MISMATCH(label, m << "\n    " << describe(q));
 	}
 	if (!p) {
-		ADD_FAILURE() << "[" << label << "] create failed on both sides: " << errname(b.k.err)
-			      << "\n    " << describe(q);
+		ADD_FAILURE() << "[" << label
+			      << "] create failed on both sides: " << errname(b.k.err) << "\n    "
+			      << describe(q);
 	} else {
 		info_check(label + " info", p);
 	}
@@ -402,7 +409,8 @@ Req elem_req(const Pair &p, int cmd, const EA &a)
 		size_t n = cmd == C_GET_NEXT_KEY ? p.ks + 8 : p.vb() + 16;
 		if (a.valp == Ptr::BUF) {
 			std::vector<uint8_t> vb(n, SENTINEL);
-			if ((cmd == C_UPDATE || cmd == C_LOOKUP) && a.val) // a bloom lookup reads it
+			if ((cmd == C_UPDATE || cmd == C_LOOKUP) &&
+			    a.val) // a bloom lookup reads it
 				std::copy(a.val->begin(), a.val->end(), vb.begin());
 			q.buf(E_VALUE, vb);
 		} else if (a.valp == Ptr::BAD) {
@@ -464,8 +472,7 @@ void info_check(const std::string &label, const Pair &p, uint32_t len)
 
 // ---- fixtures ---------------------------------------------------------------------------
 
-Pair hash_pair(const std::string &label, uint32_t ks, uint32_t vs, uint32_t max,
-	       uint32_t flags)
+Pair hash_pair(const std::string &label, uint32_t ks, uint32_t vs, uint32_t max, uint32_t flags)
 {
 	return create_both(label, create_req(T_HASH, ks, vs, max, flags));
 }
@@ -502,10 +509,10 @@ int kernel_prog_run(const std::vector<insn> &prog)
 		return errno;
 	uint8_t packet[64] = {};
 	std::vector<uint8_t> t(KATTR, 0);
-	put32(t, 0, static_cast<uint32_t>(pfd));                     // test.prog_fd
-	put32(t, 8, sizeof(packet));                                 // test.data_size_in
-	put64(t, 16, reinterpret_cast<uintptr_t>(packet));           // test.data_in
-	put32(t, 32, 1);                                             // test.repeat
+	put32(t, 0, static_cast<uint32_t>(pfd));	   // test.prog_fd
+	put32(t, 8, sizeof(packet));			   // test.data_size_in
+	put64(t, 16, reinterpret_cast<uintptr_t>(packet)); // test.data_in
+	put32(t, 32, 1);				   // test.repeat
 	long r = kernel_bpf(C_PROG_TEST_RUN, t.data(), KATTR);
 	int err = r < 0 ? errno : 0;
 	close(static_cast<int>(pfd));

@@ -58,11 +58,11 @@ struct Probe {
 
 const Probe &probe();
 
-#define SKIP_WITHOUT_KERNEL()                                                                      \
-	do {                                                                                       \
-		if (!kernel_diff::probe().ok)                                                      \
-			GTEST_SKIP() << "kernel bpf(2) unavailable, skipping: "                   \
-				     << kernel_diff::probe().why;                                  \
+#define SKIP_WITHOUT_KERNEL()                                                   \
+	do {                                                                    \
+		if (!kernel_diff::probe().ok)                                   \
+			GTEST_SKIP() << "kernel bpf(2) unavailable, skipping: " \
+				     << kernel_diff::probe().why;               \
 	} while (0)
 
 // ---- known bpfmap mismatches -------------------------------------------------------------
@@ -71,11 +71,11 @@ bool strict();
 // A failure, unless it is a known mismatch listed in kernel_diff.cc (then printed).
 void report_mismatch(const std::string &label, const std::string &text);
 
-#define MISMATCH(label, stream)                                                                    \
-	do {                                                                                       \
-		std::ostringstream mm_;                                                            \
-		mm_ << stream;                                                                     \
-		kernel_diff::report_mismatch(label, mm_.str());                                    \
+#define MISMATCH(label, stream)                                 \
+	do {                                                    \
+		std::ostringstream mm_;                         \
+		mm_ << stream;                                  \
+		kernel_diff::report_mismatch(label, mm_.str()); \
 	} while (0)
 
 // ---- a request, run on both sides -------------------------------------------------------
@@ -101,7 +101,9 @@ struct Req {
 	std::vector<std::vector<uint8_t>> bufs;
 
 	explicit Req(int c, unsigned sz = KATTR)
-		: cmd(c), size(sz), attr(std::max<size_t>(KATTR, std::min<size_t>(sz, 8192)), 0)
+	    : cmd(c)
+	    , size(sz)
+	    , attr(std::max<size_t>(KATTR, std::min<size_t>(sz, 8192)), 0)
 	{
 	}
 	void u32(size_t off, uint32_t v) { put32(attr, off, v); }
@@ -205,7 +207,7 @@ struct EA {
 	const std::vector<uint8_t> *key = nullptr; // BUF: these bytes
 	Ptr keyp = Ptr::BUF;
 	const std::vector<uint8_t> *val = nullptr; // update: input value
-	Ptr valp = Ptr::BUF;                       // value / next_key pointer
+	Ptr valp = Ptr::BUF;			   // value / next_key pointer
 	uint64_t flags = 0;
 	unsigned size = KATTR;
 	std::vector<std::pair<size_t, uint8_t>> poke;

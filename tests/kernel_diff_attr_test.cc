@@ -20,8 +20,12 @@ struct CmdCase {
 	int cmd;
 	size_t first_zero; // first byte that must be zero (CHECK_ATTR)
 };
-const CmdCase kCmds[] = {{C_LOOKUP, 32},	   {C_UPDATE, 32},	      {C_DELETE, 16},
-			 {C_GET_NEXT_KEY, 24}, {C_LOOKUP_AND_DELETE, 32}, {C_FREEZE, 4}};
+const CmdCase kCmds[] = {{C_LOOKUP, 32},
+			 {C_UPDATE, 32},
+			 {C_DELETE, 16},
+			 {C_GET_NEXT_KEY, 24},
+			 {C_LOOKUP_AND_DELETE, 32},
+			 {C_FREEZE, 4}};
 
 // A valid request for cmd on a hash map holding key 1.
 Req valid_elem_req(const Pair &p, int cmd)
@@ -35,7 +39,8 @@ Req valid_elem_req(const Pair &p, int cmd)
 
 TEST_F(KernelDiff, AttrSizes)
 {
-	const unsigned sizes[] = {0, 4, 8, 16, 24, 32, 100, 167, 168, 169, 200, 4096, 4097, 8192, 0xffffffffu};
+	const unsigned sizes[] = {0,   4,   8,	 16,   24,   32,   100,	       167,
+				  168, 169, 200, 4096, 4097, 8192, 0xffffffffu};
 	for (const CmdCase &c : kCmds) {
 		for (unsigned size : sizes) {
 			Pair p = hash_pair("attrsize map");
@@ -49,7 +54,8 @@ TEST_F(KernelDiff, AttrSizes)
 			std::copy(q.attr.begin(), q.attr.begin() + KATTR, r.attr.begin());
 			// Fields beyond `size` are not passed; clear them in our copy so partial
 			// pointers are never passed (a size in the middle of a pointer would make one).
-			std::string label = std::string(cmd_name(c.cmd)) + " size " + std::to_string(size);
+			std::string label =
+				std::string(cmd_name(c.cmd)) + " size " + std::to_string(size);
 			check(label, r);
 			if (size > KATTR && size <= 8192) {
 				Req t = r;
@@ -59,7 +65,8 @@ TEST_F(KernelDiff, AttrSizes)
 		}
 	}
 	// MAP_CREATE with short and long attrs.
-	for (unsigned size : {0u, 4u, 8u, 12u, 16u, 17u, 20u, 28u, 44u, 92u, 100u, 168u, 169u, 4096u, 4097u}) {
+	for (unsigned size :
+	     {0u, 4u, 8u, 12u, 16u, 17u, 20u, 28u, 44u, 92u, 100u, 168u, 169u, 4096u, 4097u}) {
 		Req q = create_req(T_HASH, 4, 8, 4, 0, "sized");
 		Req r(C_MAP_CREATE, size);
 		std::copy(q.attr.begin(), q.attr.begin() + KATTR, r.attr.begin());
@@ -70,12 +77,14 @@ TEST_F(KernelDiff, AttrSizes)
 		}
 	}
 	// A NULL attr: size 0 is an all-zero attr, anything else faults (unless too big).
-	for (int cmd : {C_MAP_CREATE, C_LOOKUP, C_UPDATE, C_DELETE, C_GET_NEXT_KEY, C_LOOKUP_AND_DELETE,
-			C_FREEZE, C_OBJ_GET_INFO}) {
+	for (int cmd : {C_MAP_CREATE, C_LOOKUP, C_UPDATE, C_DELETE, C_GET_NEXT_KEY,
+			C_LOOKUP_AND_DELETE, C_FREEZE, C_OBJ_GET_INFO}) {
 		for (unsigned size : {0u, 16u, 168u, 4097u}) {
 			Req r(cmd, size);
 			r.null_attr = true;
-			check(std::string(cmd_name(cmd)) + " NULL attr size " + std::to_string(size), r);
+			check(std::string(cmd_name(cmd)) + " NULL attr size " +
+				      std::to_string(size),
+			      r);
 		}
 	}
 }
@@ -99,8 +108,8 @@ TEST_F(KernelDiff, NonZeroBytesAfterLastField)
 				fill(p, 1, 7);
 				Req q = valid_elem_req(p, c.cmd);
 				q.attr[off] = v;
-				check(std::string(cmd_name(c.cmd)) + " byte " + std::to_string(off) + "=" +
-					      std::to_string(v),
+				check(std::string(cmd_name(c.cmd)) + " byte " +
+					      std::to_string(off) + "=" + std::to_string(v),
 				      q);
 			}
 		}
@@ -124,7 +133,8 @@ TEST_F(KernelDiff, NonZeroBytesAfterLastField)
 			fill(p, 1, 7);
 			Req q = valid_elem_req(p, c.cmd);
 			q.attr[off] = 0xff;
-			check(std::string(cmd_name(c.cmd)) + " padding byte " + std::to_string(off), q);
+			check(std::string(cmd_name(c.cmd)) + " padding byte " + std::to_string(off),
+			      q);
 		}
 	}
 	// MAP_CREATE: bytes 92..167.
@@ -194,7 +204,8 @@ TEST_F(KernelDiff, NullAndBadPointers)
 				EA a;
 				a.key = key;
 				a.valp = vp;
-				elem(t + "GET_NEXT_KEY next " + vs + " key " + hex(*key), p, C_GET_NEXT_KEY, a);
+				elem(t + "GET_NEXT_KEY next " + vs + " key " + hex(*key), p,
+				     C_GET_NEXT_KEY, a);
 			}
 			// Hash: the element goes even though the copy-out faults.
 			EA a;
@@ -227,28 +238,33 @@ TEST_F(KernelDiff, BadFds)
 	struct F {
 		const char *name;
 		int fd;
-	} fds[] = {{"closed", closed}, {"9999", 9999},	{"-1", -1},	   {"0x7fffffff", 0x7fffffff},
-		   {"/dev/null", devnull}, {"pipe", pipefd[0]}, {"eventfd", efd}, {"memfd", mfd}};
+	} fds[] = {{"closed", closed},	       {"9999", 9999},	       {"-1", -1},
+		   {"0x7fffffff", 0x7fffffff}, {"/dev/null", devnull}, {"pipe", pipefd[0]},
+		   {"eventfd", efd},	       {"memfd", mfd}};
 	Pair shape; // only the sizes matter for elem_req
 	shape.ks = 64;
 	shape.vs = 64;
 	std::vector<uint8_t> key(64, 1), val(64, 2);
 	for (auto &f : fds) {
 		shape.k = shape.u = f.fd;
-		for (int cmd : {C_LOOKUP, C_UPDATE, C_DELETE, C_GET_NEXT_KEY, C_LOOKUP_AND_DELETE, C_FREEZE}) {
+		for (int cmd : {C_LOOKUP, C_UPDATE, C_DELETE, C_GET_NEXT_KEY, C_LOOKUP_AND_DELETE,
+				C_FREEZE}) {
 			for (uint64_t flags : {uint64_t{0}, uint64_t{1}, uint64_t{8}}) {
-				if (flags && (cmd == C_DELETE || cmd == C_GET_NEXT_KEY || cmd == C_FREEZE))
+				if (flags &&
+				    (cmd == C_DELETE || cmd == C_GET_NEXT_KEY || cmd == C_FREEZE))
 					continue;
 				EA a;
 				a.key = &key;
 				a.val = &val;
 				a.flags = flags;
-				elem(std::string(cmd_name(cmd)) + " fd " + f.name + " flags " + std::to_string(flags),
+				elem(std::string(cmd_name(cmd)) + " fd " + f.name + " flags " +
+					     std::to_string(flags),
 				     shape, cmd, a);
 			}
 		}
 		check(std::string("OBJ_GET_INFO fd ") + f.name, info_req(f.fd, f.fd, INFO_SIZE));
-		check(std::string("OBJ_GET_INFO len 0 fd ") + f.name, info_req(f.fd, f.fd, 0, true));
+		check(std::string("OBJ_GET_INFO len 0 fd ") + f.name,
+		      info_req(f.fd, f.fd, 0, true));
 	}
 	shape.k = shape.u = -1; // not ours to close
 	close(devnull);
@@ -268,7 +284,8 @@ TEST_F(KernelDiff, BadFds)
 	gone.ks = 4;
 	gone.vs = 8;
 	std::vector<uint8_t> k1 = u32key(1), v(8, 3);
-	for (int cmd : {C_LOOKUP, C_UPDATE, C_DELETE, C_GET_NEXT_KEY, C_LOOKUP_AND_DELETE, C_FREEZE}) {
+	for (int cmd :
+	     {C_LOOKUP, C_UPDATE, C_DELETE, C_GET_NEXT_KEY, C_LOOKUP_AND_DELETE, C_FREEZE}) {
 		EA a;
 		a.key = &k1;
 		a.val = &v;

@@ -45,7 +45,8 @@ Req batch_req(const Pair &p, int cmd, const BA &a)
 		} else if (how == Ptr::BUF) {
 			std::vector<uint8_t> b(n + 8, SENTINEL);
 			if (init)
-				std::copy(init->begin(), init->begin() + std::min(init->size(), n), b.begin());
+				std::copy(init->begin(), init->begin() + std::min(init->size(), n),
+					  b.begin());
 			q.buf(off, b);
 		}
 	};
@@ -85,7 +86,8 @@ TEST_F(KernelDiff, BatchArgumentChecks)
 {
 	const std::vector<uint8_t> k1 = keys_of({1}, 4), past_hash = u32key(1u << 20),
 				   past_array = u32key(100), zero4 = u32key(0);
-	const std::vector<uint8_t> upd_keys = keys_of({1, 2, 3, 4}, 4), arr_keys = keys_of({0, 2, 100, 3}, 4);
+	const std::vector<uint8_t> upd_keys = keys_of({1, 2, 3, 4}, 4),
+				   arr_keys = keys_of({0, 2, 100, 3}, 4);
 	int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	struct Case {
 		const char *name;
@@ -104,12 +106,19 @@ TEST_F(KernelDiff, BatchArgumentChecks)
 		{"keys NULL", [](BA &a) { a.keysp = Ptr::NUL; }},
 		{"keys bad", [](BA &a) { a.keysp = Ptr::BAD; }},
 		{"values NULL", [](BA &a) { a.valsp = Ptr::NUL; }},
-		{"tail byte 56", [](BA &a) { a.poke.push_back({56, 1}); }},
-		{"tail byte 100", [](BA &a) { a.poke.push_back({100, 1}); }},
+		{"tail byte 56",
+		 [](BA &a) {
+			 a.poke.push_back({56, 1});
+		 }},
+		{"tail byte 100",
+		 [](BA &a) {
+			 a.poke.push_back({100, 1});
+		 }},
 		{"attr size 56", [](BA &a) { a.size = 56; }},
 		{"attr size 40", [](BA &a) { a.size = 40; }},
 	};
-	for (int cmd : {C_LOOKUP_BATCH, C_LOOKUP_AND_DELETE_BATCH, C_UPDATE_BATCH, C_DELETE_BATCH}) {
+	for (int cmd :
+	     {C_LOOKUP_BATCH, C_LOOKUP_AND_DELETE_BATCH, C_UPDATE_BATCH, C_DELETE_BATCH}) {
 		for (uint32_t type : {T_HASH, T_ARRAY, T_PERCPU_HASH, T_PERCPU_ARRAY}) {
 			std::string t = std::string(cmd_name(cmd)) + " " + type_name(type) + " ";
 			const std::vector<uint8_t> upd_vals = vals_of(4, value_bytes(type, 8), 7);
@@ -137,7 +146,8 @@ TEST_F(KernelDiff, BatchArgumentChecks)
 					std::vector<uint8_t> kb = u32key(key);
 					EA l;
 					l.key = &kb;
-					elem(t + c.name + " then LOOKUP " + std::to_string(key), p, C_LOOKUP, l);
+					elem(t + c.name + " then LOOKUP " + std::to_string(key), p,
+					     C_LOOKUP, l);
 				}
 			}
 			{
@@ -163,7 +173,8 @@ TEST_F(KernelDiff, BatchArgumentChecks)
 				Pair p = create_both(t, create_req(type, 4, 8, 8, acc));
 				BA a;
 				base(a);
-				check(t + (acc == F_RDONLY ? "RDONLY fd" : "WRONLY fd"), batch_req(p, cmd, a));
+				check(t + (acc == F_RDONLY ? "RDONLY fd" : "WRONLY fd"),
+				      batch_req(p, cmd, a));
 			}
 			{
 				Pair p = fresh();
@@ -221,7 +232,9 @@ Drained drain(const Pair &p, bool kernel, int cmd, uint32_t step, bool carry_cou
 		for (uint32_t i = 0; i < a.count; i++) {
 			const uint8_t *k = keys.data() + size_t(total + i) * p.ks;
 			const uint8_t *v = vals.data() + size_t(total + i) * p.vb();
-			if (!d.pairs.emplace(std::vector<uint8_t>(k, k + p.ks), std::vector<uint8_t>(v, v + p.vb())).second)
+			if (!d.pairs.emplace(std::vector<uint8_t>(k, k + p.ks),
+					     std::vector<uint8_t>(v, v + p.vb()))
+				     .second)
 				d.dups++;
 		}
 		total += a.count;
@@ -254,7 +267,8 @@ TEST_F(KernelDiff, BatchDrainsEveryPairOnce)
 	std::mt19937 rng(static_cast<uint32_t>(global_seed() ^ 0xba7c4));
 	for (uint32_t type : {T_HASH, T_ARRAY, T_PERCPU_HASH, T_PERCPU_ARRAY}) {
 		for (uint32_t max : {10u, 100u, 1000u}) {
-			std::string t = std::string(type_name(type)) + " max " + std::to_string(max) + " ";
+			std::string t =
+				std::string(type_name(type)) + " max " + std::to_string(max) + " ";
 			Pair p = create_both(t, create_req(type, 4, 12, max));
 			ASSERT_TRUE(p);
 			std::vector<uint32_t> ks;
@@ -266,28 +280,37 @@ TEST_F(KernelDiff, BatchDrainsEveryPairOnce)
 			batch_update_both(t + "UPDATE_BATCH refill", p, ks, 5);
 			std::vector<uint32_t> extra = {ks[0], max + 7, ks[1]};
 			{
-				std::vector<uint8_t> keys = keys_of(extra, 4), vals = vals_of(3, p.vb(), 9);
+				std::vector<uint8_t> keys = keys_of(extra, 4),
+						     vals = vals_of(3, p.vb(), 9);
 				BA a;
 				a.count = 3;
 				a.keys = &keys;
 				a.vals = &vals;
-				check(t + "UPDATE_BATCH past capacity", batch_req(p, C_UPDATE_BATCH, a));
+				check(t + "UPDATE_BATCH past capacity",
+				      batch_req(p, C_UPDATE_BATCH, a));
 			}
 			for (uint32_t step : {1u, 2u, 3u, 7u, 16u, 64u, max, max + 5}) {
 				for (bool carry : {false, true}) {
-					std::string l = t + "LOOKUP_BATCH step " + std::to_string(step) +
+					std::string l = t + "LOOKUP_BATCH step " +
+							std::to_string(step) +
 							(carry ? " carried count" : "");
 					Drained k = drain(p, true, C_LOOKUP_BATCH, step, carry);
 					Drained u = drain(p, false, C_LOOKUP_BATCH, step, carry);
 					if (u.last_err == -1 || u.dups)
-						ADD_FAILURE() << "[" << l << "] bpfmap: " << u.dups << " duplicates, "
-							      << (u.last_err == -1 ? "a success with count 0" : "");
+						ADD_FAILURE() << "[" << l << "] bpfmap: " << u.dups
+							      << " duplicates, "
+							      << (u.last_err == -1
+									  ? "a success with count 0"
+									  : "");
 					if (k.nospace || u.nospace)
 						continue; // which bucket overflows depends on the hash
 					if (k.last_err != u.last_err || k.pairs != u.pairs)
-						MISMATCH(l, "kernel " << k.pairs.size() << " pairs, end "
-								      << errname(k.last_err) << "; bpfmap "
-								      << u.pairs.size() << " pairs, end "
+						MISMATCH(l, "kernel " << k.pairs.size()
+								      << " pairs, end "
+								      << errname(k.last_err)
+								      << "; bpfmap "
+								      << u.pairs.size()
+								      << " pairs, end "
 								      << errname(u.last_err));
 				}
 			}
@@ -295,13 +318,16 @@ TEST_F(KernelDiff, BatchDrainsEveryPairOnce)
 				continue;
 			Drained k = drain(p, true, C_LOOKUP_AND_DELETE_BATCH, 7, false);
 			Drained u = drain(p, false, C_LOOKUP_AND_DELETE_BATCH, 7, false);
-			if (!k.nospace && !u.nospace && (k.pairs != u.pairs || k.last_err != u.last_err))
+			if (!k.nospace && !u.nospace &&
+			    (k.pairs != u.pairs || k.last_err != u.last_err))
 				MISMATCH(t + "LOOKUP_AND_DELETE_BATCH step 7",
-					 "kernel " << k.pairs.size() << " pairs; bpfmap " << u.pairs.size());
+					 "kernel " << k.pairs.size() << " pairs; bpfmap "
+						   << u.pairs.size());
 			EA n;
 			n.keyp = Ptr::NUL;
 			if (!k.nospace && !u.nospace)
-				elem(t + "empty after LOOKUP_AND_DELETE_BATCH", p, C_GET_NEXT_KEY, n);
+				elem(t + "empty after LOOKUP_AND_DELETE_BATCH", p, C_GET_NEXT_KEY,
+				     n);
 			// DELETE_BATCH stops at the first missing key and says how many it deleted.
 			batch_update_both(t + "UPDATE_BATCH again", p, ks, 11);
 			std::vector<uint32_t> del = {ks[0], ks[1], 0xdead, ks[2]};
@@ -309,7 +335,8 @@ TEST_F(KernelDiff, BatchDrainsEveryPairOnce)
 			BA a;
 			a.count = 4;
 			a.keys = &keys;
-			check(t + "DELETE_BATCH with a missing key", batch_req(p, C_DELETE_BATCH, a));
+			check(t + "DELETE_BATCH with a missing key",
+			      batch_req(p, C_DELETE_BATCH, a));
 		}
 	}
 }
@@ -366,7 +393,8 @@ TEST_F(KernelDiff, BatchCursorSurvivesDeletes)
 			a.map_fd = static_cast<uint32_t>(fd);
 			long r = call(a);
 			int err = r ? errno : 0;
-			ASSERT_TRUE(r == 0 || err == ENOENT) << (kernel ? "kernel " : "bpfmap ") << errname(err);
+			ASSERT_TRUE(r == 0 || err == ENOENT)
+				<< (kernel ? "kernel " : "bpfmap ") << errname(err);
 			for (uint32_t i = 0; i < a.count; i++)
 				seen.insert(keys[i]);
 			if (r)

@@ -325,15 +325,22 @@ TEST_F(KernelDiff, CreateNameRules)
 TEST_F(KernelDiff, InfoByFd)
 {
 	std::vector<Pair> maps;
-	maps.push_back(create_both("info hash", create_req(T_HASH, 4, 8, 16, F_NO_PREALLOC | F_ZERO_SEED, "info_hash")));
-	maps.push_back(create_both("info array", create_req(T_ARRAY, 4, 12, 3, F_MMAPABLE, "arr.x")));
-	maps.push_back(create_both("info hash ro", create_req(T_HASH, 3, 5, 7, F_RDONLY | F_RDONLY_PROG, "ro")));
-	maps.push_back(create_both("info array wo", create_req(T_ARRAY, 4, 1, 64, F_WRONLY | F_WRONLY_PROG | F_INNER_MAP)));
+	maps.push_back(
+		create_both("info hash", create_req(T_HASH, 4, 8, 16, F_NO_PREALLOC | F_ZERO_SEED,
+						    "info_hash")));
+	maps.push_back(
+		create_both("info array", create_req(T_ARRAY, 4, 12, 3, F_MMAPABLE, "arr.x")));
+	maps.push_back(create_both("info hash ro",
+				   create_req(T_HASH, 3, 5, 7, F_RDONLY | F_RDONLY_PROG, "ro")));
+	maps.push_back(
+		create_both("info array wo",
+			    create_req(T_ARRAY, 4, 1, 64, F_WRONLY | F_WRONLY_PROG | F_INNER_MAP)));
 	{
 		Req q = create_req(T_HASH, 16, 64, 1000, F_NUMA_NODE, "numa0123456789a");
 		maps.push_back(create_both("info hash numa", q));
 	}
-	maps.push_back(create_both("info array frozen", create_req(T_ARRAY, 4, 8, 2, 0, "\xe9t\xe9")));
+	maps.push_back(
+		create_both("info array frozen", create_req(T_ARRAY, 4, 8, 2, 0, "\xe9t\xe9")));
 	ASSERT_TRUE(maps.back());
 	elem("freeze", maps.back(), C_FREEZE, EA{});
 
@@ -341,8 +348,10 @@ TEST_F(KernelDiff, InfoByFd)
 		const Pair &p = maps[m];
 		ASSERT_TRUE(p);
 		std::string t = "map " + std::to_string(m) + " ";
-		for (uint32_t len : {0u, 1u, 4u, 6u, 8u, 40u, 88u, 92u, 96u, 100u, 101u, 104u, 120u, 4096u, 4097u})
-			check(t + "info_len " + std::to_string(len), info_req(p.k, p.u, len), id_mask());
+		for (uint32_t len :
+		     {0u, 1u, 4u, 6u, 8u, 40u, 88u, 92u, 96u, 100u, 101u, 104u, 120u, 4096u, 4097u})
+			check(t + "info_len " + std::to_string(len), info_req(p.k, p.u, len),
+			      id_mask());
 		// Output fields [0,88) filled with junk on input.
 		for (uint32_t len : {8u, 40u, 88u, 104u})
 			check(t + "info_len " + std::to_string(len) + ", input bytes [0,88) = 0x5a",
@@ -357,11 +366,18 @@ TEST_F(KernelDiff, InfoByFd)
 			check(t + "info_len 16, info 0x10", q);
 		}
 		// Non-zero input bytes past the known fields.
-		for (auto [len, off] : std::vector<std::pair<uint32_t, uint32_t>>{
-			     {120, 100}, {104, 100}, {101, 100}, {104, 103}, {120, 104}, {120, 119}, {4096, 4095}, {100, 99}}) {
+		for (auto [len, off] : std::vector<std::pair<uint32_t, uint32_t>>{{120, 100},
+										  {104, 100},
+										  {101, 100},
+										  {104, 103},
+										  {120, 104},
+										  {120, 119},
+										  {4096, 4095},
+										  {100, 99}}) {
 			Req q = info_req(p.k, p.u, len);
 			q.bufs[0][off] = 1;
-			check(t + "info_len " + std::to_string(len) + " byte " + std::to_string(off) + " set",
+			check(t + "info_len " + std::to_string(len) + " byte " +
+				      std::to_string(off) + " set",
 			      q, id_mask());
 		}
 		// The 6.18 hash request fields (hash @88, hash_size @96).
@@ -370,8 +386,8 @@ TEST_F(KernelDiff, InfoByFd)
 				Req q = info_req(p.k, p.u, len);
 				q.buf(88, std::vector<uint8_t>(40, 0xcc), 0);
 				put32(q.bufs[0], 96, hs);
-				check(t + "hash ptr, hash_size " + std::to_string(hs) + ", info_len " +
-					      std::to_string(len),
+				check(t + "hash ptr, hash_size " + std::to_string(hs) +
+					      ", info_len " + std::to_string(len),
 				      q, id_mask());
 			}
 			Req q = info_req(p.k, p.u, INFO_SIZE);
@@ -385,7 +401,9 @@ TEST_F(KernelDiff, InfoByFd)
 			r.fds = q.fds;
 			r.attr = q.attr;
 			r.attr[4] = r.attr[5] = r.attr[6] = r.attr[7] = size < 8 ? 0xff : 0;
-			check(t + "attr size " + std::to_string(size) + " (bytes 4..7 beyond size = ff)", r);
+			check(t + "attr size " + std::to_string(size) +
+				      " (bytes 4..7 beyond size = ff)",
+			      r);
 		}
 	}
 }

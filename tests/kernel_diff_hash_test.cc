@@ -47,25 +47,26 @@ struct RefLookupProg {
 		Req km = create_req(T_ARRAY, 4, 4, 1);
 		keymap = static_cast<int>(run_side(true, km).ret);
 		const insn prog_insns[] = {
-			{0x18, 0x11, 0, keymap}, {0, 0, 0, 0}, // r1 = keymap
-			{0x62, 0x0a, -4, 0},                   // *(u32 *)(r10 - 4) = 0
-			{0xbf, 0xa2, 0, 0},                    // r2 = r10
-			{0x07, 0x02, 0, -4},                   // r2 += -4
-			{0x85, 0, 0, 1},                       // call map_lookup_elem
-			{0x15, 0x00, 7, 0},                    // if r0 == 0 goto exit
-			{0x61, 0x01, 0, 0},                    // r1 = *(u32 *)r0
-			{0x63, 0x1a, -8, 0},                   // *(u32 *)(r10 - 8) = r1
+			{0x18, 0x11, 0, keymap},  {0, 0, 0, 0}, // r1 = keymap
+			{0x62, 0x0a, -4, 0},			// *(u32 *)(r10 - 4) = 0
+			{0xbf, 0xa2, 0, 0},			// r2 = r10
+			{0x07, 0x02, 0, -4},			// r2 += -4
+			{0x85, 0, 0, 1},			// call map_lookup_elem
+			{0x15, 0x00, 7, 0},			// if r0 == 0 goto exit
+			{0x61, 0x01, 0, 0},			// r1 = *(u32 *)r0
+			{0x63, 0x1a, -8, 0},			// *(u32 *)(r10 - 8) = r1
 			{0x18, 0x11, 0, lru_kfd}, {0, 0, 0, 0}, // r1 = lru
-			{0xbf, 0xa2, 0, 0},                    // r2 = r10
-			{0x07, 0x02, 0, -8},                   // r2 += -8
-			{0x85, 0, 0, 1},                       // call map_lookup_elem
-			{0xb7, 0x00, 0, 0},                    // r0 = 0
-			{0x95, 0, 0, 0},                       // exit
+			{0xbf, 0xa2, 0, 0},			// r2 = r10
+			{0x07, 0x02, 0, -8},			// r2 += -8
+			{0x85, 0, 0, 1},			// call map_lookup_elem
+			{0xb7, 0x00, 0, 0},			// r0 = 0
+			{0x95, 0, 0, 0},			// exit
 		};
 		static const char license[] = "GPL";
 		uint8_t attr[KATTR] = {};
 		uint32_t type = 1, cnt = sizeof(prog_insns) / sizeof(prog_insns[0]);
-		uint64_t insns = reinterpret_cast<uintptr_t>(prog_insns), lic = reinterpret_cast<uintptr_t>(license);
+		uint64_t insns = reinterpret_cast<uintptr_t>(prog_insns),
+			 lic = reinterpret_cast<uintptr_t>(license);
 		memcpy(attr, &type, 4);
 		memcpy(attr + 4, &cnt, 4);
 		memcpy(attr + 8, &insns, 8);
@@ -89,7 +90,8 @@ struct RefLookupProg {
 		uint32_t zero = 0;
 		uint8_t a[KATTR] = {};
 		uint32_t fd = static_cast<uint32_t>(keymap);
-		uint64_t kp = reinterpret_cast<uintptr_t>(&zero), vp = reinterpret_cast<uintptr_t>(&key);
+		uint64_t kp = reinterpret_cast<uintptr_t>(&zero),
+			 vp = reinterpret_cast<uintptr_t>(&key);
 		memcpy(a, &fd, 4);
 		memcpy(a + 8, &kp, 8);
 		memcpy(a + 16, &vp, 8);
@@ -112,15 +114,23 @@ struct LruCfg {
 
 std::string lru_name(const LruCfg &c)
 {
-	return std::string(type_name(c.type)) + (c.flags & F_NO_COMMON_LRU ? " NO_COMMON_LRU" : "") +
-	       " max " + std::to_string(c.max) + " ";
+	return std::string(type_name(c.type)) +
+	       (c.flags & F_NO_COMMON_LRU ? " NO_COMMON_LRU" : "") + " max " +
+	       std::to_string(c.max) + " ";
 }
 
 const LruCfg kLruCfgs[] = {
-	{T_LRU_HASH, 0, 1},		  {T_LRU_HASH, 0, 2},		    {T_LRU_HASH, 0, 16},
-	{T_LRU_HASH, 0, 100},		  {T_LRU_HASH, 0, 1000},	    {T_LRU_HASH, F_NO_COMMON_LRU, 2},
-	{T_LRU_HASH, F_NO_COMMON_LRU, 101}, {T_LRU_HASH, F_NO_COMMON_LRU, 1000}, {T_LRU_PERCPU_HASH, 0, 3},
-	{T_LRU_PERCPU_HASH, 0, 200},	  {T_LRU_PERCPU_HASH, F_NO_COMMON_LRU, 64},
+	{T_LRU_HASH, 0, 1},
+	{T_LRU_HASH, 0, 2},
+	{T_LRU_HASH, 0, 16},
+	{T_LRU_HASH, 0, 100},
+	{T_LRU_HASH, 0, 1000},
+	{T_LRU_HASH, F_NO_COMMON_LRU, 2},
+	{T_LRU_HASH, F_NO_COMMON_LRU, 101},
+	{T_LRU_HASH, F_NO_COMMON_LRU, 1000},
+	{T_LRU_PERCPU_HASH, 0, 3},
+	{T_LRU_PERCPU_HASH, 0, 200},
+	{T_LRU_PERCPU_HASH, F_NO_COMMON_LRU, 64},
 };
 
 std::vector<uint8_t> lru_value(const Pair &p, uint32_t seed)
@@ -138,20 +148,24 @@ void lru_update(const std::string &t, const Pair &p, uint32_t k, uint64_t flags)
 	a.key = &key;
 	a.val = &v;
 	a.flags = flags;
-	elem(t + "UPDATE key " + std::to_string(k) + " flags " + std::to_string(flags), p, C_UPDATE, a);
+	elem(t + "UPDATE key " + std::to_string(k) + " flags " + std::to_string(flags), p, C_UPDATE,
+	     a);
 }
 
 TEST_F(KernelDiff, LruCreateAndInfo)
 {
 	for (uint32_t type : {T_LRU_HASH, T_LRU_PERCPU_HASH}) {
-		for (uint32_t flags : {0u, F_NO_PREALLOC, F_NO_COMMON_LRU, F_NO_COMMON_LRU | F_NO_PREALLOC,
-				       F_NUMA_NODE, F_NUMA_NODE | F_NO_COMMON_LRU, F_ZERO_SEED, F_RDONLY_PROG,
-				       F_MMAPABLE}) {
+		for (uint32_t flags :
+		     {0u, F_NO_PREALLOC, F_NO_COMMON_LRU, F_NO_COMMON_LRU | F_NO_PREALLOC,
+		      F_NUMA_NODE, F_NUMA_NODE | F_NO_COMMON_LRU, F_ZERO_SEED, F_RDONLY_PROG,
+		      F_MMAPABLE}) {
 			for (uint32_t max : {1u, 3u, 101u}) {
-				std::string t = std::string(type_name(type)) + " flags " + std::to_string(flags) +
-						" max " + std::to_string(max) + " ";
+				std::string t = std::string(type_name(type)) + " flags " +
+						std::to_string(flags) + " max " +
+						std::to_string(max) + " ";
 				Both c = check(t + "create", create_req(type, 4, 8, max, flags));
-				int kfd = static_cast<int>(c.k.ret), ufd = static_cast<int>(c.u.ret);
+				int kfd = static_cast<int>(c.k.ret),
+				    ufd = static_cast<int>(c.u.ret);
 				if (kfd >= 0 && ufd >= 0)
 					check(t + "info", info_req(kfd, ufd, 88), id_mask());
 				if (kfd >= 0)
@@ -163,7 +177,8 @@ TEST_F(KernelDiff, LruCreateAndInfo)
 	}
 	// NO_COMMON_LRU on the non-LRU hash types.
 	for (uint32_t type : {T_HASH, T_PERCPU_HASH})
-		check(std::string(type_name(type)) + " NO_COMMON_LRU", create_req(type, 4, 8, 8, F_NO_COMMON_LRU));
+		check(std::string(type_name(type)) + " NO_COMMON_LRU",
+		      create_req(type, 4, 8, 8, F_NO_COMMON_LRU));
 }
 
 // Fill far past capacity in key order, with no lookups: the survivors are the kernel's.
@@ -173,7 +188,8 @@ TEST_F(KernelDiff, LruFillPastCapacity)
 		PinCpu pin(cpu);
 		for (const LruCfg &c : kLruCfgs) {
 			std::string t = lru_name(c) + "cpu " + std::to_string(cpu) + " ";
-			Pair p = create_both(t + "create", create_req(c.type, 4, 8, c.max, c.flags));
+			Pair p =
+				create_both(t + "create", create_req(c.type, 4, 8, c.max, c.flags));
 			ASSERT_TRUE(p);
 			for (uint32_t k = 0; k < 3 * c.max + 10; k++)
 				lru_update(t, p, k, U_ANY);
@@ -199,20 +215,23 @@ TEST_F(KernelDiff, LruRandomOps)
 				cpu = static_cast<int>(rng() % possible_cpus());
 				pin.move(cpu);
 			}
-			std::string o = t + "op " + std::to_string(op) + " cpu " + std::to_string(cpu) + " ";
+			std::string o = t + "op " + std::to_string(op) + " cpu " +
+					std::to_string(cpu) + " ";
 			uint32_t k = rng() % domain, r = rng() % 100;
 			std::vector<uint8_t> key = u32key(k);
 			EA a;
 			a.key = &key;
 			if (r < 55) {
-				static const uint64_t fl[] = {U_ANY, U_ANY, U_NOEXIST, U_EXIST, U_LOCK, 3};
+				static const uint64_t fl[] = {U_ANY,   U_ANY,  U_NOEXIST,
+							      U_EXIST, U_LOCK, 3};
 				lru_update(o, p, k, fl[rng() % 6]);
 			} else if (r < 70) {
 				elem(o + "LOOKUP key " + std::to_string(k), p, C_LOOKUP, a);
 			} else if (r < 85) {
 				elem(o + "DELETE key " + std::to_string(k), p, C_DELETE, a);
 			} else {
-				elem(o + "LOOKUP_AND_DELETE key " + std::to_string(k), p, C_LOOKUP_AND_DELETE, a);
+				elem(o + "LOOKUP_AND_DELETE key " + std::to_string(k), p,
+				     C_LOOKUP_AND_DELETE, a);
 			}
 		}
 		lru_compare_contents(t + "end ", p, domain);
@@ -261,23 +280,27 @@ TEST_F(KernelDiff, HashFullAndFlags)
 {
 	for (uint32_t flags : {0u, F_NO_PREALLOC}) {
 		for (uint32_t max : {1u, 2u, 3u}) {
-			std::string t = "HASH max " + std::to_string(max) + " flags " + std::to_string(flags) + " ";
+			std::string t = "HASH max " + std::to_string(max) + " flags " +
+					std::to_string(flags) + " ";
 			Pair p = hash_pair(t, 4, 4, max, flags);
 			ASSERT_TRUE(p);
 			std::vector<uint8_t> v(4, 0);
 			for (int round = 0; round < 3; round++) {
 				for (uint32_t k = 0; k < max + 2; k++) {
 					std::vector<uint8_t> key = u32key(k);
-					for (uint64_t f : {U_NOEXIST, U_ANY, U_EXIST, uint64_t{3}, U_LOCK, uint64_t{8},
-							   uint64_t{1} << 32, U_LOCK | U_EXIST}) {
+					for (uint64_t f :
+					     {U_NOEXIST, U_ANY, U_EXIST, uint64_t{3}, U_LOCK,
+					      uint64_t{8}, uint64_t{1} << 32, U_LOCK | U_EXIST}) {
 						v[0] = static_cast<uint8_t>(k + 16 * f + round);
 						EA a;
 						a.key = &key;
 						a.val = &v;
 						a.flags = f;
-						elem(t + "UPDATE key " + std::to_string(k) + " flags " + std::to_string(f),
+						elem(t + "UPDATE key " + std::to_string(k) +
+							     " flags " + std::to_string(f),
 						     p, C_UPDATE, a);
-						elem(t + "LOOKUP key " + std::to_string(k), p, C_LOOKUP, a);
+						elem(t + "LOOKUP key " + std::to_string(k), p,
+						     C_LOOKUP, a);
 					}
 				}
 				for (uint32_t k = 0; k < max + 2; k += 2) {
@@ -285,8 +308,8 @@ TEST_F(KernelDiff, HashFullAndFlags)
 					EA a;
 					a.key = &key;
 					elem(t + "DELETE key " + std::to_string(k), p, C_DELETE, a);
-					elem(t + "LOOKUP_AND_DELETE key " + std::to_string(k + 1), p,
-					     C_LOOKUP_AND_DELETE, a);
+					elem(t + "LOOKUP_AND_DELETE key " + std::to_string(k + 1),
+					     p, C_LOOKUP_AND_DELETE, a);
 				}
 			}
 		}
@@ -308,7 +331,8 @@ TEST_F(KernelDiff, HashFullAndFlags)
 	EA b;
 	b.key = &k6;
 	elem("one-key GET_NEXT_KEY absent key 6", p, C_GET_NEXT_KEY, b);
-	for (uint64_t f : {uint64_t{1}, uint64_t{2}, U_LOCK, uint64_t{8}, uint64_t{1} << 32, uint64_t{1} << 63}) {
+	for (uint64_t f : {uint64_t{1}, uint64_t{2}, U_LOCK, uint64_t{8}, uint64_t{1} << 32,
+			   uint64_t{1} << 63}) {
 		a.flags = f;
 		elem("LOOKUP flags " + std::to_string(f), p, C_LOOKUP, a);
 		elem("LOOKUP_AND_DELETE flags " + std::to_string(f), p, C_LOOKUP_AND_DELETE, a);

@@ -65,8 +65,9 @@ TEST_F(KernelDiff, QueueStackSequences)
 	for (uint32_t type : {T_QUEUE, T_STACK}) {
 		for (uint32_t max : {1u, 3u, 8u}) {
 			for (uint32_t vs : {1u, 4u, 13u}) {
-				std::string t = std::string(keyless_name(type)) + " max " + std::to_string(max) +
-						" vs " + std::to_string(vs) + " ";
+				std::string t = std::string(keyless_name(type)) + " max " +
+						std::to_string(max) + " vs " + std::to_string(vs) +
+						" ";
 				Pair p = create_both(t, create_req(type, 0, vs, max));
 				ASSERT_TRUE(p) << seed_str();
 				std::vector<uint8_t> key = u32key(1);
@@ -89,9 +90,11 @@ TEST_F(KernelDiff, QueueStackSequences)
 						elem(n + "push EXIST", p, C_UPDATE, a);
 						break;
 					case 4: {
-						static const uint64_t bad[] = {U_NOEXIST, 3, U_LOCK, U_LOCK | U_EXIST, 8};
+						static const uint64_t bad[] = {U_NOEXIST, 3, U_LOCK,
+									       U_LOCK | U_EXIST, 8};
 						a.flags = bad[rng() % 5];
-						elem(n + "push flags " + std::to_string(a.flags), p, C_UPDATE, a);
+						elem(n + "push flags " + std::to_string(a.flags), p,
+						     C_UPDATE, a);
 						break;
 					}
 					case 5:
@@ -100,14 +103,16 @@ TEST_F(KernelDiff, QueueStackSequences)
 						break;
 					case 7:
 						a.flags = rng() % 2 ? U_LOCK : 1;
-						elem(n + "pop flags " + std::to_string(a.flags), p, C_LOOKUP_AND_DELETE, a);
+						elem(n + "pop flags " + std::to_string(a.flags), p,
+						     C_LOOKUP_AND_DELETE, a);
 						break;
 					case 8:
 						elem(n + "peek", p, C_LOOKUP, a);
 						break;
 					case 9:
 						a.flags = rng() % 2 ? U_LOCK : 2;
-						elem(n + "peek flags " + std::to_string(a.flags), p, C_LOOKUP, a);
+						elem(n + "peek flags " + std::to_string(a.flags), p,
+						     C_LOOKUP, a);
 						break;
 					case 10:
 						elem(n + "delete", p, C_DELETE, a);
@@ -117,10 +122,12 @@ TEST_F(KernelDiff, QueueStackSequences)
 						a.keyp = Ptr::BUF;
 						a.key = &key;
 						int cmd = static_cast<int>(rng() % 5);
-						const int cmds[] = {C_UPDATE, C_LOOKUP, C_DELETE, C_GET_NEXT_KEY,
+						const int cmds[] = {C_UPDATE, C_LOOKUP, C_DELETE,
+								    C_GET_NEXT_KEY,
 								    C_LOOKUP_AND_DELETE};
-						elem(n + "with a key pointer, cmd " + std::to_string(cmds[cmd]), p,
-						     cmds[cmd], a);
+						elem(n + "with a key pointer, cmd " +
+							     std::to_string(cmds[cmd]),
+						     p, cmds[cmd], a);
 					}
 					}
 				}
@@ -153,17 +160,19 @@ TEST_F(KernelDiff, KeylessBatchAndMmap)
 		std::string t = keyless_name(type);
 		Pair p = create_both(t, create_req(type, 0, 8, 4));
 		ASSERT_TRUE(p);
-		for (int cmd : {C_LOOKUP_BATCH, C_LOOKUP_AND_DELETE_BATCH, C_UPDATE_BATCH, C_DELETE_BATCH}) {
+		for (int cmd :
+		     {C_LOOKUP_BATCH, C_LOOKUP_AND_DELETE_BATCH, C_UPDATE_BATCH, C_DELETE_BATCH}) {
 			Req q(cmd);
 			q.fd(36, p.k, p.u); // batch.map_fd
-			q.u32(32, 1);       // batch.count
+			q.u32(32, 1);	    // batch.count
 			check(t + " batch cmd " + std::to_string(cmd), q);
 		}
 		void *km = mmap(nullptr, 4096, PROT_READ, MAP_SHARED, p.k, 0);
 		int ke = km == MAP_FAILED ? errno : 0;
 		void *um = mmap(nullptr, 4096, PROT_READ, MAP_SHARED, p.u, 0);
 		int ue = um == MAP_FAILED ? errno : 0;
-		EXPECT_EQ(ke, ue) << t << " mmap: kernel " << errname(ke) << ", bpfmap " << errname(ue);
+		EXPECT_EQ(ke, ue) << t << " mmap: kernel " << errname(ke) << ", bpfmap "
+				  << errname(ue);
 		if (km != MAP_FAILED)
 			munmap(km, 4096);
 		if (um != MAP_FAILED)
@@ -180,8 +189,9 @@ TEST_F(KernelDiff, BloomZeroSeedAnswersEveryPeekAsTheKernel)
 	for (uint32_t vs : {1u, 3u, 4u, 8u, 13u, 16u, 64u}) {
 		for (uint64_t k : {0ull, 1ull, 3ull, 15ull}) {
 			for (uint32_t max : {1u, 50u, 1000u}) {
-				std::string t = "BLOOM vs " + std::to_string(vs) + " k " + std::to_string(k) +
-						" max " + std::to_string(max) + " ";
+				std::string t = "BLOOM vs " + std::to_string(vs) + " k " +
+						std::to_string(k) + " max " + std::to_string(max) +
+						" ";
 				Req q = create_req(T_BLOOM, 0, vs, max, F_ZERO_SEED);
 				q.u64(MC_EXTRA, k);
 				Pair p = create_both(t, q);
@@ -241,7 +251,8 @@ TEST_F(KernelDiff, BloomCommandErrors)
 		a.flags = f;
 		elem("BLOOM push flags " + std::to_string(f), p, C_UPDATE, a);
 		elem("BLOOM peek flags " + std::to_string(f), p, C_LOOKUP, a);
-		elem("BLOOM lookup_and_delete flags " + std::to_string(f), p, C_LOOKUP_AND_DELETE, a);
+		elem("BLOOM lookup_and_delete flags " + std::to_string(f), p, C_LOOKUP_AND_DELETE,
+		     a);
 	}
 	EA a;
 	a.keyp = Ptr::NUL;
@@ -298,9 +309,11 @@ TEST_F(KernelDiff, BloomFalsePositiveRateMatchesKernel)
 			fp_k += call_side(true, C_LOOKUP, kb, sizeof(kb)) == 0;
 			fp_u += call_side(false, C_LOOKUP, ub, sizeof(ub)) == 0;
 		}
-		printf("[kernel_diff] bloom k=%llu, 1000 values in %d bits: false positives kernel %d, "
+		printf("[kernel_diff] bloom k=%llu, 1000 values in %d bits: false positives kernel "
+		       "%d, "
 		       "bpfmap %d of %d\n",
-		       static_cast<unsigned long long>(k), k == 1 ? 2048 : 8192, fp_k, fp_u, probes);
+		       static_cast<unsigned long long>(k), k == 1 ? 2048 : 8192, fp_k, fp_u,
+		       probes);
 		EXPECT_LE(fp_u, fp_k * 3 / 2 + 10);
 		EXPECT_GE(fp_u * 3 / 2 + 10, fp_k);
 	}

@@ -55,7 +55,9 @@ struct LpmKeys {
 	std::vector<std::vector<uint8_t>> bases;
 	std::vector<std::vector<uint8_t>> used;
 
-	LpmKeys(uint64_t seed, uint32_t data_size) : rng(seed), ds(data_size)
+	LpmKeys(uint64_t seed, uint32_t data_size)
+	    : rng(seed)
+	    , ds(data_size)
 	{
 		for (int i = 0; i < 4; i++) {
 			std::vector<uint8_t> b(ds);
@@ -102,10 +104,13 @@ void lpm_walk_compare(const std::string &t, const Pair &p)
 
 TEST_F(KernelDiff, LpmRandomOps)
 {
-	const LpmCfg cfgs[] = {{1, 4, 40}, {2, 8, 100}, {3, 3, 64}, {4, 8, 300}, {13, 5, 80}, {16, 8, 200}};
+	const LpmCfg cfgs[] = {{1, 4, 40},  {2, 8, 100}, {3, 3, 64},
+			       {4, 8, 300}, {13, 5, 80}, {16, 8, 200}};
 	for (const LpmCfg &c : cfgs) {
-		std::string t = "LPM ds " + std::to_string(c.data_size) + " max " + std::to_string(c.max) + " ";
-		Pair p = create_both(t, create_req(T_LPM, 4 + c.data_size, c.value_size, c.max, F_NO_PREALLOC));
+		std::string t = "LPM ds " + std::to_string(c.data_size) + " max " +
+				std::to_string(c.max) + " ";
+		Pair p = create_both(
+			t, create_req(T_LPM, 4 + c.data_size, c.value_size, c.max, F_NO_PREALLOC));
 		ASSERT_TRUE(p) << seed_str();
 		LpmKeys keys(global_seed() ^ (c.data_size * 7919 + c.max), c.data_size);
 		std::mt19937_64 rng(global_seed() ^ c.max);
@@ -125,9 +130,11 @@ TEST_F(KernelDiff, LpmRandomOps)
 			case 1:
 			case 2:
 			case 3: {
-				static const uint64_t fl[] = {U_ANY, U_ANY, U_NOEXIST, U_EXIST, 3, U_LOCK};
+				static const uint64_t fl[] = {U_ANY,   U_ANY, U_NOEXIST,
+							      U_EXIST, 3,     U_LOCK};
 				a.flags = fl[rng() % 6];
-				elem(n + "update flags " + std::to_string(a.flags), p, C_UPDATE, a, &same);
+				elem(n + "update flags " + std::to_string(a.flags), p, C_UPDATE, a,
+				     &same);
 				break;
 			}
 			case 4:
@@ -175,7 +182,8 @@ TEST_F(KernelDiff, LpmFullAndBatch)
 	std::vector<std::vector<uint8_t>> in;
 	for (int i = 0; i < 80; i++) {
 		std::vector<uint8_t> k(8), v(4, static_cast<uint8_t>(i));
-		uint32_t plen = 8 + static_cast<uint32_t>(rng() % 25), addr = static_cast<uint32_t>(rng());
+		uint32_t plen = 8 + static_cast<uint32_t>(rng() % 25),
+			 addr = static_cast<uint32_t>(rng());
 		memcpy(k.data(), &plen, 4);
 		memcpy(k.data() + 4, &addr, 4);
 		EA a;

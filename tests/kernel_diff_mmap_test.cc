@@ -24,18 +24,21 @@ TEST_F(KernelDiff, Freeze)
 		ASSERT_TRUE(p);
 		fill(p, 1, 7);
 		fill(p, 2, 8);
-		const std::vector<uint8_t> k1 = u32key(1), k5 = u32key(5), k99 = u32key(99), val(8, 0x33);
+		const std::vector<uint8_t> k1 = u32key(1), k5 = u32key(5), k99 = u32key(99),
+					   val(8, 0x33);
 		EA fz;
 		elem(t + "FREEZE", p, C_FREEZE, fz);
 		elem(t + "FREEZE twice", p, C_FREEZE, fz);
 		for (const auto *key : {&k1, &k5, &k99}) {
 			std::string kn = " key " + std::to_string((*key)[0]);
-			for (uint64_t flags : {U_ANY, U_NOEXIST, U_EXIST, uint64_t{3}, uint64_t{7}}) {
+			for (uint64_t flags :
+			     {U_ANY, U_NOEXIST, U_EXIST, uint64_t{3}, uint64_t{7}}) {
 				EA a;
 				a.key = key;
 				a.val = &val;
 				a.flags = flags;
-				elem(t + "frozen UPDATE flags " + std::to_string(flags) + kn, p, C_UPDATE, a);
+				elem(t + "frozen UPDATE flags " + std::to_string(flags) + kn, p,
+				     C_UPDATE, a);
 			}
 			EA a;
 			a.key = key;
@@ -43,7 +46,8 @@ TEST_F(KernelDiff, Freeze)
 			elem(t + "frozen LOOKUP_AND_DELETE" + kn, p, C_LOOKUP_AND_DELETE, a);
 			elem(t + "frozen LOOKUP" + kn, p, C_LOOKUP, a);
 			a.flags = 1;
-			elem(t + "frozen LOOKUP_AND_DELETE flags 1" + kn, p, C_LOOKUP_AND_DELETE, a);
+			elem(t + "frozen LOOKUP_AND_DELETE flags 1" + kn, p, C_LOOKUP_AND_DELETE,
+			     a);
 		}
 		EA nk;
 		nk.keyp = Ptr::NUL;
@@ -134,20 +138,27 @@ TEST_F(KernelDiff, MmapLifetime)
 	};
 	for (Side &s : side) {
 		s.ro = static_cast<char *>(mmap(nullptr, PAGE, PROT_READ, MAP_SHARED, s.fd, 0));
-		s.rw = static_cast<char *>(mmap(nullptr, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, s.fd, 0));
+		s.rw = static_cast<char *>(
+			mmap(nullptr, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, s.fd, 0));
 		ASSERT_NE(s.ro, MAP_FAILED);
 		ASSERT_NE(s.rw, MAP_FAILED);
 	}
-	both("mprotect read-only to rw", [](Side &s) { return mprotect(s.ro, PAGE, PROT_READ | PROT_WRITE) != 0; });
-	both("mprotect read-only to rx", [](Side &s) { return mprotect(s.ro, PAGE, PROT_READ | PROT_EXEC) != 0; });
+	both("mprotect read-only to rw",
+	     [](Side &s) { return mprotect(s.ro, PAGE, PROT_READ | PROT_WRITE) != 0; });
+	both("mprotect read-only to rx",
+	     [](Side &s) { return mprotect(s.ro, PAGE, PROT_READ | PROT_EXEC) != 0; });
 	both("mprotect rw to r", [](Side &s) { return mprotect(s.rw, 2 * PAGE, PROT_READ) != 0; });
 	elem("FREEZE, writable mapping made read-only", p, C_FREEZE, EA{});
-	both("mprotect r back to rw", [](Side &s) { return mprotect(s.rw, 2 * PAGE, PROT_READ | PROT_WRITE) != 0; });
-	both("mremap grow", [](Side &s) { return mremap(s.rw, 2 * PAGE, 3 * PAGE, MREMAP_MAYMOVE) == MAP_FAILED; });
+	both("mprotect r back to rw",
+	     [](Side &s) { return mprotect(s.rw, 2 * PAGE, PROT_READ | PROT_WRITE) != 0; });
+	both("mremap grow", [](Side &s) {
+		return mremap(s.rw, 2 * PAGE, 3 * PAGE, MREMAP_MAYMOVE) == MAP_FAILED;
+	});
 	both("mremap DONTUNMAP", [](Side &s) {
 		return mremap(s.rw, PAGE, PAGE, MREMAP_MAYMOVE | MREMAP_DONTUNMAP) == MAP_FAILED;
 	});
-	both("mremap shrink", [](Side &s) { return mremap(s.rw, 2 * PAGE, PAGE, 0) == MAP_FAILED; });
+	both("mremap shrink",
+	     [](Side &s) { return mremap(s.rw, 2 * PAGE, PAGE, 0) == MAP_FAILED; });
 	elem("FREEZE, one writable page left", p, C_FREEZE, EA{});
 	both("mremap onto the read-only mapping", [](Side &s) {
 		void *m = mremap(s.rw, PAGE, PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, s.ro);
@@ -166,7 +177,8 @@ TEST_F(KernelDiff, MmapLifetime)
 	look.key = &k1;
 	elem("LOOKUP through the moved mapping", p, C_LOOKUP, look);
 	both("anonymous MAP_FIXED over the writable mapping", [](Side &s) {
-		return mmap(s.rw, PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED;
+		return mmap(s.rw, PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
+			    0) == MAP_FAILED;
 	});
 	elem("FREEZE, writable mapping mapped over", p, C_FREEZE, EA{});
 	for (Side &s : side)
@@ -178,7 +190,8 @@ TEST_F(KernelDiff, MmapLifetime)
 	char *m[2];
 	int fd2[2] = {dup(q.k), dup(q.u)};
 	for (int i = 0; i < 2; i++) {
-		m[i] = static_cast<char *>(mmap(nullptr, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd2[i], 0));
+		m[i] = static_cast<char *>(
+			mmap(nullptr, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd2[i], 0));
 		ASSERT_NE(m[i], MAP_FAILED);
 		munmap(m[i], PAGE);
 		close(fd2[i]);
@@ -215,7 +228,8 @@ TEST_F(KernelDiff, MmapOtherProcess)
 		void *m[2] = {MAP_FAILED, MAP_FAILED};
 		if (inherited)
 			for (int i = 0; i < 2; i++) {
-				m[i] = mmap(nullptr, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, i ? p.u : p.k, 0);
+				m[i] = mmap(nullptr, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED,
+					    i ? p.u : p.k, 0);
 				ASSERT_NE(m[i], MAP_FAILED);
 			}
 		int ready[2], hold[2];
@@ -229,7 +243,8 @@ TEST_F(KernelDiff, MmapOtherProcess)
 			bool ok = true;
 			if (!inherited)
 				for (int fd : {p.k, p.u})
-					ok &= mmap(nullptr, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) != MAP_FAILED;
+					ok &= mmap(nullptr, PAGE, PROT_READ | PROT_WRITE,
+						   MAP_SHARED, fd, 0) != MAP_FAILED;
 			char c = ok ? 'y' : 'n';
 			(void)!write(ready[1], &c, 1);
 			(void)!read(hold[0], &c, 1); // until the parent kills us
@@ -304,14 +319,16 @@ TEST_F(KernelDiff, MmapChecks)
 				int err[2];
 				for (int side = 0; side < 2; side++) {
 					errno = 0;
-					void *m = mmap(nullptr, sh.len, sh.prot, sh.flags, side ? p.u : p.k, sh.off);
+					void *m = mmap(nullptr, sh.len, sh.prot, sh.flags,
+						       side ? p.u : p.k, sh.off);
 					err[side] = m == MAP_FAILED ? errno : 0;
 					if (m != MAP_FAILED)
 						munmap(m, sh.len);
 				}
 				if (err[0] != err[1])
 					MISMATCH("mmap " + t + sh.name,
-						 "kernel " << errname(err[0]) << ", bpfmap " << errname(err[1]));
+						 "kernel " << errname(err[0]) << ", bpfmap "
+							   << errname(err[1]));
 			}
 		}
 	}

@@ -3,8 +3,8 @@
 #include "kernel_diff.h"
 
 #include <cerrno>
-#include <string>
 #include <sched.h>
+#include <string>
 #include <vector>
 
 namespace kernel_diff {
@@ -21,17 +21,20 @@ std::vector<insn> update_prog(int map_fd, uint32_t key, uint64_t value)
 	const uint8_t R0 = 0, R1 = 1, R2 = 2, R3 = 3, R4 = 4, FP = 10;
 	auto regs = [](uint8_t dst, uint8_t src) { return static_cast<uint8_t>(dst | src << 4); };
 	return {
-		{0x62, regs(FP, 0), -8, static_cast<int32_t>(key)},            // *(u32 *)(fp - 8) = key
-		{0x62, regs(FP, 0), -4, 0},                                    // *(u32 *)(fp - 4) = 0
-		{0x62, regs(FP, 0), -16, static_cast<int32_t>(value)},         // value, low half
-		{0x62, regs(FP, 0), -12, static_cast<int32_t>(value >> 32)},   // value, high half
-		{0x18, regs(R1, 1), 0, map_fd}, {0, 0, 0, 0},                  // r1 = map (pseudo fd)
-		{0xbf, regs(R2, FP), 0, 0}, {0x07, regs(R2, 0), 0, -8},        // r2 = fp - 8
-		{0xbf, regs(R3, FP), 0, 0}, {0x07, regs(R3, 0), 0, -16},       // r3 = fp - 16
-		{0xb7, regs(R4, 0), 0, 0},                                     // r4 = 0
-		{0x85, 0, 0, 2},                                               // bpf_map_update_elem
-		{0xb7, regs(R0, 0), 0, 0},                                     // r0 = 0
-		{0x95, 0, 0, 0},                                               // exit
+		{0x62, regs(FP, 0), -8, static_cast<int32_t>(key)},    // *(u32 *)(fp - 8) = key
+		{0x62, regs(FP, 0), -4, 0},			       // *(u32 *)(fp - 4) = 0
+		{0x62, regs(FP, 0), -16, static_cast<int32_t>(value)}, // value, low half
+		{0x62, regs(FP, 0), -12, static_cast<int32_t>(value >> 32)}, // value, high half
+		{0x18, regs(R1, 1), 0, map_fd},
+		{0, 0, 0, 0}, // r1 = map (pseudo fd)
+		{0xbf, regs(R2, FP), 0, 0},
+		{0x07, regs(R2, 0), 0, -8}, // r2 = fp - 8
+		{0xbf, regs(R3, FP), 0, 0},
+		{0x07, regs(R3, 0), 0, -16}, // r3 = fp - 16
+		{0xb7, regs(R4, 0), 0, 0},   // r4 = 0
+		{0x85, 0, 0, 2},	     // bpf_map_update_elem
+		{0xb7, regs(R0, 0), 0, 0},   // r0 = 0
+		{0x95, 0, 0, 0},	     // exit
 	};
 }
 
@@ -46,7 +49,8 @@ TEST_F(KernelDiff, PercpuProgramUpdatesMatchKernelPrograms)
 	ASSERT_EQ(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
 	for (uint32_t type : {T_PERCPU_HASH, T_PERCPU_ARRAY}) {
 		for (uint32_t vs : {8u, 4u}) {
-			std::string t = std::string(type_name(type)) + " v" + std::to_string(vs) + " ";
+			std::string t =
+				std::string(type_name(type)) + " v" + std::to_string(vs) + " ";
 			Pair p = create_both(t + "create", create_req(type, 4, vs, 4));
 			ASSERT_TRUE(p);
 			bpfmap_map *m = bpfmap_map_get(p.u);
@@ -82,7 +86,8 @@ TEST_F(KernelDiff, PercpuProgramUpdatesMatchKernelPrograms)
 				}));
 				if (kerr) {
 					bpfmap_map_put(m);
-					GTEST_SKIP() << "cannot run a BPF program here: " << errname(kerr);
+					GTEST_SKIP() << "cannot run a BPF program here: "
+						     << errname(kerr);
 				}
 				EXPECT_EQ(uerr, 0);
 				EA l;
@@ -96,7 +101,8 @@ TEST_F(KernelDiff, PercpuProgramUpdatesMatchKernelPrograms)
 					}));
 					EA l2;
 					l2.key = &k2;
-					check(t + "new key from a program on CPU " + std::to_string(cpu),
+					check(t + "new key from a program on CPU " +
+						      std::to_string(cpu),
 					      elem_req(p, C_LOOKUP, l2));
 				}
 			}

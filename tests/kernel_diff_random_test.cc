@@ -24,8 +24,10 @@ struct Cfg {
 std::string cfg_name(const Cfg &c)
 {
 	std::string s = type_name(c.type);
-	std::transform(s.begin(), s.end(), s.begin(), [](unsigned char ch) { return std::tolower(ch); });
-	s += "_k" + std::to_string(c.ks) + "_v" + std::to_string(c.vs) + "_m" + std::to_string(c.max);
+	std::transform(s.begin(), s.end(), s.begin(),
+		       [](unsigned char ch) { return std::tolower(ch); });
+	s += "_k" + std::to_string(c.ks) + "_v" + std::to_string(c.vs) + "_m" +
+	     std::to_string(c.max);
 	if (c.flags & F_NO_PREALLOC)
 		s += "_noprealloc";
 	if (c.flags & F_ZERO_SEED)
@@ -53,7 +55,8 @@ std::vector<Cfg> percpu_cfgs(uint32_t type)
 
 std::vector<Cfg> random_cfgs(uint32_t type)
 {
-	const std::pair<uint32_t, uint32_t> kv[] = {{1, 1}, {4, 4}, {4, 8}, {8, 16}, {16, 64}, {3, 5}, {64, 256}};
+	const std::pair<uint32_t, uint32_t> kv[] = {{1, 1},   {4, 4}, {4, 8},	{8, 16},
+						    {16, 64}, {3, 5}, {64, 256}};
 	const uint32_t maxes[] = {1, 2, 7, 64, 1000};
 	std::vector<Cfg> v;
 	for (auto [k, val] : kv) {
@@ -88,7 +91,8 @@ using Bytes = std::vector<uint8_t>;
 
 class Runner {
 public:
-	Runner(const Cfg &c) : c_(c)
+	Runner(const Cfg &c)
+	    : c_(c)
 	{
 		seed_ = global_seed() ^ fnv(cfg_name(c));
 		rng_.seed(seed_);
@@ -105,7 +109,8 @@ public:
 
 	void run()
 	{
-		p_ = create_both(where("create"), create_req(c_.type, c_.ks, c_.vs, c_.max, c_.flags, "rnd"));
+		p_ = create_both(where("create"),
+				 create_req(c_.type, c_.ks, c_.vs, c_.max, c_.flags, "rnd"));
 		ASSERT_TRUE(p_) << where("create");
 		int nops = std::max<int>(3000, 8 * static_cast<int>(c_.max));
 		for (op_ = 0; op_ < nops && ok_; op_++) {
@@ -126,8 +131,8 @@ public:
 				st += " " + k + "=" + std::to_string(n);
 		if (is_hash(c_.type))
 			st += " max_elements=" + std::to_string(max_size_);
-		printf("[kernel_diff] %s: %d ops, %s, seed %llu (%s); kernel results:%s\n", cfg_name(c_).c_str(),
-		       op_, ok_ ? "all matched" : "STOPPED at first mismatch",
+		printf("[kernel_diff] %s: %d ops, %s, seed %llu (%s); kernel results:%s\n",
+		       cfg_name(c_).c_str(), op_, ok_ ? "all matched" : "STOPPED at first mismatch",
 		       static_cast<unsigned long long>(seed_), seed_str().c_str(), st.c_str());
 	}
 
@@ -141,7 +146,7 @@ private:
 	uint32_t domain_ = 0, seq_ = 0;
 	std::map<Bytes, Bytes> hmodel_;
 	std::map<std::string, int> stats_; // kernel results per command, to show coverage
-	size_t max_size_ = 0;               // the most elements the hash held
+	size_t max_size_ = 0;		   // the most elements the hash held
 	std::vector<Bytes> amodel_;
 
 	std::string where(const std::string &what) const
@@ -158,7 +163,8 @@ private:
 		Bytes b(c_.ks);
 		for (uint32_t i = 0; i < c_.ks; i++)
 			b[i] = i < 4 ? static_cast<uint8_t>((k >> (8 * i)) ^ (salt_ >> (8 * i)))
-				     : static_cast<uint8_t>((salt_ >> (8 * (i % 8))) ^ (k * 0x9d + i * 13));
+				     : static_cast<uint8_t>((salt_ >> (8 * (i % 8))) ^
+							    (k * 0x9d + i * 13));
 		return b;
 	}
 	Bytes rvalue()
@@ -186,7 +192,8 @@ private:
 			return U_NOEXIST;
 		if (r < (fill ? 93 : 92))
 			return U_EXIST;
-		static const uint64_t bad[] = {3, 4, 5, 6, 7, 8, 16, uint64_t{1} << 32, uint64_t{1} << 63};
+		static const uint64_t bad[] = {
+			3, 4, 5, 6, 7, 8, 16, uint64_t{1} << 32, uint64_t{1} << 63};
 		return bad[rnd(sizeof(bad) / sizeof(bad[0]))];
 	}
 
@@ -203,7 +210,8 @@ private:
 	}
 	void model_fail(const std::string &what, const std::string &detail)
 	{
-		ADD_FAILURE() << "TEST MODEL disagrees with the kernel [" << where(what) << "]: " << detail;
+		ADD_FAILURE() << "TEST MODEL disagrees with the kernel [" << where(what)
+			      << "]: " << detail;
 		ok_ = false;
 	}
 	static const Bytes &outb(const Req &q, const Res &r) { return r.bufs[out_buf(q)]; }
@@ -218,10 +226,12 @@ private:
 		uint32_t r = rnd(100);
 		// fill: update 60, lookup 15, delete 2, gnk 12, lad 2, special 9
 		// drain: update 20, lookup 20, delete 20, gnk 15, lad 15, special 10
-		static const uint32_t fill_cut[] = {60, 75, 77, 89, 91}, drain_cut[] = {20, 40, 60, 75, 90};
+		static const uint32_t fill_cut[] = {60, 75, 77, 89, 91},
+				      drain_cut[] = {20, 40, 60, 75, 90};
 		const uint32_t *cut = fill ? fill_cut : drain_cut;
 		// While filling, most updates walk the key domain in order.
-		Bytes key = fill && r < cut[0] && coin(70) ? hkey(seq_++ % domain_) : pick_hash_key();
+		Bytes key =
+			fill && r < cut[0] && coin(70) ? hkey(seq_++ % domain_) : pick_hash_key();
 		bool present = hmodel_.count(key);
 		Both b;
 		if (r < cut[0]) {
@@ -235,12 +245,13 @@ private:
 			if (!same("UPDATE flags " + std::to_string(f) + " key " + hex(key), q, &b))
 				return;
 			int want = (f & ~U_LOCK) > U_EXIST || (f & U_LOCK) ? EINVAL
-				   : present && f == U_NOEXIST			 ? EEXIST
-				   : !present && f == U_EXIST			 ? ENOENT
-				   : !present && hmodel_.size() >= c_.max	 ? E2BIG
-										 : 0;
+				   : present && f == U_NOEXIST		   ? EEXIST
+				   : !present && f == U_EXIST		   ? ENOENT
+				   : !present && hmodel_.size() >= c_.max  ? E2BIG
+									   : 0;
 			if (b.k.err != want)
-				return model_fail("UPDATE", "expected " + errname(want) + ", kernel " + errname(b.k.err));
+				return model_fail("UPDATE", "expected " + errname(want) +
+								    ", kernel " + errname(b.k.err));
 			if (!want)
 				hmodel_[key] = v;
 			max_size_ = std::max(max_size_, hmodel_.size());
@@ -280,8 +291,10 @@ private:
 		auto it = hmodel_.find(key);
 		if ((b.k.ret == 0) != (it != hmodel_.end()))
 			return model_fail(what, "kernel " + errname(b.k.err));
-		if (b.k.ret == 0 && !std::equal(it->second.begin(), it->second.end(), outb(q, b.k).begin()))
-			model_fail(what, "kernel value " + hex(outb(q, b.k)) + " model " + hex(it->second));
+		if (b.k.ret == 0 &&
+		    !std::equal(it->second.begin(), it->second.end(), outb(q, b.k).begin()))
+			model_fail(what, "kernel value " + hex(outb(q, b.k)) + " model " +
+						 hex(it->second));
 	}
 
 	// One side's get_next_key from key (nullptr: NULL).
@@ -307,7 +320,9 @@ private:
 				k = hkey(domain_ + rnd(1000)); // outside the domain: never present
 		bool present = mode != 0 && hmodel_.count(k);
 		std::string what = std::string("GET_NEXT_KEY ") + (mode == 0 ? "NULL" : hex(k)) +
-				   (present ? " (present)" : mode ? " (absent)" : "");
+				   (present ? " (present)"
+				    : mode  ? " (absent)"
+					    : "");
 		Req q(C_GET_NEXT_KEY);
 		Res kr = gnk_side(true, mode ? &k : nullptr, &q);
 		Res ur = gnk_side(false, mode ? &k : nullptr);
@@ -317,8 +332,9 @@ private:
 			// in class; the key itself is each side's own first key.
 			bool kok = kr.ret == 0, uok = ur.ret == 0;
 			if (kok != uok || kr.err != ur.err) {
-				ADD_FAILURE() << "MISMATCH [" << where(what) << "] result: kernel " << res_str(kr)
-					      << ", bpfmap " << res_str(ur) << "\n    " << describe(q);
+				ADD_FAILURE() << "MISMATCH [" << where(what) << "] result: kernel "
+					      << res_str(kr) << ", bpfmap " << res_str(ur)
+					      << "\n    " << describe(q);
 				ok_ = false;
 				return;
 			}
@@ -329,15 +345,20 @@ private:
 				check_member(what, false, q, ur);
 				// The same as that side's NULL-key answer.
 				Req qn(C_GET_NEXT_KEY);
-				Res kn = gnk_side(true, nullptr, &qn), un = gnk_side(false, nullptr);
-				const Bytes &kfirst = kn.bufs[out_buf(qn)], &ufirst = un.bufs[out_buf(qn)];
+				Res kn = gnk_side(true, nullptr, &qn),
+				    un = gnk_side(false, nullptr);
+				const Bytes &kfirst = kn.bufs[out_buf(qn)],
+					    &ufirst = un.bufs[out_buf(qn)];
 				if (kfirst != kr.bufs[out_buf(q)])
-					model_fail(what, "kernel: absent key did not give the first key");
+					model_fail(what,
+						   "kernel: absent key did not give the first key");
 				if (ufirst != ur.bufs[out_buf(q)]) {
-					ADD_FAILURE() << "MISMATCH [" << where(what)
-						      << "] bpfmap: an absent key gave " << hex(ur.bufs[out_buf(q)])
-						      << " but a NULL key gives " << hex(ufirst)
-						      << " (the kernel restarts from the first key)";
+					ADD_FAILURE()
+						<< "MISMATCH [" << where(what)
+						<< "] bpfmap: an absent key gave "
+						<< hex(ur.bufs[out_buf(q)])
+						<< " but a NULL key gives " << hex(ufirst)
+						<< " (the kernel restarts from the first key)";
 					ok_ = false;
 				}
 			}
@@ -348,23 +369,26 @@ private:
 		for (bool kernel : {true, false}) {
 			const Res &r = kernel ? kr : ur;
 			if (r.ret != 0 && r.err != ENOENT) {
-				ADD_FAILURE() << "MISMATCH [" << where(what) << "] " << (kernel ? "kernel" : "bpfmap")
-					      << " " << res_str(r) << ", other side " << res_str(kernel ? ur : kr);
+				ADD_FAILURE() << "MISMATCH [" << where(what) << "] "
+					      << (kernel ? "kernel" : "bpfmap") << " " << res_str(r)
+					      << ", other side " << res_str(kernel ? ur : kr);
 				ok_ = false;
 				return;
 			}
 			if (r.ret == 0) {
 				check_member(what, kernel, q, r);
-				if (Bytes(r.bufs[out_buf(q)].begin(), r.bufs[out_buf(q)].begin() + c_.ks) == k) {
-					ADD_FAILURE() << "[" << where(what) << "] " << (kernel ? "kernel" : "bpfmap")
+				if (Bytes(r.bufs[out_buf(q)].begin(),
+					  r.bufs[out_buf(q)].begin() + c_.ks) == k) {
+					ADD_FAILURE() << "[" << where(what) << "] "
+						      << (kernel ? "kernel" : "bpfmap")
 						      << " returned the same key";
 					ok_ = false;
 				}
 			}
 		}
 		if (hmodel_.size() == 1 && (kr.ret == 0 || ur.ret == 0)) {
-			ADD_FAILURE() << "MISMATCH [" << where(what) << "] one-key map: kernel " << res_str(kr)
-				      << ", bpfmap " << res_str(ur);
+			ADD_FAILURE() << "MISMATCH [" << where(what) << "] one-key map: kernel "
+				      << res_str(kr) << ", bpfmap " << res_str(ur);
 			ok_ = false;
 		}
 	}
@@ -373,10 +397,11 @@ private:
 	{
 		const Bytes &o = r.bufs[out_buf(q)];
 		Bytes nk(o.begin(), o.begin() + c_.ks);
-		bool tail_ok = std::all_of(o.begin() + c_.ks, o.end(), [](uint8_t x) { return x == SENTINEL; });
+		bool tail_ok = std::all_of(o.begin() + c_.ks, o.end(),
+					   [](uint8_t x) { return x == SENTINEL; });
 		if (!hmodel_.count(nk) || !tail_ok) {
-			std::string m = std::string(kernel ? "kernel" : "bpfmap") + " next key " + hex(o) +
-					" is not a key of the map or wrote past key_size";
+			std::string m = std::string(kernel ? "kernel" : "bpfmap") + " next key " +
+					hex(o) + " is not a key of the map or wrote past key_size";
 			if (kernel)
 				model_fail(what, m);
 			else {
@@ -421,10 +446,12 @@ private:
 			EA a;
 			a.key = &key;
 			a.valp = Ptr::NUL;
-			if (!same("LOOKUP_AND_DELETE value NULL", elem_req(p_, C_LOOKUP_AND_DELETE, a), &b))
+			if (!same("LOOKUP_AND_DELETE value NULL",
+				  elem_req(p_, C_LOOKUP_AND_DELETE, a), &b))
 				return;
 			if (b.k.err != (present ? EFAULT : ENOENT))
-				return model_fail("LOOKUP_AND_DELETE value NULL", "kernel " + errname(b.k.err));
+				return model_fail("LOOKUP_AND_DELETE value NULL",
+						  "kernel " + errname(b.k.err));
 			hmodel_.erase(key);
 			break;
 		}
@@ -458,7 +485,8 @@ private:
 		case 8: { // delete with a value pointer or flags
 			EA a;
 			a.key = &key;
-			a.poke = {{static_cast<size_t>(E_VALUE + rnd(16)), static_cast<uint8_t>(1 + rnd(255))}};
+			a.poke = {{static_cast<size_t>(E_VALUE + rnd(16)),
+				   static_cast<uint8_t>(1 + rnd(255))}};
 			same("DELETE value/flags set", elem_req(p_, C_DELETE, a), &b);
 			break;
 		}
@@ -466,7 +494,8 @@ private:
 			EA a;
 			a.keyp = Ptr::BAD;
 			a.val = &v;
-			int cmds[] = {C_LOOKUP, C_UPDATE, C_DELETE, C_GET_NEXT_KEY, C_LOOKUP_AND_DELETE};
+			int cmds[] = {C_LOOKUP, C_UPDATE, C_DELETE, C_GET_NEXT_KEY,
+				      C_LOOKUP_AND_DELETE};
 			int cmd = cmds[rnd(5)];
 			same(std::string(cmd_name(cmd)) + " key 0x10", elem_req(p_, cmd, a), &b);
 			break;
@@ -508,11 +537,14 @@ private:
 			else if (coin(2))
 				a.valp = Ptr::NUL;
 			Req q = elem_req(p_, C_UPDATE, a);
-			if (!same("UPDATE flags " + std::to_string(a.flags) + " idx " + std::to_string(idx), q, &b))
+			if (!same("UPDATE flags " + std::to_string(a.flags) + " idx " +
+					  std::to_string(idx),
+				  q, &b))
 				return;
 			if (b.k.ret == 0) {
 				if (idx >= c_.max)
-					return model_fail("UPDATE", "kernel accepted an out-of-range index");
+					return model_fail("UPDATE",
+							  "kernel accepted an out-of-range index");
 				amodel_[idx] = v;
 			}
 		} else if (r < 60) {
@@ -525,7 +557,8 @@ private:
 			Req q = elem_req(p_, C_LOOKUP, a);
 			if (!same("LOOKUP idx " + std::to_string(idx), q, &b))
 				return;
-			if (b.k.ret == 0 && !std::equal(amodel_[idx].begin(), amodel_[idx].end(), outb(q, b.k).begin()))
+			if (b.k.ret == 0 && !std::equal(amodel_[idx].begin(), amodel_[idx].end(),
+							outb(q, b.k).begin()))
 				model_fail("LOOKUP", "kernel value differs from the model");
 		} else if (r < 70) {
 			EA a;
@@ -542,7 +575,8 @@ private:
 				a.valp = Ptr::NUL;
 			if (coin(3))
 				a.poke = {{E_FLAGS, 1}};
-			same("GET_NEXT_KEY idx " + std::to_string(idx), elem_req(p_, C_GET_NEXT_KEY, a), &b);
+			same("GET_NEXT_KEY idx " + std::to_string(idx),
+			     elem_req(p_, C_GET_NEXT_KEY, a), &b);
 		} else {
 			EA a;
 			a.key = &key;
@@ -550,7 +584,8 @@ private:
 				a.valp = Ptr::NUL;
 			if (coin(10))
 				a.flags = U_LOCK;
-			same("LOOKUP_AND_DELETE idx " + std::to_string(idx), elem_req(p_, C_LOOKUP_AND_DELETE, a), &b);
+			same("LOOKUP_AND_DELETE idx " + std::to_string(idx),
+			     elem_req(p_, C_LOOKUP_AND_DELETE, a), &b);
 		}
 	}
 
@@ -567,7 +602,8 @@ private:
 			if (r.ret != 0) {
 				if (r.err == ENOENT)
 					return true;
-				ADD_FAILURE() << "[" << where("walk") << "] " << (kernel ? "kernel" : "bpfmap")
+				ADD_FAILURE() << "[" << where("walk") << "] "
+					      << (kernel ? "kernel" : "bpfmap")
 					      << " get_next_key failed: " << res_str(r);
 				return false;
 			}
@@ -592,9 +628,11 @@ private:
 			for (auto &[k, v] : hmodel_)
 				ms.insert(k);
 			if (ks.size() != kk.size() || ks != ms)
-				return model_fail("walk", "kernel walk gave " + std::to_string(kk.size()) +
-								  " keys (" + std::to_string(ks.size()) +
-								  " distinct), model has " + std::to_string(ms.size()));
+				return model_fail("walk",
+						  "kernel walk gave " + std::to_string(kk.size()) +
+							  " keys (" + std::to_string(ks.size()) +
+							  " distinct), model has " +
+							  std::to_string(ms.size()));
 			if (us.size() != uk.size() || us != ks) {
 				std::string extra, missing;
 				for (auto &k : us)
@@ -603,8 +641,9 @@ private:
 				for (auto &k : ks)
 					if (!us.count(k))
 						missing += " " + hex(k);
-				ADD_FAILURE() << "MISMATCH [" << where("walk") << "] key sets differ: kernel "
-					      << kk.size() << " keys, bpfmap " << uk.size() << " keys ("
+				ADD_FAILURE() << "MISMATCH [" << where("walk")
+					      << "] key sets differ: kernel " << kk.size()
+					      << " keys, bpfmap " << uk.size() << " keys ("
 					      << us.size() << " distinct); bpfmap extra:" << extra
 					      << "; bpfmap missing:" << missing;
 				ok_ = false;
@@ -620,19 +659,22 @@ private:
 			}
 		} else {
 			if (kk != uk) {
-				ADD_FAILURE() << "MISMATCH [" << where("walk") << "] array key order differs: kernel "
-					      << kk.size() << " keys, bpfmap " << uk.size();
+				ADD_FAILURE() << "MISMATCH [" << where("walk")
+					      << "] array key order differs: kernel " << kk.size()
+					      << " keys, bpfmap " << uk.size();
 				ok_ = false;
 				return;
 			}
 			if (kk.size() != c_.max)
-				return model_fail("walk", "kernel array walk gave " + std::to_string(kk.size()));
+				return model_fail("walk", "kernel array walk gave " +
+								  std::to_string(kk.size()));
 			for (uint32_t i = 0; i < c_.max; i++) {
 				Bytes k = u32key(i);
 				EA a;
 				a.key = &k;
 				Both b;
-				if (!same("walk LOOKUP idx " + std::to_string(i), elem_req(p_, C_LOOKUP, a), &b))
+				if (!same("walk LOOKUP idx " + std::to_string(i),
+					  elem_req(p_, C_LOOKUP, a), &b))
 					return;
 			}
 		}
@@ -653,9 +695,9 @@ private:
 			auto *b = static_cast<const uint8_t *>(um);
 			for (size_t i = 0; i < len; i++)
 				if (a[i] != b[i]) {
-					ADD_FAILURE() << "MISMATCH [" << where("mmap") << "] byte " << i
-						      << " of the mapping: kernel " << int(a[i]) << ", bpfmap "
-						      << int(b[i]);
+					ADD_FAILURE() << "MISMATCH [" << where("mmap") << "] byte "
+						      << i << " of the mapping: kernel "
+						      << int(a[i]) << ", bpfmap " << int(b[i]);
 					break;
 				}
 		}

@@ -56,7 +56,8 @@ TEST_F(KernelDiff, RingbufCreateCommandsAndMmap)
 			elem(n + "get_next_key", p, C_GET_NEXT_KEY, a);
 			elem(n + "lookup_and_delete", p, C_LOOKUP_AND_DELETE, a);
 		}
-		for (int cmd : {C_LOOKUP_BATCH, C_LOOKUP_AND_DELETE_BATCH, C_UPDATE_BATCH, C_DELETE_BATCH}) {
+		for (int cmd :
+		     {C_LOOKUP_BATCH, C_LOOKUP_AND_DELETE_BATCH, C_UPDATE_BATCH, C_DELETE_BATCH}) {
 			Req q(cmd);
 			q.fd(36, p.k, p.u);
 			q.u32(32, 1);
@@ -68,24 +69,37 @@ TEST_F(KernelDiff, RingbufCreateCommandsAndMmap)
 		};
 		const size_t pg = 4096, data = size;
 		const M maps[] = {
-			{PROT_READ | PROT_WRITE, pg, 0},	   {PROT_READ | PROT_WRITE, 2 * pg, 0},
-			{PROT_READ | PROT_WRITE, pg, pg},	   {PROT_READ | PROT_WRITE, pg + 2 * data, pg},
-			{PROT_READ, pg, 0},			   {PROT_READ, pg + 2 * data, pg},
-			{PROT_READ, 2 * pg + 2 * data, 0},	   {PROT_READ, 3 * pg + 2 * data, 0},
-			{PROT_READ, pg, pg + 2 * data},		   {PROT_READ, 2 * pg, pg + 2 * data},
-			{PROT_READ | PROT_EXEC, pg, 0},		   {PROT_READ, pg, 100 * pg},
+			{PROT_READ | PROT_WRITE, pg, 0},
+			{PROT_READ | PROT_WRITE, 2 * pg, 0},
+			{PROT_READ | PROT_WRITE, pg, pg},
+			{PROT_READ | PROT_WRITE, pg + 2 * data, pg},
+			{PROT_READ, pg, 0},
+			{PROT_READ, pg + 2 * data, pg},
+			{PROT_READ, 2 * pg + 2 * data, 0},
+			{PROT_READ, 3 * pg + 2 * data, 0},
+			{PROT_READ, pg, pg + 2 * data},
+			{PROT_READ, 2 * pg, pg + 2 * data},
+			{PROT_READ | PROT_EXEC, pg, 0},
+			{PROT_READ, pg, 100 * pg},
 		};
 		for (const M &m : maps) {
-			void *km = mmap(nullptr, m.len, m.prot, MAP_SHARED, p.k, static_cast<off_t>(m.off));
+			void *km = mmap(nullptr, m.len, m.prot, MAP_SHARED, p.k,
+					static_cast<off_t>(m.off));
 			int ke = km == MAP_FAILED ? errno : 0;
-			void *um = mmap(nullptr, m.len, m.prot, MAP_SHARED, p.u, static_cast<off_t>(m.off));
+			void *um = mmap(nullptr, m.len, m.prot, MAP_SHARED, p.u,
+					static_cast<off_t>(m.off));
 			int ue = um == MAP_FAILED ? errno : 0;
-			EXPECT_EQ(ke, ue) << t << "mmap prot " << m.prot << " len " << m.len << " off " << m.off
-					  << ": kernel " << errname(ke) << ", bpfmap " << errname(ue);
+			EXPECT_EQ(ke, ue) << t << "mmap prot " << m.prot << " len " << m.len
+					  << " off " << m.off << ": kernel " << errname(ke)
+					  << ", bpfmap " << errname(ue);
 			if (km != MAP_FAILED) {
 				int kp = mprotect(km, pg, PROT_READ | PROT_WRITE) ? errno : 0;
-				int up = um != MAP_FAILED && mprotect(um, pg, PROT_READ | PROT_WRITE) ? errno : 0;
-				EXPECT_EQ(kp, up) << t << "mprotect after mmap prot " << m.prot << " off " << m.off;
+				int up =
+					um != MAP_FAILED && mprotect(um, pg, PROT_READ | PROT_WRITE)
+						? errno
+						: 0;
+				EXPECT_EQ(kp, up) << t << "mprotect after mmap prot " << m.prot
+						  << " off " << m.off;
 				munmap(km, m.len);
 			}
 			if (um != MAP_FAILED)
@@ -116,14 +130,16 @@ std::vector<insn> ringbuf_prog(int map_fd, const std::vector<rb_op> &ops, int re
 	const uint8_t R0 = 0, R1 = 1, R2 = 2, R3 = 3, R4 = 4, FP = 10;
 	auto regs = [](uint8_t dst, uint8_t src) { return static_cast<uint8_t>(dst | src << 4); };
 	std::vector<insn> p = {
-		{0x7a, regs(FP, 0), -8, 0x5a5a5a5a}, // *(u64 *)(fp - 8) = 0x5a5a5a5a (sign-extended)
-		{0x62, regs(FP, 0), -16, 0},	     // *(u32 *)(fp - 16) = 0: the results' key
+		{0x7a, regs(FP, 0), -8,
+		 0x5a5a5a5a},		     // *(u64 *)(fp - 8) = 0x5a5a5a5a (sign-extended)
+		{0x62, regs(FP, 0), -16, 0}, // *(u32 *)(fp - 16) = 0: the results' key
 	};
 	for (int i = 0; i < RB_RESULTS; i++)
 		p.push_back({0x7a, regs(FP, 0), static_cast<int16_t>(RB_RESULTS_OFF + 8 * i), 0});
 	int results = 0;
 	auto keep_r0 = [&] {
-		p.push_back({0x7b, regs(FP, R0), static_cast<int16_t>(RB_RESULTS_OFF + 8 * results++), 0});
+		p.push_back({0x7b, regs(FP, R0),
+			     static_cast<int16_t>(RB_RESULTS_OFF + 8 * results++), 0});
 	};
 	for (const rb_op &op : ops) {
 		p.push_back({0x18, regs(R1, 1), 0, map_fd});
@@ -145,8 +161,8 @@ std::vector<insn> ringbuf_prog(int map_fd, const std::vector<rb_op> &ops, int re
 		}
 		p.push_back({0xb7, regs(R2, 0), 0, static_cast<int32_t>(op.size)});
 		p.push_back({0xb7, regs(R3, 0), 0, 0});
-		p.push_back({0x85, 0, 0, 131});			// bpf_ringbuf_reserve
-		p.push_back({0x15, regs(R0, 0), 3, 0});		// if r0 == 0 skip the release
+		p.push_back({0x85, 0, 0, 131});		// bpf_ringbuf_reserve
+		p.push_back({0x15, regs(R0, 0), 3, 0}); // if r0 == 0 skip the release
 		p.push_back({0xbf, regs(R1, R0), 0, 0});
 		p.push_back({0xb7, regs(R2, 0), 0, static_cast<int32_t>(op.flags)});
 		p.push_back({0x85, 0, 0, op.what == 'd' ? 133 : 132}); // discard / submit
@@ -222,17 +238,31 @@ TEST_F(KernelDiff, RingbufRecordsMatchKernelPrograms)
 			memcpy(&kw, k.data + off, 4);
 			memcpy(&uw, u.data + off, 4);
 			if (kw != uw) {
-				ADD_FAILURE() << when << ": data word at " << off << ": kernel " << std::hex << kw
-					      << ", bpfmap " << uw;
+				ADD_FAILURE() << when << ": data word at " << off << ": kernel "
+					      << std::hex << kw << ", bpfmap " << uw;
 				return;
 			}
 		}
 	};
-	const std::vector<rb_op> queries = {{0, 'q', 0}, {0, 'q', 1}, {0, 'q', 2}, {0, 'q', 3}, {0, 'q', 4}};
+	const std::vector<rb_op> queries = {
+		{0, 'q', 0}, {0, 'q', 1}, {0, 'q', 2}, {0, 'q', 3}, {0, 'q', 4}};
 	std::vector<std::vector<rb_op>> rounds = {
-		{{8, 's'}, {100, 'd'}, {1, 's', 1}, {3000, 's', 2}, {4000, 's'}, {5, 'o'}, {8, 'o', 3}, {3, 'o', 4}},
+		{{8, 's'},
+		 {100, 'd'},
+		 {1, 's', 1},
+		 {3000, 's', 2},
+		 {4000, 's'},
+		 {5, 'o'},
+		 {8, 'o', 3},
+		 {3, 'o', 4}},
 		{{size, 's'}, {size - 8, 's'}, {size - 16, 'd'}, {0, 's'}, {4000, 's'}, {8, 'o'}},
-		{{2000, 's'}, {2500, 'd'}, {700, 's'}, {8, 'o'}, {8, 'o', 2}, {4000, 's'}, {8, 'o'}},
+		{{2000, 's'},
+		 {2500, 'd'},
+		 {700, 's'},
+		 {8, 'o'},
+		 {8, 'o', 2},
+		 {4000, 's'},
+		 {8, 'o'}},
 	};
 	for (auto &ops : rounds)
 		ops.insert(ops.end(), queries.begin(), queries.end());

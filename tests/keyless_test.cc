@@ -25,7 +25,11 @@ constexpr uint32_t QUEUE = 22, STACK = 23, BLOOM = 30;
 struct handle {
 	int fd;
 	bpfmap_map *m;
-	explicit handle(int f) : fd(f), m(bpfmap_map_get(f)) {}
+	explicit handle(int f)
+	    : fd(f)
+	    , m(bpfmap_map_get(f))
+	{
+	}
 	~handle()
 	{
 		bpfmap_map_put(m);
@@ -199,10 +203,12 @@ TEST(QueueStack, ThreadsConserveValues)
 				for (int i = 0; i < per; i++) {
 					uint64_t v[2];
 					if (rng() % 2) {
-						v[0] = static_cast<uint64_t>(t) << 32 | static_cast<uint32_t>(i);
+						v[0] = static_cast<uint64_t>(t) << 32 |
+						       static_cast<uint32_t>(i);
 						v[1] = ~v[0];
 						bool exist = rng() % 8 == 0;
-						long r = bpfmap_map_push_elem(h.m, v, exist ? uint64_t{u::BPF_EXIST} : 0);
+						long r = bpfmap_map_push_elem(
+							h.m, v, exist ? uint64_t{u::BPF_EXIST} : 0);
 						if (r == 0) {
 							pushed++;
 							exist_pushes += exist;
@@ -331,9 +337,10 @@ TEST(QueueStack, AttachRefusesABadControlBlock)
 		handle h(map_create(type, 0, 8, 4));
 		ASSERT_NE(h.m, nullptr);
 		auto with = [&](off_t field, uint32_t value) {
-			return open_forged_copy(h.fd, "qs_forged", [&](std::vector<char> &b, size_t c) {
-				memcpy(b.data() + c + field, &value, sizeof(value));
-			});
+			return open_forged_copy(
+				h.fd, "qs_forged", [&](std::vector<char> &b, size_t c) {
+					memcpy(b.data() + c + field, &value, sizeof(value));
+				});
 		};
 		long ok = with(QS_HEAD, 4);
 		ASSERT_GE(ok, 0) << "a copy with head in range opens";
@@ -352,9 +359,10 @@ TEST(Bloom, AttachRefusesABadControlBlock)
 	handle b(bloom_create(8, 100, 3));
 	ASSERT_NE(b.m, nullptr);
 	auto with = [&](off_t field, uint32_t value) {
-		return open_forged_copy(b.fd, "bloom_forged", [&](std::vector<char> &bytes, size_t c) {
-			memcpy(bytes.data() + c + field, &value, sizeof(value));
-		});
+		return open_forged_copy(
+			b.fd, "bloom_forged", [&](std::vector<char> &bytes, size_t c) {
+				memcpy(bytes.data() + c + field, &value, sizeof(value));
+			});
 	};
 	ASSERT_EQ(peek<uint32_t>(b.fd, ctl_offset(b.fd, BLOOM_NR_HASHES)), 3u);
 	ASSERT_EQ(peek<uint32_t>(b.fd, ctl_offset(b.fd, BLOOM_U32S)), 2u);
@@ -380,11 +388,13 @@ TEST(Bloom, ScribbledFilterStillAnswers)
 	EXPECT_TRUE(in_child([&] {
 		int failed = 0;
 		uint64_t x = 42;
-		failed += expect_one_of(bpfmap_map_peek_elem(b.m, &x), {0}, "peek of a pushed value");
+		failed +=
+			expect_one_of(bpfmap_map_peek_elem(b.m, &x), {0}, "peek of a pushed value");
 		failed += expect_one_of(lookup(b.fd, nullptr, &x), {0}, "syscall peek");
 		x = 43;
 		failed += expect_one_of(bpfmap_map_push_elem(b.m, &x, 0), {0}, "push");
-		failed += expect_one_of(bpfmap_map_peek_elem(b.m, &x), {0}, "peek of the new value");
+		failed +=
+			expect_one_of(bpfmap_map_peek_elem(b.m, &x), {0}, "peek of the new value");
 		return failed;
 	}));
 	off_t bits = region_file_size(b.fd) - REGION_HEADER_PAGE;
@@ -392,6 +402,7 @@ TEST(Bloom, ScribbledFilterStillAnswers)
 		poke<uint64_t>(b.fd, off, 0);
 	EXPECT_TRUE(in_child([&] {
 		uint64_t x = 42;
-		return expect_one_of(bpfmap_map_peek_elem(b.m, &x), {-ENOENT}, "peek after zeroing");
+		return expect_one_of(bpfmap_map_peek_elem(b.m, &x), {-ENOENT},
+				     "peek after zeroing");
 	}));
 }

@@ -17,7 +17,8 @@ static int ncpus;
 static void say(const char *what, long ret)
 {
 	if (ret < 0)
-		printf("%s: error %s\n", what, strerrorname_np(errno) ? strerrorname_np(errno) : "?");
+		printf("%s: error %s\n", what,
+		       strerrorname_np(errno) ? strerrorname_np(errno) : "?");
 	else
 		printf("%s: ok\n", what);
 }
@@ -103,9 +104,9 @@ static void exercise(enum bpf_map_type t, const char *tname, const char *pin_dir
 	DECLARE_LIBBPF_OPTS(bpf_map_batch_opts, opts);
 	for (;;) {
 		uint32_t count = 8;
-		err = bpf_map_lookup_batch(fd, first ? NULL : &token, &token, bkeys + total,
-					   (char *)bvals + (size_t)total * 8 * (percpu(t) ? ncpus : 1),
-					   &count, &opts);
+		err = bpf_map_lookup_batch(
+			fd, first ? NULL : &token, &token, bkeys + total,
+			(char *)bvals + (size_t)total * 8 * (percpu(t) ? ncpus : 1), &count, &opts);
 		first = 0;
 		total += count;
 		if (err)
@@ -178,7 +179,8 @@ static void exercise_btf(void)
 	int fd = bpf_map_create(BPF_MAP_TYPE_HASH, "btf_map", 4, 8, 8, &opts);
 	say("create with btf", fd);
 	opts.btf_value_type_id = u32;
-	say("create, value type of the wrong size", bpf_map_create(BPF_MAP_TYPE_HASH, "bad", 4, 8, 8, &opts));
+	say("create, value type of the wrong size",
+	    bpf_map_create(BPF_MAP_TYPE_HASH, "bad", 4, 8, 8, &opts));
 	struct bpf_map_info info = {};
 	uint32_t len = sizeof(info);
 	say("map info", bpf_obj_get_info_by_fd(fd, &info, &len));

@@ -181,7 +181,8 @@ static int user_ring_test(void)
 int main(void)
 {
 	if (!dlsym(RTLD_DEFAULT, "bpfmap_ringbuf_output")) {
-		printf("SKIP: not under the bpfmap preload (no user-space producer for a kernel ring)\n");
+		printf("SKIP: not under the bpfmap preload (no user-space producer for a kernel "
+		       "ring)\n");
 		return 77;
 	}
 	int fd = bpf_map_create(BPF_MAP_TYPE_RINGBUF, "rb", 0, 0, 64 * 1024, NULL);
@@ -200,7 +201,8 @@ int main(void)
 		ring_buffer__free(tmp);
 	}
 	if (count_fds() != fds_before) {
-		printf("fds: %d before 50 consumers came and went, %d after\n", fds_before, count_fds());
+		printf("fds: %d before 50 consumers came and went, %d after\n", fds_before,
+		       count_fds());
 		return 1;
 	}
 	struct state st = {0, 0};

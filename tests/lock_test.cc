@@ -5,8 +5,8 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/syscall.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -52,7 +52,7 @@ int wait_exit(pid_t pid)
 using std::chrono::milliseconds;
 using std::chrono::steady_clock;
 
-#ifndef __SANITIZE_THREAD__ // TSan cannot follow a fork child that keeps running
+#ifndef __SANITIZE_THREAD__	       // TSan cannot follow a fork child that keeps running
 constexpr uint32_t SELF = 0xfffffffeu; // for fork_locker: the locker's own tid
 
 uint32_t my_tid() { return static_cast<uint32_t>(syscall(SYS_gettid)); }
@@ -367,8 +367,9 @@ TEST(Lock, OverwrittenLinkAroundCLibraryMutex)
 TEST(Lock, ManyLocksHeldAtOnce)
 {
 	constexpr int N = 20;
-	auto *locks = static_cast<shared_lock *>(
-		mmap(nullptr, N * sizeof(shared_lock), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+	auto *locks = static_cast<shared_lock *>(mmap(nullptr, N * sizeof(shared_lock),
+						      PROT_READ | PROT_WRITE,
+						      MAP_SHARED | MAP_ANONYMOUS, -1, 0));
 	ASSERT_NE(locks, MAP_FAILED);
 	for (int i = 0; i < N; i++)
 		locks[i].init();
@@ -442,9 +443,14 @@ TEST(Lock, WordNamingNoHolderIsTakenOver)
 	shared_page *s = map_page();
 	// init: in a container we may not read its memory map even as root; it is then taken
 	// over after lock.cc's UNDECIDED_NS.
-	std::vector<uint32_t> words = {0xffffffffu, 0x3fffffffu, 1u << 22, SELF,
-				       static_cast<uint32_t>(gone), static_cast<uint32_t>(stranger),
-				       FUTEX_OWNER_DIED | static_cast<uint32_t>(gone), 1};
+	std::vector<uint32_t> words = {0xffffffffu,
+				       0x3fffffffu,
+				       1u << 22,
+				       SELF,
+				       static_cast<uint32_t>(gone),
+				       static_cast<uint32_t>(stranger),
+				       FUTEX_OWNER_DIED | static_cast<uint32_t>(gone),
+				       1};
 	for (uint32_t w : words) {
 		s->lock.init();
 		pid_t pid = fork_locker(s->lock, w);
@@ -517,7 +523,8 @@ TEST(Lock, LiveSharerNotHoldingIsTakenOver)
 			_exit(!died ? 1 : dt > std::chrono::seconds(1) ? 2 : 0);
 		}
 		EXPECT_EQ(wait_child(locker, milliseconds(5000)), 0)
-			<< (self_parent ? "word names the test process" : "word names the locker's child");
+			<< (self_parent ? "word names the test process"
+					: "word names the locker's child");
 	}
 	unmap_page(s);
 }

@@ -33,7 +33,8 @@ struct prefix {
 
 	bool operator<(const prefix &o) const // data are all one size
 	{
-		return len != o.len ? len < o.len : memcmp(data.data(), o.data.data(), data.size()) < 0;
+		return len != o.len ? len < o.len
+				    : memcmp(data.data(), o.data.data(), data.size()) < 0;
 	}
 };
 
@@ -57,7 +58,8 @@ const uint64_t *model_lookup(const std::map<prefix, uint64_t> &m, uint32_t len,
 			     const std::vector<uint8_t> &data)
 {
 	for (int l = static_cast<int>(len); l >= 0; l--) {
-		auto it = m.find({static_cast<uint32_t>(l), masked(data, static_cast<uint32_t>(l))});
+		auto it =
+			m.find({static_cast<uint32_t>(l), masked(data, static_cast<uint32_t>(l))});
 		if (it != m.end())
 			return &it->second;
 	}
@@ -74,7 +76,8 @@ void run_case(const trie_case &c, uint32_t seed)
 	SCOPED_TRACE("data_size " + std::to_string(c.data_size) + " max_entries " +
 		     std::to_string(c.max_entries) + " seed " + std::to_string(seed));
 	const uint32_t bits = c.data_size * 8;
-	int fd = map_create(11 /* LPM_TRIE */, 4 + c.data_size, 8, c.max_entries, 1 /* NO_PREALLOC */);
+	int fd = map_create(11 /* LPM_TRIE */, 4 + c.data_size, 8, c.max_entries,
+			    1 /* NO_PREALLOC */);
 	ASSERT_GE(fd, 0);
 	bpfmap_map *h = bpfmap_map_get(fd);
 	std::mt19937 rng(seed);
@@ -129,8 +132,10 @@ void run_case(const trie_case &c, uint32_t seed)
 			const uint64_t *want = model_lookup(model, plen, pd);
 			uint64_t v = 0;
 			long r = lookup(fd, pk.data(), &v);
-			auto *ptr = static_cast<const uint64_t *>(bpfmap_map_lookup_elem(h, pk.data()));
-			bool ok = want ? r == 0 && v == *want && ptr && *ptr == *want : r == -ENOENT && !ptr;
+			auto *ptr =
+				static_cast<const uint64_t *>(bpfmap_map_lookup_elem(h, pk.data()));
+			bool ok = want ? r == 0 && v == *want && ptr && *ptr == *want
+				       : r == -ENOENT && !ptr;
 			EXPECT_TRUE(ok) << "lookup /" << plen << " at step " << step << ": r " << r
 					<< " expected " << (want ? "a match" : "none");
 			mismatches += !ok;
@@ -215,8 +220,9 @@ namespace {
 // free_head and free_tail. The fixture checks this against the map it made.
 constexpr off_t LPM_TABLE_ENTRIES = 256, LPM_POOL = 2048, LPM_NODE = 32;
 constexpr off_t LPM_CHILD0 = 0, LPM_CHILD1 = 4, LPM_PREFIXLEN = 8, LPM_DATA = 16;
-constexpr off_t LPM_LOCK = 0, LPM_ROOT = 64, LPM_REUSE_SEQ = 68, LPM_TABLE_SEQ = 72, LPM_N_ENTRIES = 76,
-		LPM_N_NODES = 80, LPM_BUMP = 84, LPM_FREE_HEAD = 88, LPM_FREE_TAIL = 92;
+constexpr off_t LPM_LOCK = 0, LPM_ROOT = 64, LPM_REUSE_SEQ = 68, LPM_TABLE_SEQ = 72,
+		LPM_N_ENTRIES = 76, LPM_N_NODES = 80, LPM_BUMP = 84, LPM_FREE_HEAD = 88,
+		LPM_FREE_TAIL = 92;
 constexpr uint32_t LPM_NODES = 100;
 constexpr uint32_t FUTEX_OWNER_DIED_BIT = 0x40000000;
 
@@ -271,8 +277,12 @@ int every_command(int fd)
 	int failed = 0;
 	bpfmap_map *h = bpfmap_map_get(fd);
 	const std::vector<uint8_t> probes[] = {
-		v4(0, 0), v4(ip(10, 0, 0, 0), 4), v4(ip(10, 1, 2, 3), 32), v4(ip(10, 2, 0, 0), 16),
-		v4(ip(192, 168, 1, 7), 32), v4(ip(172, 16, 0, 1), 32),
+		v4(0, 0),
+		v4(ip(10, 0, 0, 0), 4),
+		v4(ip(10, 1, 2, 3), 32),
+		v4(ip(10, 2, 0, 0), 16),
+		v4(ip(192, 168, 1, 7), 32),
+		v4(ip(172, 16, 0, 1), 32),
 	};
 	for (const auto &k : probes) {
 		uint64_t v;
@@ -325,7 +335,8 @@ TEST_F(LpmCorrupt, RootOutOfRange)
 		v = 1;
 		failed += expect_one_of(update(fd, v4(ip(10, 7, 0, 0), 16).data(), &v), {-EFAULT},
 					"update");
-		failed += expect_one_of(del(fd, v4(ip(10, 1, 0, 0), 16).data()), {-EFAULT}, "delete");
+		failed +=
+			expect_one_of(del(fd, v4(ip(10, 1, 0, 0), 16).data()), {-EFAULT}, "delete");
 		return failed + every_command(fd);
 	}));
 	poke<uint32_t>(fd, ctl(LPM_ROOT), 0xfffffff0u);
@@ -339,8 +350,8 @@ TEST_F(LpmCorrupt, ChildLinkToItself)
 	EXPECT_TRUE(in_child([&] {
 		int failed = 0;
 		uint64_t v;
-		failed += expect_one_of(lookup(fd, v4(ip(10, 1, 2, 3), 32).data(), &v), {0, -ENOENT},
-					"lookup through the loop");
+		failed += expect_one_of(lookup(fd, v4(ip(10, 1, 2, 3), 32).data(), &v),
+					{0, -ENOENT}, "lookup through the loop");
 		v = 1;
 		failed += expect_one_of(update(fd, v4(ip(10, 1, 7, 0), 24).data(), &v), {-EFAULT},
 					"update through the loop");
@@ -531,7 +542,7 @@ TEST_F(LpmCorrupt, KeyScribbledOffItsPath)
 // writer's repair walks it with every index checked and each node taken once.
 TEST_F(LpmCorrupt, RepairAfterADeadOwnerOfACorruptTrie)
 {
-	poke<uint32_t>(fd, node(3, LPM_CHILD1), 5);	 // a loop back to the root
+	poke<uint32_t>(fd, node(3, LPM_CHILD1), 5);	// a loop back to the root
 	poke<uint32_t>(fd, node(3, LPM_CHILD0), 77777); // and a link out of range
 	poke<uint32_t>(fd, ctl(LPM_BUMP), 0xffffffffu);
 	poke<uint32_t>(fd, ctl(LPM_LOCK), FUTEX_OWNER_DIED_BIT);

@@ -33,7 +33,8 @@ public:
 	{
 		size_t body = (size + PAGE - 1) / PAGE * PAGE;
 		len_ = PAGE + body + reach;
-		void *p = mmap(nullptr, len_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		void *p = mmap(nullptr, len_, PROT_NONE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 		EXPECT_NE(p, MAP_FAILED);
 		base_ = static_cast<char *>(p);
 		EXPECT_EQ(mprotect(base_ + PAGE, body, PROT_READ | PROT_WRITE), 0);
@@ -77,16 +78,21 @@ struct lru_fixture {
 	guarded_mem refs; // one reference byte per element
 	fake_table table;
 	bpf_lru lru;
-	uint32_t nil = 0; // pops that found no node
+	uint32_t nil = 0;	    // pops that found no node
 	std::vector<uint32_t> live; // elements in the table, as the test added them
 
 	lru_fixture(uint32_t n_, uint32_t cpus, bool pc)
-		: n(n_), nr_cpus(cpus), percpu(pc), size(lru_size(n_, cpus, pc)),
-		  region(size, 64 * GiB + PAGE), refs(n_, 4 * GiB + PAGE)
+	    : n(n_)
+	    , nr_cpus(cpus)
+	    , percpu(pc)
+	    , size(lru_size(n_, cpus, pc))
+	    , region(size, 64 * GiB + PAGE)
+	    , refs(n_, 4 * GiB + PAGE)
 	{
 		table.in.assign(n, 0);
 		lru_init(region.get(), n, nr_cpus, percpu);
-		lru_attach(&lru, region.get(), n, nr_cpus, percpu, refs.get(), 1, fake_table::del, &table);
+		lru_attach(&lru, region.get(), n, nr_cpus, percpu, refs.get(), 1, fake_table::del,
+			   &table);
 	}
 
 	uint32_t head(uint32_t set, uint32_t t) const { return n + 3 * set + t; }
@@ -194,11 +200,14 @@ TEST(LruList, CorruptListsStayBounded)
 	const corruption CASES[] = {
 		{"heads past the end",
 		 [&](lru_fixture &fx, std::mt19937 &) {
-			 each_head(fx, [](lru_node &x, uint32_t) { x.next = x.prev = 0xffffffffu; });
+			 each_head(fx,
+				   [](lru_node &x, uint32_t) { x.next = x.prev = 0xffffffffu; });
 		 }},
 		{"heads just past the end",
 		 [&](lru_fixture &fx, std::mt19937 &) {
-			 each_head(fx, [&](lru_node &x, uint32_t) { x.next = x.prev = fx.lru.n_nodes; });
+			 each_head(fx, [&](lru_node &x, uint32_t) {
+				 x.next = x.prev = fx.lru.n_nodes;
+			 });
 		 }},
 		{"heads at other heads",
 		 [&](lru_fixture &fx, std::mt19937 &) {
@@ -214,7 +223,8 @@ TEST(LruList, CorruptListsStayBounded)
 		{"node links past the end",
 		 [&](lru_fixture &fx, std::mt19937 &rng) {
 			 for (uint32_t i = 0; i < fx.n; i++) {
-				 fx.lru.nodes[i].next = fx.lru.n_nodes + static_cast<uint32_t>(rng() % 1000);
+				 fx.lru.nodes[i].next =
+					 fx.lru.n_nodes + static_cast<uint32_t>(rng() % 1000);
 				 fx.lru.nodes[i].prev = 0x80000000u | static_cast<uint32_t>(rng());
 			 }
 		 }},
@@ -234,8 +244,10 @@ TEST(LruList, CorruptListsStayBounded)
 		{"random links",
 		 [&](lru_fixture &fx, std::mt19937 &rng) {
 			 for (uint32_t i = 0; i < fx.lru.n_nodes; i++) {
-				 fx.lru.nodes[i].next = static_cast<uint32_t>(rng() % (fx.lru.n_nodes + 8));
-				 fx.lru.nodes[i].prev = static_cast<uint32_t>(rng() % (fx.lru.n_nodes + 8));
+				 fx.lru.nodes[i].next =
+					 static_cast<uint32_t>(rng() % (fx.lru.n_nodes + 8));
+				 fx.lru.nodes[i].prev =
+					 static_cast<uint32_t>(rng() % (fx.lru.n_nodes + 8));
 			 }
 		 }},
 		{"rotation cursors, counts and steal cursors",
@@ -330,14 +342,23 @@ TEST(LruList, RandomScribblesStayBounded)
 		std::mt19937 rng(11);
 		auto *words = reinterpret_cast<uint32_t *>(fx.region.get());
 		size_t n_words = fx.size / 4;
-		for (int round = 0; round < 200 * bpfmap::test::SCALE && !HasFatalFailure(); round++) {
+		for (int round = 0; round < 200 * bpfmap::test::SCALE && !HasFatalFailure();
+		     round++) {
 			for (int k = 0; k < 16; k++) {
 				uint32_t v;
 				switch (rng() % 4) {
-				case 0: v = 0; break;
-				case 1: v = 0xffffffffu; break;
-				case 2: v = static_cast<uint32_t>(rng() % (fx.lru.n_nodes + 16)); break;
-				default: v = static_cast<uint32_t>(rng()); break;
+				case 0:
+					v = 0;
+					break;
+				case 1:
+					v = 0xffffffffu;
+					break;
+				case 2:
+					v = static_cast<uint32_t>(rng() % (fx.lru.n_nodes + 16));
+					break;
+				default:
+					v = static_cast<uint32_t>(rng());
+					break;
 				}
 				words[rng() % n_words] = v;
 			}

@@ -21,7 +21,6 @@ using namespace bpfmap::test;
 
 namespace {
 
-
 const uint32_t percpu_types[] = {u::MAP_TYPE_PERCPU_HASH, u::MAP_TYPE_PERCPU_ARRAY};
 
 using uapi618::map_type_name;
@@ -80,7 +79,8 @@ TEST(Percpu, ValueLayoutIsOneSlotPerPossibleCpu)
 		// The program side sees each CPU's slot.
 		for (uint32_t cpu = 0; cpu < nr_cpu_ids(); cpu++) {
 			int slot = cpu_slot(cpu);
-			auto *p = static_cast<uint8_t *>(bpfmap_map_lookup_percpu_elem(h.m, &key, cpu));
+			auto *p = static_cast<uint8_t *>(
+				bpfmap_map_lookup_percpu_elem(h.m, &key, cpu));
 			if (slot < 0) {
 				EXPECT_EQ(p, nullptr);
 				continue;
@@ -136,7 +136,8 @@ TEST(Percpu, ProgramUpdateWritesTheCallersCpu)
 			// update (for the hash: the freed element is the one taken back, and a new
 			// key keeps its predecessor's padding, as in the kernel).
 			for (size_t i = vs; i < ss; i++)
-				EXPECT_EQ(out[at + i], 0xff) << map_type_name(type) << " padding byte " << i;
+				EXPECT_EQ(out[at + i], 0xff)
+					<< map_type_name(type) << " padding byte " << i;
 		}
 		// Slots of CPUs nobody wrote: junk stays in the array; a new hash key has zero
 		// values there (padding as its predecessor left it).
@@ -161,7 +162,8 @@ TEST(Percpu, ProgramUpdateWritesTheCallersCpu)
 			for (uint32_t s = 0; s < ncpus(); s++) {
 				if (s == static_cast<uint32_t>(cpu_slot(cpus[0])))
 					continue;
-				EXPECT_TRUE(std::all_of(out.begin() + s * ss, out.begin() + (s + 1) * ss,
+				EXPECT_TRUE(std::all_of(out.begin() + s * ss,
+							out.begin() + (s + 1) * ss,
 							[](uint8_t b) { return b == 0; }));
 			}
 		}
@@ -204,7 +206,9 @@ TEST(Percpu, UpdatesFromThreadsSharingACpuNeverInterleave)
 					reads++;
 					for (uint32_t s = 0; s < ncpus(); s++) {
 						const uint8_t *p = out.data() + s * ss;
-						if (!std::all_of(p, p + vs, [&](uint8_t b) { return b == p[0]; }))
+						if (!std::all_of(p, p + vs, [&](uint8_t b) {
+							    return b == p[0];
+						    }))
 							torn++;
 					}
 				}
@@ -228,7 +232,8 @@ TEST(Percpu, UpdatesFromThreadsSharingACpuNeverInterleave)
 			std::vector<uint8_t> v(ss * ncpus());
 			for (int i = 0; more(i, 1000 * SCALE); i++) {
 				for (uint32_t s = 0; s < ncpus(); s++)
-					memset(v.data() + s * ss, static_cast<int>(0x80 | (i & 0x3f)), ss);
+					memset(v.data() + s * ss,
+					       static_cast<int>(0x80 | (i & 0x3f)), ss);
 				if (update(h.fd, &key, v.data()) != 0)
 					failed++;
 			}
@@ -241,7 +246,8 @@ TEST(Percpu, UpdatesFromThreadsSharingACpuNeverInterleave)
 		EXPECT_EQ(torn.load(), 0) << map_type_name(type) << ": torn or missing values in "
 					  << reads.load() << " reads";
 		EXPECT_EQ(failed.load(), 0);
-		EXPECT_GE(reads.load(), min_reads) << "the readers never got to run alongside the writers";
+		EXPECT_GE(reads.load(), min_reads)
+			<< "the readers never got to run alongside the writers";
 	}
 }
 
@@ -282,7 +288,8 @@ TEST(Percpu, HundredForkedChildrenUpdateThroughTheParentsFds)
 				auto *mine = static_cast<uint64_t *>(bpfmap_map_lookup_elem(m, &k));
 				uint64_t was = mine ? *mine : 0;
 				uint64_t marker = ~was;
-				if (!mine || bpfmap_map_update_elem(m, &k, &marker, u::BPF_EXIST) != 0 ||
+				if (!mine ||
+				    bpfmap_map_update_elem(m, &k, &marker, u::BPF_EXIST) != 0 ||
 				    *mine != marker)
 					_exit(3);
 				*mine = was;
@@ -346,7 +353,8 @@ TEST(Percpu, KilledWritersNeverWedgeReadersOrWriters)
 			long r = lookup(fd, &k, out.data());
 			EXPECT_TRUE(r == 0 || r == -ENOENT) << r;
 			memset(v.data(), static_cast<int>(k), v.size());
-			ASSERT_EQ(update(fd, &k, v.data()), 0) << map_type_name(type) << " key " << k;
+			ASSERT_EQ(update(fd, &k, v.data()), 0)
+				<< map_type_name(type) << " key " << k;
 			ASSERT_EQ(lookup(fd, &k, out.data()), 0);
 			ASSERT_EQ(out, v) << map_type_name(type) << " key " << k;
 		}
@@ -374,7 +382,8 @@ TEST(Percpu, CppInterfaceUsesTheSyscallLayout)
 	EXPECT_EQ(out, whole);
 
 	bpfmap::TypedMap<uint32_t, uint32_t> t;
-	EXPECT_EQ((bpfmap::TypedMap<uint32_t, uint32_t>::create(bpfmap::MAP_PERCPU_ARRAY, 4, t)), EINVAL);
+	EXPECT_EQ((bpfmap::TypedMap<uint32_t, uint32_t>::create(bpfmap::MAP_PERCPU_ARRAY, 4, t)),
+		  EINVAL);
 	EXPECT_EQ((bpfmap::TypedMap<uint32_t, uint32_t>::open(std::move(m), t)), EINVAL);
 }
 

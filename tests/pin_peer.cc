@@ -64,7 +64,8 @@ int check_pinned(const char *pin)
 int main(int argc, char **argv)
 {
 	if (argc == 5 && strcmp(argv[1], "ring") == 0)
-		return produce(argv[2], static_cast<uint32_t>(atoi(argv[3])), static_cast<uint32_t>(atoi(argv[4])));
+		return produce(argv[2], static_cast<uint32_t>(atoi(argv[3])),
+			       static_cast<uint32_t>(atoi(argv[4])));
 	if (argc == 3 && strcmp(argv[1], "mkpin") == 0)
 		return make_pinned(argv[2]);
 	if (argc == 3 && strcmp(argv[1], "get") == 0)

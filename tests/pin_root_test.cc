@@ -58,8 +58,8 @@ peer_result peer(const std::string &root, const std::vector<std::string> &args, 
 			setenv("BPFMAP_PIN_ROOT", root.c_str(), 1);
 		if (who.uid != geteuid()) {
 			gid_t gid = who.groups.empty() ? NOBODY : who.groups[0];
-			if (setgroups(who.groups.size(), who.groups.data()) != 0 || setgid(gid) != 0 ||
-			    setuid(who.uid) != 0)
+			if (setgroups(who.groups.size(), who.groups.data()) != 0 ||
+			    setgid(gid) != 0 || setuid(who.uid) != 0)
 				_exit(250);
 		}
 		std::vector<char *> av;
@@ -104,10 +104,10 @@ struct dir_cleanup {
 	}
 };
 
-#define NEED_ROOT()                                                                     \
-	do {                                                                            \
-		if (geteuid() != 0)                                                     \
-			GTEST_SKIP() << "needs root to act as another user";            \
+#define NEED_ROOT()                                                          \
+	do {                                                                 \
+		if (geteuid() != 0)                                          \
+			GTEST_SKIP() << "needs root to act as another user"; \
 	} while (0)
 
 void expect_refused(const peer_result &r, const char *why)
@@ -263,13 +263,13 @@ TEST(PinRoot, CorruptHeaderIsRefusedAtAttach)
 		size_t off; // in the header page (core/map.h's map_header)
 		uint32_t value;
 	} bad[] = {
-		{12, 0},          // key_size
-		{12, 1u << 20},   // key_size beyond what the file holds
-		{16, 0},          // value_size
-		{20, 0},          // max_entries
-		{20, 1u << 30},   // max_entries
-		{8, 27},          // map_type: a ring buffer of 4 bytes cannot be
-		{8, 0x7fff},      // no such type
+		{12, 0},	// key_size
+		{12, 1u << 20}, // key_size beyond what the file holds
+		{16, 0},	// value_size
+		{20, 0},	// max_entries
+		{20, 1u << 30}, // max_entries
+		{8, 27},	// map_type: a ring buffer of 4 bytes cannot be
+		{8, 0x7fff},	// no such type
 	};
 	for (const field &f : bad) {
 		std::string name = "m" + std::to_string(f.off) + "-" + std::to_string(f.value);
@@ -278,7 +278,8 @@ TEST(PinRoot, CorruptHeaderIsRefusedAtAttach)
 		ASSERT_GE(fd, 0);
 		struct stat st;
 		ASSERT_EQ(fstat(fd, &st), 0);
-		ASSERT_EQ(pwrite(fd, &f.value, 4, st.st_size - 4096 + static_cast<off_t>(f.off)), 4);
+		ASSERT_EQ(pwrite(fd, &f.value, 4, st.st_size - 4096 + static_cast<off_t>(f.off)),
+			  4);
 		close(fd);
 		peer_result r = peer(d, {"get", "/sys/fs/bpf/" + name});
 		EXPECT_EQ(r.status, EINVAL) << name << ": " << r.err;

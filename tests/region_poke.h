@@ -33,7 +33,7 @@ inline constexpr off_t REGION_CTL_OFFSET = static_cast<off_t>(MAP_CTL_OFFSET);
 
 inline off_t region_file_size(int fd)
 {
-	struct stat st{};
+	struct stat st {};
 	return fstat(fd, &st) == 0 ? st.st_size : 0;
 }
 
@@ -58,7 +58,7 @@ template <typename T> T peek(int fd, off_t off)
 // Runs fn() in a forked child that has `seconds` to finish. fn returns how many of its own
 // checks failed (it prints them); the child dying of a signal (SIGALRM: it hung) or
 // failing a check fails the caller.
-template <typename F> ::testing::AssertionResult in_child(F &&fn, unsigned seconds = 10)
+template <typename F>::testing::AssertionResult in_child(F &&fn, unsigned seconds = 10)
 {
 	fflush(nullptr);
 	pid_t pid = fork();

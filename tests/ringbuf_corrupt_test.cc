@@ -37,13 +37,18 @@ TEST(Ringbuf, CorruptPositionsAndLengthsGiveErrnos)
 	ASSERT_TRUE(raw.p);
 	size_t biggest = 0;
 	RingConsumer cons;
-	ASSERT_EQ(RingConsumer::open(r.fd, [&](const void *d, size_t n) {
-		volatile char sum = 0;
-		for (size_t i = 0; i < n; i++) // touch every byte we are given
-			sum = static_cast<char>(sum + static_cast<const char *>(d)[i]);
-		biggest = std::max(biggest, n);
-		return 0;
-	}, cons), 0);
+	ASSERT_EQ(RingConsumer::open(
+			  r.fd,
+			  [&](const void *d, size_t n) {
+				  volatile char sum = 0;
+				  for (size_t i = 0; i < n; i++) // touch every byte we are given
+					  sum = static_cast<char>(sum +
+								  static_cast<const char *>(d)[i]);
+				  biggest = std::max(biggest, n);
+				  return 0;
+			  },
+			  cons),
+		  0);
 	uint64_t v = 3;
 	for (int i = 0; i < 3; i++)
 		ASSERT_EQ(bpfmap_ringbuf_output(r.m, &v, 8, 0), 0);
@@ -80,7 +85,8 @@ TEST(Ringbuf, CorruptPositionsAndLengthsGiveErrnos)
 	ev.data.u64 = 7;
 	ASSERT_EQ(epoll_ctl(ep, EPOLL_CTL_ADD, r.fd, &ev), 0);
 	epoll_event out[4];
-	EXPECT_EQ(epoll_wait(ep, out, 4, 0), 1) << "readable while it holds data, as the kernel says";
+	EXPECT_EQ(epoll_wait(ep, out, 4, 0), 1)
+		<< "readable while it holds data, as the kernel says";
 	raw_ring::put64(raw.prod_pos(), ~uint64_t{0});
 	EXPECT_GE(epoll_wait(ep, out, 4, 50), 0);
 	raw_ring::put64(raw.cons_pos(), 12345);
@@ -106,7 +112,14 @@ TEST(Ringbuf, ACorruptPageOffsetDoesNotMisdirectACommit)
 	ASSERT_TRUE(raw.p);
 	int got = 0;
 	RingConsumer cons;
-	ASSERT_EQ(RingConsumer::open(r.fd, [&](const void *, size_t) { got++; return 0; }, cons), 0);
+	ASSERT_EQ(RingConsumer::open(
+			  r.fd,
+			  [&](const void *, size_t) {
+				  got++;
+				  return 0;
+			  },
+			  cons),
+		  0);
 	uint64_t pos = 0;
 	for (uint32_t bad : {0xffffffffu, 0u, 1u, 2u, 4u, 0x10000u}) {
 		auto *rec = static_cast<char *>(bpfmap_ringbuf_reserve(r.m, 8, 0));
@@ -169,19 +182,25 @@ void scribble_ring(const raw_ring &raw, std::mt19937_64 &rng, int words)
 bool ring_calls_return(int fd, bpfmap_map *m, uint32_t type, int ms)
 {
 	auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-	auto slow = [](auto t0) { return std::chrono::steady_clock::now() - t0 > std::chrono::seconds(1); };
+	auto slow = [](auto t0) {
+		return std::chrono::steady_clock::now() - t0 > std::chrono::seconds(1);
+	};
 	RingConsumer cons;
 	bpfmap::UserRingProducer uprod;
 	bool user = type == USER_RINGBUF;
 	if (user)
 		bpfmap::UserRingProducer::open(fd, uprod);
 	else
-		RingConsumer::open(fd, [](const void *d, size_t n) {
-			volatile char sum = 0;
-			for (size_t i = 0; i < n; i++)
-				sum = static_cast<char>(sum + static_cast<const char *>(d)[i]);
-			return 0;
-		}, cons);
+		RingConsumer::open(
+			fd,
+			[](const void *d, size_t n) {
+				volatile char sum = 0;
+				for (size_t i = 0; i < n; i++)
+					sum = static_cast<char>(sum +
+								static_cast<const char *>(d)[i]);
+				return 0;
+			},
+			cons);
 	int ep = epoll_create1(EPOLL_CLOEXEC);
 	epoll_event ev{};
 	ev.events = user ? EPOLLOUT : EPOLLIN;
@@ -201,7 +220,8 @@ bool ring_calls_return(int fd, bpfmap_map *m, uint32_t type, int ms)
 		} else {
 			if (void *rec = bpfmap_ringbuf_reserve(m, 8 + v % 64, 0)) {
 				memset(rec, 1, 8);
-				(v & 1) ? bpfmap_ringbuf_submit(rec, 0) : bpfmap_ringbuf_discard(rec, 0);
+				(v & 1) ? bpfmap_ringbuf_submit(rec, 0)
+					: bpfmap_ringbuf_discard(rec, 0);
 			}
 			bpfmap_ringbuf_output(m, &v, sizeof(v), v % 3);
 			cons.consume();
@@ -237,7 +257,8 @@ TEST(Ringbuf, ScribbledRingsNeverCrashOrHang)
 				_exit(ring_calls_return(fd, m, type, 200) ? 0 : 1);
 			}
 			std::mt19937_64 rng(static_cast<uint64_t>(round) * 7919 + type);
-			auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+			auto until =
+				std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
 			while (std::chrono::steady_clock::now() < until) {
 				scribble_ring(raw, rng, 1 + static_cast<int>(rng() % 4));
 				usleep(2000);
@@ -246,7 +267,9 @@ TEST(Ringbuf, ScribbledRingsNeverCrashOrHang)
 			waitpid(pid, &st, 0);
 			EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0)
 				<< "type " << type << " round " << round << ": status " << st
-				<< (WIFSIGNALED(st) ? " (signal " + std::to_string(WTERMSIG(st)) + ")" : "");
+				<< (WIFSIGNALED(st)
+					    ? " (signal " + std::to_string(WTERMSIG(st)) + ")"
+					    : "");
 			bpfmap_map_put(m);
 			close(fd);
 		}

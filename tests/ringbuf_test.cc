@@ -59,7 +59,14 @@ TEST(Ringbuf, RecordHeadersAsTheKernelLaysThemOut)
 
 	std::vector<size_t> sizes;
 	RingConsumer cons;
-	ASSERT_EQ(RingConsumer::open(r.fd, [&](const void *, size_t n) { sizes.push_back(n); return 0; }, cons), 0);
+	ASSERT_EQ(RingConsumer::open(
+			  r.fd,
+			  [&](const void *, size_t n) {
+				  sizes.push_back(n);
+				  return 0;
+			  },
+			  cons),
+		  0);
 	EXPECT_EQ(cons.consume(), 2) << "the discarded record is skipped";
 	EXPECT_EQ(sizes, (std::vector<size_t>{13, 8}));
 	EXPECT_EQ(*mm.cons, mm.prod()) << "the consumer position is the kernel's consumer page";
@@ -73,7 +80,10 @@ TEST(Ringbuf, ConsumersCarryTheirWaitPlaceAndGiveItBack)
 	ring r(PAGE);
 	ASSERT_NE(r.m, nullptr);
 	int seen = 0;
-	auto count = [&](const void *, size_t) { seen++; return 0; };
+	auto count = [&](const void *, size_t) {
+		seen++;
+		return 0;
+	};
 	std::vector<RingConsumer> all(16);
 	for (RingConsumer &c : all)
 		ASSERT_EQ(RingConsumer::open(r.fd, count, c), 0);
@@ -116,10 +126,14 @@ TEST(Ringbuf, QueryFullRingAndWrapAround)
 	EXPECT_EQ(bpfmap_ringbuf_query(r.m, 99), 0u);
 	std::vector<std::string> got;
 	RingConsumer cons;
-	ASSERT_EQ(RingConsumer::open(r.fd, [&](const void *d, size_t n) {
-		got.emplace_back(static_cast<const char *>(d), n);
-		return 0;
-	}, cons), 0);
+	ASSERT_EQ(RingConsumer::open(
+			  r.fd,
+			  [&](const void *d, size_t n) {
+				  got.emplace_back(static_cast<const char *>(d), n);
+				  return 0;
+			  },
+			  cons),
+		  0);
 	EXPECT_EQ(cons.consume(), 4);
 	EXPECT_EQ(bpfmap_ringbuf_query(r.m, 0), 0u);
 	// The next record starts at 4032 and wraps past the end: still contiguous, both in
@@ -146,12 +160,16 @@ TEST(Ringbuf, OutOfOrderCommitsAreSeenInReservationOrder)
 	ASSERT_NE(r.m, nullptr);
 	std::vector<int> seen;
 	RingConsumer cons;
-	ASSERT_EQ(RingConsumer::open(r.fd, [&](const void *d, size_t) {
-		int v;
-		memcpy(&v, d, 4);
-		seen.push_back(v);
-		return 0;
-	}, cons), 0);
+	ASSERT_EQ(RingConsumer::open(
+			  r.fd,
+			  [&](const void *d, size_t) {
+				  int v;
+				  memcpy(&v, d, 4);
+				  seen.push_back(v);
+				  return 0;
+			  },
+			  cons),
+		  0);
 	auto *a = static_cast<int *>(bpfmap_ringbuf_reserve(r.m, 4, 0));
 	auto *b = static_cast<int *>(bpfmap_ringbuf_reserve(r.m, 4, 0));
 	ASSERT_TRUE(a && b);
@@ -170,7 +188,14 @@ TEST(Ringbuf, ProducersWakeASleepingConsumerAndOnlyThen)
 	ASSERT_NE(r.m, nullptr);
 	std::atomic<int> seen{0};
 	RingConsumer cons;
-	ASSERT_EQ(RingConsumer::open(r.fd, [&](const void *, size_t) { seen++; return 0; }, cons), 0);
+	ASSERT_EQ(RingConsumer::open(
+			  r.fd,
+			  [&](const void *, size_t) {
+				  seen++;
+				  return 0;
+			  },
+			  cons),
+		  0);
 	EXPECT_EQ(cons.poll(20), 0) << "nothing to read: the wait times out";
 	// NO_WAKEUP: the record is there, but the consumer's fd stays quiet.
 	uint64_t v = 7;
@@ -207,8 +232,8 @@ TEST(Ringbuf, ProducersWakeASleepingConsumerAndOnlyThen)
 
 // Sleep in poll(poll_ms) until every producer's `per` records came (within a generous
 // bound), reap the producer processes, each of which must exit 0, then take what is left.
-void consume_until_producers_exit(RingConsumer &cons, const ordered_records &recs, int per, int poll_ms,
-				  const std::vector<pid_t> &pids)
+void consume_until_producers_exit(RingConsumer &cons, const ordered_records &recs, int per,
+				  int poll_ms, const std::vector<pid_t> &pids)
 {
 	for (int i = 0; i < 100000 && !recs.done(per); i++)
 		cons.poll(poll_ms);
@@ -228,7 +253,9 @@ TEST(Ringbuf, ManyProducerProcessesOneConsumer)
 	const int producers = 4, per = 20000 / (1 + 4 * (SCALE > 1));
 	ring r(16 * PAGE);
 	ASSERT_NE(r.m, nullptr);
-	ordered_records recs(producers, [](uint32_t who, uint32_t seq) -> size_t { return 8 + (seq * 7 + who) % 200; });
+	ordered_records recs(producers, [](uint32_t who, uint32_t seq) -> size_t {
+		return 8 + (seq * 7 + who) % 200;
+	});
 	RingConsumer cons;
 	ASSERT_EQ(RingConsumer::open(r.fd, recs.callback(), cons), 0);
 	std::vector<pid_t> pids;
@@ -264,7 +291,8 @@ TEST(Ringbuf, MmapRules)
 	// Read-only: anything within the two position pages and the data twice.
 	p = mmap(nullptr, 2 * PAGE + 8 * PAGE, PROT_READ, MAP_SHARED, r.fd, 0);
 	ASSERT_NE(p, MAP_FAILED);
-	EXPECT_EQ(mprotect(p, PAGE, PROT_READ | PROT_WRITE), -1) << "no write through a read-only mapping";
+	EXPECT_EQ(mprotect(p, PAGE, PROT_READ | PROT_WRITE), -1)
+		<< "no write through a read-only mapping";
 	EXPECT_EQ(errno, EACCES);
 	munmap(p, 10 * PAGE);
 	p = mmap(nullptr, 11 * PAGE, PROT_READ, MAP_SHARED, r.fd, 0);
@@ -293,12 +321,16 @@ TEST(Ringbuf, ARecordWhoseProducerDiedIsDiscarded)
 	ASSERT_EQ(bpfmap_ringbuf_output(r.m, &v, 8, 0), 0);
 	std::vector<uint64_t> got;
 	RingConsumer cons;
-	ASSERT_EQ(RingConsumer::open(r.fd, [&](const void *d, size_t n) {
-		uint64_t x = 0;
-		memcpy(&x, d, std::min<size_t>(n, 8));
-		got.push_back(x);
-		return 0;
-	}, cons), 0);
+	ASSERT_EQ(RingConsumer::open(
+			  r.fd,
+			  [&](const void *d, size_t n) {
+				  uint64_t x = 0;
+				  memcpy(&x, d, std::min<size_t>(n, 8));
+				  got.push_back(x);
+				  return 0;
+			  },
+			  cons),
+		  0);
 	EXPECT_EQ(cons.consume(), 0) << "stuck behind the dead producer's record";
 	EXPECT_EQ(cons.poll(5000), 1);
 	EXPECT_EQ(got, (std::vector<uint64_t>{42}));
@@ -322,12 +354,20 @@ TEST(Ringbuf, ALiveProducersRecordWaitsAndReservationsInFlightAreCapped)
 	EXPECT_EQ(bpfmap_ringbuf_reserve(r.m, 8, 0), nullptr);
 	int seen = 0;
 	RingConsumer cons;
-	ASSERT_EQ(RingConsumer::open(r.fd, [&](const void *, size_t) { seen++; return 0; }, cons), 0);
+	ASSERT_EQ(RingConsumer::open(
+			  r.fd,
+			  [&](const void *, size_t) {
+				  seen++;
+				  return 0;
+			  },
+			  cons),
+		  0);
 	EXPECT_EQ(cons.poll(120), 0);
 	for (void *rec : held)
 		bpfmap_ringbuf_submit(rec, 0);
 	EXPECT_EQ(cons.consume(), 128);
-	EXPECT_NE(bpfmap_ringbuf_reserve(r.m, 8, 0), nullptr) << "slots free again after the commits";
+	EXPECT_NE(bpfmap_ringbuf_reserve(r.m, 8, 0), nullptr)
+		<< "slots free again after the commits";
 }
 
 // Producers SIGKILLed at random points (holding the reservation lock, between reserve and
@@ -340,24 +380,30 @@ TEST(Ringbuf, KilledProducersNeverStopTheConsumer)
 	long bad = 0, got = 0;
 	int64_t last = -1;
 	RingConsumer cons;
-	ASSERT_EQ(RingConsumer::open(r.fd, [&](const void *d, size_t n) {
-		int64_t seq;
-		memcpy(&seq, d, 8);
-		bool ok = n == 8 + static_cast<size_t>(seq % 300) && seq > last;
-		for (size_t i = 8; ok && i < n; i++)
-			ok = static_cast<const unsigned char *>(d)[i] == static_cast<unsigned char>(seq * 31 + i);
-		bad += !ok;
-		last = seq;
-		got++;
-		return 0;
-	}, cons), 0);
+	ASSERT_EQ(RingConsumer::open(
+			  r.fd,
+			  [&](const void *d, size_t n) {
+				  int64_t seq;
+				  memcpy(&seq, d, 8);
+				  bool ok = n == 8 + static_cast<size_t>(seq % 300) && seq > last;
+				  for (size_t i = 8; ok && i < n; i++)
+					  ok = static_cast<const unsigned char *>(d)[i] ==
+					       static_cast<unsigned char>(seq * 31 + i);
+				  bad += !ok;
+				  last = seq;
+				  got++;
+				  return 0;
+			  },
+			  cons),
+		  0);
 	int64_t base = 0;
 	for (int round = 0; round < 8; round++, base += 1 << 30) {
 		pid_t pid = fork();
 		if (pid == 0) {
 			for (int64_t seq = base;; seq++) {
 				size_t n = 8 + static_cast<size_t>(seq % 300);
-				auto *rec = static_cast<unsigned char *>(bpfmap_ringbuf_reserve(r.m, n, 0));
+				auto *rec = static_cast<unsigned char *>(
+					bpfmap_ringbuf_reserve(r.m, n, 0));
 				if (!rec) {
 					sched_yield();
 					seq--;
@@ -394,7 +440,14 @@ TEST(Ringbuf, PollOnlyConsumerIsWoken)
 	ASSERT_NE(r.m, nullptr);
 	int seen = 0;
 	RingConsumer cons;
-	ASSERT_EQ(RingConsumer::open(r.fd, [&](const void *, size_t) { seen++; return 0; }, cons), 0);
+	ASSERT_EQ(RingConsumer::open(
+			  r.fd,
+			  [&](const void *, size_t) {
+				  seen++;
+				  return 0;
+			  },
+			  cons),
+		  0);
 	for (int round = 0; round < 20; round++) {
 		std::thread t([&] {
 			usleep(round % 2 ? 5000 : 0);
@@ -415,7 +468,8 @@ TEST(Ringbuf, ThreadsProduceWhileAThreadConsumes)
 	const int producers = 4, per = 20000;
 	ring r(8 * PAGE);
 	ASSERT_NE(r.m, nullptr);
-	ordered_records recs(producers, [](uint32_t, uint32_t seq) -> size_t { return 8 + seq % 24; });
+	ordered_records recs(producers,
+			     [](uint32_t, uint32_t seq) -> size_t { return 8 + seq % 24; });
 	RingConsumer cons;
 	ASSERT_EQ(RingConsumer::open(r.fd, recs.callback(), cons), 0);
 	std::thread consumer([&] {
@@ -428,7 +482,8 @@ TEST(Ringbuf, ThreadsProduceWhileAThreadConsumes)
 			for (uint32_t seq = 0; seq < static_cast<uint32_t>(per); seq++) {
 				size_t n = recs.size_of(static_cast<uint32_t>(w), seq);
 				unsigned char *rec;
-				while (!(rec = static_cast<unsigned char *>(bpfmap_ringbuf_reserve(r.m, n, 0))))
+				while (!(rec = static_cast<unsigned char *>(
+						 bpfmap_ringbuf_reserve(r.m, n, 0))))
 					sched_yield();
 				ordered_records::fill(rec, static_cast<uint32_t>(w), seq, n);
 				bpfmap_ringbuf_submit(rec, 0);
@@ -460,13 +515,15 @@ TEST(Ringbuf, SeparatelyStartedProducersOpenThePin)
 		pid_t pid = fork();
 		if (pid == 0) {
 			std::string id = std::to_string(i), count = std::to_string(per);
-			execl(PIN_PEER, PIN_PEER, "ring", pin.c_str(), id.c_str(), count.c_str(), nullptr);
+			execl(PIN_PEER, PIN_PEER, "ring", pin.c_str(), id.c_str(), count.c_str(),
+			      nullptr);
 			_exit(127);
 		}
 		pids.push_back(pid);
 	}
 	consume_until_producers_exit(cons, recs, per, 100, pids);
-	unlink((std::string(getenv("BPFMAP_PIN_ROOT")) + pin.substr(strlen("/sys/fs/bpf"))).c_str());
+	unlink((std::string(getenv("BPFMAP_PIN_ROOT")) + pin.substr(strlen("/sys/fs/bpf")))
+		       .c_str());
 	recs.expect_all(per);
 }
 
@@ -488,10 +545,14 @@ TEST(Ringbuf, AnyThreadSubmitsAfterTheReservingThreadExited)
 	memcpy(a, "from a dead thread", 16);
 	std::vector<std::string> got;
 	RingConsumer cons;
-	ASSERT_EQ(RingConsumer::open(r.fd, [&](const void *d, size_t n) {
-		got.emplace_back(static_cast<const char *>(d), n);
-		return 0;
-	}, cons), 0);
+	ASSERT_EQ(RingConsumer::open(
+			  r.fd,
+			  [&](const void *d, size_t n) {
+				  got.emplace_back(static_cast<const char *>(d), n);
+				  return 0;
+			  },
+			  cons),
+		  0);
 	EXPECT_EQ(cons.poll(150), 0) << "the records are still being written";
 	ring_mmap mm(r.fd, 4 * PAGE);
 	ASSERT_TRUE(mm.prod_page);
@@ -526,7 +587,14 @@ TEST(Ringbuf, ASubmitAfterTheRecordWasReapedChangesNothing)
 	ASSERT_TRUE(raw.p);
 	long got = 0;
 	RingConsumer cons;
-	ASSERT_EQ(RingConsumer::open(r.fd, [&](const void *, size_t) { got++; return 0; }, cons), 0);
+	ASSERT_EQ(RingConsumer::open(
+			  r.fd,
+			  [&](const void *, size_t) {
+				  got++;
+				  return 0;
+			  },
+			  cons),
+		  0);
 	uint64_t v = 1;
 	ASSERT_EQ(bpfmap_ringbuf_output(r.m, &v, 8, 0), 0);
 	ASSERT_EQ(cons.consume(), 1);
@@ -540,9 +608,11 @@ TEST(Ringbuf, ASubmitAfterTheRecordWasReapedChangesNothing)
 	EXPECT_EQ(raw_ring::get32(raw.hdr(pos)), 100u | DISCARD) << "reaped";
 	EXPECT_EQ(bpfmap_ringbuf_query(r.m, 0), 0u) << "the consumer went past it";
 	bpfmap_ringbuf_submit(rec, 0);
-	EXPECT_EQ(raw_ring::get32(raw.hdr(pos)), 100u | DISCARD) << "the late submit changed the header";
+	EXPECT_EQ(raw_ring::get32(raw.hdr(pos)), 100u | DISCARD)
+		<< "the late submit changed the header";
 	std::thread([&] { bpfmap_ringbuf_submit(rec, 0); }).join();
-	EXPECT_EQ(raw_ring::get32(raw.hdr(pos)), 100u | DISCARD) << "the late submit changed the header";
+	EXPECT_EQ(raw_ring::get32(raw.hdr(pos)), 100u | DISCARD)
+		<< "the late submit changed the header";
 	// Round the ring twice: every reservation still finds room once consumed.
 	got = 0;
 	std::vector<char> blob(500, 'x');
@@ -586,7 +656,8 @@ TEST(Ringbuf, ASubmitAfterTheRecordWasReapedChangesNothing)
 	EXPECT_EQ(c, 'y') << "the other process's record is at the reaped one's address";
 	bpfmap_ringbuf_submit(rec, 0);
 	std::thread([&] { bpfmap_ringbuf_submit(rec, 0); }).join();
-	EXPECT_EQ(raw_ring::get32(raw.hdr(pos)), 100u | BUSY) << "committed another process's record";
+	EXPECT_EQ(raw_ring::get32(raw.hdr(pos)), 100u | BUSY)
+		<< "committed another process's record";
 	EXPECT_EQ(cons.consume(), 0);
 	ASSERT_EQ(write(to_child[1], &c, 1), 1);
 	int st = 0;

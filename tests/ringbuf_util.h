@@ -36,7 +36,8 @@ struct ring_mmap {
 	uint64_t *cons = nullptr;
 	const char *prod_page = nullptr;
 
-	ring_mmap(int fd, size_t sz) : size(sz)
+	ring_mmap(int fd, size_t sz)
+	    : size(sz)
 	{
 		void *c = mmap(nullptr, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 		void *p = mmap(nullptr, PAGE + 2 * sz, PROT_READ, MAP_SHARED, fd, PAGE);
@@ -52,11 +53,17 @@ struct ring_mmap {
 		if (prod_page)
 			munmap(const_cast<char *>(prod_page), PAGE + 2 * size);
 	}
-	uint64_t prod() const { return __atomic_load_n(reinterpret_cast<const uint64_t *>(prod_page), __ATOMIC_ACQUIRE); }
+	uint64_t prod() const
+	{
+		return __atomic_load_n(reinterpret_cast<const uint64_t *>(prod_page),
+				       __ATOMIC_ACQUIRE);
+	}
 	const char *data() const { return prod_page + PAGE; }
 	uint32_t len_at(uint64_t pos) const
 	{
-		return __atomic_load_n(reinterpret_cast<const uint32_t *>(data() + (pos & (size - 1))), __ATOMIC_ACQUIRE);
+		return __atomic_load_n(
+			reinterpret_cast<const uint32_t *>(data() + (pos & (size - 1))),
+			__ATOMIC_ACQUIRE);
 	}
 	uint32_t pg_off_at(uint64_t pos) const
 	{
@@ -69,7 +76,11 @@ struct ring_mmap {
 struct ring {
 	int fd;
 	bpfmap_map *m;
-	explicit ring(uint32_t size) : fd(map_create(RINGBUF, 0, 0, size)), m(fd >= 0 ? bpfmap_map_get(fd) : nullptr) {}
+	explicit ring(uint32_t size)
+	    : fd(map_create(RINGBUF, 0, 0, size))
+	    , m(fd >= 0 ? bpfmap_map_get(fd) : nullptr)
+	{
+	}
 	~ring()
 	{
 		bpfmap_map_put(m);
@@ -103,10 +114,22 @@ struct raw_ring {
 		if (p)
 			syscall(SYS_munmap, p, len);
 	}
-	static void put64(char *at, uint64_t v) { __atomic_store_n(reinterpret_cast<uint64_t *>(at), v, __ATOMIC_RELAXED); }
-	static void put32(char *at, uint32_t v) { __atomic_store_n(reinterpret_cast<uint32_t *>(at), v, __ATOMIC_RELAXED); }
-	static uint64_t get64(const char *at) { return __atomic_load_n(reinterpret_cast<const uint64_t *>(at), __ATOMIC_RELAXED); }
-	static uint32_t get32(const char *at) { return __atomic_load_n(reinterpret_cast<const uint32_t *>(at), __ATOMIC_RELAXED); }
+	static void put64(char *at, uint64_t v)
+	{
+		__atomic_store_n(reinterpret_cast<uint64_t *>(at), v, __ATOMIC_RELAXED);
+	}
+	static void put32(char *at, uint32_t v)
+	{
+		__atomic_store_n(reinterpret_cast<uint32_t *>(at), v, __ATOMIC_RELAXED);
+	}
+	static uint64_t get64(const char *at)
+	{
+		return __atomic_load_n(reinterpret_cast<const uint64_t *>(at), __ATOMIC_RELAXED);
+	}
+	static uint32_t get32(const char *at)
+	{
+		return __atomic_load_n(reinterpret_cast<const uint32_t *>(at), __ATOMIC_RELAXED);
+	}
 	char *cons_pos() const { return p; }
 	char *busy() const { return p + 8; } // USER_RINGBUF's drain word
 	char *prod_pos() const { return p + PAGE; }
@@ -151,7 +174,11 @@ struct ordered_records {
 	size_t (*size_of)(uint32_t who, uint32_t seq);
 	long bad = 0, got = 0;
 
-	ordered_records(int producers, size_t (*sz)(uint32_t, uint32_t)) : next(producers, 0), size_of(sz) {}
+	ordered_records(int producers, size_t (*sz)(uint32_t, uint32_t))
+	    : next(producers, 0)
+	    , size_of(sz)
+	{
+	}
 
 	static void fill(unsigned char *rec, uint32_t who, uint32_t seq, size_t n)
 	{
@@ -166,7 +193,8 @@ struct ordered_records {
 		memcpy(v, d, 8);
 		bool ok = v[0] < next.size() && v[1] == next[v[0]] && n == size_of(v[0], v[1]);
 		for (size_t i = 8; ok && i < n; i++)
-			ok = static_cast<const unsigned char *>(d)[i] == static_cast<unsigned char>(v[1] + i);
+			ok = static_cast<const unsigned char *>(d)[i] ==
+			     static_cast<unsigned char>(v[1] + i);
 		if (ok)
 			next[v[0]]++;
 		bad += !ok;

@@ -23,7 +23,7 @@ inline constexpr bool SANITIZED = false;
 
 constexpr size_t PAGE = 4096;
 constexpr uint64_t SECOND_NS = 1000000000ull;
-constexpr int EXIT_OOB = 3;		    // a child's exit code: a pointer outside the map
+constexpr int EXIT_OOB = 3; // a child's exit code: a pointer outside the map
 
 struct map_case {
 	const char *name;
@@ -77,6 +77,7 @@ inline bool percpu(const map_case &c)
 }
 
 // What a child is doing; the names go into failure reports.
+// clang-format off
 #define OPS(X)                                                                                     \
 	X(IDLE) X(LOOKUP) X(UPDATE_ANY) X(UPDATE_NOEXIST) X(UPDATE_EXIST) X(DELETE)              \
 	X(GET_NEXT_KEY) X(LOOKUP_AND_DELETE) X(LOOKUP_BATCH) X(LOOKUP_AND_DELETE_BATCH)           \
@@ -86,6 +87,7 @@ inline bool percpu(const map_case &c)
 	X(RB_CONSUMER_OPEN) X(RB_CONSUME) X(RB_POLL) X(EPOLL_ADD) X(EPOLL_WAIT) X(URB_OPEN)       \
 	X(URB_RESERVE) X(URB_SUBMIT) X(URB_DISCARD) X(URB_DRAIN) X(MMAP) X(MMAP_ACCESS)           \
 	X(MAP_GET) X(OBJ_GET) X(GET_FD_BY_ID) X(INFO) X(CLOSE) X(FREE_HANDLES)
+// clang-format on
 #define OP_ENUM(n) OP_##n,
 #define OP_NAME(n) #n,
 enum op : uint32_t { OPS(OP_ENUM) OP_COUNT };
@@ -137,7 +139,8 @@ inline uint64_t env_u64(const char *name, uint64_t dflt)
 // every call several times over.
 inline uint64_t hang_ns()
 {
-	static const uint64_t ns = env_u64("BPFMAP_SCRIBBLE_HANG_MS", SANITIZED ? 3000 : 1000) * 1000000;
+	static const uint64_t ns =
+		env_u64("BPFMAP_SCRIBBLE_HANG_MS", SANITIZED ? 3000 : 1000) * 1000000;
 	return ns;
 }
 
@@ -147,7 +150,7 @@ inline uint64_t hang_ns()
 // parent's fd of the map, if it had one at the fork; closing it drops the handle inherited
 // with it, so that the attacher holds none.
 [[noreturn]] void worker_main(const map_case &c, int fd, shared_page *sh, uint64_t seed);
-[[noreturn]] void attacher_main(const map_case &c, shared_page *sh, uint64_t seed, bool once_per_seq,
-				int inherited_fd = -1);
+[[noreturn]] void attacher_main(const map_case &c, shared_page *sh, uint64_t seed,
+				bool once_per_seq, int inherited_fd = -1);
 
 } // namespace scribble

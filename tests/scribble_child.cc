@@ -87,8 +87,8 @@ struct region_ranges {
 			unsigned long lo, hi, off, inode;
 			unsigned maj, min;
 			char perms[8];
-			if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &lo, &hi, perms, &off, &maj, &min,
-				   &inode) == 7 &&
+			if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &lo, &hi, perms, &off, &maj,
+				   &min, &inode) == 7 &&
 			    inode == ino && makedev(maj, min) == dev)
 				r.emplace_back(lo, hi);
 		}
@@ -122,7 +122,8 @@ struct region_ranges {
 		if (has(p, len))
 			return;
 		char buf[200];
-		snprintf(buf, sizeof(buf), "scribble child %d: %s gave %p (+%zu), outside the map's mappings\n",
+		snprintf(buf, sizeof(buf),
+			 "scribble child %d: %s gave %p (+%zu), outside the map's mappings\n",
 			 getpid(), what, p, len);
 		write_str(buf);
 		_exit(EXIT_OOB);
@@ -146,7 +147,13 @@ uint64_t read_all(const void *p, size_t len)
 class worker {
 public:
 	worker(const map_case &c, int fd, progress &p, const shared_page &sh, uint64_t seed)
-		: c_(c), m_(c), fd_(fd), p_(p), sh_(sh), rng_(seed), fam_(family_of(c))
+	    : c_(c)
+	    , m_(c)
+	    , fd_(fd)
+	    , p_(p)
+	    , sh_(sh)
+	    , rng_(seed)
+	    , fam_(family_of(c))
 	{
 		// Buffers are sized as the map's info says, as a client that opened a map sizes
 		// them: an attach may have taken sizes that scribbling changed (they validated).
@@ -240,7 +247,8 @@ public:
 		if (fd < 0)
 			return;
 		void *k = make_key();
-		call(OP_LOOKUP, [&] { return lookup(fd, fam_ == KEYED ? k : nullptr, vbuf_.data()); });
+		call(OP_LOOKUP,
+		     [&] { return lookup(fd, fam_ == KEYED ? k : nullptr, vbuf_.data()); });
 		info_of(fd);
 		begin(OP_CLOSE);
 		close(fd);
@@ -252,10 +260,12 @@ public:
 		u::bpf_attr a{};
 		if (by_pin) {
 			a.obj.pathname = ptr(sh_.pin);
-			return static_cast<int>(call(OP_OBJ_GET, [&] { return sys(u::OBJ_GET, a); }));
+			return static_cast<int>(
+				call(OP_OBJ_GET, [&] { return sys(u::OBJ_GET, a); }));
 		}
 		a.id.map_id = sh_.map_id;
-		return static_cast<int>(call(OP_GET_FD_BY_ID, [&] { return sys(u::MAP_GET_FD_BY_ID, a); }));
+		return static_cast<int>(
+			call(OP_GET_FD_BY_ID, [&] { return sys(u::MAP_GET_FD_BY_ID, a); }));
 	}
 
 	uint64_t calls() const { return p_.calls.load(); }
@@ -291,12 +301,14 @@ private:
 	void *make_key() { return make_key(kbuf_.data()); }
 	void *make_key(void *k)
 	{
-		uint32_t n = static_cast<uint32_t>(rng_() % (c_.max_entries + c_.max_entries / 2 + 1));
+		uint32_t n =
+			static_cast<uint32_t>(rng_() % (c_.max_entries + c_.max_entries / 2 + 1));
 		if (m_.key_size < c_.key_size)
 			return k; // zeros
 		if (c_.type == u::MAP_TYPE_LPM_TRIE) {
 			static const uint32_t lens[] = {0, 8, 16, 24, 32, 32, 32, 20};
-			uint32_t lk[2] = {lens[rng_() % 8], __builtin_bswap32(0x0a000000u | (n << 8) | (n & 3))};
+			uint32_t lk[2] = {lens[rng_() % 8],
+					  __builtin_bswap32(0x0a000000u | (n << 8) | (n & 3))};
 			if (rng_() % 8 == 0)
 				lk[0] = static_cast<uint32_t>(rng_() % 40); // some past the limit
 			memcpy(k, lk, 8);
@@ -315,7 +327,8 @@ private:
 		auto *b = static_cast<unsigned char *>(v);
 		uint64_t x = rng_();
 		for (size_t i = 0; i < len; i++)
-			b[i] = static_cast<unsigned char>(x >> (8 * (i & 7))) + static_cast<unsigned char>(i);
+			b[i] = static_cast<unsigned char>(x >> (8 * (i & 7))) +
+			       static_cast<unsigned char>(i);
 	}
 
 	long elem_call(op o, int cmd, const void *key, void *value, uint64_t flags)
@@ -335,8 +348,8 @@ private:
 			make_key();
 		uint32_t steps = 1 + rng_() % (2 * c_.max_entries + 8);
 		for (uint32_t i = 0; i < steps; i++) {
-			if (elem_call(OP_GET_NEXT_KEY, u::MAP_GET_NEXT_KEY, first ? nullptr : kbuf_.data(),
-				      kbuf2_.data(), 0))
+			if (elem_call(OP_GET_NEXT_KEY, u::MAP_GET_NEXT_KEY,
+				      first ? nullptr : kbuf_.data(), kbuf2_.data(), 0))
 				return;
 			std::swap(kbuf_, kbuf2_);
 			first = false;
@@ -401,7 +414,8 @@ private:
 		void *p;
 		begin(one_cpu ? OP_PROG_LOOKUP_PERCPU : OP_PROG_LOOKUP);
 		if (one_cpu)
-			p = bpfmap_map_lookup_percpu_elem(h_, k, static_cast<uint32_t>(rng_() % (ncpu_ + 1)));
+			p = bpfmap_map_lookup_percpu_elem(
+				h_, k, static_cast<uint32_t>(rng_() % (ncpu_ + 1)));
 		else
 			p = bpfmap_map_lookup_elem(h_, k);
 		if (p) {
@@ -434,8 +448,8 @@ private:
 	void keyed_step()
 	{
 		// Updates outnumber deletes, so the map stays full or nearly.
-		static const uint8_t mix[] = {0, 0, 1, 1, 1, 2, 3, 3, 4, 5, 6, 7, 8, 9, 10, 11,
-					      12, 13, 13, 14, 15, 16, 17, 18};
+		static const uint8_t mix[] = {0, 0, 1,	1,  1,	2,  3,	3,  4,	5,  6,	7,
+					      8, 9, 10, 11, 12, 13, 13, 14, 15, 16, 17, 18};
 		keyed_op(mix[rng_() % sizeof(mix)]);
 	}
 
@@ -469,10 +483,12 @@ private:
 			elem_call(OP_LOOKUP_AND_DELETE, u::MAP_LOOKUP_AND_DELETE_ELEM, k, v, 0);
 			break;
 		case 7:
-			walk_batch(OP_LOOKUP_BATCH, u::MAP_LOOKUP_BATCH, 2 * c_.max_entries / 8 + 4);
+			walk_batch(OP_LOOKUP_BATCH, u::MAP_LOOKUP_BATCH,
+				   2 * c_.max_entries / 8 + 4);
 			break;
 		case 8: // a short walk: the map is to stay populated
-			walk_batch(OP_LOOKUP_AND_DELETE_BATCH, u::MAP_LOOKUP_AND_DELETE_BATCH, 2, 2);
+			walk_batch(OP_LOOKUP_AND_DELETE_BATCH, u::MAP_LOOKUP_AND_DELETE_BATCH, 2,
+				   2);
 			break;
 		case 9:
 			write_batch(OP_UPDATE_BATCH, u::MAP_UPDATE_BATCH);
@@ -538,9 +554,14 @@ private:
 			off_t off = 0;
 			int prot = PROT_READ | PROT_WRITE;
 			if (m_.flags & u::BPF_F_MMAPABLE)
-				len = (static_cast<size_t>(m_.max_entries) * round_up8(m_.value_size) + PAGE - 1) / PAGE * PAGE;
+				len = (static_cast<size_t>(m_.max_entries) *
+					       round_up8(m_.value_size) +
+				       PAGE - 1) /
+				      PAGE * PAGE;
 			if (fam_ == RING) {
-				len = PAGE + 2 * static_cast<size_t>(m_.max_entries); // producer page, data twice
+				len = PAGE +
+				      2 * static_cast<size_t>(
+						  m_.max_entries); // producer page, data twice
 				off = PAGE;
 				prot = PROT_READ;
 			}
@@ -594,7 +615,8 @@ private:
 		case 4:
 			if (h_) {
 				begin(OP_PROG_PUSH);
-				end(bpfmap_map_push_elem(h_, v, rng_() % 3 == 0 ? uint64_t{u::BPF_EXIST} : 0));
+				end(bpfmap_map_push_elem(
+					h_, v, rng_() % 3 == 0 ? uint64_t{u::BPF_EXIST} : 0));
 			}
 			break;
 		case 5:
@@ -693,7 +715,8 @@ private:
 			if (h_) {
 				memset(buf, 0x33, sizeof(buf));
 				begin(OP_RB_OUTPUT);
-				end(bpfmap_ringbuf_output(h_, buf, std::min(size, sizeof(buf)), rng_() % 3));
+				end(bpfmap_ringbuf_output(h_, buf, std::min(size, sizeof(buf)),
+							  rng_() % 3));
 			}
 			break;
 		case 3:
@@ -849,7 +872,6 @@ private:
 
 } // namespace
 
-
 // The worker: runs commands on the inherited fd until told to stop.
 [[noreturn]] void worker_main(const map_case &c, int fd, shared_page *sh, uint64_t seed)
 {
@@ -866,8 +888,8 @@ private:
 // The attacher: holds no handle of the map, so each open attaches to the region anew.
 // inherited_fd: the parent's fd of the map, if it had one at the fork; closing it drops the
 // handle inherited with it, so that the attacher holds none.
-[[noreturn]] void attacher_main(const map_case &c, shared_page *sh, uint64_t seed, bool once_per_seq,
-				int inherited_fd)
+[[noreturn]] void attacher_main(const map_case &c, shared_page *sh, uint64_t seed,
+				bool once_per_seq, int inherited_fd)
 {
 	child_setup(&sh->attacher);
 	if (inherited_fd >= 0)
@@ -896,7 +918,8 @@ private:
 				a.obj.pathname = ptr(sh->pin);
 			else
 				a.id.map_id = sh->map_id;
-			int fd = static_cast<int>(sys(by_pin ? u::OBJ_GET : u::MAP_GET_FD_BY_ID, a));
+			int fd =
+				static_cast<int>(sys(by_pin ? u::OBJ_GET : u::MAP_GET_FD_BY_ID, a));
 			p.start_ns.store(0);
 			p.calls.fetch_add(1);
 			p.op_calls[p.op.load()].fetch_add(1);

@@ -120,7 +120,12 @@ void gdb_backtrace(pid_t pid)
 
 class watchdog {
 public:
-	watchdog(const map_case &c, uint64_t seed, round_result &res) : c_(c), seed_(seed), res_(res) {}
+	watchdog(const map_case &c, uint64_t seed, round_result &res)
+	    : c_(c)
+	    , seed_(seed)
+	    , res_(res)
+	{
+	}
 
 	void add(child &ch) { kids_.push_back(&ch); }
 
@@ -137,11 +142,13 @@ public:
 				ch->exited = true;
 				if (WIFSIGNALED(status)) {
 					fail(*ch, "crash", res_.crash,
-					     std::string("killed by signal ") + std::to_string(WTERMSIG(status)) +
-						     " (" + strsignal(WTERMSIG(status)) + ")");
+					     std::string("killed by signal ") +
+						     std::to_string(WTERMSIG(status)) + " (" +
+						     strsignal(WTERMSIG(status)) + ")");
 					ok = false;
 				} else if (WEXITSTATUS(status) == EXIT_OOB) {
-					fail(*ch, "oob", res_.oob, "a returned pointer lies outside the map");
+					fail(*ch, "oob", res_.oob,
+					     "a returned pointer lies outside the map");
 					ok = false;
 				} else if (SANITIZED && WEXITSTATUS(status) == 1) {
 					// A sanitizer reports a fault itself and exits with 1.
@@ -149,8 +156,10 @@ public:
 					ok = false;
 				} else if (WEXITSTATUS(status) != 0 || !stopping) {
 					fail(*ch, "exit", res_.exit,
-					     "exited with status " + std::to_string(WEXITSTATUS(status)) +
-						     (stopping ? "" : " before it was told to stop"));
+					     "exited with status " +
+						     std::to_string(WEXITSTATUS(status)) +
+						     (stopping ? ""
+							       : " before it was told to stop"));
 					ok = false;
 				}
 				continue;
@@ -159,7 +168,8 @@ public:
 			uint64_t now = now_ns();
 			if (start && now > start && now - start > hang_ns()) {
 				fail(*ch, "hang", res_.hang,
-				     "one call in progress for " + std::to_string((now - start) / 1000000) + " ms");
+				     "one call in progress for " +
+					     std::to_string((now - start) / 1000000) + " ms");
 				kill(ch->pid, SIGUSR2); // the child prints where it is
 				usleep(200000);
 				gdb_backtrace(ch->pid);
@@ -199,11 +209,13 @@ private:
 		bool in_call = ch.p->start_ns.load() != 0;
 		char line[512];
 		snprintf(line, sizeof(line),
-			 "SCRIBBLE-FAIL type=%s kind=%s child=%s %s=%s calls=%" PRIu64 " seed=%" PRIu64 ": %s\n"
+			 "SCRIBBLE-FAIL type=%s kind=%s child=%s %s=%s calls=%" PRIu64
+			 " seed=%" PRIu64 ": %s\n"
 			 "  replay: BPFMAP_SCRIBBLE_SEED=%" PRIu64 " BPFMAP_SCRIBBLE_ROUNDS=1 "
 			 "scribble_test --gtest_filter='*/%s'\n",
-			 c_.name, kind, ch.role, in_call ? "op" : "after", o < OP_COUNT ? OP_NAMES[o] : "?", ch.p->calls.load(), seed_,
-			 what.c_str(), seed_, c_.name);
+			 c_.name, kind, ch.role, in_call ? "op" : "after",
+			 o < OP_COUNT ? OP_NAMES[o] : "?", ch.p->calls.load(), seed_, what.c_str(),
+			 seed_, c_.name);
 		fputs(line, stderr);
 		res_.report += line + strlen("SCRIBBLE-FAIL ");
 		if (const char *path = getenv("BPFMAP_SCRIBBLE_FAILURES"))
@@ -224,12 +236,15 @@ private:
 // map's own mmap rules).
 class scribbler {
 public:
-	scribbler(int fd, uint64_t seed) : fd_(fd), rng_(seed)
+	scribbler(int fd, uint64_t seed)
+	    : fd_(fd)
+	    , rng_(seed)
 	{
 		size_ = static_cast<size_t>(lseek(fd, 0, SEEK_END));
 		if (rng_() & 1) {
-			void *p = reinterpret_cast<void *>(
-				syscall(SYS_mmap, nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+			void *p = reinterpret_cast<void *>(syscall(SYS_mmap, nullptr, size_,
+								   PROT_READ | PROT_WRITE,
+								   MAP_SHARED, fd, 0));
 			if (p != MAP_FAILED)
 				mem_ = static_cast<char *>(p);
 		}
@@ -325,8 +340,9 @@ void print_stats(const map_case &c, const shared_page &sh)
 	for (unsigned o = 1; o < OP_COUNT; o++) {
 		const progress &w = sh.worker, &a = sh.attacher;
 		if (w.op_calls[o] || a.op_calls[o])
-			fprintf(stderr, "  %-24s %8u/%-8u %8u/%-8u\n", OP_NAMES[o], w.op_calls[o].load(),
-				w.op_errors[o].load(), a.op_calls[o].load(), a.op_errors[o].load());
+			fprintf(stderr, "  %-24s %8u/%-8u %8u/%-8u\n", OP_NAMES[o],
+				w.op_calls[o].load(), w.op_errors[o].load(), a.op_calls[o].load(),
+				a.op_errors[o].load());
 	}
 }
 
@@ -335,7 +351,8 @@ void print_stats(const map_case &c, const shared_page &sh)
 // children's progress (a worker once read a stop it was never sent).
 shared_page *shared_page_new()
 {
-	void *p = mmap(nullptr, 3 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	void *p =
+		mmap(nullptr, 3 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
 		return nullptr;
 	char *mid = static_cast<char *>(p) + PAGE;
@@ -348,7 +365,8 @@ void shared_page_free(shared_page *sh) { munmap(reinterpret_cast<char *>(sh) - P
 
 int create_map(const map_case &c)
 {
-	return map_create(c.type, c.key_size, c.value_size, c.max_entries, c.flags, "scribble", c.extra);
+	return map_create(c.type, c.key_size, c.value_size, c.max_entries, c.flags, "scribble",
+			  c.extra);
 }
 
 uint32_t map_id_of(int fd)
@@ -473,7 +491,8 @@ round_result run_round(const map_case &c, int round, uint64_t seed, uint64_t ms)
 
 uint64_t base_seed()
 {
-	static const uint64_t s = env_u64("BPFMAP_SCRIBBLE_SEED", 0) ?: splitmix(now_ns() ^ getpid());
+	static const uint64_t s =
+		env_u64("BPFMAP_SCRIBBLE_SEED", 0) ?: splitmix(now_ns() ^ getpid());
 	return s;
 }
 
@@ -486,7 +505,8 @@ protected:
 	void SetUp() override
 	{
 #if defined(__SANITIZE_THREAD__)
-		GTEST_SKIP() << "single-threaded processes racing through shared memory: nothing for TSan";
+		GTEST_SKIP() << "single-threaded processes racing through shared memory: nothing "
+				"for TSan";
 #endif
 	}
 };
@@ -500,7 +520,8 @@ TEST_P(Scribble, Rounds)
 	int failed_rounds = 0;
 	for (int r = 0; r < rounds; r++) {
 		// Round 0 runs with the seed given, so that a failed round replays alone.
-		uint64_t seed = r == 0 ? base_seed() : splitmix(base_seed() + r * 0x9e3779b97f4a7c15ull);
+		uint64_t seed =
+			r == 0 ? base_seed() : splitmix(base_seed() + r * 0x9e3779b97f4a7c15ull);
 		round_result res = run_round(c, r, seed, ms);
 		total.crash += res.crash;
 		total.hang += res.hang;
@@ -513,8 +534,10 @@ TEST_P(Scribble, Rounds)
 		}
 	}
 	fprintf(stderr,
-		"SCRIBBLE-SUMMARY type=%s rounds=%d failed=%d crash=%d hang=%d exit=%d oob=%d calls=%" PRIu64 "\n",
-		c.name, rounds, failed_rounds, total.crash, total.hang, total.exit, total.oob, total.calls);
+		"SCRIBBLE-SUMMARY type=%s rounds=%d failed=%d crash=%d hang=%d exit=%d oob=%d "
+		"calls=%" PRIu64 "\n",
+		c.name, rounds, failed_rounds, total.crash, total.hang, total.exit, total.oob,
+		total.calls);
 }
 
 // One word of the header page at a time, then a process that never held the map opens it.
@@ -562,7 +585,8 @@ TEST_P(Scribble, HeaderAttach)
 	for (size_t off = hdr; failures < 16 && off < hdr + 1024; off += 4) {
 		uint32_t orig;
 		s.read_at(off, &orig, 4);
-		uint32_t vals[] = {0, ~0u, orig ^ (1u << (rng() % 32)), 1, 64, static_cast<uint32_t>(rng())};
+		uint32_t vals[] = {0, ~0u, orig ^ (1u << (rng() % 32)),
+				   1, 64,  static_cast<uint32_t>(rng())};
 		// Under the sanitizers (each try several times slower) the first three only.
 		for (size_t i = 0; i < (SANITIZED ? 3 : std::size(vals)); i++) {
 			uint32_t v = vals[i];
@@ -579,7 +603,8 @@ TEST_P(Scribble, HeaderAttach)
 			s.write_at(0, snapshot.data(), snapshot.size());
 			if (!ok) {
 				char at[96];
-				snprintf(at, sizeof(at), "  (header page offset %zu set to %#x)\n", off - hdr, v);
+				snprintf(at, sizeof(at), "  (header page offset %zu set to %#x)\n",
+					 off - hdr, v);
 				fputs(at, stderr);
 				res.report += at;
 				failures++;
@@ -597,12 +622,15 @@ TEST_P(Scribble, HeaderAttach)
 	unlink(path.c_str());
 	close(fd);
 	EXPECT_FALSE(res.failed()) << res.report;
-	fprintf(stderr, "SCRIBBLE-SUMMARY type=%s header-attach tries=%u crash=%d hang=%d exit=%d oob=%d\n",
+	fprintf(stderr,
+		"SCRIBBLE-SUMMARY type=%s header-attach tries=%u crash=%d hang=%d exit=%d oob=%d\n",
 		c.name, tries, res.crash, res.hang, res.exit, res.oob);
 	shared_page_free(sh);
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, Scribble, testing::ValuesIn(CASES),
-			 [](const testing::TestParamInfo<map_case> &i) { return std::string(i.param.name); });
+			 [](const testing::TestParamInfo<map_case> &i) {
+				 return std::string(i.param.name);
+			 });
 } // namespace
 } // namespace scribble

@@ -81,10 +81,12 @@ TEST(Stress, LpmReadersAlwaysFindTheStablePrefix)
 			std::mt19937 rng(100 + t);
 			while (!stop.load(std::memory_order_relaxed)) {
 				uint32_t i = rng() % 256;
-				lpm_key4 k = lpm_key_of(0x0a000000u | i << 16 | (rng() & 0xffff), 32);
+				lpm_key4 k =
+					lpm_key_of(0x0a000000u | i << 16 | (rng() & 0xffff), 32);
 				uint64_t v = 0;
 				if (t == 0) {
-					auto *p = static_cast<uint64_t *>(bpfmap_map_lookup_elem(m, &k));
+					auto *p = static_cast<uint64_t *>(
+						bpfmap_map_lookup_elem(m, &k));
 					v = p ? *p : ~0ull;
 				} else if (lookup(fd, &k, &v) != 0) {
 					v = ~0ull;
@@ -154,7 +156,8 @@ TEST(Stress, KilledLpmWriterMidTableRewrite)
 				memcpy(&a, h.data, 4);
 				a = __builtin_bswap32(a);
 				uint32_t mask = h.prefixlen ? ~(~0u >> h.prefixlen) : 0;
-				if ((a & mask) == (addr & mask) && (!best || h.prefixlen > best->prefixlen))
+				if ((a & mask) == (addr & mask) &&
+				    (!best || h.prefixlen > best->prefixlen))
 					best = &h;
 			}
 			lpm_key4 q = lpm_key_of(addr, 32);

@@ -118,7 +118,8 @@ TEST(Stress, LruPastCapacityKeepsHotKeysAndBounds)
 		for (int t = 0; t < 4 - LRU_CHILDREN; t++)
 			threads.emplace_back([&, t] {
 				lru_seen s = LRU_CHILDREN ? lru_worker(fd, max, 200 + t, &stop, -1)
-							  : lru_worker(fd, max, 200 + t, &never, 5000 * SCALE);
+							  : lru_worker(fd, max, 200 + t, &never,
+								       5000 * SCALE);
 				std::lock_guard<std::mutex> g(seen_lock);
 				seen += s;
 			});
@@ -136,7 +137,8 @@ TEST(Stress, LruPastCapacityKeepsHotKeysAndBounds)
 		EXPECT_LE(count_keys(fd), max);
 		for (uint32_t k = 0; k < LRU_HOT; k++) {
 			lru_value out;
-			EXPECT_EQ(lookup(fd, &k, &out), 0) << "hot key " << k << " was evicted (flags " << flags << ")";
+			EXPECT_EQ(lookup(fd, &k, &out), 0)
+				<< "hot key " << k << " was evicted (flags " << flags << ")";
 			EXPECT_TRUE(lru_value_ok(out, k));
 		}
 		close(fd);
@@ -155,7 +157,8 @@ TEST(Stress, KilledLruWritersNeverWedgeTheMap)
 		lru_seen s;
 		// Count as it goes: the kill comes at any moment.
 		for (int i = 0;; i++) {
-			s = lru_worker(fd, max, static_cast<uint32_t>(round * 100000 + i), &never, 100);
+			s = lru_worker(fd, max, static_cast<uint32_t>(round * 100000 + i), &never,
+				       100);
 			*bad += s.wrong + s.bad_returns;
 		}
 	});
@@ -218,10 +221,11 @@ void lru_hits_race(uint32_t type, uint32_t flags)
 		lru_value v;
 		auto *words = static_cast<const uint64_t *>(p);
 		for (int i = 0; i < 4; i++)
-			reinterpret_cast<uint64_t *>(&v)[i] = __atomic_load_n(words + i, __ATOMIC_RELAXED);
+			reinterpret_cast<uint64_t *>(&v)[i] =
+				__atomic_load_n(words + i, __ATOMIC_RELAXED);
 		uint64_t w = v.id >> 32, n = v.id & 0xffffffffu;
-		if (v.key < domain && lru_value_ok(v, static_cast<uint32_t>(v.key)) && w < WRITERS &&
-		    n < per_writer)
+		if (v.key < domain && lru_value_ok(v, static_cast<uint32_t>(v.key)) &&
+		    w < WRITERS && n < per_writer)
 			seen[w][n].store(1, std::memory_order_relaxed);
 	};
 	std::vector<std::thread> threads;
@@ -232,7 +236,8 @@ void lru_hits_race(uint32_t type, uint32_t flags)
 			uint32_t n = 0;
 			// One update, numbered n: r is what it returned, ok whether r was allowed.
 			auto one = [&](uint32_t k, uint64_t flags) {
-				std::fill(v.begin(), v.end(), lru_value_of(k, uint64_t{w} << 32 | n));
+				std::fill(v.begin(), v.end(),
+					  lru_value_of(k, uint64_t{w} << 32 | n));
 				long r = update(fd, &k, v.data(), flags);
 				bool ok = r == 0 || (flags == u::BPF_NOEXIST && r == -EEXIST) ||
 					  (flags == u::BPF_EXIST && r == -ENOENT);
@@ -337,10 +342,7 @@ void lru_hits_race(uint32_t type, uint32_t flags)
 	close(fd);
 }
 
-TEST(Stress, LruHitsAreValuesOfSuccessfulUpdates)
-{
-	lru_hits_race(u::MAP_TYPE_LRU_HASH, 0);
-}
+TEST(Stress, LruHitsAreValuesOfSuccessfulUpdates) { lru_hits_race(u::MAP_TYPE_LRU_HASH, 0); }
 
 TEST(Stress, NoCommonLruHitsAreValuesOfSuccessfulUpdates)
 {

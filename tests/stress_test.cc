@@ -23,7 +23,6 @@ using namespace bpfmap::test;
 
 namespace {
 
-
 // Large enough that a copy takes long and an element is reused while being read.
 struct wide_value {
 	uint64_t w[512];
@@ -224,7 +223,8 @@ void churn_then_fill(uint32_t type, uint32_t flags)
 				for (uint32_t i = 0; i < per_thread; i++) {
 					uint32_t k = t * per_thread + i;
 					std::vector<uint64_t> out(words);
-					if (lookup(fd, &k, out.data()) != 0 || out[0] != value_of(k, round)[0])
+					if (lookup(fd, &k, out.data()) != 0 ||
+					    out[0] != value_of(k, round)[0])
 						errors++;
 					if (rng() % 3 == 0) {
 						errors += del(fd, &k) != 0;
@@ -252,10 +252,7 @@ void churn_then_fill(uint32_t type, uint32_t flags)
 	close(fd);
 }
 
-TEST(Stress, PercpuPoolNeverLosesAFreeElement)
-{
-	churn_then_fill(u::MAP_TYPE_PERCPU_HASH, 0);
-}
+TEST(Stress, PercpuPoolNeverLosesAFreeElement) { churn_then_fill(u::MAP_TYPE_PERCPU_HASH, 0); }
 
 TEST(Stress, NoPreallocPoolNeverLosesAFreeElement)
 {
@@ -348,7 +345,8 @@ template <uint32_t TYPE> void lookup_batch_under_writers()
 		writers.emplace_back([&, t] {
 			std::mt19937 rng(t);
 			std::vector<uint64_t> w(words * slots);
-			for (uint32_t version = 1; !stop.load(std::memory_order_relaxed); version++) {
+			for (uint32_t version = 1; !stop.load(std::memory_order_relaxed);
+			     version++) {
 				uint32_t k = rng() % n;
 				fill(w, k, version << 1 | t);
 				long r;
@@ -432,7 +430,8 @@ TEST(Stress, FullMapNeverHoldsMoreThanMaxEntries)
 				if (r != 0 && r != -E2BIG && r != ENOENT)
 					bad++;
 				uint64_t out;
-				if (lookup(fd, &k, &out) == 0 && (out >> 40 != k || (out & 0xff) > 3))
+				if (lookup(fd, &k, &out) == 0 &&
+				    (out >> 40 != k || (out & 0xff) > 3))
 					bad++;
 			}
 		});
@@ -584,7 +583,8 @@ TEST(Stress, FreezeNeverOverlapsAWritableMapping)
 		std::atomic<int> bad{0};
 		std::vector<std::thread> mappers;
 		for (int t = 0; t < 2; t++)
-			mappers.emplace_back([&] { bad += map_write_unmap_until_frozen(fd, &stop); });
+			mappers.emplace_back(
+				[&] { bad += map_write_unmap_until_frozen(fd, &stop); });
 		long err;
 		int busy = 0;
 		alarm(60); // a freeze that can never win would hang here

@@ -53,7 +53,8 @@ TEST(Attr, WriteBackIntoANullAttrFaults)
 	ASSERT_GE(fd, 0);
 	for (void *attr : {static_cast<void *>(nullptr), reinterpret_cast<void *>(16)}) {
 		errno = 0;
-		EXPECT_EQ(bpfmap_bpf(u::MAP_GET_NEXT_ID, static_cast<union bpf_attr *>(attr), 0), -1);
+		EXPECT_EQ(bpfmap_bpf(u::MAP_GET_NEXT_ID, static_cast<union bpf_attr *>(attr), 0),
+			  -1);
 		EXPECT_EQ(errno, EFAULT);
 	}
 	close(fd);
@@ -310,7 +311,8 @@ TEST(Pin, AnotherUserCannotOpenAPin)
 	ASSERT_EQ(waitpid(pid, &status, 0), pid);
 	chmod(root.c_str(), st.st_mode & 07777);
 	ASSERT_TRUE(WIFEXITED(status));
-	EXPECT_EQ(WEXITSTATUS(status), 0) << "OBJ_GET calls that did not give EACCES (10: setuid failed)";
+	EXPECT_EQ(WEXITSTATUS(status), 0)
+		<< "OBJ_GET calls that did not give EACCES (10: setuid failed)";
 	// The owner still can.
 	long again = get(path);
 	EXPECT_GE(again, 0);
@@ -589,7 +591,8 @@ TEST(Share, SeparateProgramOpensThePin)
 	ASSERT_EQ(update(fd, &k, &v), 0);
 	const char *argv[] = {PIN_PEER, path, nullptr};
 	pid_t pid;
-	ASSERT_EQ(posix_spawn(&pid, PIN_PEER, nullptr, nullptr, const_cast<char **>(argv), environ), 0);
+	ASSERT_EQ(posix_spawn(&pid, PIN_PEER, nullptr, nullptr, const_cast<char **>(argv), environ),
+		  0);
 	int status;
 	ASSERT_EQ(waitpid(pid, &status, 0), pid);
 	ASSERT_TRUE(WIFEXITED(status));

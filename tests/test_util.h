@@ -34,8 +34,8 @@ inline long sys(int cmd, u::bpf_attr &attr, unsigned size = sizeof(u::bpf_attr))
 	return r < 0 ? -errno : r;
 }
 
-inline int map_create(uint32_t type, uint32_t key, uint32_t value, uint32_t max,
-		      uint32_t flags = 0, const char *name = "", uint64_t map_extra = 0)
+inline int map_create(uint32_t type, uint32_t key, uint32_t value, uint32_t max, uint32_t flags = 0,
+		      const char *name = "", uint64_t map_extra = 0)
 {
 	u::bpf_attr a{};
 	a.map_create.map_type = type;

@@ -78,7 +78,7 @@ constexpr uint32_t F_NO_PREALLOC = 0x1, F_NO_COMMON_LRU = 0x2, F_NUMA_NODE = 0x4
 
 constexpr uint64_t U_ANY = 0, U_NOEXIST = 1, U_EXIST = 2, U_LOCK = 4;
 
-constexpr size_t KATTR = 168;    // sizeof(union bpf_attr) on 6.18
+constexpr size_t KATTR = 168;	  // sizeof(union bpf_attr) on 6.18
 constexpr size_t INFO_SIZE = 104; // sizeof(struct bpf_map_info) on 6.18
 constexpr int ENOTSUPP_ = 524;
 constexpr size_t PAGE = 4096;
@@ -86,8 +86,8 @@ constexpr size_t PAGE = 4096;
 // MAP_CREATE offsets
 constexpr size_t MC_TYPE = 0, MC_KEY = 4, MC_VALUE = 8, MC_MAX = 12, MC_FLAGS = 16, MC_INNER = 20,
 		 MC_NUMA = 24, MC_NAME = 28, MC_IFINDEX = 44, MC_BTF_FD = 48, MC_BTF_KEY = 52,
-		 MC_BTF_VALUE = 56, MC_BTF_VMLINUX = 60, MC_EXTRA = 64, MC_VTYPE_FD = 72, MC_TOKEN = 76,
-		 MC_EXCL = 80, MC_EXCL_SIZE = 88, MC_END = 92;
+		 MC_BTF_VALUE = 56, MC_BTF_VMLINUX = 60, MC_EXTRA = 64, MC_VTYPE_FD = 72,
+		 MC_TOKEN = 76, MC_EXCL = 80, MC_EXCL_SIZE = 88, MC_END = 92;
 // batch offsets
 constexpr size_t B_IN = 0, B_OUT = 8, B_KEYS = 16, B_VALUES = 24, B_COUNT = 32, B_FD = 36,
 		 B_ELEM_FLAGS = 40, B_FLAGS = 48;
@@ -96,8 +96,14 @@ constexpr size_t E_FD = 0, E_KEY = 8, E_VALUE = 16, E_FLAGS = 24;
 // OBJ_GET_INFO_BY_FD offsets
 constexpr size_t I_FD = 0, I_LEN = 4, I_INFO = 8;
 
-inline void put32(std::vector<uint8_t> &b, size_t off, uint32_t v) { memcpy(b.data() + off, &v, 4); }
-inline void put64(std::vector<uint8_t> &b, size_t off, uint64_t v) { memcpy(b.data() + off, &v, 8); }
+inline void put32(std::vector<uint8_t> &b, size_t off, uint32_t v)
+{
+	memcpy(b.data() + off, &v, 4);
+}
+inline void put64(std::vector<uint8_t> &b, size_t off, uint64_t v)
+{
+	memcpy(b.data() + off, &v, 8);
+}
 inline uint32_t get32(const std::vector<uint8_t> &b, size_t off)
 {
 	uint32_t v;
@@ -106,6 +112,9 @@ inline uint32_t get32(const std::vector<uint8_t> &b, size_t off)
 }
 
 // bpf(2) on the running kernel: the result, errno set on failure.
-inline long kernel_bpf(int cmd, void *attr, unsigned size) { return syscall(__NR_bpf, cmd, attr, size); }
+inline long kernel_bpf(int cmd, void *attr, unsigned size)
+{
+	return syscall(__NR_bpf, cmd, attr, size);
+}
 
 } // namespace uapi618

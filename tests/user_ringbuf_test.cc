@@ -34,7 +34,8 @@ TEST(UserRingbuf, ProducerAndDrain)
 	bpfmap::UserRingProducer prod;
 	ASSERT_EQ(bpfmap::UserRingProducer::open(fd, prod), 0);
 	RingProducer wrong;
-	EXPECT_EQ(RingProducer::open(fd, wrong), EINVAL) << "a user ring takes no program-side records";
+	EXPECT_EQ(RingProducer::open(fd, wrong), EINVAL)
+		<< "a user ring takes no program-side records";
 	EXPECT_EQ(bpfmap_ringbuf_reserve(m, 8, 0), nullptr);
 	int err = 0;
 	EXPECT_EQ(prod.reserve(4 * PAGE, &err), nullptr);
@@ -51,10 +52,12 @@ TEST(UserRingbuf, ProducerAndDrain)
 	drained d;
 	d.stop_after = 1;
 	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 4), -EINVAL);
-	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 0), 2) << "stops after the record that returned 1";
+	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 0), 2)
+		<< "stops after the record that returned 1";
 	EXPECT_EQ(d.recs, (std::vector<std::string>{"aaa", "bbbb"}));
 	d = drained{};
-	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 0), 2) << "the discarded record is skipped, not counted";
+	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 0), 2)
+		<< "the discarded record is skipped, not counted";
 	EXPECT_EQ(d.recs, (std::vector<std::string>{"dddddd", "eeeeeee"}));
 	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 0), 0);
 	// A drain from inside a drain: EBUSY.
@@ -104,7 +107,8 @@ TEST(UserRingbuf, BadHeadersFailTheDrain)
 	__atomic_store_n(prod_pos, 8008, __ATOMIC_RELEASE);
 	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 0), -E2BIG);
 	__atomic_store_n(prod_pos, 12, __ATOMIC_RELEASE);
-	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 0), -EINVAL) << "producer_pos not 8-aligned";
+	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 0), -EINVAL)
+		<< "producer_pos not 8-aligned";
 	hdr[0] = 8;
 	__atomic_store_n(prod_pos, 16, __ATOMIC_RELEASE);
 	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 0), 1);
@@ -153,8 +157,9 @@ TEST(UserRingbuf, ConcurrentDrainersNeverOverlap)
 	int fd = map_create(USER_RINGBUF, 0, 0, 16 * PAGE);
 	ASSERT_GE(fd, 0);
 	bpfmap_map *m = bpfmap_map_get(fd);
-	auto *dc = static_cast<drain_check *>(
-		mmap(nullptr, sizeof(drain_check), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+	auto *dc = static_cast<drain_check *>(mmap(nullptr, sizeof(drain_check),
+						   PROT_READ | PROT_WRITE,
+						   MAP_SHARED | MAP_ANONYMOUS, -1, 0));
 	ASSERT_NE(dc, MAP_FAILED);
 	new (dc) drain_check{};
 	const long total = 20000L * SCALE;
@@ -165,7 +170,8 @@ TEST(UserRingbuf, ConcurrentDrainersNeverOverlap)
 		if (pid == 0) {
 			auto drain = [&] {
 				while (dc->drained.load() < total) {
-					long r = bpfmap_user_ringbuf_drain(m, on_checked_drain, dc, 0);
+					long r = bpfmap_user_ringbuf_drain(m, on_checked_drain, dc,
+									   0);
 					if (r < 0 && r != -EBUSY)
 						_exit(3);
 				}
@@ -241,13 +247,15 @@ TEST(UserRingbuf, ADeadDrainerIsReplaced)
 	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 0), -EBUSY);
 	kill(pid, SIGKILL);
 	waitpid(pid, nullptr, 0);
-	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 0), 2) << "the dead drainer never finished its record";
+	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 0), 2)
+		<< "the dead drainer never finished its record";
 	EXPECT_EQ(d.recs, (std::vector<std::string>{"aaaaaaaa", "bbbbbbbb"}));
 	raw_ring raw(fd);
 	ASSERT_TRUE(raw.p);
 	EXPECT_EQ(raw_ring::get64(raw.busy()), 0u);
 	raw_ring::put64(raw.busy(), uint64_t{0x7fffffff} << 32 | 12345);
-	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 0), 0) << "a corrupt word is no drainer";
+	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 0), 0)
+		<< "a corrupt word is no drainer";
 	raw_ring::put64(raw.busy(), uint64_t{1} << 32 | 1); // init: alive
 	EXPECT_EQ(bpfmap_user_ringbuf_drain(m, on_drain, &d, 0), -EBUSY);
 	raw_ring::put64(raw.busy(), 0);

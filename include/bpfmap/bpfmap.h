@@ -65,7 +65,7 @@ BPFMAP_API uint32_t bpfmap_num_possible_cpus(void);
  * program look up a BPF_F_WRONLY_PROG map and only write through the pointer; bpfmap cannot
  * police accesses through a pointer, so lookup is served for both. */
 BPFMAP_API long bpfmap_map_update_elem(struct bpfmap_map *map, const void *key, const void *value,
-			    uint64_t flags);
+				       uint64_t flags);
 /* Like the bpf_map_delete_elem() helper: 0 or -errno. */
 BPFMAP_API long bpfmap_map_delete_elem(struct bpfmap_map *map, const void *key);
 
@@ -104,7 +104,8 @@ BPFMAP_API uint64_t bpfmap_ringbuf_query(struct bpfmap_map *map, uint64_t flags)
  * waiting for room are woken as flags say (BPF_RB_NO_WAKEUP, BPF_RB_FORCE_WAKEUP, else
  * when at least one record was drained). */
 BPFMAP_API long bpfmap_user_ringbuf_drain(struct bpfmap_map *map,
-					  long (*callback)(const void *data, uint64_t size, void *ctx),
+					  long (*callback)(const void *data, uint64_t size,
+							   void *ctx),
 					  void *ctx, uint64_t flags);
 
 #ifdef __cplusplus

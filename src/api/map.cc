@@ -34,8 +34,12 @@ int elem_call(uapi::bpf_cmd cmd, int fd, const void *key, const void *value, uin
 Map::~Map() { reset(); }
 
 Map::Map(Map &&o) noexcept
-	: fd_(o.fd_), map_(o.map_), key_size_(o.key_size_), value_size_(o.value_size_),
-	  value_bytes_(o.value_bytes_), type_(o.type_)
+    : fd_(o.fd_)
+    , map_(o.map_)
+    , key_size_(o.key_size_)
+    , value_size_(o.value_size_)
+    , value_bytes_(o.value_bytes_)
+    , type_(o.type_)
 {
 	o.fd_ = -1;
 	o.map_ = nullptr;
@@ -134,7 +138,12 @@ int Map::info(MapInfo &out) const
 	attr.info.info = ptr(&info);
 	if (int err = call(uapi::OBJ_GET_INFO_BY_FD, attr))
 		return err;
-	out = {info.type, info.id, info.key_size, info.value_size, info.max_entries, info.map_flags,
+	out = {info.type,
+	       info.id,
+	       info.key_size,
+	       info.value_size,
+	       info.max_entries,
+	       info.map_flags,
 	       std::string(info.name, strnlen(info.name, sizeof(info.name)))};
 	return 0;
 }
@@ -201,7 +210,8 @@ int Map::freeze()
 	return call(uapi::MAP_FREEZE, attr);
 }
 
-Map::key_iterator::key_iterator(const Map *m, bool first) : map_(m)
+Map::key_iterator::key_iterator(const Map *m, bool first)
+    : map_(m)
 {
 	if (!first)
 		return;

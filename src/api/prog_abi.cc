@@ -106,9 +106,15 @@ void *bpfmap_ringbuf_reserve(bpfmap_map *m, uint64_t size, uint64_t flags)
 	return bpfmap::is_ringbuf(map) ? bpfmap::ringbuf_reserve(map, size, flags) : nullptr;
 }
 
-void bpfmap_ringbuf_submit(void *data, uint64_t flags) { bpfmap::ringbuf_commit(data, flags, false); }
+void bpfmap_ringbuf_submit(void *data, uint64_t flags)
+{
+	bpfmap::ringbuf_commit(data, flags, false);
+}
 
-void bpfmap_ringbuf_discard(void *data, uint64_t flags) { bpfmap::ringbuf_commit(data, flags, true); }
+void bpfmap_ringbuf_discard(void *data, uint64_t flags)
+{
+	bpfmap::ringbuf_commit(data, flags, true);
+}
 
 long bpfmap_ringbuf_output(bpfmap_map *m, const void *data, uint64_t size, uint64_t flags)
 {
@@ -129,7 +135,9 @@ uint64_t bpfmap_ringbuf_query(bpfmap_map *m, uint64_t flags)
 {
 	bpf_map *map = to_map(m);
 	// Either type, where the kernel's verifier takes a RINGBUF only.
-	return bpfmap::is_ringbuf(map) || bpfmap::is_user_ringbuf(map) ? bpfmap::ringbuf_query(map, flags) : 0;
+	return bpfmap::is_ringbuf(map) || bpfmap::is_user_ringbuf(map)
+		       ? bpfmap::ringbuf_query(map, flags)
+		       : 0;
 }
 
 } // extern "C"

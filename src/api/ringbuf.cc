@@ -61,7 +61,8 @@ int ms_left(deadline_t deadline, int timeout_ms)
 {
 	if (timeout_ms < 0)
 		return -1;
-	auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+	auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+		deadline - std::chrono::steady_clock::now());
 	return static_cast<int>(std::max<int64_t>(0, left.count()));
 }
 
@@ -93,8 +94,9 @@ detail::ring_handle::~ring_handle()
 }
 
 detail::ring_handle::ring_handle(ring_handle &&o) noexcept
-	: map(std::exchange(o.map, nullptr)), wake_fd(std::exchange(o.wake_fd, -1)),
-	  slot(std::exchange(o.slot, -1))
+    : map(std::exchange(o.map, nullptr))
+    , wake_fd(std::exchange(o.wake_fd, -1))
+    , slot(std::exchange(o.slot, -1))
 {
 }
 

@@ -31,8 +31,7 @@ uint64_t user_elem(uint64_t base, size_t i, size_t size) { return base + i * siz
 
 } // namespace
 
-int generic_map_lookup_batch(bpf_map *map, const uapi::batch_attr &attr,
-			     uapi::batch_attr *uattr)
+int generic_map_lookup_batch(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uattr)
 {
 	int err = batch_begin(attr, uattr);
 	if (err <= 0)
@@ -62,10 +61,8 @@ int generic_map_lookup_batch(bpf_map *map, const uapi::batch_attr &attr,
 		if (!err) {
 			skipped = 0;
 			// A key deleted between the two steps is skipped, as since 6.14.
-			if ((err = copy_to_user(user_elem(attr.keys, cp, ks),
-						key, ks)) ||
-			    (err = copy_to_user(user_elem(attr.values, cp, vs),
-						value, vs)))
+			if ((err = copy_to_user(user_elem(attr.keys, cp, ks), key, ks)) ||
+			    (err = copy_to_user(user_elem(attr.values, cp, vs), value, vs)))
 				return err;
 			cp++;
 		}
@@ -81,8 +78,7 @@ int generic_map_lookup_batch(bpf_map *map, const uapi::batch_attr &attr,
 	return err;
 }
 
-int generic_map_update_batch(bpf_map *map, const uapi::batch_attr &attr,
-			     uapi::batch_attr *uattr)
+int generic_map_update_batch(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uattr)
 {
 	int err = batch_begin(attr, uattr);
 	if (err <= 0)
@@ -93,8 +89,7 @@ int generic_map_update_batch(bpf_map *map, const uapi::batch_attr &attr,
 	uint32_t cp;
 	for (cp = 0; cp < attr.count; cp++) {
 		if ((err = copy_from_user(key, user_elem(attr.keys, cp, ks), ks)) ||
-		    (err = copy_from_user(value, user_elem(attr.values, cp, vs),
-					  vs)))
+		    (err = copy_from_user(value, user_elem(attr.values, cp, vs), vs)))
 			break;
 		if ((err = map->ops->map_update_value(map, key, value, attr.elem_flags)))
 			break;
@@ -103,8 +98,7 @@ int generic_map_update_batch(bpf_map *map, const uapi::batch_attr &attr,
 	return err;
 }
 
-int generic_map_delete_batch(bpf_map *map, const uapi::batch_attr &attr,
-			     uapi::batch_attr *uattr)
+int generic_map_delete_batch(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uattr)
 {
 	int err = batch_begin(attr, uattr);
 	if (err <= 0)
@@ -113,8 +107,7 @@ int generic_map_delete_batch(bpf_map *map, const uapi::batch_attr &attr,
 	std::vector<unsigned char> key(ks);
 	uint32_t cp;
 	for (cp = 0; cp < attr.count; cp++) {
-		if ((err = copy_from_user(key.data(),
-					  user_elem(attr.keys, cp, ks), ks)))
+		if ((err = copy_from_user(key.data(), user_elem(attr.keys, cp, ks), ks)))
 			break;
 		if ((err = map->ops->map_delete_elem(map, key.data())))
 			break;

@@ -9,12 +9,9 @@
 
 namespace bpfmap {
 
-int generic_map_lookup_batch(bpf_map *map, const uapi::batch_attr &attr,
-			     uapi::batch_attr *uattr);
-int generic_map_update_batch(bpf_map *map, const uapi::batch_attr &attr,
-			     uapi::batch_attr *uattr);
-int generic_map_delete_batch(bpf_map *map, const uapi::batch_attr &attr,
-			     uapi::batch_attr *uattr);
+int generic_map_lookup_batch(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uattr);
+int generic_map_update_batch(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uattr);
+int generic_map_delete_batch(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uattr);
 
 // elem_flags: only BPF_F_LOCK is defined, and no map records a bpf_spin_lock in its value yet.
 int batch_check_elem_flags(uint64_t elem_flags);

@@ -8,10 +8,10 @@
 namespace bpfmap::btf {
 namespace {
 
-constexpr uint32_t INFO_MASK = 0x9f00ffff;   // vlen, kind, kind_flag
+constexpr uint32_t INFO_MASK = 0x9f00ffff; // vlen, kind, kind_flag
 constexpr uint32_t MAX_NAME_OFFSET = 0xffffff;
 constexpr uint32_t MAX_TYPE = 0xfffff;
-constexpr size_t TYPE_SIZE = 12;              // struct btf_type
+constexpr size_t TYPE_SIZE = 12; // struct btf_type
 constexpr int MAX_RESOLVE_DEPTH = 32;
 
 struct header {
@@ -38,13 +38,19 @@ int fail(std::string *why, const char *reason, int err = -EINVAL)
 int64_t extra_size(uint32_t kind, uint32_t vlen)
 {
 	switch (kind) {
-	case KIND_INT: case KIND_VAR: case KIND_DECL_TAG:
+	case KIND_INT:
+	case KIND_VAR:
+	case KIND_DECL_TAG:
 		return 4;
 	case KIND_ARRAY:
 		return 12;
-	case KIND_STRUCT: case KIND_UNION: case KIND_DATASEC: case KIND_ENUM64:
+	case KIND_STRUCT:
+	case KIND_UNION:
+	case KIND_DATASEC:
+	case KIND_ENUM64:
 		return int64_t{12} * vlen;
-	case KIND_ENUM: case KIND_FUNC_PROTO:
+	case KIND_ENUM:
+	case KIND_FUNC_PROTO:
 		return int64_t{8} * vlen;
 	default:
 		return 0;
@@ -71,8 +77,8 @@ type_ref view::type(uint32_t id) const
 {
 	const uint8_t *t = types_base_ + types_[id - 1];
 	uint32_t info = load32(t + 4);
-	return {(info >> 24) & 0x1f, info & 0xffff, load32(t + 8), load32(t), (info >> 31) != 0,
-		t + TYPE_SIZE};
+	return {(info >> 24) & 0x1f, info & 0xffff,	load32(t + 8),
+		load32(t),	     (info >> 31) != 0, t + TYPE_SIZE};
 }
 
 bool view::identifier(uint32_t off, bool section) const
@@ -81,12 +87,14 @@ bool view::identifier(uint32_t off, bool section) const
 		return false;
 	const char *s = strings_ + off;
 	auto head = [&](char c) {
-		return c == '_' || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || (section && c == '.');
+		return c == '_' || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') ||
+		       (section && c == '.');
 	};
 	if (!head(*s))
 		return false;
 	for (s++; *s; s++)
-		if (!head(*s) && !(*s >= '0' && *s <= '9') && !(section && (*s == '.' || *s == '?')))
+		if (!head(*s) && !(*s >= '0' && *s <= '9') &&
+		    !(section && (*s == '.' || *s == '?')))
 			return false;
 	return true;
 }
@@ -98,8 +106,13 @@ bool view::type_size(uint32_t id, uint32_t *size, type_ref *resolved) const
 			return false;
 		type_ref t = type(id);
 		switch (t.kind) {
-		case KIND_INT: case KIND_ENUM: case KIND_ENUM64: case KIND_STRUCT: case KIND_UNION:
-		case KIND_FLOAT: case KIND_DATASEC:
+		case KIND_INT:
+		case KIND_ENUM:
+		case KIND_ENUM64:
+		case KIND_STRUCT:
+		case KIND_UNION:
+		case KIND_FLOAT:
+		case KIND_DATASEC:
 			*size = t.size_or_type;
 			break;
 		case KIND_PTR:
@@ -149,13 +162,18 @@ int view::check_type(uint32_t id, std::string *why) const
 			return fail(why, "int: unsupported encoding");
 		return 0;
 	}
-	case KIND_PTR: case KIND_VOLATILE: case KIND_CONST: case KIND_RESTRICT:
+	case KIND_PTR:
+	case KIND_VOLATILE:
+	case KIND_CONST:
+	case KIND_RESTRICT:
 		if (t.vlen || t.kflag || t.name_off)
 			return fail(why, "modifier: vlen, kind_flag or name set");
 		[[fallthrough]];
-	case KIND_TYPEDEF: case KIND_TYPE_TAG:
+	case KIND_TYPEDEF:
+	case KIND_TYPE_TAG:
 		if ((t.kind == KIND_TYPEDEF || t.kind == KIND_TYPE_TAG) &&
-		    (t.vlen || !identifier(t.name_off, false) || (t.kind == KIND_TYPEDEF && t.kflag)))
+		    (t.vlen || !identifier(t.name_off, false) ||
+		     (t.kind == KIND_TYPEDEF && t.kflag)))
 			return fail(why, "typedef/type_tag: invalid name, vlen or kind_flag");
 		if (t.size_or_type > MAX_TYPE || !valid_id(t.size_or_type))
 			return fail(why, "modifier: invalid type");
@@ -184,7 +202,8 @@ int view::check_type(uint32_t id, std::string *why) const
 			return fail(why, "array: size overflows U32_MAX");
 		return 0;
 	}
-	case KIND_STRUCT: case KIND_UNION:
+	case KIND_STRUCT:
+	case KIND_UNION:
 		if (t.name_off && !identifier(t.name_off, false))
 			return fail(why, "struct: invalid name");
 		for (uint32_t i = 0; i < t.vlen; i++) {
@@ -195,7 +214,8 @@ int view::check_type(uint32_t id, std::string *why) const
 			type_ref mt;
 			if (!valid_id(mtype) || !type_size(mtype, &size, &mt))
 				return fail(why, "member: invalid type");
-			uint32_t bitfield = t.kflag ? moff >> 24 : 0, bit_off = t.kflag ? moff & 0xffffff : moff;
+			uint32_t bitfield = t.kflag ? moff >> 24 : 0,
+				 bit_off = t.kflag ? moff & 0xffffff : moff;
 			uint64_t bits = uint64_t{size} * 8;
 			if (mt.kind == KIND_INT && !t.kflag) {
 				// An int member may sit at any bit: its own bits are what must fit.
@@ -212,7 +232,8 @@ int view::check_type(uint32_t id, std::string *why) const
 				return fail(why, "member exceeds struct_size");
 		}
 		return 0;
-	case KIND_ENUM: case KIND_ENUM64: {
+	case KIND_ENUM:
+	case KIND_ENUM64: {
 		if (!pow2_upto(t.size_or_type, 8))
 			return fail(why, "enum: invalid size");
 		if (t.name_off && !identifier(t.name_off, false))
@@ -240,9 +261,11 @@ int view::check_type(uint32_t id, std::string *why) const
 		if (!valid_id(t.size_or_type))
 			return fail(why, "func_proto: invalid return type");
 		for (uint32_t i = 0; i < t.vlen; i++) {
-			uint32_t pname = load32(t.extra + 8 * i), ptype = load32(t.extra + 8 * i + 4);
+			uint32_t pname = load32(t.extra + 8 * i),
+				 ptype = load32(t.extra + 8 * i + 4);
 			bool varargs = i + 1 == t.vlen && !ptype && !pname;
-			if (!varargs && (!valid_id(ptype) || !ptype || (pname && !identifier(pname, false))))
+			if (!varargs &&
+			    (!valid_id(ptype) || !ptype || (pname && !identifier(pname, false))))
 				return fail(why, "func_proto: invalid arg");
 		}
 		return 0;
@@ -277,7 +300,8 @@ int view::check_type(uint32_t id, std::string *why) const
 		return 0;
 	case KIND_DECL_TAG: {
 		auto idx = static_cast<int32_t>(load32(t.extra));
-		if (t.vlen || !t.name_off || !name_ok(t.name_off) || !strings_[t.name_off] || idx < -1)
+		if (t.vlen || !t.name_off || !name_ok(t.name_off) || !strings_[t.name_off] ||
+		    idx < -1)
 			return fail(why, "decl_tag: invalid name, vlen or component_idx");
 		if (!valid_id(t.size_or_type) || !t.size_or_type)
 			return fail(why, "decl_tag: invalid type");
@@ -312,14 +336,17 @@ int view::parse(const uint8_t *data, size_t size, std::string *why)
 		return fail(why, "no data");
 	// The type and string sections must tile the rest, without gaps or overlap.
 	uint64_t total = 0, expected = size - hdr_len;
-	struct { uint32_t off, len; } secs[2] = {{h.type_off, h.type_len}, {h.str_off, h.str_len}};
+	struct {
+		uint32_t off, len;
+	} secs[2] = {{h.type_off, h.type_len}, {h.str_off, h.str_len}};
 	if (secs[1].off < secs[0].off)
 		std::swap(secs[0], secs[1]);
 	for (auto &s : secs) {
 		if (expected < s.off)
 			return fail(why, "invalid section offset");
 		if (total != s.off)
-			return fail(why, total < s.off ? "unsupported section found" : "section overlap found");
+			return fail(why, total < s.off ? "unsupported section found"
+						       : "section overlap found");
 		if (expected - total < s.len)
 			return fail(why, "total section length too long");
 		total += s.len;

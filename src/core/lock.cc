@@ -26,8 +26,8 @@ struct robust_head {
 };
 
 // Where the kernel looks for a lock's word, relative to the link on the list.
-constexpr long LOCK_FUTEX_OFFSET =
-	static_cast<long>(offsetof(shared_lock, word)) - static_cast<long>(offsetof(shared_lock, link));
+constexpr long LOCK_FUTEX_OFFSET = static_cast<long>(offsetof(shared_lock, word)) -
+				   static_cast<long>(offsetof(shared_lock, link));
 
 // How long a locker spins before it sleeps, and how long a sleep lasts at most: a sleeper
 // wakes at the latest this long after the lock came free, or its holder died, without a
@@ -69,12 +69,12 @@ struct held_lock {
 };
 
 struct thread_state {
-	uint32_t tid;      // 0 until first use, and again in a fork child
+	uint32_t tid; // 0 until first use, and again in a fork child
 	uint32_t tgid;
 	robust_head *head; // this thread's robust list; null if we cannot join it
 	held_lock *held;   // inline_held, or a heap array once more were held
-	held_lock *top;    // past the last entry of held in use (they are oldest first)
-	held_lock *end;    // past the end of held
+	held_lock *top;	   // past the last entry of held in use (they are oldest first)
+	held_lock *end;	   // past the end of held
 	held_lock inline_held[INLINE_HELD];
 
 	uint32_t depth() const { return static_cast<uint32_t>(top - held); }
@@ -215,7 +215,7 @@ int held_index_of_link(const thread_state &me, robust_link *link)
 bool holds_entry(const thread_state &me, robust_link *entry)
 {
 	auto *w = reinterpret_cast<volatile uint32_t *>(reinterpret_cast<char *>(untag(entry)) +
-							 LOCK_FUTEX_OFFSET);
+							LOCK_FUTEX_OFFSET);
 	return (*w & FUTEX_TID_MASK) == me.tid;
 }
 
@@ -248,7 +248,8 @@ robust_link *find_prev(const thread_state &me, robust_head *h, robust_link *targ
 		if (untag(cur) == &h->list)
 			return nullptr;
 		int i = held_index_of_link(me, cur);
-		robust_link *next = i >= 0 ? next_of_held(me, h, static_cast<uint32_t>(i)) : untag(cur)->next;
+		robust_link *next =
+			i >= 0 ? next_of_held(me, h, static_cast<uint32_t>(i)) : untag(cur)->next;
 		if (!next)
 			return nullptr;
 		prev = untag(cur);
@@ -422,7 +423,8 @@ bool parse_mapping(const char *line, mapping *m)
 bool remote_read(uint32_t tid, const void *from, void *to, size_t len)
 {
 	iovec local{to, len}, remote{const_cast<void *>(from), len};
-	return process_vm_readv(static_cast<pid_t>(tid), &local, 1, &remote, 1, 0) == static_cast<ssize_t>(len);
+	return process_vm_readv(static_cast<pid_t>(tid), &local, 1, &remote, 1, 0) ==
+	       static_cast<ssize_t>(len);
 }
 
 // Whether thread tid has a lock on its robust list or pending, the lock's link being at
@@ -491,9 +493,11 @@ enum class verdict { gone, holds, undecided, not_listed };
 		snprintf(path, sizeof(path), "/proc/%u/maps", tid);
 		r = scan_lines(path, [&](const char *line) {
 			mapping m;
-			if (parse_mapping(line, &m) && m.shared && m.ino == mine.ino && m.maj == mine.maj &&
-			    m.min == mine.min && m.off <= file_off && file_off - m.off < m.end - m.start)
-				at[n++] = m.start + (file_off - m.off) + offsetof(shared_lock, link);
+			if (parse_mapping(line, &m) && m.shared && m.ino == mine.ino &&
+			    m.maj == mine.maj && m.min == mine.min && m.off <= file_off &&
+			    file_off - m.off < m.end - m.start)
+				at[n++] =
+					m.start + (file_off - m.off) + offsetof(shared_lock, link);
 			return n == MAX_AT;
 		});
 		if (r < 0)
@@ -554,14 +558,16 @@ long futex(std::atomic<uint32_t> *word, int op, uint32_t val, const timespec *ti
 			not_listed = h == verdict::not_listed ? not_listed + 1 : 0;
 			if (h == verdict::gone || (h == verdict::undecided && now >= give_up_at) ||
 			    not_listed >= NOT_LISTED_CHECKS) {
-				if (l->word.compare_exchange_strong(w, tid, std::memory_order_acquire,
+				if (l->word.compare_exchange_strong(w, tid,
+								    std::memory_order_acquire,
 								    std::memory_order_relaxed))
 					return true;
 				continue;
 			}
-			check_at = monotonic_ns() + (h == verdict::undecided ? FIRST_CHECK_NS
-						     : h == verdict::not_listed ? NOT_LISTED_RECHECK_NS
-										: RECHECK_NS);
+			check_at =
+				monotonic_ns() + (h == verdict::undecided    ? FIRST_CHECK_NS
+						  : h == verdict::not_listed ? NOT_LISTED_RECHECK_NS
+									     : RECHECK_NS);
 		}
 		l->sleepers.fetch_add(1, std::memory_order_seq_cst);
 		timespec t{0, SLEEP_NS};
@@ -601,7 +607,8 @@ bool shared_lock::lock()
 	}
 	uint32_t w = 0;
 	bool died = false;
-	if (!word.compare_exchange_strong(w, self.tid, std::memory_order_acquire, std::memory_order_relaxed))
+	if (!word.compare_exchange_strong(w, self.tid, std::memory_order_acquire,
+					  std::memory_order_relaxed))
 		died = acquire_slow(this, self.tid);
 	if (h) {
 		// Taken over from this very thread (the word named it): it is linked already.

@@ -72,7 +72,11 @@ bool thread_alive(thread_id t);
 
 class lock_guard {
 public:
-	explicit lock_guard(shared_lock &l) : l_(l), owner_died_(l_.lock()) {}
+	explicit lock_guard(shared_lock &l)
+	    : l_(l)
+	    , owner_died_(l_.lock())
+	{
+	}
 	~lock_guard() { l_.unlock(); }
 	bool owner_died() const { return owner_died_; }
 	lock_guard(const lock_guard &) = delete;

@@ -59,7 +59,12 @@ struct ctx {
 	uint32_t nr_scans;
 	uint32_t local_cpu = 0; // the CPU whose local free list move_to_free(LRU_LOCAL_FREE) fills
 
-	explicit ctx(bpf_lru *l) : lru(l), L{l->nodes, l->n_nodes}, nr_scans(l->nr_scans) {}
+	explicit ctx(bpf_lru *l)
+	    : lru(l)
+	    , L{l->nodes, l->n_nodes}
+	    , nr_scans(l->nr_scans)
+	{
+	}
 
 	// The heads of a list set's lists and of a CPU's local lists follow from the layout
 	// (lru_layout): computed, never read from the region. A ctx works on one list set at
@@ -118,7 +123,10 @@ struct ctx {
 	}
 	bool is_ref(uint32_t i) { return lru_ref(lru, i).load(std::memory_order_relaxed); }
 	void clear_ref(uint32_t i) { lru_ref(lru, i).store(0, std::memory_order_relaxed); }
-	bool pending_free(uint32_t i) { return node(i).pending_free.load(std::memory_order_relaxed); }
+	bool pending_free(uint32_t i)
+	{
+		return node(i).pending_free.load(std::memory_order_relaxed);
+	}
 	bool del_from_htab(uint32_t i) { return lru->del_from_htab(lru->del_arg, i); }
 	// Walks that may cover a whole list stop after this many steps.
 	uint32_t max_steps() const { return L.total; }
@@ -258,7 +266,8 @@ struct ctx {
 	{
 		if (uint32_t done = shrink_inactive(l, want, free_list, free_type))
 			return done;
-		uint32_t head = L.empty(set_head(LRU_INACTIVE)) ? set_head(LRU_ACTIVE) : set_head(LRU_INACTIVE);
+		uint32_t head = L.empty(set_head(LRU_INACTIVE)) ? set_head(LRU_ACTIVE)
+								: set_head(LRU_INACTIVE);
 		uint32_t steps = 0;
 		for (uint32_t x = L.prev(head); is_elem(x) && ++steps <= max_steps();) {
 			uint32_t before = L.prev(x);
@@ -339,8 +348,10 @@ struct ctx {
 	{
 		for (bool force : {false, true}) {
 			uint32_t head = pending_head(cpu), steps = 0;
-			for (uint32_t x = L.prev(head); is_elem(x) && ++steps <= max_steps(); x = L.prev(x)) {
-				if ((!is_ref(x) || force) && (pending_free(x) || del_from_htab(x))) {
+			for (uint32_t x = L.prev(head); is_elem(x) && ++steps <= max_steps();
+			     x = L.prev(x)) {
+				if ((!is_ref(x) || force) &&
+				    (pending_free(x) || del_from_htab(x))) {
 					L.del(x);
 					return x;
 				}
@@ -387,7 +398,8 @@ struct ctx {
 		}
 		// Nothing here or globally: steal from the CPUs' local lists, round robin from
 		// where this CPU stopped last time.
-		uint32_t first = loc->next_steal.load(std::memory_order_relaxed) % lru->nr_cpus, steal = first;
+		uint32_t first = loc->next_steal.load(std::memory_order_relaxed) % lru->nr_cpus,
+			 steal = first;
 		do {
 			lru_local *victim = &lru->locals[steal];
 			{
@@ -545,8 +557,8 @@ void lru_init(void *mem, uint32_t n, uint32_t nr_cpus, bool percpu)
 	}
 }
 
-void lru_attach(bpf_lru *lru, void *mem, uint32_t n, uint32_t nr_cpus, bool percpu,
-		char *ref_base, size_t ref_stride, bool (*del_from_htab)(void *, uint32_t), void *arg)
+void lru_attach(bpf_lru *lru, void *mem, uint32_t n, uint32_t nr_cpus, bool percpu, char *ref_base,
+		size_t ref_stride, bool (*del_from_htab)(void *, uint32_t), void *arg)
 {
 	layout y = lru_layout(n, nr_cpus, percpu);
 	char *base = static_cast<char *>(mem);

@@ -70,7 +70,7 @@ static_assert(sizeof(lru_node) == 16);
 // One list set: the common LRU's global lists, or one CPU's lists in a per-CPU LRU.
 struct alignas(64) lru_list {
 	shared_lock lock;
-	uint32_t head[3]; // indexed by LRU_ACTIVE, LRU_INACTIVE, LRU_FREE
+	uint32_t head[3];  // indexed by LRU_ACTIVE, LRU_INACTIVE, LRU_FREE
 	uint32_t count[2]; // active and inactive nodes
 	uint32_t next_inactive_rotation;
 };
@@ -114,8 +114,8 @@ size_t lru_size(uint32_t n, uint32_t nr_cpus, bool percpu);
 void lru_init(void *mem, uint32_t n, uint32_t nr_cpus, bool percpu);
 // Attach to a region lru_init laid out with the same n, nr_cpus and percpu, lru_size(n,
 // nr_cpus, percpu) bytes at mem: the caller's own values, which the handle keeps.
-void lru_attach(bpf_lru *lru, void *mem, uint32_t n, uint32_t nr_cpus, bool percpu,
-		char *ref_base, size_t ref_stride, bool (*del_from_htab)(void *, uint32_t), void *arg);
+void lru_attach(bpf_lru *lru, void *mem, uint32_t n, uint32_t nr_cpus, bool percpu, char *ref_base,
+		size_t ref_stride, bool (*del_from_htab)(void *, uint32_t), void *arg);
 
 // A free node for a new element, evicting if need be: LRU_NIL when none can be had.
 uint32_t lru_pop_free(bpf_lru *lru);

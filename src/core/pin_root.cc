@@ -95,8 +95,9 @@ root_dir::root_dir()
 	struct stat st;
 	if (fd_ < 0) {
 		if (errno == ELOOP || errno == ENOTDIR)
-			why = lstat(root.c_str(), &st) == 0 && S_ISLNK(st.st_mode) ? "a symlink"
-									 : "not a directory";
+			why = lstat(root.c_str(), &st) == 0 && S_ISLNK(st.st_mode)
+				      ? "a symlink"
+				      : "not a directory";
 		else if (errno == EACCES)
 			why = "permission denied";
 		else

@@ -57,13 +57,14 @@ void forget_other_threads()
 
 bool init_rcu()
 {
-	pthread_atfork([] { registry_lock.lock(); }, [] { registry_lock.unlock(); },
-		       [] {
-			       new (&registry_lock) std::mutex;
-			       forget_other_threads();
-			       if (!rcu_readers_need_fence)
-				       register_membarrier(); // the registration is per address space
-		       });
+	pthread_atfork(
+		[] { registry_lock.lock(); }, [] { registry_lock.unlock(); },
+		[] {
+			new (&registry_lock) std::mutex;
+			forget_other_threads();
+			if (!rcu_readers_need_fence)
+				register_membarrier(); // the registration is per address space
+		});
 	return !register_membarrier();
 }
 

@@ -17,7 +17,7 @@ namespace bpfmap {
 // it moves, so a reader that keeps re-entering cannot starve the writer.
 struct rcu_reader {
 	std::atomic<uint64_t> seq{0};
-	uint64_t nesting = 0;         // touched by the owning thread only
+	uint64_t nesting = 0;	       // touched by the owning thread only
 	bool deferred_pending = false; // rcu_defer() work waits for the end of the section
 	rcu_reader *next = nullptr;
 	std::atomic<bool> registered{false};

@@ -18,13 +18,14 @@ namespace {
 
 // Shared by every process using the pin root: the last id handed out.
 struct id_counter {
-	std::atomic<uint32_t> last_id;     // maps
-	std::atomic<uint32_t> last_btf_id; // BTF objects: an id space of their own, as in the kernel
+	std::atomic<uint32_t> last_id; // maps
+	std::atomic<uint32_t>
+		last_btf_id; // BTF objects: an id space of their own, as in the kernel
 };
 
 id_counter *map_id_counter()
 {
-	static id_counter *counter = [] () -> id_counter * {
+	static id_counter *counter = []() -> id_counter * {
 		int fd = root_dir().open(".bpfmap-ids", O_RDWR | O_CREAT, 0600);
 		struct stat st;
 		if (fd < 0)
@@ -124,10 +125,7 @@ int region_read_header(int fd, map_header *hdr, size_t *size, dev_t *dev, ino_t 
 	return 0;
 }
 
-void region_unmap(void *base, size_t size)
-{
-	syscall(SYS_munmap, base, size);
-}
+void region_unmap(void *base, size_t size) { syscall(SYS_munmap, base, size); }
 
 int file_stat(int fd, struct stat *st)
 {
@@ -138,7 +136,7 @@ bool on_pin_root_fs(const struct stat &st)
 {
 	static const dev_t root_dev = [] {
 		root_dir root;
-		struct stat r{};
+		struct stat r {};
 		return !root.error() && file_stat(root.fd(), &r) == 0 ? r.st_dev : dev_t{};
 	}();
 	return S_ISREG(st.st_mode) && st.st_dev == root_dev;

@@ -23,22 +23,22 @@ namespace bpfmap {
 
 // Keys and values of 4, 8 and 16 bytes are the common case; a constant-size memcpy
 // compiles to plain moves instead of a library call.
-#define BPFMAP_SMALL_SIZES(n, stmt)                                                        \
-	switch (n) {                                                                       \
-	case 4: {                                                                          \
-		constexpr size_t k = 4;                                                    \
-		stmt;                                                                      \
-	}                                                                                  \
-	case 8: {                                                                          \
-		constexpr size_t k = 8;                                                    \
-		stmt;                                                                      \
-	}                                                                                  \
-	case 16: {                                                                         \
-		constexpr size_t k = 16;                                                   \
-		stmt;                                                                      \
-	}                                                                                  \
-	default:                                                                           \
-		break;                                                                     \
+#define BPFMAP_SMALL_SIZES(n, stmt)      \
+	switch (n) {                     \
+	case 4: {                        \
+		constexpr size_t k = 4;  \
+		stmt;                    \
+	}                                \
+	case 8: {                        \
+		constexpr size_t k = 8;  \
+		stmt;                    \
+	}                                \
+	case 16: {                       \
+		constexpr size_t k = 16; \
+		stmt;                    \
+	}                                \
+	default:                         \
+		break;                   \
 	}
 
 inline void copy_from_shared(void *dst, const void *src, size_t n)
@@ -49,7 +49,7 @@ inline void copy_from_shared(void *dst, const void *src, size_t n)
 	for (size_t i = 0; i < n; i++)
 		d[i] = __atomic_load_n(s + i, __ATOMIC_RELAXED);
 #else
-	BPFMAP_SMALL_SIZES(n, memcpy(dst, src, k); return)
+	BPFMAP_SMALL_SIZES(n, memcpy(dst, src, k); return )
 	memcpy(dst, src, n);
 #endif
 }
@@ -62,7 +62,7 @@ inline void copy_to_shared(void *dst, const void *src, size_t n)
 	for (size_t i = 0; i < n; i++)
 		__atomic_store_n(d + i, s[i], __ATOMIC_RELAXED);
 #else
-	BPFMAP_SMALL_SIZES(n, memcpy(dst, src, k); return)
+	BPFMAP_SMALL_SIZES(n, memcpy(dst, src, k); return )
 	memcpy(dst, src, n);
 #endif
 }

@@ -65,7 +65,8 @@ void wake_slot(waitq *q, int i, uint64_t nonce, int sock)
 	sockaddr_un addr;
 	socklen_t len = sleeper_name(nonce, &addr);
 	char byte = 0;
-	if (sendto(sock, &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL, reinterpret_cast<sockaddr *>(&addr), len) < 0 &&
+	if (sendto(sock, &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL, reinterpret_cast<sockaddr *>(&addr),
+		   len) < 0 &&
 	    (errno == ECONNREFUSED || errno == ENOENT)) {
 		// Disarm first: no one else can take the slot while it still holds the nonce.
 		waitq_arm(q, i, false);
@@ -104,7 +105,8 @@ int waitq_join(waitq *q, int *slot)
 	for (int pass = 0; pass < 2; pass++) {
 		for (int i = 0; i < WAITQ_SLOTS; i++) {
 			uint64_t free_slot = 0;
-			if (q->slot[i].nonce.compare_exchange_strong(free_slot, nonce, std::memory_order_seq_cst)) {
+			if (q->slot[i].nonce.compare_exchange_strong(free_slot, nonce,
+								     std::memory_order_seq_cst)) {
 				waitq_arm(q, i, true);
 				*slot = i;
 				return fd;

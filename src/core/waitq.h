@@ -39,10 +39,7 @@ struct waitq {
 
 // Whether any sleeper is armed: a waker may skip the wake, and the work to decide on it,
 // when none is. Call it after the change the sleepers wait for (with a full barrier).
-inline bool waitq_active(const waitq *q)
-{
-	return q->n_armed.load(std::memory_order_seq_cst) != 0;
-}
+inline bool waitq_active(const waitq *q) { return q->n_armed.load(std::memory_order_seq_cst) != 0; }
 
 // Join q: returns a nonblocking, close-on-exec socket that becomes readable when q is
 // woken, and the slot it took in *slot; -errno on failure (-EBUSY: every slot is held by a

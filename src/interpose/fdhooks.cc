@@ -5,17 +5,17 @@
 #include <cerrno>
 #include <climits>
 #include <cstdarg>
-#include <linux/close_range.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "bpfmap/bpfmap.h"
 #include "core/waitq.h"
+#include "interpose/interpose.h"
 #include "syscall/btf_obj.h"
 #include "syscall/objtab.h"
-#include "interpose/interpose.h"
 #include "syscall/syscall.h"
 
 namespace {
@@ -63,7 +63,8 @@ BPFMAP_INTERPOSE int close_range(unsigned int first, unsigned int last, int flag
 	long ret = syscall(SYS_close_range, first, last, flags);
 	errno_keeper k;
 	if (ret == 0 && !(flags & CLOSE_RANGE_CLOEXEC) && first <= INT_MAX)
-		forget_closed(static_cast<int>(first), last > INT_MAX ? INT_MAX : static_cast<int>(last));
+		forget_closed(static_cast<int>(first),
+			      last > INT_MAX ? INT_MAX : static_cast<int>(last));
 	return static_cast<int>(ret);
 }
 
@@ -97,10 +98,7 @@ BPFMAP_INTERPOSE void *mmap64(void *addr, size_t len, int prot, int flags, int f
 	return bpfmap::map_mmap(addr, len, prot, flags, fd, off);
 }
 
-BPFMAP_INTERPOSE int munmap(void *addr, size_t len)
-{
-	return bpfmap::map_munmap(addr, len);
-}
+BPFMAP_INTERPOSE int munmap(void *addr, size_t len) { return bpfmap::map_munmap(addr, len); }
 
 BPFMAP_INTERPOSE int mprotect(void *addr, size_t len, int prot)
 {

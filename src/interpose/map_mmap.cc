@@ -22,10 +22,10 @@
 
 #include "core/rcu.h"
 #include "core/region.h"
+#include "interpose/interpose.h"
 #include "syscall/btf_obj.h"
 #include "syscall/freeze.h"
 #include "syscall/objtab.h"
-#include "interpose/interpose.h"
 #include "syscall/syscall.h"
 
 namespace bpfmap {
@@ -64,7 +64,10 @@ void *raw_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 // table_lock, which their callers hold.
 void close_own(int fd) { syscall(SYS_close, fd); }
 
-uintptr_t page_end(uintptr_t start, size_t len) { return start + ((len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)); }
+uintptr_t page_end(uintptr_t start, size_t len)
+{
+	return start + ((len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1));
+}
 
 // Take this process's read lock on map, unless it holds it already. Called with
 // table_lock held.
@@ -143,12 +146,14 @@ int check_map_mmap(bpf_map *map, unsigned denied, size_t len, int prot, int flag
 	if (write && (map->map_flags & uapi::BPF_F_RDONLY_PROG))
 		return -EACCES;
 	if (ops->map_mmap_check)
-		return off < 0 ? -EINVAL : ops->map_mmap_check(map, write, len, static_cast<size_t>(off));
+		return off < 0 ? -EINVAL
+			       : ops->map_mmap_check(map, write, len, static_cast<size_t>(off));
 	if (!ops->map_mmapable(map))
 		return -EINVAL;
 	// Only the values may be mapped, not the header page behind them.
 	size_t pages = (len + PAGE_SIZE - 1) / PAGE_SIZE;
-	if (off < 0 || static_cast<size_t>(off) / PAGE_SIZE + pages > (map->region_size - MAP_HEADER_SIZE) / PAGE_SIZE)
+	if (off < 0 || static_cast<size_t>(off) / PAGE_SIZE + pages >
+			       (map->region_size - MAP_HEADER_SIZE) / PAGE_SIZE)
 		return -EINVAL;
 	return 0;
 }
@@ -270,7 +275,8 @@ int map_mprotect(void *addr, size_t len, int prot)
 void *map_mremap(void *old, size_t old_len, size_t new_len, int flags, void *new_addr)
 {
 	if (!have_mappings.load(std::memory_order_relaxed))
-		return reinterpret_cast<void *>(syscall(SYS_mremap, old, old_len, new_len, flags, new_addr));
+		return reinterpret_cast<void *>(
+			syscall(SYS_mremap, old, old_len, new_len, flags, new_addr));
 	std::lock_guard<std::mutex> g(table_lock);
 	uintptr_t start = reinterpret_cast<uintptr_t>(old);
 	const mapping *m = find_overlap(start, page_end(start, old_len ? old_len : 1));
@@ -286,7 +292,8 @@ void *map_mremap(void *old, size_t old_len, size_t new_len, int flags, void *new
 			if (x.start < page_end(start, new_len) && x.end > start)
 				moved.push_back(x);
 	}
-	void *p = reinterpret_cast<void *>(syscall(SYS_mremap, old, old_len, new_len, flags, new_addr));
+	void *p = reinterpret_cast<void *>(
+		syscall(SYS_mremap, old, old_len, new_len, flags, new_addr));
 	if (p == MAP_FAILED)
 		return p;
 	int e = errno;

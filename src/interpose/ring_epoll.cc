@@ -35,8 +35,8 @@
 #include "core/map.h"
 #include "core/rcu.h"
 #include "core/waitq.h"
-#include "syscall/objtab.h"
 #include "interpose/interpose.h"
+#include "syscall/objtab.h"
 #include "syscall/syscall.h"
 
 namespace bpfmap {
@@ -130,7 +130,8 @@ int watch_add(int epfd, int fd, const epoll_event &ev)
 	// Asked for no events, the op only names its queue.
 	map_poll_table pt;
 	map->ops->map_poll(map, &pt);
-	ring_watch w{epfd, fd, map, pt.queue, -1, -1, ev, tag_prefix() | (next_tag_seq++ & 0xffffff)};
+	ring_watch w{epfd, fd, map, pt.queue,
+		     -1,   -1, ev,  tag_prefix() | (next_tag_seq++ & 0xffffff)};
 	if (find(epfd, fd)) {
 		err = -EEXIST;
 	} else if ((w.sock = waitq_join(w.queue, &w.slot)) < 0) {
@@ -204,7 +205,8 @@ int ready_rings(int epfd, epoll_event *out, int max)
 
 bool set_has_rings(int epfd)
 {
-	return std::any_of(watches.begin(), watches.end(), [&](const ring_watch &w) { return w.epfd == epfd; });
+	return std::any_of(watches.begin(), watches.end(),
+			   [&](const ring_watch &w) { return w.epfd == epfd; });
 }
 
 // Events from the kernel: stand-ins become the caller's events (their wakes read away),
@@ -215,8 +217,9 @@ int translate(epoll_event *out, int have, int got)
 	for (int i = have; i < have + got; i++) {
 		epoll_event e = out[i];
 		if (is_tag(e.data.u64)) {
-			auto it = std::find_if(watches.begin(), watches.end(),
-					       [&](const ring_watch &w) { return w.tag == e.data.u64; });
+			auto it = std::find_if(
+				watches.begin(), watches.end(),
+				[&](const ring_watch &w) { return w.tag == e.data.u64; });
 			if (it == watches.end())
 				continue;
 			waitq_drain(it->sock);
@@ -254,7 +257,9 @@ int ms_left(int timeout, clock_type::time_point deadline)
 {
 	if (timeout < 0)
 		return -1;
-	auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_type::now()).count();
+	auto left =
+		std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_type::now())
+			.count();
 	return static_cast<int>(std::clamp<int64_t>(left, 0, timeout));
 }
 
@@ -279,7 +284,8 @@ int ring_epoll_wait(int epfd, epoll_event *events, int max, int timeout, const s
 				have = ready_rings(epfd, events, max);
 		}
 		if (have < 0)
-			return static_cast<int>(raw_epoll_pwait(epfd, events, max, ms_left(timeout, deadline), mask));
+			return static_cast<int>(raw_epoll_pwait(epfd, events, max,
+								ms_left(timeout, deadline), mask));
 		int slice = have ? 0 : wait_slice(timeout, deadline);
 		long got = raw_epoll_pwait(epfd, events + have, max - have, slice, mask);
 		if (got < 0)
@@ -350,7 +356,7 @@ BPFMAP_INTERPOSE int epoll_wait(int epfd, struct epoll_event *events, int maxeve
 }
 
 BPFMAP_INTERPOSE int epoll_pwait(int epfd, struct epoll_event *events, int maxevents, int timeout,
-			   const sigset_t *sigmask)
+				 const sigset_t *sigmask)
 {
 	return bpfmap::ring_epoll_wait(epfd, events, maxevents, timeout, sigmask);
 }

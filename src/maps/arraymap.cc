@@ -29,6 +29,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "core/batch.h"
 #include "core/btf.h"
 #include "core/lock.h"
 #include "core/map.h"
@@ -36,7 +37,6 @@
 #include "core/registry.h"
 #include "core/sha256.h"
 #include "core/shmem.h"
-#include "core/batch.h"
 
 namespace bpfmap {
 namespace {
@@ -243,7 +243,7 @@ void pcpu_repair_stripe(bpf_percpu_array *a, uint32_t index, uint32_t cpu)
 class pcpu_slot_lock {
 public:
 	pcpu_slot_lock(bpf_percpu_array *a, uint32_t index, uint32_t cpu)
-		: g_(a->lock_of(index, cpu))
+	    : g_(a->lock_of(index, cpu))
 	{
 		if (g_.owner_died())
 			pcpu_repair_stripe(a, index, cpu);

@@ -184,7 +184,8 @@ int bloom_map_delete_elem(bpf_map *, const void *) { return -EOPNOTSUPP; }
 int bloom_map_get_next_key(bpf_map *, const void *, void *) { return -EOPNOTSUPP; }
 
 // A bloom filter has no key: only a map without a key type may carry BTF.
-int bloom_map_check_btf(const uapi::map_create_attr &, const btf::type_ref *key, const btf::type_ref &)
+int bloom_map_check_btf(const uapi::map_create_attr &, const btf::type_ref *key,
+			const btf::type_ref &)
 {
 	return key ? -EINVAL : 0;
 }

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/batch.h"
 #include "core/hash.h"
 #include "core/lock.h"
 #include "core/lru_list.h"
@@ -12,7 +13,6 @@
 #include "core/percpu.h"
 #include "core/registry.h"
 #include "core/shmem.h"
-#include "core/batch.h"
 #include "maps/hashtab.h"
 
 namespace bpfmap {
@@ -61,7 +61,8 @@ void write_value(bpf_htab *h, char *dst, value_src v, bool fresh)
 	if (fresh)
 		for (uint32_t cpu = 0; cpu < h->nr_cpus; cpu++)
 			if (cpu != static_cast<uint32_t>(v.cpu))
-				zero_shared(dst + static_cast<size_t>(cpu) * h->pcpu_size, h->value_size);
+				zero_shared(dst + static_cast<size_t>(cpu) * h->pcpu_size,
+					    h->value_size);
 	copy_to_shared(dst + static_cast<size_t>(v.cpu) * h->pcpu_size, v.bytes, h->value_size);
 }
 
@@ -100,8 +101,8 @@ enum class probe_result { hit, miss, retry };
 // already passed). On a hit the value is copied to out, if out is not null. Inlined: it is
 // most of a lookup, and a call would cost the quick path a frame.
 template <uint32_t KS = 0>
-[[gnu::always_inline]] inline probe_result probe(bpf_htab *h, htab_elem *e, uint64_t hash,
-						 const void *key, void *out, uint32_t *seq = nullptr)
+[[gnu::always_inline]] inline probe_result
+probe(bpf_htab *h, htab_elem *e, uint64_t hash, const void *key, void *out, uint32_t *seq = nullptr)
 {
 	uint32_t s = e->seq.load(std::memory_order_acquire);
 	if (seq)
@@ -237,8 +238,9 @@ namespace {
 enum class quick_result { hit, miss, unsure };
 
 template <uint32_t KS>
-[[gnu::always_inline]] inline quick_result bucket_find_quick(bpf_htab *h, uint32_t b, uint64_t hash, const void *key, void *out,
-			       htab_elem **found)
+[[gnu::always_inline]] inline quick_result bucket_find_quick(bpf_htab *h, uint32_t b, uint64_t hash,
+							     const void *key, void *out,
+							     htab_elem **found)
 {
 	bucket *bk = &h->buckets[b];
 	uint8_t tag = tag_of(hash);
@@ -248,7 +250,8 @@ template <uint32_t KS>
 		uint64_t w1 = bk->tagw[1].load(std::memory_order_acquire);
 		m = match_bytes(w1 & 0xffffffffull, tag);
 		if (!m)
-			return w1 >> 32 == (NULLS_BIT | b) ? quick_result::miss : quick_result::unsure;
+			return w1 >> 32 == (NULLS_BIT | b) ? quick_result::miss
+							   : quick_result::unsure;
 		i = 8;
 	}
 	i += static_cast<uint32_t>(__builtin_ctzll(m)) / 8;
@@ -591,8 +594,8 @@ position htab_locate(bpf_htab *h, bucket *bk, htab_elem *e)
 		if (tag_at(w, i) && bk->slot[i].load(std::memory_order_relaxed) == idx)
 			return {e, static_cast<int>(i), nullptr};
 	htab_elem *prev = nullptr;
-	for (uint32_t x = chain_head(bk), steps = 0; !(x & NULLS_BIT) && x < h->n_elems && steps < h->n_elems;
-	     steps++) {
+	for (uint32_t x = chain_head(bk), steps = 0;
+	     !(x & NULLS_BIT) && x < h->n_elems && steps < h->n_elems; steps++) {
 		if (x == idx)
 			return {e, -1, prev};
 		prev = h->elem(x);
@@ -650,34 +653,35 @@ int htab_lru_update(bpf_htab *h, const void *key, value_src value, uint64_t flag
 	// The new element is filled only once the flags allow the update (the kernel fills it
 	// before): a reader that still holds it from before it was evicted must never see the
 	// value of an update that then fails.
-	int err = with_bucket_locked(h, static_cast<uint32_t>(hash) & h->bucket_mask, [&](bucket *bk) {
-		position p = locked_find(h, bk, hash, key);
-		if (p.err)
-			return p.err;
-		if (p.e && flags == uapi::BPF_NOEXIST)
-			return -EEXIST;
-		if (!p.e && flags == uapi::BPF_EXIST)
-			return -ENOENT;
-		if (p.e && h->percpu) {
-			mark_referenced(p.e);
-			elem_rewrite(h, p.e, value);
+	int err = with_bucket_locked(
+		h, static_cast<uint32_t>(hash) & h->bucket_mask, [&](bucket *bk) {
+			position p = locked_find(h, bk, hash, key);
+			if (p.err)
+				return p.err;
+			if (p.e && flags == uapi::BPF_NOEXIST)
+				return -EEXIST;
+			if (!p.e && flags == uapi::BPF_EXIST)
+				return -ENOENT;
+			if (p.e && h->percpu) {
+				mark_referenced(p.e);
+				elem_rewrite(h, p.e, value);
+				return 0;
+			}
+			if (p.e == h->elem(fresh))
+				return -EFAULT; // the LRU handed out a linked element
+			htab_elem *e = elem_fill(h, h->elem(fresh), hash, key, value);
+			if (p.e) {
+				// The replacement was just used: it starts referenced.
+				mark_referenced(e);
+				replace_at(h, bk, p, e);
+				retire(p.e);
+				old = h->index_of(p.e);
+			} else {
+				insert_new(h, bk, hash, e);
+			}
+			fresh = LRU_NIL;
 			return 0;
-		}
-		if (p.e == h->elem(fresh))
-			return -EFAULT; // the LRU handed out a linked element
-		htab_elem *e = elem_fill(h, h->elem(fresh), hash, key, value);
-		if (p.e) {
-			// The replacement was just used: it starts referenced.
-			mark_referenced(e);
-			replace_at(h, bk, p, e);
-			retire(p.e);
-			old = h->index_of(p.e);
-		} else {
-			insert_new(h, bk, hash, e);
-		}
-		fresh = LRU_NIL;
-		return 0;
-	});
+		});
 	if (fresh != LRU_NIL)
 		lru_give_back(h, fresh);
 	if (old != LRU_NIL)
@@ -690,10 +694,12 @@ int htab_lru_map_update_elem(bpf_map *map, const void *key, const void *value, u
 	return htab_lru_update(htab_of(map), key, {value}, flags);
 }
 
-int htab_lru_percpu_map_update_elem(bpf_map *map, const void *key, const void *value, uint64_t flags)
+int htab_lru_percpu_map_update_elem(bpf_map *map, const void *key, const void *value,
+				    uint64_t flags)
 {
 	return htab_lru_update(htab_of(map), key,
-			       {value, static_cast<int>(this_cpu_slot(htab_of(map)->nr_cpus))}, flags);
+			       {value, static_cast<int>(this_cpu_slot(htab_of(map)->nr_cpus))},
+			       flags);
 }
 
 htab_elem *lru_find_ref(bpf_htab *h, const void *key)
@@ -720,7 +726,8 @@ void *htab_lru_percpu_map_lookup_percpu_elem(bpf_map *map, const void *key, uint
 
 void *htab_lru_percpu_map_lookup_elem(bpf_map *map, const void *key)
 {
-	return htab_lru_percpu_map_lookup_percpu_elem(map, key, this_cpu_slot(htab_of(map)->nr_cpus));
+	return htab_lru_percpu_map_lookup_percpu_elem(map, key,
+						      this_cpu_slot(htab_of(map)->nr_cpus));
 }
 
 } // namespace

@@ -119,8 +119,8 @@ static_assert(sizeof(bucket) == 64);
 
 struct htab_elem {
 	std::atomic<uint32_t> seq;
-	std::atomic<uint32_t> next; // overflow chain
-	std::atomic<uint32_t> hash; // low 32 bits of the key's hash
+	std::atomic<uint32_t> next;   // overflow chain
+	std::atomic<uint32_t> hash;   // low 32 bits of the key's hash
 	std::atomic<uint8_t> lru_ref; // LRU maps: the reference bit (core/lru_list.h)
 	uint8_t pad[3];
 	// key, rounded up to 8, then value
@@ -135,10 +135,10 @@ struct htab_ctl {
 	uint32_t n_locks;
 	uint32_t n_elems;
 	uint32_t elem_size;
-	uint64_t lru_off; // LRU maps: the LRU lists (core/lru_list.h) behind the elements
-	uint64_t used_off; // the pool's used bits (not for LRU maps: the LRU owns free elements)
-	uint64_t full_off; // which words of used bits are full
-	uint32_t n_groups; // home groups (0: the map places elements without homes)
+	uint64_t lru_off;     // LRU maps: the LRU lists (core/lru_list.h) behind the elements
+	uint64_t used_off;    // the pool's used bits (not for LRU maps: the LRU owns free elements)
+	uint64_t full_off;    // which words of used bits are full
+	uint32_t n_groups;    // home groups (0: the map places elements without homes)
 	uint32_t group_elems; // elements in a home group
 	alignas(64) std::atomic<uint32_t> count;
 	std::atomic<uint32_t> needs_audit; // a writer died holding a bucket lock
@@ -156,7 +156,7 @@ struct bpf_htab : bpf_map {
 	uint32_t n_groups = 0;
 	uint32_t group_elems = 0;
 	uint32_t group_bytes = 0; // group_elems * elem_size
-	uint32_t home_tail = 0;   // the last byte of a home that a lookup prefetches
+	uint32_t home_tail = 0;	  // the last byte of a home that a lookup prefetches
 	uint64_t seed = 0;
 	uint32_t bucket_mask = 0;
 	uint32_t lock_mask = 0;
@@ -165,8 +165,8 @@ struct bpf_htab : bpf_map {
 	uint32_t key_off_value = 0; // value offset inside an element
 	bool percpu = false;
 	uint32_t pcpu_size = 0; // one CPU slot of a per-CPU value: round_up(value_size, 8)
-	uint32_t nr_cpus = 0;   // CPU slots of a per-CPU value
-	bool is_lru = false;    // elements come from and go back to the LRU, not the pool
+	uint32_t nr_cpus = 0;	// CPU slots of a per-CPU value
+	bool is_lru = false;	// elements come from and go back to the LRU, not the pool
 	bpf_lru lru;
 
 	// Whether idx, read from the region, names an element. Every index read from the
@@ -180,7 +180,8 @@ struct bpf_htab : bpf_map {
 	char *elem_value(htab_elem *e) const { return reinterpret_cast<char *>(e) + key_off_value; }
 	uint32_t index_of(const htab_elem *e) const
 	{
-		return static_cast<uint32_t>((reinterpret_cast<const char *>(e) - elems) / elem_size);
+		return static_cast<uint32_t>((reinterpret_cast<const char *>(e) - elems) /
+					     elem_size);
 	}
 };
 
@@ -226,7 +227,8 @@ template <typename F> int find_slot(const uint64_t w[2], uint8_t tag, F &&hit)
 // the common sizes, so that hashing and comparing a key take few instructions), else 0.
 template <uint32_t KS = 0> uint32_t key_len(const bpf_htab *h) { return KS ? KS : h->key_size; }
 
-template <uint32_t KS = 0> bool elem_matches(bpf_htab *h, htab_elem *e, uint64_t hash, const void *key)
+template <uint32_t KS = 0>
+bool elem_matches(bpf_htab *h, htab_elem *e, uint64_t hash, const void *key)
 {
 	return e->hash.load(std::memory_order_relaxed) == static_cast<uint32_t>(hash) &&
 	       equal_shared(h->elem_key(e), key, key_len<KS>(h));
@@ -247,9 +249,9 @@ inline uint32_t chain_head(bucket *bk)
 // Where a key sits in its bucket: a slot, or a chain link (the word that points at it).
 struct position {
 	htab_elem *e = nullptr;
-	int slot = -1;                          // slot index, or -1 when in the chain
-	htab_elem *prev = nullptr;              // chain predecessor, nullptr for the head
-	int err = 0;                            // -EFAULT: the bucket is corrupt (e is null)
+	int slot = -1;		   // slot index, or -1 when in the chain
+	htab_elem *prev = nullptr; // chain predecessor, nullptr for the head
+	int err = 0;		   // -EFAULT: the bucket is corrupt (e is null)
 };
 
 // Of word i of a bitmap over n items, the bits past item n - 1: they always read as taken
@@ -276,10 +278,12 @@ inline uint32_t home_group(const bpf_htab *h, uint64_t hash, int which)
 // prefetched whether or not they are one line: a test would cost more than the prefetch.
 // Always inlined: GCC deems a function made of prefetches free of effects and drops calls
 // to it.
-template <int RW> [[gnu::always_inline]] inline void prefetch_homes(const bpf_htab *h, uint64_t hash)
+template <int RW>
+[[gnu::always_inline]] inline void prefetch_homes(const bpf_htab *h, uint64_t hash)
 {
 	for (int which = 0; which < 2; which++) {
-		const char *p = h->elems + static_cast<size_t>(home_group(h, hash, which)) * h->group_bytes;
+		const char *p =
+			h->elems + static_cast<size_t>(home_group(h, hash, which)) * h->group_bytes;
 		__builtin_prefetch(p, RW);
 		__builtin_prefetch(p + h->home_tail, RW);
 	}

@@ -40,7 +40,8 @@ void htab_audit(bpf_htab *h)
 				if (tag_at(w, i))
 					mark(bk->slot[i].load(std::memory_order_relaxed));
 			uint32_t idx = chain_head(bk);
-			for (uint32_t steps = 0; !(idx & NULLS_BIT) && idx < n && steps < n; steps++) {
+			for (uint32_t steps = 0; !(idx & NULLS_BIT) && idx < n && steps < n;
+			     steps++) {
 				mark(idx);
 				idx = h->elem(idx)->next.load(std::memory_order_relaxed);
 			}

@@ -7,12 +7,12 @@
 #include <utility>
 #include <vector>
 
+#include "core/batch.h"
 #include "core/hash.h"
 #include "core/lock.h"
 #include "core/shmem.h"
-#include "maps/hashtab.h"
-#include "core/batch.h"
 #include "core/uaccess.h"
+#include "maps/hashtab.h"
 
 namespace bpfmap {
 
@@ -218,7 +218,8 @@ template <typename F> void bucket_remove_if(bpf_htab *h, bucket *bk, F &&doomed)
 	}
 	htab_elem *prev = nullptr;
 	uint32_t idx = chain_head(bk);
-	for (uint32_t steps = 0; !(idx & NULLS_BIT) && h->idx_ok(idx) && steps < h->n_elems; steps++) {
+	for (uint32_t steps = 0; !(idx & NULLS_BIT) && h->idx_ok(idx) && steps < h->n_elems;
+	     steps++) {
 		htab_elem *e = h->elem(idx);
 		idx = e->next.load(std::memory_order_relaxed);
 		if (doomed(e)) {
@@ -291,8 +292,9 @@ int batch_bucket(bpf_htab *h, bucket *bk, const vbucket_geometry &g, uint32_t *c
 	const uint32_t ks = h->key_size, vs = h->uvalue_size;
 	uint32_t first = *cursor & (g.per_bucket - 1);
 	size_t begin, end;
-	uint32_t stop = pick_vbuckets(elems.size(), [&](size_t i) { return elems[i].sub; }, first,
-				      room, g, &begin, &end, full);
+	uint32_t stop = pick_vbuckets(
+		elems.size(), [&](size_t i) { return elems[i].sub; }, first, room, g, &begin, &end,
+		full);
 	for (size_t i = begin; i < end; i++) {
 		copy_from_shared(keys->take(ks), h->elem_key(elems[i].e), ks);
 		copy_from_shared(values->take(vs), h->elem_value(elems[i].e), vs);
@@ -374,8 +376,9 @@ bool batch_bucket_snapshot(bpf_htab *h, bucket *bk, const vbucket_geometry &g, u
 		uint32_t stop = g.per_bucket;
 		if (rest > room) {
 			sort_by_sub(snap, n);
-			stop = pick_vbuckets(n, [&](size_t i) { return snap[i].sub; }, first, room, g,
-					     &begin, &end, &over);
+			stop = pick_vbuckets(
+				n, [&](size_t i) { return snap[i].sub; }, first, room, g, &begin,
+				&end, &over);
 		}
 		size_t out = 0;
 		for (size_t i = begin; i < end; i++) {
@@ -389,7 +392,8 @@ bool batch_bucket_snapshot(bpf_htab *h, bucket *bk, const vbucket_geometry &g, u
 		bool same = bk->tagw[0].load(std::memory_order_relaxed) == w[0] &&
 			    bk->tagw[1].load(std::memory_order_relaxed) == w[1];
 		for (size_t i = 0; i < n && same; i++)
-			same = bk->slot[snap[i].slot].load(std::memory_order_relaxed) == snap[i].idx &&
+			same = bk->slot[snap[i].slot].load(std::memory_order_relaxed) ==
+				       snap[i].idx &&
 			       snap[i].e->seq.load(std::memory_order_relaxed) == snap[i].seq;
 		if (!same)
 			continue;
@@ -401,8 +405,7 @@ bool batch_bucket_snapshot(bpf_htab *h, bucket *bk, const vbucket_geometry &g, u
 	return false;
 }
 
-int htab_batch(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uattr,
-	       bool do_delete)
+int htab_batch(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uattr, bool do_delete)
 {
 	bpf_htab *h = htab_of(map);
 	int err = batch_check_elem_flags(attr.elem_flags);
@@ -438,9 +441,10 @@ int htab_batch(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uat
 			prefetch_bucket_elems(h, b + PREFETCH_AHEAD);
 		if (bucket_looks_empty(bk)) {
 			cursor = (b + 1) * g.per_bucket;
-		} else if (!lockless || !batch_bucket_snapshot(h, bk, g, &cursor, attr.count - total,
-							       ukeys + uint64_t(total) * ks,
-							       uvalues + uint64_t(total) * vs, &n, &full)) {
+		} else if (!lockless ||
+			   !batch_bucket_snapshot(h, bk, g, &cursor, attr.count - total,
+						  ukeys + uint64_t(total) * ks,
+						  uvalues + uint64_t(total) * vs, &n, &full)) {
 			keys.used = values.used = 0;
 			int got = with_bucket_locked(h, b, [&](bucket *locked) {
 				return batch_bucket(h, locked, g, &cursor, attr.count - total,
@@ -451,8 +455,8 @@ int htab_batch(bpf_map *map, const uapi::batch_attr &attr, uapi::batch_attr *uat
 				break;
 			}
 			n = static_cast<uint32_t>(got);
-			if (n && ((err = copy_to_user(attr.keys + uint64_t(total) * ks, keys.bytes.data(),
-						      n * ks)) ||
+			if (n && ((err = copy_to_user(attr.keys + uint64_t(total) * ks,
+						      keys.bytes.data(), n * ks)) ||
 				  (err = copy_to_user(attr.values + uint64_t(total) * vs,
 						      values.bytes.data(), n * vs))))
 				return err; // as in the kernel: count stays 0 though elements may be gone

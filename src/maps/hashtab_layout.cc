@@ -87,7 +87,8 @@ htab_geometry geometry(const uapi::map_create_attr &attr, uint32_t nr_cpus)
 	g.lru_off = 0;
 	if (lru) {
 		g.lru_off = round_up(g.size, 64);
-		g.size = g.lru_off + lru_size(g.n_elems, nr_cpus, attr.map_flags & uapi::BPF_F_NO_COMMON_LRU);
+		g.size = g.lru_off +
+			 lru_size(g.n_elems, nr_cpus, attr.map_flags & uapi::BPF_F_NO_COMMON_LRU);
 	}
 	return g;
 }
@@ -198,7 +199,8 @@ void htab_map_init(bpf_map *map)
 	htab_ctl *c = map->ctl<htab_ctl>();
 	c->seed = (map->map_flags & uapi::BPF_F_ZERO_SEED)
 			  ? 0
-			  : (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
+			  : (static_cast<uint64_t>(std::random_device{}()) << 32) ^
+				    std::random_device{}();
 	c->locks_off = g.locks_off;
 	c->buckets_off = g.buckets_off;
 	c->elems_off = g.elems_off;
@@ -215,8 +217,10 @@ void htab_map_init(bpf_map *map)
 		auto *used = reinterpret_cast<std::atomic<uint64_t> *>(map->data + g.used_off);
 		auto *full = reinterpret_cast<std::atomic<uint64_t> *>(map->data + g.full_off);
 		uint32_t n_words = used_words(g.n_elems), n_full = used_words(n_words);
-		used[n_words - 1].store(bits_past_end(n_words - 1, g.n_elems), std::memory_order_relaxed);
-		full[n_full - 1].store(bits_past_end(n_full - 1, n_words), std::memory_order_relaxed);
+		used[n_words - 1].store(bits_past_end(n_words - 1, g.n_elems),
+					std::memory_order_relaxed);
+		full[n_full - 1].store(bits_past_end(n_full - 1, n_words),
+				       std::memory_order_relaxed);
 	}
 	auto *locks = reinterpret_cast<shared_lock *>(map->data + g.locks_off);
 	for (uint32_t i = 0; i < g.n_locks; i++)

@@ -102,9 +102,11 @@ htab_elem *htab_pool_pop(bpf_htab *h, uint64_t hash)
 void htab_pool_push(bpf_htab *h, htab_elem *e)
 {
 	uint32_t idx = h->index_of(e);
-	uint64_t old = h->used[idx / 64].fetch_and(~(1ull << (idx % 64)), std::memory_order_seq_cst);
+	uint64_t old =
+		h->used[idx / 64].fetch_and(~(1ull << (idx % 64)), std::memory_order_seq_cst);
 	if (old == ~0ull)
-		h->full[idx / 4096].fetch_and(~(1ull << (idx / 64 % 64)), std::memory_order_seq_cst);
+		h->full[idx / 4096].fetch_and(~(1ull << (idx / 64 % 64)),
+					      std::memory_order_seq_cst);
 }
 
 } // namespace bpfmap

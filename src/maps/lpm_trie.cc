@@ -55,12 +55,12 @@
 #include <cstring>
 #include <vector>
 
+#include "core/batch.h"
 #include "core/btf.h"
 #include "core/lock.h"
 #include "core/map.h"
 #include "core/registry.h"
 #include "core/shmem.h"
-#include "core/batch.h"
 
 namespace bpfmap {
 namespace {
@@ -85,7 +85,7 @@ struct lpm_node {
 	std::atomic<uint8_t> flags;
 	uint8_t pad;
 	uint32_t next_free; // FIFO link while free; written under the lock only
-	// data (data_size bytes, padded to 8), then the value
+			    // data (data_size bytes, padded to 8), then the value
 };
 static_assert(sizeof(lpm_node) == 16);
 
@@ -96,7 +96,7 @@ struct lpm_ctl {
 	std::atomic<uint32_t> table_seq; // odd: jump table entries being rewritten
 	uint32_t n_entries;
 	uint32_t n_nodes; // checked at attach; the handle's copy is the one used
-	uint32_t bump;    // nodes [0, bump) have been handed out at least once
+	uint32_t bump;	  // nodes [0, bump) have been handed out at least once
 	uint32_t free_head, free_tail;
 };
 
@@ -169,10 +169,7 @@ struct lpm_key {
 
 // One read of a plain word of the control block or a node, so that the value checked is the
 // value used even if another process rewrites the word in between.
-uint32_t load_once(const uint32_t &word)
-{
-	return __atomic_load_n(&word, __ATOMIC_RELAXED);
-}
+uint32_t load_once(const uint32_t &word) { return __atomic_load_n(&word, __ATOMIC_RELAXED); }
 
 // Bit index of data, most significant bit of byte 0 first (data is big endian).
 int extract_bit(const uint8_t *data, uint32_t index)
@@ -197,7 +194,8 @@ uint32_t longest_prefix_match(const bpf_lpm_trie *t, uint32_t n, const lpm_key &
 	for (uint32_t i = 0; i * 64 < limit; i++) {
 		uint64_t diff = __builtin_bswap64(node_word(data, i) ^ key.w[i]);
 		if (diff)
-			return std::min(limit, i * 64 + static_cast<uint32_t>(__builtin_clzll(diff)));
+			return std::min(limit,
+					i * 64 + static_cast<uint32_t>(__builtin_clzll(diff)));
 	}
 	return limit;
 }
@@ -215,7 +213,8 @@ template <typename F> bool read_stable(const bpf_lpm_trie *t, F &&walk)
 		uint32_t s = t->c->reuse_seq.load(std::memory_order_acquire);
 		bool sane = walk();
 		std::atomic_thread_fence(std::memory_order_acquire);
-		if (__builtin_expect(t->c->reuse_seq.load(std::memory_order_relaxed) == s && sane, 1))
+		if (__builtin_expect(t->c->reuse_seq.load(std::memory_order_relaxed) == s && sane,
+				     1))
 			return true;
 	}
 	return false;
@@ -243,7 +242,7 @@ uint32_t prefixlen_of(const bpf_lpm_trie *t, uint32_t n)
 // The longest stored prefix that matches key, or NIL; one pass, unvalidated. Keys of TB
 // bits or more start where their jump table entry says.
 [[gnu::always_inline]] inline bool lookup_walk(const bpf_lpm_trie *t, const lpm_key &key,
-					      uint32_t *found)
+					       uint32_t *found)
 {
 	uint32_t n;
 	if (key.prefixlen >= t->table_bits &&
@@ -277,7 +276,7 @@ uint32_t prefixlen_of(const bpf_lpm_trie *t, uint32_t n)
 
 // One pass of a lookup: the match into *found and its value (if any) into value_out.
 [[gnu::always_inline]] inline bool lookup_copy(const bpf_lpm_trie *t, const lpm_key &key,
-					      void *value_out, uint32_t *found)
+					       void *value_out, uint32_t *found)
 {
 	bool sane = lookup_walk(t, key, found);
 	if (sane && *found != NIL && value_out)
@@ -302,7 +301,8 @@ uint32_t trie_lookup(bpf_lpm_trie *t, const void *ukey, void *value_out)
 	if (key.prefixlen > t->max_prefixlen)
 		return NIL;
 	uint32_t found = NIL;
-	if (__builtin_expect(read_stable(t, [&] { return lookup_copy(t, key, value_out, &found); }), 1))
+	if (__builtin_expect(read_stable(t, [&] { return lookup_copy(t, key, value_out, &found); }),
+			     1))
 		return found;
 	return trie_lookup_locked(t, key, value_out);
 }
@@ -541,7 +541,8 @@ bool fill_entries(bpf_lpm_trie *t, uint32_t n, uint32_t best, uint64_t lo, uint3
 // depth TB, none. table_seq stays odd when the rewrite meets a corrupt trie, so lookups
 // walk from the root; a rewrite that finds it odd (left so by that, or by a writer that
 // died) rewrites the whole table.
-template <typename F> void change_slot(bpf_lpm_trie *t, uint32_t parent, const lpm_key &key, F &&publish)
+template <typename F>
+void change_slot(bpf_lpm_trie *t, uint32_t parent, const lpm_key &key, F &&publish)
 {
 	const uint32_t tb = t->table_bits;
 	uint32_t q = 0;
@@ -602,7 +603,8 @@ void trie_audit(bpf_lpm_trie *t)
 
 class trie_locked {
 public:
-	explicit trie_locked(bpf_lpm_trie *t) : g_(t->c->lock)
+	explicit trie_locked(bpf_lpm_trie *t)
+	    : g_(t->c->lock)
 	{
 		if (g_.owner_died())
 			trie_audit(t);
@@ -714,7 +716,8 @@ int trie_update_locked(bpf_lpm_trie *t, const void *ukey, const lpm_key &key, co
 		} else if (int err = check_add(t, flags)) {
 			return err;
 		}
-		uint32_t x = new_node(t, key.prefixlen, data, value, child_of(t, n, 0), child_of(t, n, 1));
+		uint32_t x = new_node(t, key.prefixlen, data, value, child_of(t, n, 0),
+				      child_of(t, n, 1));
 		if (x == NIL)
 			return -ENOMEM;
 		if (is_im(t, n))
@@ -729,7 +732,8 @@ int trie_update_locked(bpf_lpm_trie *t, const void *ukey, const lpm_key &key, co
 		// The key is a prefix of n: it goes between n and its parent. (A bit past
 		// max_prefixlen, read for a scribbled prefix length, is still inside the node.)
 		int nbit = extract_bit(reinterpret_cast<const uint8_t *>(t->data_of(n)), matchlen);
-		uint32_t x = new_node(t, key.prefixlen, data, value, nbit ? NIL : n, nbit ? n : NIL);
+		uint32_t x =
+			new_node(t, key.prefixlen, data, value, nbit ? NIL : n, nbit ? n : NIL);
 		if (x == NIL)
 			return -ENOMEM;
 		t->c->n_entries++;
@@ -794,15 +798,17 @@ int trie_map_delete_elem(bpf_map *map, const void *ukey)
 		t->c->n_entries--;
 	uint32_t left = child_of(t, n, 0), right = child_of(t, n, 1);
 	if (left != NIL && right != NIL) {
-		change_slot(t, parent, key,
-			    [&] { t->node(n)->flags.store(LPM_FLAG_IM, std::memory_order_release); });
+		change_slot(t, parent, key, [&] {
+			t->node(n)->flags.store(LPM_FLAG_IM, std::memory_order_release);
+		});
 		return 0;
 	}
 	if (parent != NIL && is_im(t, parent) && left == NIL && right == NIL) {
 		// The intermediate parent would keep one child: its other child takes its place.
 		uint32_t sibling = child_of(t, parent, bit ^ 1);
-		change_slot(t, grand, key,
-			    [&] { slot_ref(t, grand, pbit).store(sibling, std::memory_order_release); });
+		change_slot(t, grand, key, [&] {
+			slot_ref(t, grand, pbit).store(sibling, std::memory_order_release);
+		});
 		free_node(t, parent);
 		free_node(t, n);
 		return 0;
@@ -855,8 +861,8 @@ bool trie_ctl_valid(const lpm_ctl *c, const lpm_geometry &g, uint32_t max_entrie
 	auto index_ok = [&](uint32_t i) { return i == NIL || i < g.n_nodes; };
 	return load_once(c->n_nodes) == g.n_nodes && load_once(c->bump) <= g.n_nodes &&
 	       load_once(c->n_entries) <= max_entries &&
-	       index_ok(c->root.load(std::memory_order_relaxed)) && index_ok(load_once(c->free_head)) &&
-	       index_ok(load_once(c->free_tail));
+	       index_ok(c->root.load(std::memory_order_relaxed)) &&
+	       index_ok(load_once(c->free_head)) && index_ok(load_once(c->free_tail));
 }
 
 int trie_map_attach(bpf_map *map)
@@ -879,7 +885,8 @@ int trie_map_attach(bpf_map *map)
 }
 
 // Keys must be a struct (one with struct bpf_lpm_trie_key_u8 at its start).
-int trie_map_check_btf(const uapi::map_create_attr &, const btf::type_ref *key, const btf::type_ref &)
+int trie_map_check_btf(const uapi::map_create_attr &, const btf::type_ref *key,
+		       const btf::type_ref &)
 {
 	return key && key->kind == btf::KIND_STRUCT ? 0 : -EINVAL;
 }

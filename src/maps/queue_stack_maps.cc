@@ -130,9 +130,15 @@ int queue_stack_get(bpf_map *map, void *value, bool remove)
 	return 0;
 }
 
-int queue_stack_map_peek_elem(bpf_map *map, void *value) { return queue_stack_get(map, value, false); }
+int queue_stack_map_peek_elem(bpf_map *map, void *value)
+{
+	return queue_stack_get(map, value, false);
+}
 
-int queue_stack_map_pop_elem(bpf_map *map, void *value) { return queue_stack_get(map, value, true); }
+int queue_stack_map_pop_elem(bpf_map *map, void *value)
+{
+	return queue_stack_get(map, value, true);
+}
 
 // BPF_EXIST makes room in a full map by dropping the oldest value; BPF_NOEXIST means nothing.
 int queue_stack_map_push_elem(bpf_map *map, const void *value, uint64_t flags)

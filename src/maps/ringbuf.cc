@@ -100,8 +100,8 @@ struct rb_owner {
 };
 
 struct ringbuf_ctl {
-	shared_lock lock; // producers' reservations
-	uint64_t mask;	  // max_entries - 1; checked at attach, the handle's copy is used
+	shared_lock lock;     // producers' reservations
+	uint64_t mask;	      // max_entries - 1; checked at attach, the handle's copy is used
 	uint64_t pending_pos; // under the lock
 	// consumer_pos as a producer last read it (under the lock): space is checked against
 	// it, and consumer_pos, which the consumer's core keeps writing, is read again only
@@ -130,14 +130,18 @@ struct bpf_ringbuf_map : bpf_map {
 	}
 	std::atomic<uint64_t> *busy() const
 	{
-		return reinterpret_cast<std::atomic<uint64_t> *>(page(RINGBUF_PGOFF) + RINGBUF_BUSY_OFF);
+		return reinterpret_cast<std::atomic<uint64_t> *>(page(RINGBUF_PGOFF) +
+								 RINGBUF_BUSY_OFF);
 	}
 	std::atomic<uint64_t> *producer_pos() const
 	{
 		return reinterpret_cast<std::atomic<uint64_t> *>(page(RINGBUF_PGOFF + 1));
 	}
 	char *ring_data() const { return page(RINGBUF_DATA_PGOFF); }
-	ringbuf_hdr *hdr_at(uint64_t pos) const { return reinterpret_cast<ringbuf_hdr *>(ring_data() + (pos & mask)); }
+	ringbuf_hdr *hdr_at(uint64_t pos) const
+	{
+		return reinterpret_cast<ringbuf_hdr *>(ring_data() + (pos & mask));
+	}
 };
 
 bpf_ringbuf_map *rb_of(bpf_map *map) { return static_cast<bpf_ringbuf_map *>(map); }
@@ -166,7 +170,8 @@ bool view_add(bpf_ringbuf_map *rb)
 	for (size_t i = 0, h = view_hash(key); i < VIEW_SLOTS; i++) {
 		view_slot &s = views[(h + i) % VIEW_SLOTS];
 		uintptr_t v = s.view.load(std::memory_order_relaxed);
-		if (v > VIEW_GONE || !s.view.compare_exchange_strong(v, VIEW_CLAIMED, std::memory_order_relaxed))
+		if (v > VIEW_GONE ||
+		    !s.view.compare_exchange_strong(v, VIEW_CLAIMED, std::memory_order_relaxed))
 			continue;
 		s.rb.store(rb, std::memory_order_relaxed);
 		s.view.store(key, std::memory_order_release);
@@ -208,7 +213,8 @@ bpf_ringbuf_map *view_find(uintptr_t view)
 // Whether h is a record header in the first copy of rb's data: 8-byte aligned, inside.
 bool holds_record(const bpf_ringbuf_map *rb, const ringbuf_hdr *h)
 {
-	uintptr_t off = reinterpret_cast<uintptr_t>(h) - reinterpret_cast<uintptr_t>(rb->ring_data());
+	uintptr_t off =
+		reinterpret_cast<uintptr_t>(h) - reinterpret_cast<uintptr_t>(rb->ring_data());
 	return off <= rb->mask && off % 8 == 0;
 }
 
@@ -348,7 +354,8 @@ bool process_alive(uint32_t tgid)
 // A second mapping of the same pages (mremap of a shared mapping with old size 0).
 bool alias_pages(void *from, size_t len, void *to)
 {
-	return reinterpret_cast<void *>(syscall(SYS_mremap, from, 0, len, MREMAP_MAYMOVE | MREMAP_FIXED, to)) == to;
+	return reinterpret_cast<void *>(
+		       syscall(SYS_mremap, from, 0, len, MREMAP_MAYMOVE | MREMAP_FIXED, to)) == to;
 }
 
 int ringbuf_map_attach(bpf_map *map)
@@ -360,7 +367,8 @@ int ringbuf_map_attach(bpf_map *map)
 	rb->mask = n - 1;
 	size_t len = RINGBUF_DATA_PGOFF * PAGE_SIZE + 2 * n;
 	void *va = reinterpret_cast<void *>(syscall(SYS_mmap, nullptr, len, PROT_NONE,
-						    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, off_t{0}));
+						    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
+						    off_t{0}));
 	if (va == MAP_FAILED)
 		return -ENOMEM;
 	char *v = static_cast<char *>(va);
@@ -432,7 +440,8 @@ struct rb_reservation {
 	uint64_t pos1;
 };
 
-[[gnu::always_inline]] inline bool reserve_record(bpf_ringbuf_map *rb, uint64_t size, rb_reservation *r)
+[[gnu::always_inline]] inline bool reserve_record(bpf_ringbuf_map *rb, uint64_t size,
+						  rb_reservation *r)
 {
 	if (size > RINGBUF_MAX_RECORD_SZ)
 		return false;
@@ -460,7 +469,8 @@ struct rb_reservation {
 	}
 	if (next - pend > mask)
 		return false;
-	rb_owner *owner = find_owner(c, prod & mask, [&](rb_owner &o) { return slot_free(o, pend, prod); });
+	rb_owner *owner =
+		find_owner(c, prod & mask, [&](rb_owner &o) { return slot_free(o, pend, prod); });
 	if (!owner)
 		return false;
 	owner->tgid.store(tgid, std::memory_order_relaxed);
@@ -479,7 +489,8 @@ struct rb_reservation {
 // that dies anywhere before leaves a record the consumer can reap. After it the slot names
 // a record behind pending_pos, which a reservation takes over only once its process is
 // gone (see slot_free): nothing can take it before the store below frees it.
-[[gnu::always_inline]] inline void commit_owned(bpf_ringbuf_map *rb, ringbuf_hdr *h, rb_owner *o, uint64_t flags, bool discard)
+[[gnu::always_inline]] inline void commit_owned(bpf_ringbuf_map *rb, ringbuf_hdr *h, rb_owner *o,
+						uint64_t flags, bool discard)
 {
 	uint32_t len = h->len.load(std::memory_order_relaxed);
 	if (__builtin_expect(!(len & BPF_RINGBUF_BUSY_BIT), 0))
@@ -492,7 +503,8 @@ struct rb_reservation {
 	ringbuf_ctl *c = rb->c();
 	// No consumer armed to sleep: nothing to decide (and no consumer_pos cache line to
 	// pull from the consumer's core).
-	if (!waitq_active(&c->waiters) || (flags & BPF_RB_NO_WAKEUP && !(flags & BPF_RB_FORCE_WAKEUP)))
+	if (!waitq_active(&c->waiters) ||
+	    (flags & BPF_RB_NO_WAKEUP && !(flags & BPF_RB_FORCE_WAKEUP)))
 		return;
 	uint64_t cons = rb->consumer_pos()->load(std::memory_order_acquire) & rb->mask;
 	if ((flags & BPF_RB_FORCE_WAKEUP) || rb->ring_data() + cons == reinterpret_cast<char *>(h))
@@ -557,7 +569,8 @@ void ringbuf_commit(void *sample, uint64_t flags, bool discard)
 {
 	auto *h = static_cast<ringbuf_hdr *>(sample) - 1;
 	const last_reservation &last = last_rsv;
-	if (__builtin_expect(last.h != h || last.gen != views_gen.load(std::memory_order_relaxed), 0))
+	if (__builtin_expect(last.h != h || last.gen != views_gen.load(std::memory_order_relaxed),
+			     0))
 		return commit_found(h, flags, discard);
 	// Not forgotten: a second commit finds the slot freed by the first.
 	if (__builtin_expect(last.owner->pos1.load(std::memory_order_relaxed) == last.pos1, 1))
@@ -590,8 +603,9 @@ bool ringbuf_reap_dead_head(bpf_map *map)
 	if (!(len & BPF_RINGBUF_BUSY_BIT))
 		return false;
 	uint64_t p1 = cons + 1;
-	rb_owner *o = find_owner(c, cons & rb->mask,
-				 [&](rb_owner &s) { return s.pos1.load(std::memory_order_acquire) == p1; });
+	rb_owner *o = find_owner(c, cons & rb->mask, [&](rb_owner &s) {
+		return s.pos1.load(std::memory_order_acquire) == p1;
+	});
 	if (!o || process_alive(o->tgid.load(std::memory_order_relaxed)))
 		return false;
 	// Take the slot, then the header: a commit that still found the slot races us for
@@ -617,7 +631,8 @@ bool drainer_alive(uint64_t word)
 	auto tgid = static_cast<uint32_t>(word >> 32), tid = static_cast<uint32_t>(word);
 	if (!tgid || !tid || tgid > PID_MAX_LIMIT || tid > PID_MAX_LIMIT)
 		return false;
-	return syscall(SYS_tgkill, static_cast<pid_t>(tgid), static_cast<pid_t>(tid), 0) == 0 || errno != ESRCH;
+	return syscall(SYS_tgkill, static_cast<pid_t>(tgid), static_cast<pid_t>(tid), 0) == 0 ||
+	       errno != ESRCH;
 }
 
 // Take the drain: the busy word goes from 0, or from a drainer that is gone, to us, in one
@@ -696,7 +711,8 @@ long user_ringbuf_drain(bpf_map *map, user_ringbuf_callback cb, void *ctx, uint6
 			break;
 		}
 		ret = cb(sample, size, ctx);
-		rb->consumer_pos()->store(cons + ringbuf_record_len(size), std::memory_order_release);
+		rb->consumer_pos()->store(cons + ringbuf_record_len(size),
+					  std::memory_order_release);
 	}
 	if (ret >= 0)
 		ret = samples - discarded;
@@ -808,21 +824,24 @@ void *ringbuf_map_mmap(bpf_map *map, void *addr, size_t len, int prot, int flags
 		return reinterpret_cast<void *>(syscall(SYS_mmap, a, l, p, f, d, o));
 	};
 	size_t data_len = map->max_entries;
-	size_t first_copy_end = RINGBUF_POS_PAGES * PAGE_SIZE + data_len; // in the ring's page space
+	size_t first_copy_end =
+		RINGBUF_POS_PAGES * PAGE_SIZE + data_len; // in the ring's page space
 	size_t start = static_cast<size_t>(off), end = start + round_up(len, PAGE_SIZE);
 	if (end <= first_copy_end)
 		return raw(addr, len, prot, flags, fd, off);
 	if (start >= first_copy_end)
 		return raw(addr, len, prot, flags, fd, static_cast<off_t>(start - data_len));
 	void *p = raw(addr, end - start, PROT_NONE,
-		      MAP_PRIVATE | MAP_ANONYMOUS | (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)), -1, 0);
+		      MAP_PRIVATE | MAP_ANONYMOUS | (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)), -1,
+		      0);
 	if (p == MAP_FAILED)
 		return p;
 	char *base = static_cast<char *>(p);
 	size_t head = first_copy_end - start;
 	int fixed = (flags & ~MAP_FIXED_NOREPLACE) | MAP_FIXED;
 	if (raw(base, head, prot, fixed, fd, off) == MAP_FAILED ||
-	    raw(base + head, end - start - head, prot, fixed, fd, RINGBUF_POS_PAGES * PAGE_SIZE) == MAP_FAILED) {
+	    raw(base + head, end - start - head, prot, fixed, fd, RINGBUF_POS_PAGES * PAGE_SIZE) ==
+		    MAP_FAILED) {
 		int e = errno;
 		syscall(SYS_munmap, p, end - start);
 		errno = e;

@@ -22,8 +22,8 @@
 #include <cstring>
 #include <dirent.h>
 #include <dlfcn.h>
-#include <ftw.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <memory>
 #include <string>
 #include <sys/eventfd.h>
@@ -36,9 +36,9 @@
 #include "bpfmap/bpfmap.h"
 #include "core/pin_root.h"
 #include "core/region.h"
+#include "interpose/interpose.h"
 #include "syscall/btf_obj.h"
 #include "syscall/pin.h"
-#include "interpose/interpose.h"
 #include "syscall/syscall.h"
 
 namespace {
@@ -92,8 +92,8 @@ const anon_inode &anon()
 			return r;
 		bpfmap::file_stat(fd, &r.st);
 		std::string path = "/proc/self/fdinfo/" + std::to_string(fd);
-		int info = real<int (*)(int, const char *, int, ...)>("openat")(AT_FDCWD, path.c_str(),
-										  O_RDONLY | O_CLOEXEC);
+		int info = real<int (*)(int, const char *, int, ...)>("openat")(
+			AT_FDCWD, path.c_str(), O_RDONLY | O_CLOEXEC);
 		if (info >= 0) {
 			char buf[256];
 			ssize_t n = read(info, buf, sizeof(buf) - 1);
@@ -164,10 +164,7 @@ ssize_t put_link(const char *target, char *buf, size_t n)
 	return static_cast<ssize_t>(len);
 }
 
-void stat_as_anon(struct stat *st)
-{
-	*st = anon().st;
-}
+void stat_as_anon(struct stat *st) { *st = anon().st; }
 
 // What an absolute bpffs path stands for: the same place below the pin root, reached
 // through the checked, open root (core/pin_root.h), its directory opened without
@@ -181,7 +178,9 @@ struct bpffs_path {
 	std::unique_ptr<bpfmap::root_dir> root;
 	int dir = -1;
 	int err = 0;
-	explicit bpffs_path(const char *p) : path(p), in_bpffs(bpfmap::bpffs_rel(p, &file))
+	explicit bpffs_path(const char *p)
+	    : path(p)
+	    , in_bpffs(bpfmap::bpffs_rel(p, &file))
 	{
 		if (!in_bpffs)
 			return;
@@ -254,7 +253,8 @@ BPFMAP_INTERPOSE ssize_t readlinkat(int dirfd, const char *path, char *buf, size
 {
 	if (const char *target = link_target(path))
 		return put_link(target, buf, n);
-	return real<ssize_t (*)(int, const char *, char *, size_t)>("readlinkat")(dirfd, path, buf, n);
+	return real<ssize_t (*)(int, const char *, char *, size_t)>("readlinkat")(dirfd, path, buf,
+										  n);
 }
 
 // open() and open64() are openat() at the current directory, as glibc's own are.
@@ -300,8 +300,14 @@ BPFMAP_INTERPOSE int open64(const char *path, int flags, ...)
 // The entry points _FORTIFY_SOURCE builds call for open() without a mode.
 BPFMAP_INTERPOSE int __open_2(const char *path, int flags) { return open(path, flags); }
 BPFMAP_INTERPOSE int __open64_2(const char *path, int flags) { return open(path, flags); }
-BPFMAP_INTERPOSE int __openat_2(int dirfd, const char *path, int flags) { return openat(dirfd, path, flags); }
-BPFMAP_INTERPOSE int __openat64_2(int dirfd, const char *path, int flags) { return openat(dirfd, path, flags); }
+BPFMAP_INTERPOSE int __openat_2(int dirfd, const char *path, int flags)
+{
+	return openat(dirfd, path, flags);
+}
+BPFMAP_INTERPOSE int __openat64_2(int dirfd, const char *path, int flags)
+{
+	return openat(dirfd, path, flags);
+}
 
 BPFMAP_INTERPOSE FILE *fopen(const char *path, const char *mode)
 {
@@ -339,7 +345,8 @@ BPFMAP_INTERPOSE int fstatat(int dirfd, const char *path, struct stat *st, int f
 	bpffs_path p(path);
 	if (p.refused())
 		return -1;
-	return real<int (*)(int, const char *, struct stat *, int)>("fstatat")(dirfd, p.path, st, flags);
+	return real<int (*)(int, const char *, struct stat *, int)>("fstatat")(dirfd, p.path, st,
+									       flags);
 }
 
 BPFMAP_INTERPOSE int fstatat64(int dirfd, const char *path, struct stat64 *st, int flags)
@@ -441,8 +448,14 @@ BPFMAP_INTERPOSE DIR *opendir(const char *path)
 BPFMAP_INTERPOSE int nftw(const char *dir, nftw_fn fn, int nopenfd, int flags)
 {
 	auto real_nftw = real<int (*)(const char *, nftw_fn, int, int)>("nftw");
+	// glibc declares dir nonnull; a caller that passes NULL anyway gets libc's own answer.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wnonnull-compare"
+	if (!dir)
+		return real_nftw(dir, fn, nopenfd, flags);
+#pragma GCC diagnostic pop
 	// Without trailing slashes, so that the walked path and the shown one extend alike.
-	std::string shown = dir ? dir : "";
+	std::string shown = dir;
 	while (shown.size() > 1 && shown.back() == '/')
 		shown.pop_back();
 	bpffs_path p(shown.c_str());
@@ -458,8 +471,9 @@ BPFMAP_INTERPOSE int nftw(const char *dir, nftw_fn fn, int nopenfd, int flags)
 	return ret;
 }
 
-BPFMAP_INTERPOSE int nftw64(const char *dir, int (*fn)(const char *, const struct stat64 *, int, struct FTW *),
-		      int nopenfd, int flags)
+BPFMAP_INTERPOSE int nftw64(const char *dir,
+			    int (*fn)(const char *, const struct stat64 *, int, struct FTW *),
+			    int nopenfd, int flags)
 {
 	static_assert(sizeof(struct stat64) == sizeof(struct stat));
 	return nftw(dir, reinterpret_cast<nftw_fn>(fn), nopenfd, flags);

@@ -118,7 +118,8 @@ bool is_name_probe(int cmd, const void *attr, unsigned size)
 	if (head.prog_type != PROG_TYPE_SOCKET_FILTER || head.insn_cnt != 2 || !head.insns)
 		return false;
 	uint64_t insn[2];
-	memcpy(insn, reinterpret_cast<const void *>(static_cast<uintptr_t>(head.insns)), sizeof(insn));
+	memcpy(insn, reinterpret_cast<const void *>(static_cast<uintptr_t>(head.insns)),
+	       sizeof(insn));
 	constexpr uint64_t MOV_R0_IMM = 0xb7, EXIT = 0x95; // code byte, dst r0, off 0
 	return (insn[0] & 0xffffffff) == MOV_R0_IMM && insn[1] == EXIT;
 }
@@ -152,11 +153,11 @@ long bpf_call(int cmd, void *attr, unsigned size)
 	if (trace) {
 		int saved = errno;
 		if (ret < 0)
-			fprintf(stderr, "bpfmap-preload: bpf(cmd %d, size %u) by %s = -1 %s\n", cmd, size,
-				by, strerrorname_np(saved) ? strerrorname_np(saved) : "?");
+			fprintf(stderr, "bpfmap-preload: bpf(cmd %d, size %u) by %s = -1 %s\n", cmd,
+				size, by, strerrorname_np(saved) ? strerrorname_np(saved) : "?");
 		else
-			fprintf(stderr, "bpfmap-preload: bpf(cmd %d, size %u) by %s = %ld\n", cmd, size,
-				by, ret);
+			fprintf(stderr, "bpfmap-preload: bpf(cmd %d, size %u) by %s = %ld\n", cmd,
+				size, by, ret);
 		errno = saved;
 	}
 	return ret;

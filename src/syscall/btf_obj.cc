@@ -8,22 +8,22 @@
 #include <map>
 #include <mutex>
 #include <string>
-#include <sys/syscall.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "core/btf.h"
 #include "core/pin_root.h"
 #include "core/region.h"
+#include "core/uaccess.h"
 #include "syscall/mapid.h"
 #include "syscall/objtab.h"
-#include "core/uaccess.h"
 
 namespace bpfmap {
 namespace {
 
 constexpr uint64_t BTF_OBJ_MAGIC = 0x3146544250414d42ULL; // "BMAPBTF1"
-constexpr uint32_t LOG_MASK = 0xf;                        // BPF_LOG_LEVEL1|2|STATS|FIXED
+constexpr uint32_t LOG_MASK = 0xf;			  // BPF_LOG_LEVEL1|2|STATS|FIXED
 
 // The file: this header, then the blob.
 struct btf_obj_header {
@@ -58,7 +58,8 @@ int finish_log(const uapi::btf_load_attr &attr, void *uattr, unsigned size, cons
 		buf[n] = 0;
 		uint32_t true_size = static_cast<uint32_t>(text.size() + 1);
 		if (size >= offsetof(uapi::btf_load_attr, btf_log_true_size) + sizeof(uint32_t))
-			memcpy(static_cast<char *>(uattr) + offsetof(uapi::btf_load_attr, btf_log_true_size),
+			memcpy(static_cast<char *>(uattr) +
+				       offsetof(uapi::btf_load_attr, btf_log_true_size),
 			       &true_size, sizeof(true_size));
 		if (true_size > attr.btf_log_size && !(attr.btf_log_level & 8))
 			return -ENOSPC;

@@ -16,7 +16,7 @@ constexpr off_t WRITE_LOCK_BYTE = off_t{1} << 62;
 
 int lock_byte(int fd, short type, int cmd)
 {
-	struct flock fl{};
+	struct flock fl {};
 	fl.l_type = type;
 	fl.l_whence = SEEK_SET;
 	fl.l_start = WRITE_LOCK_BYTE;
@@ -71,7 +71,8 @@ int map_freeze_exclusive(int fd, bpf_map *map)
 	}
 	uint32_t was = 0;
 	// A frozen map's fds have lost their write permission, so a second freeze is EPERM.
-	err = map->hdr->frozen.compare_exchange_strong(was, 1, std::memory_order_acq_rel) ? 0 : -EPERM;
+	err = map->hdr->frozen.compare_exchange_strong(was, 1, std::memory_order_acq_rel) ? 0
+											  : -EPERM;
 	if (own)
 		close_own(lfd);
 	else

@@ -22,14 +22,20 @@ namespace bpfmap {
 namespace {
 
 // The id directories, below the pin root.
-const char *table_name(id_table t) { return t == id_table::btf ? ".bpfmap-btf-by-id" : ".bpfmap-by-id"; }
+const char *table_name(id_table t)
+{
+	return t == id_table::btf ? ".bpfmap-btf-by-id" : ".bpfmap-by-id";
+}
 
 // One id directory, opened below the root (never through a symlink): its links are made,
 // opened, looked at and removed relative to this fd, so a directory swapped in under its
 // name is never acted on.
 struct table_dir {
 	int fd;
-	table_dir(const root_dir &root, id_table t) : fd(root.open(table_name(t), O_PATH | O_DIRECTORY)) {}
+	table_dir(const root_dir &root, id_table t)
+	    : fd(root.open(table_name(t), O_PATH | O_DIRECTORY))
+	{
+	}
 	~table_dir()
 	{
 		if (fd >= 0)

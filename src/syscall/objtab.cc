@@ -1,16 +1,16 @@
 #include "syscall/objtab.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <fcntl.h>
-#include <unistd.h>
-#include <algorithm>
 #include <map>
+#include <mutex>
 #include <new>
 #include <pthread.h>
-#include <mutex>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <unistd.h>
 #include <utility>
 
 #include "core/percpu.h"
@@ -30,7 +30,10 @@ using namespace fd_cache;
 
 static_assert(alignof(bpf_map) > FD_MODE_BITS);
 
-uintptr_t slot_pack(bpf_map *map, unsigned denied) { return reinterpret_cast<uintptr_t>(map) | denied; }
+uintptr_t slot_pack(bpf_map *map, unsigned denied)
+{
+	return reinterpret_cast<uintptr_t>(map) | denied;
+}
 
 // Handles by region identity, so every fd of one map shares one mapping. A handle whose
 // count reached zero is being freed and is never revived: a lookup makes a new one.
@@ -243,9 +246,10 @@ int map_install_new(const bpf_map_ops *ops, void *base, size_t size, int fd, uns
 	if (file_stat(fd, &st) != 0)
 		return -errno;
 	// The creator's own header, written just before: trusted.
-	bpf_map *map = handle_new(ops, *reinterpret_cast<map_header *>(static_cast<char *>(base) + size -
-								    MAP_HEADER_SIZE),
-				  base, size, st.st_dev, st.st_ino, true);
+	bpf_map *map = handle_new(
+		ops,
+		*reinterpret_cast<map_header *>(static_cast<char *>(base) + size - MAP_HEADER_SIZE),
+		base, size, st.st_dev, st.st_ino, true);
 	if (!map)
 		return -EINVAL;
 	// Other processes recognise the region only once it is complete.

@@ -1,7 +1,7 @@
 #include "syscall/pin.h"
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cstdint>
 #include <cstring>
@@ -107,8 +107,9 @@ int pin_below_root(int fd, const std::string &rel)
 		return -EEXIST; // the root itself
 	}
 	struct stat st;
-	int err = fstatat(dir, base.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 ? -EEXIST
-									   : file_link(fd, dir, base);
+	int err = fstatat(dir, base.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0
+			  ? -EEXIST
+			  : file_link(fd, dir, base);
 	close(dir);
 	return err == -EXDEV ? -EPERM : err; // a memfd region cannot be pinned
 }
@@ -125,7 +126,7 @@ int open_below_root(const std::string &rel, int mode)
 		return path_fd == -ENOENT || path_fd == -ENOTDIR ? -ENOENT : -EACCES;
 	struct stat st;
 	int fd = file_stat(path_fd, &st) == 0 && S_ISREG(st.st_mode) ? file_reopen(path_fd, mode)
-								      : -EACCES;
+								     : -EACCES;
 	close(path_fd);
 	return fd >= 0 || fd == -ENOENT ? fd : -EACCES;
 }

@@ -18,19 +18,19 @@
 #include <vector>
 
 #include "bpfmap/bpfmap.h"
+#include "core/btf.h"
 #include "core/percpu.h"
 #include "core/rcu.h"
 #include "core/region.h"
 #include "core/registry.h"
 #include "core/sha256.h"
-#include "core/btf.h"
+#include "core/uaccess.h"
 #include "syscall/btf_obj.h"
 #include "syscall/freeze.h"
 #include "syscall/mapid.h"
 #include "syscall/objtab.h"
 #include "syscall/pin.h"
 #include "syscall/syscall.h"
-#include "core/uaccess.h"
 
 namespace bpfmap {
 namespace {
@@ -120,7 +120,6 @@ int name_copy(char *dst, const char *src)
 // Map flags that describe an fd, not the map: they are not kept in map_flags.
 constexpr uint32_t FD_ONLY_FLAGS = uapi::BPF_F_RDONLY | uapi::BPF_F_WRONLY;
 
-
 // No device takes a map here. The kernel offloads only hash and array maps (EINVAL for the
 // rest), and answers EINVAL for a missing ifindex and for a device whose driver has a BPF
 // hook (which then refuses), EOPNOTSUPP for a device without one; software devices (lo,
@@ -187,7 +186,8 @@ int map_attach_btf(const bpf_map_ops *ops, const uapi::map_create_attr &a, map_h
 	if (a.btf_value_type_id) {
 		btf::view v;
 		std::string why;
-		if (v.parse(blob.data(), blob.size(), &why) != 0 || (err = map_check_btf(ops, a, v)))
+		if (v.parse(blob.data(), blob.size(), &why) != 0 ||
+		    (err = map_check_btf(ops, a, v)))
 			return err ? err : -EINVAL;
 	}
 	hdr->btf_id = id;
@@ -197,8 +197,7 @@ int map_attach_btf(const bpf_map_ops *ops, const uapi::map_create_attr &a, map_h
 }
 
 // What the kernel checks after the map is allocated: name, BTF, exclusive program hash.
-int map_create_late_check(const bpf_map_ops *ops, const uapi::map_create_attr &a,
-			  map_header *hdr)
+int map_create_late_check(const bpf_map_ops *ops, const uapi::map_create_attr &a, map_header *hdr)
 {
 	int err = name_copy(hdr->name, a.map_name);
 	if (err)
@@ -631,12 +630,14 @@ long sys_bpf(int cmd, void *uattr, unsigned int size)
 		});
 	case uapi::MAP_GET_NEXT_ID:
 		return attr_command(u, n, [uattr](bpf_attr &a) {
-			long ret = map_get_next_id(a.id, attr_tail_nonzero(a, uapi::end_of_next_id));
+			long ret =
+				map_get_next_id(a.id, attr_tail_nonzero(a, uapi::end_of_next_id));
 			return put_attr_u32(ret, uattr, next_id_off, a.id.next_id);
 		});
 	case uapi::MAP_GET_FD_BY_ID:
 		return attr_command(u, n, [](bpf_attr &a) {
-			return map_get_fd_by_id(a.id, attr_tail_nonzero(a, uapi::end_of_open_flags));
+			return map_get_fd_by_id(a.id,
+						attr_tail_nonzero(a, uapi::end_of_open_flags));
 		});
 	case uapi::OBJ_GET_INFO_BY_FD:
 		return attr_command(u, n, [uattr](bpf_attr &a) {
@@ -646,8 +647,8 @@ long sys_bpf(int cmd, void *uattr, unsigned int size)
 		});
 	case uapi::BTF_LOAD:
 		return attr_command(u, n, [uattr, size](bpf_attr &a) {
-			return btf_load(a.btf_load, attr_tail_nonzero(a, uapi::end_of_btf_load), uattr,
-					size);
+			return btf_load(a.btf_load, attr_tail_nonzero(a, uapi::end_of_btf_load),
+					uattr, size);
 		});
 	case uapi::BTF_GET_FD_BY_ID:
 		return attr_command(u, n, [](bpf_attr &a) {
@@ -659,7 +660,8 @@ long sys_bpf(int cmd, void *uattr, unsigned int size)
 		return attr_command(u, n, [](bpf_attr &a) { return map_freeze(a); });
 	case uapi::BTF_GET_NEXT_ID:
 		return attr_command(u, n, [uattr](bpf_attr &a) {
-			long ret = btf_get_next_id(a.id, attr_tail_nonzero(a, uapi::end_of_next_id));
+			long ret =
+				btf_get_next_id(a.id, attr_tail_nonzero(a, uapi::end_of_next_id));
 			return put_attr_u32(ret, uattr, next_id_off, a.id.next_id);
 		});
 	case uapi::MAP_LOOKUP_BATCH:
@@ -668,8 +670,8 @@ long sys_bpf(int cmd, void *uattr, unsigned int size)
 		});
 	case uapi::MAP_LOOKUP_AND_DELETE_BATCH:
 		return attr_command(u, n, [uattr](bpf_attr &a) {
-			return map_do_batch(&bpf_map_ops::map_lookup_and_delete_batch, true, true, a,
-					    uattr);
+			return map_do_batch(&bpf_map_ops::map_lookup_and_delete_batch, true, true,
+					    a, uattr);
 		});
 	case uapi::MAP_UPDATE_BATCH:
 		return attr_command(u, n, [uattr](bpf_attr &a) {

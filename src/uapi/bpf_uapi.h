@@ -37,7 +37,7 @@ enum bpf_map_type : uint32_t {
 #include "bpfmap/map_types.h"
 #undef BPFMAP_MAP_TYPE
 	MAP_TYPE_ARENA = 33, // not served; named for a MAP_CREATE rule (map_extra)
-	MAP_TYPE_MAX = 64, // upper bound of the registry table, not a kernel value
+	MAP_TYPE_MAX = 64,   // upper bound of the registry table, not a kernel value
 };
 
 // Element command flags.

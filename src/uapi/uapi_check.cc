@@ -47,9 +47,9 @@ static_assert(uint32_t(BPF_RINGBUF_HDR_SZ) == u::BPF_RINGBUF_HDR_SZ);
 
 // Every type of the one list (bpfmap/map_types.h): the system header's number, ours, and
 // the C++ enum's.
-#define BPFMAP_MAP_TYPE(name, value, cxx, ops)                                          \
-	static_assert(int(BPF_MAP_TYPE_##name) == (value));                              \
-	static_assert(int(u::MAP_TYPE_##name) == (value));                               \
+#define BPFMAP_MAP_TYPE(name, value, cxx, ops)              \
+	static_assert(int(BPF_MAP_TYPE_##name) == (value)); \
+	static_assert(int(u::MAP_TYPE_##name) == (value));  \
 	static_assert(int(bpfmap::cxx) == (value));
 #include "bpfmap/map_types.h"
 #undef BPFMAP_MAP_TYPE

@@ -12,10 +12,7 @@
 
 #include <bpfmap/bpfmap.h>
 
-static long bpf(int cmd, union bpf_attr *attr)
-{
-	return bpfmap_bpf(cmd, attr, sizeof(*attr));
-}
+static long bpf(int cmd, union bpf_attr *attr) { return bpfmap_bpf(cmd, attr, sizeof(*attr)); }
 
 static int fail(const char *what)
 {
@@ -82,8 +79,8 @@ int main(int argc, char **argv)
 	if (lookup(pinned_fd, key, &got))
 		return fail("BPF_MAP_LOOKUP_ELEM through the pin");
 	if (got != value) {
-		fprintf(stderr, "consumer: the pin gave %llu, wrote %llu\n", (unsigned long long)got,
-			(unsigned long long)value);
+		fprintf(stderr, "consumer: the pin gave %llu, wrote %llu\n",
+			(unsigned long long)got, (unsigned long long)value);
 		return 1;
 	}
 	close(pinned_fd);

@@ -43,8 +43,8 @@
 // map's file, and writes through a ring buffer's mapping may reach its positions and
 // record headers (without it, only an mmapable array's values are written that way).
 // BPFMAP_FUZZ_TRACE=1 prints each operation and command, for reading a reproducer.
-#include <algorithm>
 #include "bpfmap_fuzz.h"
+#include <algorithm>
 
 namespace bpfmap_fuzz {
 namespace {
@@ -114,7 +114,8 @@ void teardown(state &st)
 	size_t maps = count_entries(root + "/.bpfmap-by-id");
 	size_t btfs = count_entries(root + "/.bpfmap-btf-by-id");
 	if (maps || btfs) {
-		fprintf(stderr, "leak: %zu map ids and %zu BTF ids remain after the input's teardown\n",
+		fprintf(stderr,
+			"leak: %zu map ids and %zu BTF ids remain after the input's teardown\n",
 			maps, btfs);
 		abort();
 	}
@@ -198,14 +199,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (int n = 0; n < MAX_OPS && !in.empty(); n++) {
 		uint8_t op = in.u8() % 16;
 		if (trace)
-			fprintf(stderr, "op %d: %d fds, %zu handles, %zu records, %zu mappings\n", op,
-				static_cast<int>(st.fds.size()), st.handles.size(), st.records.size(),
-				st.mappings.size());
+			fprintf(stderr, "op %d: %d fds, %zu handles, %zu records, %zu mappings\n",
+				op, static_cast<int>(st.fds.size()), st.handles.size(),
+				st.records.size(), st.mappings.size());
 		switch (op) {
-		case 0: case 1:
+		case 0:
+		case 1:
 			op_create(in, st);
 			break;
-		case 2: case 3:
+		case 2:
+		case 3:
 			op_elem(in, st);
 			break;
 		case 4:

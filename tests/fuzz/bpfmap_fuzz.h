@@ -12,9 +12,9 @@
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <memory>
 #include <string>
-#include <linux/close_range.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -48,7 +48,11 @@ constexpr size_t PAGE = 4096;
 
 class reader {
 public:
-	reader(const uint8_t *p, size_t n) : p_(p), end_(p + n) {}
+	reader(const uint8_t *p, size_t n)
+	    : p_(p)
+	    , end_(p + n)
+	{
+	}
 	bool empty() const { return p_ >= end_; }
 	uint8_t u8() { return p_ < end_ ? *p_++ : 0; }
 	uint16_t u16() { return static_cast<uint16_t>(u8() | u8() << 8); }
@@ -67,10 +71,12 @@ public:
 	uint32_t pick32()
 	{
 		static const uint32_t edges[32] = {
-			0xffffffff, 0x80000000, 0x7fffffff, 0x7ffffffe, 4096, 8192, 65536, 1U << 20,
-			256, 512, 1024, 255, 257, 4095, 4097, 0x10000000, 16, 0x40000000, 0x3fffffff,
-			0xfffff, 0x100000, 0xffff, 0x10000, 4096 * 3, 1U << 24, 1U << 31 | 1, 511,
-			513, 1023, 1025, 0xfffffff0, 0x7ffff000};
+			0xffffffff, 0x80000000,	  0x7fffffff, 0x7ffffffe, 4096,	   8192,
+			65536,	    1U << 20,	  256,	      512,	  1024,	   255,
+			257,	    4095,	  4097,	      0x10000000, 16,	   0x40000000,
+			0x3fffffff, 0xfffff,	  0x100000,   0xffff,	  0x10000, 4096 * 3,
+			1U << 24,   1U << 31 | 1, 511,	      513,	  1023,	   1025,
+			0xfffffff0, 0x7ffff000};
 		uint8_t s = u8();
 		if (s < 0xc0)
 			return s;
@@ -111,7 +117,12 @@ inline void *pick_ptr(reader &in, int role, size_t need)
 		return nullptr;
 	case 1:
 		return reinterpret_cast<void *>(uintptr_t{1} + (s >> 4) * 255);
-	case 2: case 3: case 4: case 5: case 6: case 7:
+	case 2:
+	case 3:
+	case 4:
+	case 5:
+	case 6:
+	case 7:
 		if (need && need <= BUF_SIZE)
 			return b + BUF_SIZE - need;
 		return b;
@@ -201,9 +212,9 @@ inline uint32_t value_bytes(uint32_t type, uint32_t value_size)
 
 inline bool trace; // BPFMAP_FUZZ_TRACE=1: each command and its result on stderr
 
-#define TRACE(...)                                    \
-	do {                                          \
-		if (trace)                            \
+#define TRACE(...)                                         \
+	do {                                               \
+		if (trace)                                 \
 			fprintf(stderr, "  " __VA_ARGS__); \
 	} while (0)
 
@@ -269,8 +280,12 @@ inline int pick_fd(reader &in, const state &st, const fd_entry **entry)
 		*entry = &st.fds[s % st.fds.size()];
 		return (*entry)->fd;
 	}
-	const int others[] = {-1, 0, 1, 2, devnull_fd, dir_fd, pipe_fd, junk_fd, st.last_closed,
-			      1 << 20, 0x7fffffff, 1023, 1024, -2, 9999, 3};
+	const int others[] = {-1,      0,	   1,
+			      2,       devnull_fd, dir_fd,
+			      pipe_fd, junk_fd,	   st.last_closed,
+			      1 << 20, 0x7fffffff, 1023,
+			      1024,    -2,	   9999,
+			      3};
 	return others[s % 16];
 }
 
@@ -314,7 +329,10 @@ inline long call(reader &in, int cmd, const u::bpf_attr &a)
 	return sys(cmd, attr, size);
 }
 
-inline bool is_ring(uint32_t type) { return type == u::MAP_TYPE_RINGBUF || type == u::MAP_TYPE_USER_RINGBUF; }
+inline bool is_ring(uint32_t type)
+{
+	return type == u::MAP_TYPE_RINGBUF || type == u::MAP_TYPE_USER_RINGBUF;
+}
 
 // The operations, one opcode each (fuzz_syscall_ops.cc).
 void op_create(reader &in, state &st);

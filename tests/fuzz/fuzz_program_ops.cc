@@ -61,7 +61,9 @@ void op_prog(reader &in, state &st)
 			return;
 		u::bpf_map_info info;
 		if (!map_info(fd, &info)) {
-			fprintf(stderr, "bpfmap_map_get(%d) gave a handle, but the fd has no map info\n", fd);
+			fprintf(stderr,
+				"bpfmap_map_get(%d) gave a handle, but the fd has no map info\n",
+				fd);
 			abort();
 		}
 		st.handles.push_back({m, info.type, info.key_size, info.value_size,
@@ -94,7 +96,8 @@ void op_prog(reader &in, state &st)
 			st.handles.erase(st.handles.begin() + static_cast<long>(hi));
 		}
 		break;
-	case 2: case 3: {
+	case 2:
+	case 3: {
 		void *v = bpfmap_map_lookup_elem(m, key_ptr());
 		uint8_t w = in.u8();
 		if (v) {
@@ -111,7 +114,8 @@ void op_prog(reader &in, state &st)
 			touch(v, he.value_size);
 		break;
 	}
-	case 5: case 6: {
+	case 5:
+	case 6: {
 		void *k = key_ptr();
 		void *v = value_ptr(true);
 		bpfmap_map_update_elem(m, k, v, in.pick64());
@@ -137,7 +141,8 @@ void op_prog(reader &in, state &st)
 		if (st.records.size() >= MAX_RECORDS)
 			break;
 		void *r = bpfmap_ringbuf_reserve(m, size, flags);
-		TRACE("reserve(%llu, %llu) = %p\n", (unsigned long long)size, (unsigned long long)flags, r);
+		TRACE("reserve(%llu, %llu) = %p\n", (unsigned long long)size,
+		      (unsigned long long)flags, r);
 		if (r) {
 			memset(r, 0x5a, size);
 			st.records.push_back({r, size, static_cast<int>(hi), -1});
@@ -157,8 +162,8 @@ void op_prog(reader &in, state &st)
 		uint64_t flags = in.pick64();
 		if (size > BUF_SIZE && size < (1U << 30))
 			size = BUF_SIZE;
-		bpfmap_ringbuf_output(m, size <= BUF_SIZE ? bufs[1] + BUF_SIZE - size : bufs[1], size,
-				      flags);
+		bpfmap_ringbuf_output(m, size <= BUF_SIZE ? bufs[1] + BUF_SIZE - size : bufs[1],
+				      size, flags);
 		break;
 	}
 	case 14:
@@ -265,8 +270,9 @@ void op_mmap(reader &in, state &st)
 	case 0: {
 		const fd_entry *e;
 		int fd = pick_fd(in, st, &e);
-		static const int prots[] = {PROT_READ, PROT_READ | PROT_WRITE, PROT_WRITE,
-					    PROT_NONE, PROT_READ | PROT_EXEC, PROT_READ | PROT_WRITE};
+		static const int prots[] = {
+			PROT_READ, PROT_READ | PROT_WRITE, PROT_WRITE,
+			PROT_NONE, PROT_READ | PROT_EXEC,  PROT_READ | PROT_WRITE};
 		static const int flags[] = {MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE,
 					    MAP_SHARED | MAP_POPULATE};
 		uint8_t p = in.u8();
@@ -288,8 +294,8 @@ void op_mmap(reader &in, state &st)
 		if (ours && (prot & (PROT_READ | PROT_WRITE)))
 			for (size_t o = 0; o < len; o += PAGE)
 				touch(a + o, 1);
-		st.mappings.push_back({a, (len + PAGE - 1) & ~(PAGE - 1), prot, ours,
-				       ours && is_ring(e->type)});
+		st.mappings.push_back(
+			{a, (len + PAGE - 1) & ~(PAGE - 1), prot, ours, ours && is_ring(e->type)});
 		break;
 	}
 	case 1: { // write through a writable mapping, as user space may
@@ -346,7 +352,8 @@ void op_mmap(reader &in, state &st)
 		break;
 	}
 	default: {
-		static const int prots[] = {PROT_READ, PROT_READ | PROT_WRITE, PROT_NONE, PROT_EXEC};
+		static const int prots[] = {PROT_READ, PROT_READ | PROT_WRITE, PROT_NONE,
+					    PROT_EXEC};
 		uint8_t p = in.u8();
 		if (st.mappings.empty())
 			break;
@@ -392,7 +399,8 @@ void op_scribble(reader &in, state &st)
 	if (rw < 0)
 		return;
 	TRACE("scribble %d bytes at %llu of %lld (fd %d)\n", n,
-	      (unsigned long long)(off % static_cast<uint64_t>(sb.st_size)), (long long)sb.st_size, fd);
+	      (unsigned long long)(off % static_cast<uint64_t>(sb.st_size)), (long long)sb.st_size,
+	      fd);
 	if (pwrite(rw, words, n, static_cast<off_t>(off % static_cast<uint64_t>(sb.st_size))) < 0)
 		perror("scribble");
 	close(rw);

@@ -6,11 +6,11 @@ namespace bpfmap_fuzz {
 // ---- Operations.
 
 const uint32_t served_types[] = {
-	u::MAP_TYPE_HASH,	u::MAP_TYPE_ARRAY,	  u::MAP_TYPE_PERCPU_HASH,
-	u::MAP_TYPE_PERCPU_ARRAY, u::MAP_TYPE_LRU_HASH, u::MAP_TYPE_LRU_PERCPU_HASH,
-	u::MAP_TYPE_LPM_TRIE,	u::MAP_TYPE_QUEUE,	  u::MAP_TYPE_STACK,
-	u::MAP_TYPE_RINGBUF,	u::MAP_TYPE_BLOOM_FILTER, u::MAP_TYPE_USER_RINGBUF,
-	u::MAP_TYPE_UNSPEC,	u::MAP_TYPE_PROG_ARRAY,   u::MAP_TYPE_ARENA,
+	u::MAP_TYPE_HASH,	  u::MAP_TYPE_ARRAY,	    u::MAP_TYPE_PERCPU_HASH,
+	u::MAP_TYPE_PERCPU_ARRAY, u::MAP_TYPE_LRU_HASH,	    u::MAP_TYPE_LRU_PERCPU_HASH,
+	u::MAP_TYPE_LPM_TRIE,	  u::MAP_TYPE_QUEUE,	    u::MAP_TYPE_STACK,
+	u::MAP_TYPE_RINGBUF,	  u::MAP_TYPE_BLOOM_FILTER, u::MAP_TYPE_USER_RINGBUF,
+	u::MAP_TYPE_UNSPEC,	  u::MAP_TYPE_PROG_ARRAY,   u::MAP_TYPE_ARENA,
 	u::MAP_TYPE_MAX};
 
 bool keyless(uint32_t type)
@@ -20,10 +20,12 @@ bool keyless(uint32_t type)
 }
 
 const uint32_t flag_bits[16] = {
-	u::BPF_F_NO_PREALLOC, u::BPF_F_NO_COMMON_LRU, u::BPF_F_RDONLY,	  u::BPF_F_WRONLY,
-	u::BPF_F_ZERO_SEED,   u::BPF_F_RDONLY_PROG,   u::BPF_F_WRONLY_PROG, u::BPF_F_MMAPABLE,
-	u::BPF_F_NUMA_NODE,   u::BPF_F_TOKEN_FD,      u::BPF_F_PRESERVE_ELEMS, u::BPF_F_INNER_MAP,
-	u::BPF_F_CLONE,	      u::BPF_F_SEGV_ON_FAULT, u::BPF_F_RB_OVERWRITE, u::BPF_F_NO_USER_CONV};
+	u::BPF_F_NO_PREALLOC, u::BPF_F_NO_COMMON_LRU,  u::BPF_F_RDONLY,
+	u::BPF_F_WRONLY,      u::BPF_F_ZERO_SEED,      u::BPF_F_RDONLY_PROG,
+	u::BPF_F_WRONLY_PROG, u::BPF_F_MMAPABLE,       u::BPF_F_NUMA_NODE,
+	u::BPF_F_TOKEN_FD,    u::BPF_F_PRESERVE_ELEMS, u::BPF_F_INNER_MAP,
+	u::BPF_F_CLONE,	      u::BPF_F_SEGV_ON_FAULT,  u::BPF_F_RB_OVERWRITE,
+	u::BPF_F_NO_USER_CONV};
 
 // MAP_CREATE. Each size is either one that fits the type ("valid-ish", selector < 0x80)
 // or any 32-bit value.
@@ -36,12 +38,12 @@ void op_create(reader &in, state &st)
 	bool ring = is_ring(c.map_type);
 	uint8_t s = in.u8();
 	if (s < 0x80)
-		c.key_size = keyless(c.map_type)		  ? 0
-			     : c.map_type == u::MAP_TYPE_ARRAY ||
-					       c.map_type == u::MAP_TYPE_PERCPU_ARRAY
-				     ? 4
-			     : c.map_type == u::MAP_TYPE_LPM_TRIE ? 4 + (1U << (s % 5))
-								   : 1U << (s % 7);
+		c.key_size =
+			keyless(c.map_type) ? 0
+			: c.map_type == u::MAP_TYPE_ARRAY || c.map_type == u::MAP_TYPE_PERCPU_ARRAY
+				? 4
+			: c.map_type == u::MAP_TYPE_LPM_TRIE ? 4 + (1U << (s % 5))
+							     : 1U << (s % 7);
 	else
 		c.key_size = in.pick32();
 	s = in.u8();
@@ -58,9 +60,16 @@ void op_create(reader &in, state &st)
 		c.map_flags = in.pick32();
 	}
 	s = in.u8();
-	c.map_extra = s < 0x80 ? (c.map_type == u::MAP_TYPE_BLOOM_FILTER ? s % 16 : 0) : in.pick64();
-	static const char *names[] = {"", "m", "map_1", "a.b", "bad name", "\xc3\xa9t\xc3\xa9",
-				      "0123456789abcde", "0123456789abcdef"};
+	c.map_extra =
+		s < 0x80 ? (c.map_type == u::MAP_TYPE_BLOOM_FILTER ? s % 16 : 0) : in.pick64();
+	static const char *names[] = {"",
+				      "m",
+				      "map_1",
+				      "a.b",
+				      "bad name",
+				      "\xc3\xa9t\xc3\xa9",
+				      "0123456789abcde",
+				      "0123456789abcdef"};
 	s = in.u8();
 	if (s < 0xf0)
 		memcpy(c.map_name, names[s % 8], strnlen(names[s % 8], sizeof(c.map_name)));
@@ -121,7 +130,8 @@ void op_batch(reader &in, state &st)
 	b.map_fd = static_cast<uint32_t>(pick_fd(in, st, &e));
 	size_t ks = e && e->known ? e->key_size : 0;
 	size_t vs = e && e->known ? e->value_bytes : 0;
-	size_t elem = e && e->known ? std::max<size_t>({ks, vs, 8}) : std::max<size_t>(st.max_elem, 8);
+	size_t elem =
+		e && e->known ? std::max<size_t>({ks, vs, 8}) : std::max<size_t>(st.max_elem, 8);
 	uint32_t count = in.pick32();
 	count = static_cast<uint32_t>(std::min<size_t>(count, BUF_SIZE / elem));
 	b.count = count;
@@ -201,7 +211,8 @@ std::string pick_path(reader &in, int32_t *path_fd, uint32_t *file_flags)
 	if (!n)
 		name[n++] = 'p';
 	switch (s % 8) {
-	case 0: case 1:
+	case 0:
+	case 1:
 		return std::string("/sys/fs/bpf/") + name;
 	case 2:
 		return root + "/" + name;
@@ -294,7 +305,8 @@ void op_btf(reader &in, state &st)
 	if (size > BUF_SIZE && size <= (16 << 20))
 		size = BUF_SIZE;
 	b.btf_size = size;
-	b.btf = size <= BUF_SIZE && (s & 0xf) == 1 ? ptr64(bufs[2] + BUF_SIZE - size) : ptr64(bufs[2]);
+	b.btf = size <= BUF_SIZE && (s & 0xf) == 1 ? ptr64(bufs[2] + BUF_SIZE - size)
+						   : ptr64(bufs[2]);
 	if ((s & 0xf) == 2)
 		b.btf = 0;
 	s = in.u8();
@@ -316,9 +328,26 @@ void op_btf(reader &in, state &st)
 // Commands bpfmap does not serve, and served commands without pointers, with raw attrs.
 void op_raw(reader &in, state &st)
 {
-	static const int cmds[] = {u::PROG_LOAD, 8, 9, 10, 11, 13, 16, 17, 20, 28, 29, 36, -1,
-				   1000, u::MAP_GET_NEXT_ID, u::MAP_GET_FD_BY_ID, u::BTF_GET_NEXT_ID,
-				   u::BTF_GET_FD_BY_ID, u::MAP_FREEZE, u::MAP_CREATE};
+	static const int cmds[] = {u::PROG_LOAD,
+				   8,
+				   9,
+				   10,
+				   11,
+				   13,
+				   16,
+				   17,
+				   20,
+				   28,
+				   29,
+				   36,
+				   -1,
+				   1000,
+				   u::MAP_GET_NEXT_ID,
+				   u::MAP_GET_FD_BY_ID,
+				   u::BTF_GET_NEXT_ID,
+				   u::BTF_GET_FD_BY_ID,
+				   u::MAP_FREEZE,
+				   u::MAP_CREATE};
 	uint8_t s = in.u8();
 	int cmd = s < 0xf0 ? cmds[s % 20] : static_cast<int>(in.u32());
 	u::bpf_attr a{};
@@ -359,8 +388,8 @@ void op_dup_over(reader &in, state &st)
 	dst.fd = fd;
 	u::bpf_map_info info;
 	if (src.kind == fd_kind::map && (!map_info(fd, &info) || info.id != src.id)) {
-		fprintf(stderr, "fd %d is map %u after dup2(), but bpfmap sees map %u\n", fd, src.id,
-			info.id);
+		fprintf(stderr, "fd %d is map %u after dup2(), but bpfmap sees map %u\n", fd,
+			src.id, info.id);
 		abort();
 	}
 }
@@ -374,7 +403,8 @@ void op_close_range(reader &in, state &st)
 	size_t i = s % st.fds.size();
 	int fd = st.fds[i].fd;
 	if (s & 0x80) {
-		close_range(static_cast<unsigned>(fd), static_cast<unsigned>(fd), CLOSE_RANGE_CLOEXEC);
+		close_range(static_cast<unsigned>(fd), static_cast<unsigned>(fd),
+			    CLOSE_RANGE_CLOEXEC);
 		return;
 	}
 	if (close_range(static_cast<unsigned>(fd), static_cast<unsigned>(fd), 0) == 0) {
