@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 jobs=$(nproc)
+# Every C and C++ file as .clang-format has it (scripts/format.sh fixes them).
+scripts/format.sh --check
 
 run_suite() { # build-dir, extra cmake args...
   local dir=$1; shift
