@@ -320,7 +320,7 @@ TEST_F(HashTest, ReadOnlyProgMapRefusesProgramWrites)
 // every command on the map in a child process: each must return (an errno, or a wrong
 // answer), never crash nor hang.
 
-// The hash family's control block and shared structures as hashtab.cc lays them out.
+// The hash family's control block and shared structures as hashtab.h lays them out.
 struct ctl_view {
 	uint64_t seed, locks_off, buckets_off, elems_off;
 	uint32_t n_buckets, n_locks, n_elems, elem_size;

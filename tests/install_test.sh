@@ -105,7 +105,7 @@ echo "pkg-config --static --cflags --libs bpfmap: $flags"
 if readelf -d "$work/c_static" | grep -q 'Shared library: \[libbpfmap'; then
 	fail "c_static needs libbpfmap.so"
 fi
-# The archive's close() (src/syscall/fdhooks.cc) must replace libc's in the program, as the
+# The archive's close() (src/interpose/fdhooks.cc) must replace libc's in the program, as the
 # shared library's does, or closing a map fd would not release the map.
 nm "$work/c_static" | grep -q ' T close$' || fail "c_static: close() is not bpfmap's"
 "$work/c_static" /sys/fs/bpf/c_static || fail "C consumer (pkg-config --static) run"

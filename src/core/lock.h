@@ -5,8 +5,9 @@
 // held the lock is linked into the holder's robust list (the one the C library registered
 // with set_robust_list). When a thread exits, the kernel walks that list and marks each lock
 // still held by it FUTEX_OWNER_DIED; the next locker takes it over and is told so, so it can
-// reclaim what the dead writer held (see hashtab.cc, lru_list.cc). Every structure guarded by
-// one is written so that it is consistent at each instruction (publish with one store).
+// reclaim what the dead writer held (see maps/hashtab_audit.cc, lru_list.cc). Every
+// structure guarded by one is written so that it is consistent at each instruction (publish
+// with one store).
 //
 // The region is untrusted (any sharer may write any word of it at any time), so:
 // - A lock word that names no thread that holds the lock is taken over, as if its holder
