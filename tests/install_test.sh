@@ -78,7 +78,8 @@ for h in "$prefix"/include/bpfmap/*.h "$prefix"/include/bpfmap/*.hpp; do
 		fail "${h##*/} alone, in C++20"
 done
 
-# (a) pkg-config, shared library; run with LD_LIBRARY_PATH (installed programs carry no RPATH).
+# (a) pkg-config, shared library. bpfmap.pc puts the prefix's lib dir in the program's RUNPATH,
+# so it runs as built, with no LD_LIBRARY_PATH.
 export PKG_CONFIG_PATH="$libdir/pkgconfig"
 [ "$(pkg-config --modversion bpfmap)" = "$version" ] || fail "bpfmap.pc version is not $version"
 flags=$(pkg-config --cflags --libs bpfmap)
@@ -86,7 +87,7 @@ echo "pkg-config --cflags --libs bpfmap: $flags"
 # shellcheck disable=SC2086 # the flags are words
 "$CC" -o "$work/c_shared" "$consumers/consumer.c" $flags || fail "C consumer, pkg-config"
 readelf -d "$work/c_shared" | grep -q "Shared library: \[$soname\]" || fail "c_shared does not need $soname"
-LD_LIBRARY_PATH="$libdir" "$work/c_shared" /sys/fs/bpf/c_shared || fail "C consumer (pkg-config) run"
+env -u LD_LIBRARY_PATH "$work/c_shared" /sys/fs/bpf/c_shared || fail "C consumer (pkg-config) run"
 need "$pins/c_shared"
 
 # (a, static) pkg-config --static against a prefix with libbpfmap.a and no libbpfmap.so, so
