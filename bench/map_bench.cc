@@ -1,5 +1,5 @@
-// map_bench: bpfmap's hash, array, LRU, queue, stack and bloom filter maps against the kernel's, through
-// the same attrs.
+// map_bench: bpfmap's hash, array, LRU, queue, stack and bloom filter maps against the
+// kernel's, through the same attrs.
 //
 // For every (type, max_entries, key/value size) config, one bpfmap map and one kernel map
 // are created and filled to max_entries with the same random keys, once: the config is
@@ -178,8 +178,8 @@ struct fixture {
 #endif
 
 	explicit fixture(const config &c)
-	    : cfg(c)
-	    , value(c.value_bytes(), 0x5a)
+		: cfg(c)
+		, value(c.value_bytes(), 0x5a)
 	{
 		std::mt19937_64 rng(0x6270666d6170ull ^ c.entries ^ (uint64_t(c.key_size) << 32) ^
 				    (uint64_t(c.value_size) << 40) ^ (uint64_t(c.type) << 48));

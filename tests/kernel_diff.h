@@ -101,9 +101,9 @@ struct Req {
 	std::vector<std::vector<uint8_t>> bufs;
 
 	explicit Req(int c, unsigned sz = KATTR)
-	    : cmd(c)
-	    , size(sz)
-	    , attr(std::max<size_t>(KATTR, std::min<size_t>(sz, 8192)), 0)
+		: cmd(c)
+		, size(sz)
+		, attr(std::max<size_t>(KATTR, std::min<size_t>(sz, 8192)), 0)
 	{
 	}
 	void u32(size_t off, uint32_t v) { put32(attr, off, v); }

@@ -56,8 +56,8 @@ struct LpmKeys {
 	std::vector<std::vector<uint8_t>> used;
 
 	LpmKeys(uint64_t seed, uint32_t data_size)
-	    : rng(seed)
-	    , ds(data_size)
+		: rng(seed)
+		, ds(data_size)
 	{
 		for (int i = 0; i < 4; i++) {
 			std::vector<uint8_t> b(ds);

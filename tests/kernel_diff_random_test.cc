@@ -92,7 +92,7 @@ using Bytes = std::vector<uint8_t>;
 class Runner {
 public:
 	Runner(const Cfg &c)
-	    : c_(c)
+		: c_(c)
 	{
 		seed_ = global_seed() ^ fnv(cfg_name(c));
 		rng_.seed(seed_);

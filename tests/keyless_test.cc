@@ -26,8 +26,8 @@ struct handle {
 	int fd;
 	bpfmap_map *m;
 	explicit handle(int f)
-	    : fd(f)
-	    , m(bpfmap_map_get(f))
+		: fd(f)
+		, m(bpfmap_map_get(f))
 	{
 	}
 	~handle()

@@ -82,12 +82,12 @@ struct lru_fixture {
 	std::vector<uint32_t> live; // elements in the table, as the test added them
 
 	lru_fixture(uint32_t n_, uint32_t cpus, bool pc)
-	    : n(n_)
-	    , nr_cpus(cpus)
-	    , percpu(pc)
-	    , size(lru_size(n_, cpus, pc))
-	    , region(size, 64 * GiB + PAGE)
-	    , refs(n_, 4 * GiB + PAGE)
+		: n(n_)
+		, nr_cpus(cpus)
+		, percpu(pc)
+		, size(lru_size(n_, cpus, pc))
+		, region(size, 64 * GiB + PAGE)
+		, refs(n_, 4 * GiB + PAGE)
 	{
 		table.in.assign(n, 0);
 		lru_init(region.get(), n, nr_cpus, percpu);

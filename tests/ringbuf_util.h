@@ -37,7 +37,7 @@ struct ring_mmap {
 	const char *prod_page = nullptr;
 
 	ring_mmap(int fd, size_t sz)
-	    : size(sz)
+		: size(sz)
 	{
 		void *c = mmap(nullptr, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 		void *p = mmap(nullptr, PAGE + 2 * sz, PROT_READ, MAP_SHARED, fd, PAGE);
@@ -77,8 +77,8 @@ struct ring {
 	int fd;
 	bpfmap_map *m;
 	explicit ring(uint32_t size)
-	    : fd(map_create(RINGBUF, 0, 0, size))
-	    , m(fd >= 0 ? bpfmap_map_get(fd) : nullptr)
+		: fd(map_create(RINGBUF, 0, 0, size))
+		, m(fd >= 0 ? bpfmap_map_get(fd) : nullptr)
 	{
 	}
 	~ring()
@@ -175,8 +175,8 @@ struct ordered_records {
 	long bad = 0, got = 0;
 
 	ordered_records(int producers, size_t (*sz)(uint32_t, uint32_t))
-	    : next(producers, 0)
-	    , size_of(sz)
+		: next(producers, 0)
+		, size_of(sz)
 	{
 	}
 

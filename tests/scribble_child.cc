@@ -147,13 +147,13 @@ uint64_t read_all(const void *p, size_t len)
 class worker {
 public:
 	worker(const map_case &c, int fd, progress &p, const shared_page &sh, uint64_t seed)
-	    : c_(c)
-	    , m_(c)
-	    , fd_(fd)
-	    , p_(p)
-	    , sh_(sh)
-	    , rng_(seed)
-	    , fam_(family_of(c))
+		: c_(c)
+		, m_(c)
+		, fd_(fd)
+		, p_(p)
+		, sh_(sh)
+		, rng_(seed)
+		, fam_(family_of(c))
 	{
 		// Buffers are sized as the map's info says, as a client that opened a map sizes
 		// them: an attach may have taken sizes that scribbling changed (they validated).

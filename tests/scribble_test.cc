@@ -121,9 +121,9 @@ void gdb_backtrace(pid_t pid)
 class watchdog {
 public:
 	watchdog(const map_case &c, uint64_t seed, round_result &res)
-	    : c_(c)
-	    , seed_(seed)
-	    , res_(res)
+		: c_(c)
+		, seed_(seed)
+		, res_(res)
 	{
 	}
 
@@ -237,8 +237,8 @@ private:
 class scribbler {
 public:
 	scribbler(int fd, uint64_t seed)
-	    : fd_(fd)
-	    , rng_(seed)
+		: fd_(fd)
+		, rng_(seed)
 	{
 		size_ = static_cast<size_t>(lseek(fd, 0, SEEK_END));
 		if (rng_() & 1) {

@@ -34,12 +34,12 @@ int elem_call(uapi::bpf_cmd cmd, int fd, const void *key, const void *value, uin
 Map::~Map() { reset(); }
 
 Map::Map(Map &&o) noexcept
-    : fd_(o.fd_)
-    , map_(o.map_)
-    , key_size_(o.key_size_)
-    , value_size_(o.value_size_)
-    , value_bytes_(o.value_bytes_)
-    , type_(o.type_)
+	: fd_(o.fd_)
+	, map_(o.map_)
+	, key_size_(o.key_size_)
+	, value_size_(o.value_size_)
+	, value_bytes_(o.value_bytes_)
+	, type_(o.type_)
 {
 	o.fd_ = -1;
 	o.map_ = nullptr;
@@ -211,7 +211,7 @@ int Map::freeze()
 }
 
 Map::key_iterator::key_iterator(const Map *m, bool first)
-    : map_(m)
+	: map_(m)
 {
 	if (!first)
 		return;

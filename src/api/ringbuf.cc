@@ -94,9 +94,9 @@ detail::ring_handle::~ring_handle()
 }
 
 detail::ring_handle::ring_handle(ring_handle &&o) noexcept
-    : map(std::exchange(o.map, nullptr))
-    , wake_fd(std::exchange(o.wake_fd, -1))
-    , slot(std::exchange(o.slot, -1))
+	: map(std::exchange(o.map, nullptr))
+	, wake_fd(std::exchange(o.wake_fd, -1))
+	, slot(std::exchange(o.slot, -1))
 {
 }
 

@@ -74,8 +74,8 @@ bool thread_alive(thread_id t);
 class lock_guard {
 public:
 	explicit lock_guard(shared_lock &l)
-	    : l_(l)
-	    , owner_died_(l_.lock())
+		: l_(l)
+		, owner_died_(l_.lock())
 	{
 	}
 	~lock_guard() { l_.unlock(); }

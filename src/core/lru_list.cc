@@ -60,9 +60,9 @@ struct ctx {
 	uint32_t local_cpu = 0; // the CPU whose local free list move_to_free(LRU_LOCAL_FREE) fills
 
 	explicit ctx(bpf_lru *l)
-	    : lru(l)
-	    , L{l->nodes, l->n_nodes}
-	    , nr_scans(l->nr_scans)
+		: lru(l)
+		, L{l->nodes, l->n_nodes}
+		, nr_scans(l->nr_scans)
 	{
 	}
 

@@ -1,13 +1,11 @@
-// close(), close_range(), closefrom(), dup2() and dup3() are interposed so that the fd cache in objtab.cc never
-// outlives the fd it describes: after the real call, the entry for the fd that was closed
-// or replaced is dropped. mmap(), munmap(), mremap() and mprotect() go through map_mmap.cc,
-// which checks and counts mappings of map fds. Everything else passes straight to the kernel.
+// close(), close_range(), closefrom(), dup2() and dup3(), interposed so that the fd cache in
+// objtab.cc never outlives the fd it describes: after the real call, what this process kept
+// about the fd that was closed or replaced (its map handle, BTF object, mapping holds, epoll
+// watches, wait queue sleepers) is dropped. The mmap family is in map_mmap.cc.
 #include <cerrno>
 #include <climits>
-#include <cstdarg>
 #include <fcntl.h>
 #include <linux/close_range.h>
-#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -86,35 +84,6 @@ BPFMAP_INTERPOSE int dup2(int oldfd, int newfd)
 	if (oldfd == newfd) // dup3 refuses this case; dup2 checks the fd and returns it
 		return fcntl(oldfd, F_GETFD) < 0 ? -1 : newfd;
 	return dup3(oldfd, newfd, 0);
-}
-
-BPFMAP_INTERPOSE void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
-{
-	return bpfmap::map_mmap(addr, len, prot, flags, fd, off);
-}
-
-BPFMAP_INTERPOSE void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
-{
-	return bpfmap::map_mmap(addr, len, prot, flags, fd, off);
-}
-
-BPFMAP_INTERPOSE int munmap(void *addr, size_t len) { return bpfmap::map_munmap(addr, len); }
-
-BPFMAP_INTERPOSE int mprotect(void *addr, size_t len, int prot)
-{
-	return bpfmap::map_mprotect(addr, len, prot);
-}
-
-BPFMAP_INTERPOSE void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
-{
-	void *new_addr = nullptr;
-	if (flags & MREMAP_FIXED) {
-		va_list ap;
-		va_start(ap, flags);
-		new_addr = va_arg(ap, void *);
-		va_end(ap);
-	}
-	return bpfmap::map_mremap(old, old_len, new_len, flags, new_addr);
 }
 
 } // extern "C"

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdarg>
 #include <fcntl.h>
 #include <map>
 #include <mutex>
@@ -324,3 +325,36 @@ void map_mmap_fds_closed(int first, int last)
 }
 
 } // namespace bpfmap
+
+extern "C" {
+
+BPFMAP_INTERPOSE void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	return bpfmap::map_mmap(addr, len, prot, flags, fd, off);
+}
+
+BPFMAP_INTERPOSE void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	return bpfmap::map_mmap(addr, len, prot, flags, fd, off);
+}
+
+BPFMAP_INTERPOSE int munmap(void *addr, size_t len) { return bpfmap::map_munmap(addr, len); }
+
+BPFMAP_INTERPOSE int mprotect(void *addr, size_t len, int prot)
+{
+	return bpfmap::map_mprotect(addr, len, prot);
+}
+
+BPFMAP_INTERPOSE void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
+{
+	void *new_addr = nullptr;
+	if (flags & MREMAP_FIXED) {
+		va_list ap;
+		va_start(ap, flags);
+		new_addr = va_arg(ap, void *);
+		va_end(ap);
+	}
+	return bpfmap::map_mremap(old, old_len, new_len, flags, new_addr);
+}
+
+} // extern "C"

@@ -243,7 +243,7 @@ void pcpu_repair_stripe(bpf_percpu_array *a, uint32_t index, uint32_t cpu)
 class pcpu_slot_lock {
 public:
 	pcpu_slot_lock(bpf_percpu_array *a, uint32_t index, uint32_t cpu)
-	    : g_(a->lock_of(index, cpu))
+		: g_(a->lock_of(index, cpu))
 	{
 		if (g_.owner_died())
 			pcpu_repair_stripe(a, index, cpu);

@@ -33,8 +33,8 @@
 // - Readers take no lock. An update never overwrites a live element: it fills a fresh one
 //   and publishes it with one store (slot or chain link), then frees the old one.
 // - Each element has a sequence count, made odd while the element is being refilled after
-//   reuse, and advanced when it is unlinked. The copy-out lookup reads it before and after copying and retries on change, so
-//   it never returns a torn value. The pointer lookup returns the element's value as the
+//   reuse, and advanced when it is unlinked. The copy-out lookup reads it before and after
+//   copying and retries on change, so it never returns a torn value. The pointer lookup returns the element's value as the
 //   kernel helper does; like the kernel's preallocated maps, a concurrent delete may let
 //   the element be reused under the caller.
 // - Chains end in a "nulls" marker naming their bucket; a reader that was carried into

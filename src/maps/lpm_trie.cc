@@ -604,7 +604,7 @@ void trie_audit(bpf_lpm_trie *t)
 class trie_locked {
 public:
 	explicit trie_locked(bpf_lpm_trie *t)
-	    : g_(t->c->lock)
+		: g_(t->c->lock)
 	{
 		if (g_.owner_died())
 			trie_audit(t);

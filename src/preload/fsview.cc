@@ -179,8 +179,8 @@ struct bpffs_path {
 	int dir = -1;
 	int err = 0;
 	explicit bpffs_path(const char *p)
-	    : path(p)
-	    , in_bpffs(bpfmap::bpffs_rel(p, &file))
+		: path(p)
+		, in_bpffs(bpfmap::bpffs_rel(p, &file))
 	{
 		if (!in_bpffs)
 			return;

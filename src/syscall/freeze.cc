@@ -1,3 +1,4 @@
+// MAP_FREEZE's lock against writable mappings in any process (see freeze.h).
 #include "syscall/freeze.h"
 
 #include <cerrno>

@@ -33,7 +33,7 @@ const char *table_name(id_table t)
 struct table_dir {
 	int fd;
 	table_dir(const root_dir &root, id_table t)
-	    : fd(root.open(table_name(t), O_PATH | O_DIRECTORY))
+		: fd(root.open(table_name(t), O_PATH | O_DIRECTORY))
 	{
 	}
 	~table_dir()

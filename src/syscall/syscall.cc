@@ -82,8 +82,8 @@ private:
 	std::unique_ptr<unsigned char[]> heap_;
 };
 
-// The map behind an attr's map_fd, or nullptr with *err set.
-// The map behind an element command's fd, and what the fd's open mode withholds.
+// The map behind a command's map fd and what the fd's open mode withholds, or nullptr with
+// *err set.
 bpf_map *elem_map(uint32_t fd, int *err, unsigned *denied)
 {
 	return map_from_fd(static_cast<int>(fd), err, denied);

@@ -49,8 +49,8 @@ constexpr size_t PAGE = 4096;
 class reader {
 public:
 	reader(const uint8_t *p, size_t n)
-	    : p_(p)
-	    , end_(p + n)
+		: p_(p)
+		, end_(p + n)
 	{
 	}
 	bool empty() const { return p_ >= end_; }

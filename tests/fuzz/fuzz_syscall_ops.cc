@@ -5,12 +5,15 @@ namespace bpfmap_fuzz {
 
 // ---- Operations.
 
+// A type bpfmap does not serve (the kernel's BPF_MAP_TYPE_PROG_ARRAY), as a wrong guess.
+constexpr uint32_t MAP_TYPE_PROG_ARRAY = 3;
+
 const uint32_t served_types[] = {
 	u::MAP_TYPE_HASH,	  u::MAP_TYPE_ARRAY,	    u::MAP_TYPE_PERCPU_HASH,
 	u::MAP_TYPE_PERCPU_ARRAY, u::MAP_TYPE_LRU_HASH,	    u::MAP_TYPE_LRU_PERCPU_HASH,
 	u::MAP_TYPE_LPM_TRIE,	  u::MAP_TYPE_QUEUE,	    u::MAP_TYPE_STACK,
 	u::MAP_TYPE_RINGBUF,	  u::MAP_TYPE_BLOOM_FILTER, u::MAP_TYPE_USER_RINGBUF,
-	u::MAP_TYPE_UNSPEC,	  u::MAP_TYPE_PROG_ARRAY,   u::MAP_TYPE_ARENA,
+	u::MAP_TYPE_UNSPEC,	  MAP_TYPE_PROG_ARRAY,	    u::MAP_TYPE_ARENA,
 	u::MAP_TYPE_MAX};
 
 bool keyless(uint32_t type)
