@@ -37,7 +37,6 @@ using cpu_util::possible_cpus;
 
 bool is_hash(uint32_t type);
 bool is_percpu(uint32_t type);
-inline const char *type_name(uint32_t type) { return map_type_name(type); }
 
 // Bytes of one value in a syscall buffer: for per-CPU maps, one 8-byte-aligned slot per CPU.
 uint32_t value_bytes(uint32_t type, uint32_t vs);

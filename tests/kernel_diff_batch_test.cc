@@ -120,7 +120,8 @@ TEST_F(KernelDiff, BatchArgumentChecks)
 	for (int cmd :
 	     {C_LOOKUP_BATCH, C_LOOKUP_AND_DELETE_BATCH, C_UPDATE_BATCH, C_DELETE_BATCH}) {
 		for (uint32_t type : {T_HASH, T_ARRAY, T_PERCPU_HASH, T_PERCPU_ARRAY}) {
-			std::string t = std::string(cmd_name(cmd)) + " " + type_name(type) + " ";
+			std::string t =
+				std::string(cmd_name(cmd)) + " " + map_type_name(type) + " ";
 			const std::vector<uint8_t> upd_vals = vals_of(4, value_bytes(type, 8), 7);
 			auto fresh = [&]() {
 				Pair p = create_both(t, create_req(type, 4, 8, 8));
@@ -267,8 +268,8 @@ TEST_F(KernelDiff, BatchDrainsEveryPairOnce)
 	std::mt19937 rng(static_cast<uint32_t>(global_seed() ^ 0xba7c4));
 	for (uint32_t type : {T_HASH, T_ARRAY, T_PERCPU_HASH, T_PERCPU_ARRAY}) {
 		for (uint32_t max : {10u, 100u, 1000u}) {
-			std::string t =
-				std::string(type_name(type)) + " max " + std::to_string(max) + " ";
+			std::string t = std::string(map_type_name(type)) + " max " +
+					std::to_string(max) + " ";
 			Pair p = create_both(t, create_req(type, 4, 12, max));
 			ASSERT_TRUE(p);
 			std::vector<uint32_t> ks;

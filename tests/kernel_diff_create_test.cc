@@ -250,7 +250,7 @@ TEST_F(KernelDiff, CreateErrorTable)
 				continue;
 			Req q = create_req(type, 4, 4, 1);
 			c.edit(q, type);
-			std::string label = std::string(type_name(type)) + " " + c.name;
+			std::string label = std::string(map_type_name(type)) + " " + c.name;
 			Both b{run_side(true, q), run_side(false, q)};
 			std::string d = diff(q, b);
 			if (d.empty() && b.k.ret >= 0) {

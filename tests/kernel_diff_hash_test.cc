@@ -114,7 +114,7 @@ struct LruCfg {
 
 std::string lru_name(const LruCfg &c)
 {
-	return std::string(type_name(c.type)) +
+	return std::string(map_type_name(c.type)) +
 	       (c.flags & F_NO_COMMON_LRU ? " NO_COMMON_LRU" : "") + " max " +
 	       std::to_string(c.max) + " ";
 }
@@ -160,7 +160,7 @@ TEST_F(KernelDiff, LruCreateAndInfo)
 		      F_NUMA_NODE, F_NUMA_NODE | F_NO_COMMON_LRU, F_ZERO_SEED, F_RDONLY_PROG,
 		      F_MMAPABLE}) {
 			for (uint32_t max : {1u, 3u, 101u}) {
-				std::string t = std::string(type_name(type)) + " flags " +
+				std::string t = std::string(map_type_name(type)) + " flags " +
 						std::to_string(flags) + " max " +
 						std::to_string(max) + " ";
 				Both c = check(t + "create", create_req(type, 4, 8, max, flags));
@@ -177,7 +177,7 @@ TEST_F(KernelDiff, LruCreateAndInfo)
 	}
 	// NO_COMMON_LRU on the non-LRU hash types.
 	for (uint32_t type : {T_HASH, T_PERCPU_HASH})
-		check(std::string(type_name(type)) + " NO_COMMON_LRU",
+		check(std::string(map_type_name(type)) + " NO_COMMON_LRU",
 		      create_req(type, 4, 8, 8, F_NO_COMMON_LRU));
 }
 

@@ -50,7 +50,7 @@ TEST_F(KernelDiff, PercpuProgramUpdatesMatchKernelPrograms)
 	for (uint32_t type : {T_PERCPU_HASH, T_PERCPU_ARRAY}) {
 		for (uint32_t vs : {8u, 4u}) {
 			std::string t =
-				std::string(type_name(type)) + " v" + std::to_string(vs) + " ";
+				std::string(map_type_name(type)) + " v" + std::to_string(vs) + " ";
 			Pair p = create_both(t + "create", create_req(type, 4, vs, 4));
 			ASSERT_TRUE(p);
 			bpfmap_map *m = bpfmap_map_get(p.u);

@@ -23,7 +23,7 @@ struct Cfg {
 
 std::string cfg_name(const Cfg &c)
 {
-	std::string s = type_name(c.type);
+	std::string s = map_type_name(c.type);
 	std::transform(s.begin(), s.end(), s.begin(),
 		       [](unsigned char ch) { return std::tolower(ch); });
 	s += "_k" + std::to_string(c.ks) + "_v" + std::to_string(c.vs) + "_m" +
