@@ -31,7 +31,11 @@ inline void load_map(std::vector<bpf_insn> &p, uint8_t dst, int map_fd)
 	p.push_back(insn(0, 0, 0, 0, 0));
 }
 
-inline long sys_bpf(int cmd, union bpf_attr *a) { return syscall(__NR_bpf, cmd, a, sizeof(*a)); }
+// The kernel's bpf(2), with the attr's size given (by default the whole union).
+inline long kernel_bpf(int cmd, union bpf_attr *a, unsigned size = sizeof(union bpf_attr))
+{
+	return syscall(__NR_bpf, cmd, a, size);
+}
 
 // Load p as an XDP program: its fd, or -1 with the verifier's reason (its last lines) in *why.
 inline int load_xdp(const std::vector<bpf_insn> &p, std::string *why)
@@ -43,14 +47,14 @@ inline int load_xdp(const std::vector<bpf_insn> &p, std::string *why)
 	a.insns = reinterpret_cast<uintptr_t>(p.data());
 	a.insn_cnt = static_cast<uint32_t>(p.size());
 	a.license = reinterpret_cast<uintptr_t>("GPL");
-	int fd = static_cast<int>(sys_bpf(BPF_PROG_LOAD, &a));
+	int fd = static_cast<int>(kernel_bpf(BPF_PROG_LOAD, &a));
 	if (fd >= 0)
 		return fd;
 	int err = errno;
 	a.log_buf = reinterpret_cast<uintptr_t>(log); // again, for the verifier's reason
 	a.log_size = sizeof(log);
 	a.log_level = 1;
-	sys_bpf(BPF_PROG_LOAD, &a);
+	kernel_bpf(BPF_PROG_LOAD, &a);
 	std::string l(log);
 	*why = std::string("BPF_PROG_LOAD: ") + strerror(err) + ": " +
 	       l.substr(l.size() > 300 ? l.size() - 300 : 0);
@@ -67,7 +71,7 @@ inline double run_ns(int prog, uint32_t repeat)
 	a.test.data_in = reinterpret_cast<uintptr_t>(pkt);
 	a.test.data_size_in = sizeof(pkt);
 	a.test.repeat = repeat;
-	if (sys_bpf(BPF_PROG_TEST_RUN, &a) != 0)
+	if (kernel_bpf(BPF_PROG_TEST_RUN, &a) != 0)
 		return -1;
 	return static_cast<double>(a.test.duration);
 }

@@ -45,13 +45,10 @@
 
 namespace {
 
+using kernel_prog::kernel_bpf;
+
 // libbpf's attr size for element commands: offsetofend(union bpf_attr, flags).
 constexpr unsigned ELEM_ATTR_SIZE = offsetof(union bpf_attr, flags) + sizeof(__u64);
-
-long kernel_bpf(int cmd, union bpf_attr *attr, unsigned size)
-{
-	return syscall(__NR_bpf, cmd, attr, size);
-}
 
 struct config {
 	uint32_t type; // BPF_MAP_TYPE_{,PERCPU_}HASH or BPF_MAP_TYPE_{,PERCPU_}ARRAY

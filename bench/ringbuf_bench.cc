@@ -178,7 +178,7 @@ void end_to_end(benchmark::State &state)
 // ---- the kernel, in-program -----------------------------------------------------------
 
 using kernel_prog::insn;
-using kernel_prog::sys_bpf;
+using kernel_prog::kernel_bpf;
 
 constexpr int KERNEL_LOOP = 1000;
 
@@ -213,7 +213,7 @@ void kernel_produce(benchmark::State &state)
 	memset(&a, 0, sizeof(a));
 	a.map_type = BPF_MAP_TYPE_RINGBUF;
 	a.max_entries = ring;
-	int map = static_cast<int>(sys_bpf(BPF_MAP_CREATE, &a));
+	int map = static_cast<int>(kernel_bpf(BPF_MAP_CREATE, &a));
 	if (map < 0) {
 		state.SkipWithError(
 			(std::string("kernel ring buffer: ") + strerror(errno)).c_str());
