@@ -314,7 +314,9 @@ fixture &get_fixture(const config &c)
 // ---- benchmarks ----------------------------------------------------------------------
 
 enum class path { ptr, copy, kernel, boost };
-enum class op { lookup, update, delete_reinsert, lookup_batch, insert_evict };
+// lookup_fullattr: the copy-out lookup with the attr size sizeof(union bpf_attr) instead of
+// libbpf's 32 bytes, so that the zero-tail check runs over the whole attr.
+enum class op { lookup, lookup_fullattr, update, delete_reinsert, lookup_batch, insert_evict };
 
 const char *path_name(path p)
 {
@@ -325,11 +327,12 @@ const char *path_name(path p)
 }
 const char *op_name(op o)
 {
-	return o == op::lookup	       ? "lookup"
-	       : o == op::update       ? "update"
-	       : o == op::lookup_batch ? "lookup_batch"
-	       : o == op::insert_evict ? "insert_evict"
-				       : "delete_reinsert";
+	return o == op::lookup		  ? "lookup"
+	       : o == op::lookup_fullattr ? "lookup_fullattr"
+	       : o == op::update	  ? "update"
+	       : o == op::lookup_batch	  ? "lookup_batch"
+	       : o == op::insert_evict	  ? "insert_evict"
+					  : "delete_reinsert";
 }
 
 void fail(benchmark::State &state, const char *what)
@@ -388,6 +391,7 @@ void run(benchmark::State &state, config c, op o, path p)
 
 	switch (o) {
 	case op::lookup:
+	case op::lookup_fullattr:
 		if (p == path::ptr) {
 			for (auto _ : state) {
 				void *v = bpfmap_map_lookup_elem(f.handle, keys + i * ks);
@@ -404,10 +408,11 @@ void run(benchmark::State &state, config c, op o, path p)
 		} else {
 			a.flags = 0;
 			a.value = reinterpret_cast<uintptr_t>(out.data());
+			const unsigned size =
+				o == op::lookup_fullattr ? sizeof(union bpf_attr) : ELEM_ATTR_SIZE;
 			for (auto _ : state) {
 				a.key = reinterpret_cast<uintptr_t>(keys + i * ks);
-				if (__builtin_expect(
-					    fn(BPF_MAP_LOOKUP_ELEM, &a, ELEM_ATTR_SIZE) != 0, 0)) {
+				if (__builtin_expect(fn(BPF_MAP_LOOKUP_ELEM, &a, size) != 0, 0)) {
 					ok = false;
 					break;
 				}
@@ -866,14 +871,17 @@ void register_all()
 	configs.push_back({BPF_MAP_TYPE_LRU_HASH, 1000000, 4, 8});
 	configs.push_back({BPF_MAP_TYPE_LRU_PERCPU_HASH, 10000, 4, 8});
 	for (const config &c : configs) {
-		for (op o : {op::lookup, op::update, op::delete_reinsert, op::lookup_batch,
-			     op::insert_evict}) {
+		for (op o : {op::lookup, op::lookup_fullattr, op::update, op::delete_reinsert,
+			     op::lookup_batch, op::insert_evict}) {
+			if (o == op::lookup_fullattr && c.type != BPF_MAP_TYPE_HASH)
+				continue;
 			if (o == op::delete_reinsert && !c.hash())
 				continue;
 			if (o == op::insert_evict && !c.lru())
 				continue;
 			for (path p : {path::kernel, path::copy, path::ptr, path::boost}) {
-				if ((o == op::delete_reinsert || o == op::lookup_batch) &&
+				if ((o == op::delete_reinsert || o == op::lookup_batch ||
+				     o == op::lookup_fullattr) &&
 				    p == path::ptr)
 					continue;
 				if (p == path::boost &&

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "core/uaccess.h"
 #include "test_util.h"
 
 using namespace bpfmap::test;
@@ -602,6 +603,32 @@ TEST(Share, SeparateProgramOpensThePin)
 	EXPECT_EQ(v, 200u) << "the peer's write is visible here";
 	unlink(pin_file(path).c_str());
 	close(fd);
+}
+
+// The zero-tail check reads words: every byte of every length and alignment still counts.
+TEST(Uaccess, MemNonzeroSeesEveryByte)
+{
+	alignas(8) unsigned char buf[64] = {};
+	for (size_t start = 0; start < 8; start++) {
+		for (size_t n = 0; start + n <= sizeof(buf); n++) {
+			EXPECT_FALSE(bpfmap::mem_nonzero(buf + start, n));
+			for (size_t at = 0; at < n; at++) {
+				for (unsigned char v : {0x01, 0x80}) {
+					buf[start + at] = v;
+					ASSERT_TRUE(bpfmap::mem_nonzero(buf + start, n))
+						<< "start " << start << " n " << n << " at " << at;
+					buf[start + at] = 0;
+				}
+			}
+			// Bytes just outside [start, start + n) are not read as part of it.
+			if (start)
+				buf[start - 1] = 1;
+			if (start + n < sizeof(buf))
+				buf[start + n] = 1;
+			EXPECT_FALSE(bpfmap::mem_nonzero(buf + start, n)) << start << " " << n;
+			memset(buf, 0, sizeof(buf));
+		}
+	}
 }
 
 } // namespace

@@ -12,6 +12,23 @@
 
 namespace bpfmap {
 
+// Whether any of n bytes at p is not zero (the kernel's memchr_inv() != NULL): read a word
+// at a time, since a caller's attr tail may be a hundred bytes or more of zeros.
+inline bool mem_nonzero(const void *p, size_t n)
+{
+	auto *b = static_cast<const unsigned char *>(p);
+	uint64_t acc = 0;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		uint64_t w;
+		memcpy(&w, b + i, 8);
+		acc |= w;
+	}
+	for (; i < n; i++)
+		acc |= b[i];
+	return acc != 0;
+}
+
 inline void *user_ptr(uint64_t v) { return reinterpret_cast<void *>(static_cast<uintptr_t>(v)); }
 
 inline bool bad_user_ptr(const void *p) { return reinterpret_cast<uintptr_t>(p) < 4096; }
@@ -47,9 +64,8 @@ inline int info_copy_in(uint64_t uinfo, uint32_t *len, size_t known, void *info,
 		return -E2BIG;
 	if (*len && bad_user_ptr(u))
 		return -EFAULT;
-	for (size_t i = known; i < *len; i++)
-		if (u[i])
-			return -E2BIG;
+	if (*len > known && mem_nonzero(u + known, *len - known))
+		return -E2BIG;
 	if (*len > size)
 		*len = static_cast<uint32_t>(size);
 	if (*len)

@@ -40,21 +40,9 @@ using uapi::bpf_attr;
 using uapi::ENOTSUPP;
 
 // The kernel's CHECK_ATTR: every byte after the command's last field must be zero.
-// Word-wise, since it runs on every call: the bytes up to the next word boundary first.
 bool attr_tail_nonzero(const bpf_attr &attr, size_t end)
 {
-	static_assert(sizeof(attr.raw) % 8 == 0);
-	size_t i = end;
-	unsigned char head = 0;
-	for (; i % 8; i++)
-		head |= attr.raw[i];
-	uint64_t acc = head;
-	for (; i < sizeof(attr.raw); i += 8) {
-		uint64_t w;
-		memcpy(&w, attr.raw + i, 8);
-		acc |= w;
-	}
-	return acc != 0;
+	return mem_nonzero(attr.raw + end, sizeof(attr.raw) - end);
 }
 
 // Copy of the kernel's ___bpf_copy_key() rules: a key pointer for a keyless map is EINVAL.
@@ -567,8 +555,7 @@ template <elem_fn cmd, size_t end> long elem_command(const unsigned char *u, siz
 		    load_user<uint64_t>(u, offsetof(uapi::elem_attr, flags))};
 	bool tail = (end <= offsetof(uapi::elem_attr, value) && e.value) ||
 		    (end <= offsetof(uapi::elem_attr, flags) && e.flags);
-	for (size_t i = sizeof(uapi::elem_attr); i < n && !tail; i++)
-		tail = u[i] != 0;
+	tail = tail || mem_nonzero(u + sizeof(uapi::elem_attr), n - sizeof(uapi::elem_attr));
 	return tail ? -EINVAL : cmd(e);
 }
 
@@ -603,9 +590,8 @@ long sys_bpf(int cmd, void *uattr, unsigned int size)
 	auto *u = static_cast<const unsigned char *>(uattr);
 	if (size && bad_user_ptr(u))
 		return -EFAULT;
-	for (size_t i = sizeof(bpf_attr); i < size; i++)
-		if (u[i])
-			return -E2BIG;
+	if (size > sizeof(bpf_attr) && mem_nonzero(u + sizeof(bpf_attr), size - sizeof(bpf_attr)))
+		return -E2BIG;
 	size_t n = std::min<size_t>(size, sizeof(bpf_attr));
 	constexpr size_t next_id_off = offsetof(uapi::id_attr, next_id);
 
