@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "core/uaccess.h"
 #include "uapi/bpf_uapi.h"
 
 namespace bpfmap::btf {
@@ -322,9 +323,9 @@ int view::parse(const uint8_t *data, size_t size, std::string *why)
 	uint32_t hdr_len = load32(data + offsetof(header, hdr_len));
 	if (size < hdr_len)
 		return fail(why, "btf_header not found");
-	for (size_t i = sizeof(header); i < hdr_len; i++)
-		if (data[i])
-			return fail(why, "unsupported btf_header", -E2BIG);
+	if (hdr_len > sizeof(header) &&
+	    mem_nonzero(data + sizeof(header), hdr_len - sizeof(header)))
+		return fail(why, "unsupported btf_header", -E2BIG);
 	memcpy(&h, data, hdr_len < sizeof(h) ? hdr_len : sizeof(h));
 	if (h.magic != MAGIC)
 		return fail(why, "invalid magic");

@@ -61,10 +61,6 @@ void *raw_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 	return reinterpret_cast<void *>(syscall(SYS_mmap, addr, len, prot, flags, fd, off));
 }
 
-// Our own descriptions are closed with the raw syscall: the interposed close() takes
-// table_lock, which their callers hold.
-void close_own(int fd) { syscall(SYS_close, fd); }
-
 uintptr_t page_end(uintptr_t start, size_t len)
 {
 	return start + ((len + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1));
@@ -94,7 +90,7 @@ void release_unneeded_holds()
 			++it;
 			continue;
 		}
-		close_own(it->second); // the lock goes with our description
+		freeze_release(it->second);
 		it = holds.erase(it);
 	}
 	have_mappings.store(!mappings.empty(), std::memory_order_relaxed);

@@ -56,6 +56,8 @@ int freeze_hold(int fd)
 	return lfd;
 }
 
+void freeze_release(int hold) { close_own(hold); }
+
 int map_freeze_exclusive(int fd, bpf_map *map)
 {
 	// The write lock conflicts with every writable mapping's read lock, ours included,

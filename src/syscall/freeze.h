@@ -15,9 +15,11 @@ namespace bpfmap {
 
 struct bpf_map;
 
-// A new description of map fd's file carrying the read lock, or -errno. Closing it (with
-// the raw close syscall) lets the hold go.
+// A new description of map fd's file carrying the read lock, or -errno.
 int freeze_hold(int fd);
+// Let a hold from freeze_hold() go (its description is closed with the raw syscall, never
+// the interposed close(), whose bookkeeping takes locks the caller may hold).
+void freeze_release(int hold);
 
 // Set the map's frozen flag unless a writable mapping of it exists in any process
 // (-EBUSY) or it is frozen already (-EPERM).
