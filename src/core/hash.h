@@ -22,45 +22,29 @@ constexpr uint32_t INITVAL = 0xdeadbeef;
 
 inline uint32_t rol32(uint32_t v, int s) { return (v << s) | (v >> (32 - s)); }
 
+// The jhash rounds read as rows of three: kept out of clang-format.
+// clang-format off
 inline void mix(uint32_t &a, uint32_t &b, uint32_t &c)
 {
-	a -= c;
-	a ^= rol32(c, 4);
-	c += b;
-	b -= a;
-	b ^= rol32(a, 6);
-	a += c;
-	c -= b;
-	c ^= rol32(b, 8);
-	b += a;
-	a -= c;
-	a ^= rol32(c, 16);
-	c += b;
-	b -= a;
-	b ^= rol32(a, 19);
-	a += c;
-	c -= b;
-	c ^= rol32(b, 4);
-	b += a;
+	a -= c; a ^= rol32(c, 4); c += b;
+	b -= a; b ^= rol32(a, 6); a += c;
+	c -= b; c ^= rol32(b, 8); b += a;
+	a -= c; a ^= rol32(c, 16); c += b;
+	b -= a; b ^= rol32(a, 19); a += c;
+	c -= b; c ^= rol32(b, 4); b += a;
 }
 
 inline void final(uint32_t &a, uint32_t &b, uint32_t &c)
 {
-	c ^= b;
-	c -= rol32(b, 14);
-	a ^= c;
-	a -= rol32(c, 11);
-	b ^= a;
-	b -= rol32(a, 25);
-	c ^= b;
-	c -= rol32(b, 16);
-	a ^= c;
-	a -= rol32(c, 4);
-	b ^= a;
-	b -= rol32(a, 14);
-	c ^= b;
-	c -= rol32(b, 24);
+	c ^= b; c -= rol32(b, 14);
+	a ^= c; a -= rol32(c, 11);
+	b ^= a; b -= rol32(a, 25);
+	c ^= b; c -= rol32(b, 16);
+	a ^= c; a -= rol32(c, 4);
+	b ^= a; b -= rol32(a, 14);
+	c ^= b; c -= rol32(b, 24);
 }
+// clang-format on
 
 inline uint32_t load32(const uint8_t *p)
 {
