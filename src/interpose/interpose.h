@@ -27,14 +27,8 @@
 
 namespace bpfmap {
 
-// mmap(), munmap(), mremap() and mprotect() as a program calls them (see map_mmap.cc): map
-// fds get the kernel's checks and their writable mappings are counted; any other memory
-// passes straight to the kernel. -1 / MAP_FAILED with errno, as the libc calls.
-void *map_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
-int map_munmap(void *addr, size_t len);
-void *map_mremap(void *old, size_t old_len, size_t new_len, int flags, void *new_addr);
-int map_mprotect(void *addr, size_t len, int prot);
-// fds first..last were closed or replaced.
+// fds first..last were closed or replaced: a freeze hold's own description among them (a
+// blanket close took it) is forgotten, not closed again (map_mmap.cc).
 void map_mmap_fds_closed(int first, int last);
 
 // fds first..last were closed: the epoll watches of rings they carried go (ring_epoll.cc).

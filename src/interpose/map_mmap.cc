@@ -203,8 +203,9 @@ bpf_map *mmap_target(int fd, unsigned *denied)
 	return map_from_fd(fd, &err, denied);
 }
 
-} // namespace
-
+// mmap(), munmap(), mprotect() and mremap() as a program calls them: map fds get the
+// kernel's checks and their writable mappings are counted; any other memory passes straight
+// to the kernel. -1 / MAP_FAILED with errno, as the libc calls.
 void *map_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
 	int saved = errno;
@@ -307,6 +308,8 @@ void *map_mremap(void *old, size_t old_len, size_t new_len, int flags, void *new
 	errno = e;
 	return p;
 }
+
+} // namespace
 
 void map_mmap_fds_closed(int first, int last)
 {
