@@ -112,7 +112,7 @@ TEST_F(HashTest, PoolServesFullCapacityRoundAfterRound)
 		uint32_t extra = base + max;
 		uint64_t v = 0, out = 0;
 		ASSERT_EQ(update(fd, &extra, &v), -E2BIG) << "round " << round;
-		// Replacing keys in the full map takes the spares, then gives the old elements back.
+		// Replacing keys in the full map rewrites them where they are.
 		for (uint32_t i = 0; i < max; i += 3) {
 			uint32_t k = base + i;
 			v = static_cast<uint64_t>(k) << 20 | round;
@@ -291,6 +291,39 @@ TEST_F(HashTest, PointerLookupSeesAndChangesTheStoredValue)
 	EXPECT_EQ(bpfmap_map_delete_elem(m, &k), 0);
 	EXPECT_EQ(bpfmap_map_delete_elem(m, &k), -ENOENT);
 	bpfmap_map_put(m);
+}
+
+// An update of a key that exists rewrites its value in place (hashtab.h): the pointer a
+// lookup returned reads the new value and stays the key's, and the map's pool is never
+// touched, so a full map replaces keys without a spare element, from either ABI.
+TEST_F(HashTest, UpdateOfPresentKeyRewritesInPlace)
+{
+	for (uint32_t flags : {0u, uint32_t{u::BPF_F_NO_PREALLOC}}) {
+		make(4, 8, 2, flags);
+		bpfmap_map *m = bpfmap_map_get(fd);
+		ASSERT_NE(m, nullptr);
+		uint32_t a = 1, b = 2;
+		uint64_t v = 10, out = 0;
+		ASSERT_EQ(update(fd, &a, &v), 0);
+		ASSERT_EQ(update(fd, &b, &v), 0);
+		auto *p = static_cast<uint64_t *>(bpfmap_map_lookup_elem(m, &a));
+		ASSERT_NE(p, nullptr);
+		for (uint64_t i = 0; i < 50; i++) {
+			v = 100 + i;
+			ASSERT_EQ(i % 2 ? update(fd, &a, &v, u::BPF_EXIST)
+					: bpfmap_map_update_elem(m, &a, &v, u::BPF_ANY),
+				  0);
+			EXPECT_EQ(*p, v) << "flags " << flags << " round " << i;
+			EXPECT_EQ(bpfmap_map_lookup_elem(m, &a), p);
+		}
+		EXPECT_EQ(lookup(fd, &b, &out), 0);
+		EXPECT_EQ(out, 10u) << "the other key is untouched";
+		uint32_t c = 3;
+		EXPECT_EQ(update(fd, &c, &v), -E2BIG);
+		bpfmap_map_put(m);
+		close(fd);
+		fd = -1;
+	}
 }
 
 // BPF_F_RDONLY_PROG limits programs, not the syscall side: a program cannot write the map

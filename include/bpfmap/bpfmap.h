@@ -41,7 +41,15 @@ BPFMAP_API struct bpfmap_map *bpfmap_map_get(int fd);
 BPFMAP_API void bpfmap_map_put(struct bpfmap_map *map);
 
 /* A pointer to the value stored for key, or NULL; like bpf_map_lookup_elem(). For a
- * per-CPU map, the value of the CPU the caller runs on (sched_getcpu()). */
+ * per-CPU map, the value of the CPU the caller runs on (sched_getcpu()).
+ * The pointer stays inside the map for as long as the map handle is held, and reads there
+ * what the map holds: an update of the same key (from either ABI) in a HASH or PERCPU_HASH
+ * map rewrites the value in place, so later reads see the new value, and a read during
+ * the rewrite may see a mix of old and new bytes. (The kernel's HASH update instead
+ * publishes a new element and frees the old one for reuse, so a kernel pointer may keep
+ * the old value or see another key's: a program may rely on neither.) After a delete,
+ * or an LRU map's update or eviction, the element may be reused for another key, as in
+ * the kernel's preallocated maps. Syscall lookups never return a mix. */
 BPFMAP_API void *bpfmap_map_lookup_elem(struct bpfmap_map *map, const void *key);
 /* Like bpf_map_lookup_percpu_elem(): CPU number cpu's value in a per-CPU map, or NULL (also
  * for a CPU that is not possible, and for maps that are not per-CPU). */

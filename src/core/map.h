@@ -20,7 +20,7 @@ namespace btf {
 struct type_ref;
 }
 
-inline constexpr uint64_t MAP_MAGIC = 0x3530504d41465042ULL; // "BPFAMP05"
+inline constexpr uint64_t MAP_MAGIC = 0x3630504d41465042ULL; // "BPFAMP06"
 inline constexpr size_t PAGE_SIZE = 4096;
 inline constexpr size_t MAP_HEADER_SIZE = PAGE_SIZE;
 inline constexpr size_t MAP_CTL_OFFSET = 256; // type control block inside the header page

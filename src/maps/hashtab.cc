@@ -81,7 +81,7 @@ htab_elem *elem_fill(bpf_htab *h, htab_elem *e, uint64_t hash, const void *key, 
 	return e;
 }
 
-// Rewrite a linked per-CPU element's value (bucket lock held); its count is odd meanwhile.
+// Rewrite a linked element's value in place (bucket lock held); its count is odd meanwhile.
 void elem_rewrite(bpf_htab *h, htab_elem *e, value_src value)
 {
 	uint32_t seq = e->seq.load(std::memory_order_relaxed);
@@ -461,29 +461,19 @@ int update_locked(bpf_htab *h, bucket *bk, uint64_t hash, const void *key, value
 		return -EEXIST;
 	if (!p.e && flags == uapi::BPF_EXIST)
 		return -ENOENT;
-	if (p.e && h->percpu) {
+	if (p.e) {
 		elem_rewrite(h, p.e, value);
 		return 0;
 	}
-	if (!p.e && !count_inc_below_max(h))
+	if (!count_inc_below_max(h))
 		return -E2BIG;
 	htab_elem *e = htab_pool_pop(h, hash);
 	if (!e) {
 		// Only reachable while elements stranded by a dead writer await the audit.
-		if (!p.e)
-			h->ctl_->count.fetch_sub(1, std::memory_order_relaxed);
-		return p.e ? -ENOMEM : -E2BIG;
+		h->ctl_->count.fetch_sub(1, std::memory_order_relaxed);
+		return -E2BIG;
 	}
-	if (e == p.e)
-		return -EFAULT; // the used bits said a linked element was free
-	elem_fill(h, e, hash, key, value);
-	if (p.e) {
-		replace_at(h, bk, p, e);
-		retire(p.e);
-		htab_pool_push(h, p.e);
-	} else {
-		insert_new(h, bk, hash, e);
-	}
+	insert_new(h, bk, hash, elem_fill(h, e, hash, key, value));
 	return 0;
 }
 

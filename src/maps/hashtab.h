@@ -16,27 +16,33 @@
 //
 // Elements come from a fixed pool with one "used" bit each, taken and given back by atomic
 // bit operations; a second level says which words of used bits are full, so a search for
-// a free element skips 4096 taken ones per load. The pool holds max_entries + n_locks
-// elements: the n_locks spares let every bucket lock holder replace an existing key even
-// when the map is full, as the kernel's extra_elems do. Free elements are taken lowest
-// first, so BPF_F_NO_PREALLOC touches memory only as the map grows.
+// a free element skips 4096 taken ones per load. The pool holds max_entries elements: an
+// update of a key that exists rewrites it in place, so a full map needs no spare element
+// (the kernel's extra_elems) to replace one. Free elements are taken lowest first, so
+// BPF_F_NO_PREALLOC touches memory only as the map grows.
 //
 // Homes. A lookup in a big map pays two dependent cache misses, the bucket and then the
-// element. A preallocated HASH map therefore has a larger pool (1.5 x max_entries +
-// n_locks) in which every key has two home groups of elements, picked by its hash: an
+// element. A preallocated HASH map therefore has a larger pool (1.5 x max_entries) in
+// which every key has two home groups of elements, picked by its hash: an
 // insert takes an element in one of them when it can, and a lookup prefetches both while it
 // reads the bucket, so most lookups wait for one miss. Placement never moves a live element.
 //
 // Concurrency contract:
 // - Writers (update, delete, lookup_and_delete) hold the bucket's lock (striped by bucket
 //   index; the lock order is below).
-// - Readers take no lock. An update never overwrites a live element: it fills a fresh one
-//   and publishes it with one store (slot or chain link), then frees the old one.
-// - Each element has a sequence count, made odd while the element is being refilled after
-//   reuse, and advanced when it is unlinked. The copy-out lookup reads it before and after
-//   copying and retries on change, so it never returns a torn value. The pointer lookup returns the element's value as the
-//   kernel helper does; like the kernel's preallocated maps, a concurrent delete may let
-//   the element be reused under the caller.
+// - Readers take no lock. An update that adds a key fills a free element and publishes it
+//   with one store (slot or chain link). An update of a key that exists rewrites the
+//   element's value in place: no pool traffic, no second element's cache line, which is
+//   what lets writers on several CPUs scale (LRU maps excepted: there, as in the kernel,
+//   the update takes a fresh element from the LRU, which may evict).
+// - Each element has a sequence count, odd while its value is being written (a fill after
+//   reuse, or an in-place rewrite), and advanced when it is unlinked. The copy-out lookup
+//   reads it before and after copying and retries on change, so it never returns a torn
+//   value. The pointer lookup returns the element's value as the kernel helper does; a
+//   concurrent update rewrites the bytes under that pointer (in the kernel the pointer
+//   keeps the old element, which the pool may then reuse for another key: either way a
+//   program reading through it meanwhile may see a mix), and, as in the kernel's
+//   preallocated maps, a concurrent delete may let the element be reused under it.
 // - Chains end in a "nulls" marker naming their bucket; a reader that was carried into
 //   another chain by a reused element sees the wrong marker and restarts.
 // - A writer that dies at any instruction leaves every bucket consistent; at worst one
@@ -63,11 +69,9 @@
 // two bucket locks at once, taking them in index order: no cycle.
 //
 // PERCPU_HASH: an element's value is one round_up(value_size, 8) slot per CPU slot (see
-// core/percpu.h). As in the kernel, an update of a key that exists writes its value in
-// place (so pointers that lookups returned stay valid): under the bucket lock, with the
-// element's sequence count odd meanwhile, so copy-out lookups retry rather than return a
-// torn value. A program-side update writes the caller's CPU slot; the syscall update
-// writes every slot. There are no spare elements: nothing is ever replaced. A reader that
+// core/percpu.h). A program-side update writes the caller's CPU slot; the syscall update
+// writes every slot. Every in-place rewrite (HASH, PERCPU_HASH, LRU_PERCPU_HASH) runs under
+// the bucket lock with the element's sequence count odd. A reader that
 // keeps seeing an odd count searches under the bucket lock, which waits out a descheduled
 // writer; if the writer died mid-write, the audit that follows evens the counts of linked
 // elements.

@@ -25,7 +25,7 @@ void htab_audit(bpf_htab *h)
 			if (idx < n && !live[idx]) {
 				live[idx] = true;
 				count++;
-				// Odd: a per-CPU value's writer died mid-write. Readers wait on it.
+				// Odd: its writer died mid-rewrite. Readers wait on it.
 				std::atomic<uint32_t> &seq = h->elem(idx)->seq;
 				uint32_t s = seq.load(std::memory_order_relaxed);
 				if (s & 1)

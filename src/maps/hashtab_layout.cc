@@ -64,16 +64,15 @@ htab_geometry geometry(const uapi::map_create_attr &attr, uint32_t nr_cpus)
 	g.n_buckets = roundup_pow2((static_cast<uint64_t>(g.max_entries) + KEYS_PER_BUCKET - 1) /
 				   KEYS_PER_BUCKET);
 	g.n_locks = g.n_buckets < MAX_LOCKS ? g.n_buckets : MAX_LOCKS;
-	// Spares let a full map replace a key; per-CPU values are rewritten in place instead,
-	// and an LRU map evicts.
-	g.n_elems = g.max_entries + (percpu || lru ? 0 : g.n_locks);
+	// No spares: a key that exists is rewritten in place, and an LRU map evicts.
+	g.n_elems = g.max_entries;
 	g.elem_size = static_cast<uint32_t>(sizeof(htab_elem) + round_up(attr.key_size, 8) +
 					    round_up(attr.value_size, 8) * (percpu ? nr_cpus : 1));
 	// Homes: a group is the elements of one cache line when two or more fit, else one.
 	g.n_groups = g.group_elems = 0;
 	if (!percpu && !lru && !(attr.map_flags & uapi::BPF_F_NO_PREALLOC)) {
 		g.group_elems = g.elem_size <= 32 ? 64 / g.elem_size : 1;
-		g.n_groups = (g.n_elems + g.max_entries / 2) / g.group_elems;
+		g.n_groups = (g.n_elems + g.max_entries / 2 + g.group_elems - 1) / g.group_elems;
 		g.n_elems = g.n_groups * g.group_elems;
 	}
 	g.locks_off = 0;
