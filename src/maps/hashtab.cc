@@ -293,16 +293,8 @@ template <uint32_t KS, bool COPY>
 
 template <bool COPY> htab_elem *htab_find_copying(bpf_htab *h, const void *key, void *out)
 {
-	switch (h->key_size) {
-	case 4:
-		return htab_find_sized<4, COPY>(h, key, out);
-	case 8:
-		return htab_find_sized<8, COPY>(h, key, out);
-	case 16:
-		return htab_find_sized<16, COPY>(h, key, out);
-	default:
-		return htab_find_sized<0, COPY>(h, key, out);
-	}
+	return by_key_size(h,
+			   [&](auto ks) { return htab_find_sized<ks.value, COPY>(h, key, out); });
 }
 
 // Find key, copying its value to out when out is not null.
@@ -342,7 +334,8 @@ void *htab_percpu_map_lookup_percpu_elem(bpf_map *map, const void *key, uint32_t
 // ---- writers (bucket lock held) -------------------------------------------------------
 
 // Where key sits in a locked bucket. A slot or link that names no element, or a chain
-// longer than the pool, makes the bucket corrupt.
+// longer than the pool, makes the bucket corrupt. KS as for lookups (hashtab.h, key_len).
+template <uint32_t KS = 0>
 position locked_find(bpf_htab *h, bucket *bk, uint64_t hash, const void *key)
 {
 	position p;
@@ -355,7 +348,7 @@ position locked_find(bpf_htab *h, bucket *bk, uint64_t hash, const void *key)
 			return true;
 		}
 		p.e = h->elem(idx);
-		return elem_matches(h, p.e, hash, key);
+		return elem_matches<KS>(h, p.e, hash, key);
 	});
 	if (p.err)
 		return {.err = p.err};
@@ -368,7 +361,7 @@ position locked_find(bpf_htab *h, bucket *bk, uint64_t hash, const void *key)
 		if (!h->idx_ok(idx) || steps >= h->n_elems)
 			return {.err = -EFAULT};
 		htab_elem *e = h->elem(idx);
-		if (elem_matches(h, e, hash, key)) {
+		if (elem_matches<KS>(h, e, hash, key)) {
 			p.e = e;
 			p.prev = prev;
 			return p;
@@ -451,10 +444,11 @@ int check_update_flags(uint64_t flags)
 	return 0;
 }
 
+template <uint32_t KS>
 int update_locked(bpf_htab *h, bucket *bk, uint64_t hash, const void *key, value_src value,
 		  uint64_t flags)
 {
-	position p = locked_find(h, bk, hash, key);
+	position p = locked_find<KS>(h, bk, hash, key);
 	if (p.err)
 		return p.err;
 	if (p.e && flags == uapi::BPF_NOEXIST)
@@ -491,17 +485,31 @@ htab_elem *bucket_find_locked(bpf_htab *h, uint32_t b, uint64_t hash, const void
 	return found;
 }
 
+// One frame per common key size, as for lookups.
+template <uint32_t KS>
+[[gnu::noinline]] int htab_update_sized(bpf_htab *h, const void *key, value_src value,
+					uint64_t flags)
+{
+	uint64_t hash = hash_key(key, key_len<KS>(h), h->seed);
+	uint32_t b = static_cast<uint32_t>(hash) & h->bucket_mask;
+	// The bucket, the key's homes (where its element most likely is, or goes) and the
+	// lock are three cache misses in a big map: start the first two before waiting on the
+	// third.
+	__builtin_prefetch(&h->buckets[b], 1);
+	if (h->n_groups)
+		prefetch_homes<1>(h, hash);
+	return with_bucket_locked(h, b, [&](bucket *bk) {
+		return update_locked<KS>(h, bk, hash, key, value, flags);
+	});
+}
+
 int htab_update(bpf_htab *h, const void *key, value_src value, uint64_t flags)
 {
 	int err = check_update_flags(flags);
 	if (err)
 		return err;
-	uint64_t hash = hash_key(key, h->key_size, h->seed);
-	if (h->n_groups)
-		prefetch_homes<1>(h, hash);
-	return with_bucket_locked(h, static_cast<uint32_t>(hash) & h->bucket_mask, [&](bucket *bk) {
-		return update_locked(h, bk, hash, key, value, flags);
-	});
+	return by_key_size(
+		h, [&](auto ks) { return htab_update_sized<ks.value>(h, key, value, flags); });
 }
 
 int htab_map_update_elem(bpf_map *map, const void *key, const void *value, uint64_t flags)

@@ -97,6 +97,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "core/lock.h"
@@ -230,6 +231,22 @@ template <typename F> int find_slot(const uint64_t w[2], uint8_t tag, F &&hit)
 // KS: the map's key size where the caller knows it at compile time (lookups specialise
 // the common sizes, so that hashing and comparing a key take few instructions), else 0.
 template <uint32_t KS = 0> uint32_t key_len(const bpf_htab *h) { return KS ? KS : h->key_size; }
+
+// fn(std::integral_constant<uint32_t, KS>{}): KS is the map's key size where it is a
+// common one, else 0. The hot paths instantiate once per case.
+template <typename F> decltype(auto) by_key_size(const bpf_htab *h, F &&fn)
+{
+	switch (h->key_size) {
+	case 4:
+		return fn(std::integral_constant<uint32_t, 4>{});
+	case 8:
+		return fn(std::integral_constant<uint32_t, 8>{});
+	case 16:
+		return fn(std::integral_constant<uint32_t, 16>{});
+	default:
+		return fn(std::integral_constant<uint32_t, 0>{});
+	}
+}
 
 template <uint32_t KS = 0>
 bool elem_matches(bpf_htab *h, htab_elem *e, uint64_t hash, const void *key)
