@@ -61,6 +61,49 @@ inline int load_xdp(const std::vector<bpf_insn> &p, std::string *why)
 	return -1;
 }
 
+// What a probe loop does with each probe it picks.
+enum class probe_op { none, lookup, update };
+
+// An XDP program that `loop` times picks a random probe (bpf_get_prandom_u32() & mask) from
+// the array map probes_fd and looks it up in the map target_fd (lookup), or stores it there
+// as key and value with BPF_ANY (update: the probe holds the key and at least value_size
+// bytes); probe_op::none only picks. Run with and without the map call, the difference
+// per iteration is what the kernel's own helper costs, net of the loop and the pick.
+inline int load_probe_loop(int probes_fd, uint32_t mask, int target_fd, probe_op op, int loop,
+			   std::string *why)
+{
+	std::vector<bpf_insn> p = {
+		insn(BPF_ALU64 | BPF_MOV | BPF_K, 6, 0, 0, 0),		     // r6 = 0
+		insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_get_prandom_u32), // loop: r0 = random
+		insn(BPF_ALU64 | BPF_AND | BPF_K, 0, 0, 0, static_cast<int32_t>(mask)),
+		insn(BPF_STX | BPF_MEM | BPF_W, 10, 0, -4, 0), // *(u32 *)(fp - 4) = r0
+	};
+	load_map(p, 1, probes_fd);
+	p.push_back(insn(BPF_ALU64 | BPF_MOV | BPF_X, 2, 10, 0, 0));
+	p.push_back(insn(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, -4));
+	p.push_back(insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem)); // r0 = &probe
+	std::vector<bpf_insn> call;
+	if (op != probe_op::none) {
+		call.push_back(insn(BPF_ALU64 | BPF_MOV | BPF_X, 2, 0, 0, 0)); // key = probe
+		if (op == probe_op::update) {
+			call.push_back(insn(BPF_ALU64 | BPF_MOV | BPF_X, 3, 0, 0, 0)); // value too
+			call.push_back(insn(BPF_ALU64 | BPF_MOV | BPF_K, 4, 0, 0, BPF_ANY));
+		}
+		load_map(call, 1, target_fd);
+		call.push_back(insn(BPF_JMP | BPF_CALL, 0, 0, 0,
+				    op == probe_op::update ? BPF_FUNC_map_update_elem
+							   : BPF_FUNC_map_lookup_elem));
+	}
+	p.push_back(insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, static_cast<int16_t>(call.size()), 0));
+	p.insert(p.end(), call.begin(), call.end());
+	p.push_back(insn(BPF_ALU64 | BPF_ADD | BPF_K, 6, 0, 0, 1));
+	int back = -static_cast<int>(p.size()); // to the prandom call
+	p.push_back(insn(BPF_JMP | BPF_JLT | BPF_K, 6, 0, static_cast<int16_t>(back), loop));
+	p.push_back(insn(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, XDP_PASS));
+	p.push_back(insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
+	return load_xdp(p, why);
+}
+
 // Run prog repeat times on a 64-byte packet: the kernel's average ns per run, or -1.
 inline double run_ns(int prog, uint32_t repeat)
 {

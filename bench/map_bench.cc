@@ -740,39 +740,58 @@ void run_lpm(benchmark::State &state, config c, path p, bool replace)
 	state.counters["entries"] = c.entries;
 }
 
-// The kernel's own LPM lookup, from inside a BPF program: an XDP program that, 1000 times,
-// picks a random probe (bpf_get_prandom_u32) from an array map and looks it up in the trie,
-// run with BPF_PROG_TEST_RUN. A second program does the same without the trie lookup; the
-// difference per iteration is the lookup. Reported as the kernel column of the row
-// "lookup_inprog" (ns per lookup).
+// The kernel's own cost of a map operation from inside a BPF program: the loop of
+// kernel_prog::load_probe_loop (INPROG_LOOP random probes from an array map), run with
+// BPF_PROG_TEST_RUN with and without the map call; the difference per iteration is the
+// op. Reported as the kernel column of the rows "lookup_inprog" and "update_inprog", in
+// the counter ns_per_elem.
 constexpr int INPROG_LOOP = 1000;
 
-int load_lpm_inprog(int probes_fd, int trie_fd, bool with_trie, std::string *why)
+void time_inprog(benchmark::State &state, int probes_fd, uint32_t mask, int target_fd,
+		 kernel_prog::probe_op op)
 {
-	using kernel_prog::insn;
-	std::vector<bpf_insn> p = {
-		insn(BPF_ALU64 | BPF_MOV | BPF_K, 6, 0, 0, 0),		     // r6 = 0
-		insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_get_prandom_u32), // loop: r0 = random
-		insn(BPF_ALU64 | BPF_AND | BPF_K, 0, 0, 0, 0xffff),
-		insn(BPF_STX | BPF_MEM | BPF_W, 10, 0, -4, 0), // *(u32 *)(fp - 4) = r0
-	};
-	kernel_prog::load_map(p, 1, probes_fd);
-	p.push_back(insn(BPF_ALU64 | BPF_MOV | BPF_X, 2, 10, 0, 0));
-	p.push_back(insn(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, -4));
-	p.push_back(insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem)); // r0 = &probes[i]
-	p.push_back(
-		insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, static_cast<int16_t>(with_trie ? 4 : 0), 0));
-	if (with_trie) {
-		p.push_back(insn(BPF_ALU64 | BPF_MOV | BPF_X, 2, 0, 0, 0)); // the probe is the key
-		kernel_prog::load_map(p, 1, trie_fd);
-		p.push_back(insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem));
+	std::string why;
+	int full = kernel_prog::load_probe_loop(probes_fd, mask, target_fd, op, INPROG_LOOP, &why);
+	int base = kernel_prog::load_probe_loop(probes_fd, mask, target_fd,
+						kernel_prog::probe_op::none, INPROG_LOOP, &why);
+	double op_ns = 0;
+	long runs = 0;
+	bool ok = full >= 0 && base >= 0;
+	for (auto _ : state) {
+		if (!ok)
+			break;
+		double f = kernel_prog::run_ns(full, 100), b = kernel_prog::run_ns(base, 100);
+		ok = f >= 0 && b >= 0;
+		op_ns += (f - b) / INPROG_LOOP;
+		runs++;
+		state.SetIterationTime(f * 100 * 1e-9);
 	}
-	p.push_back(insn(BPF_ALU64 | BPF_ADD | BPF_K, 6, 0, 0, 1));
-	int back = -static_cast<int>(p.size()); // to the prandom call
-	p.push_back(insn(BPF_JMP | BPF_JLT | BPF_K, 6, 0, static_cast<int16_t>(back), INPROG_LOOP));
-	p.push_back(insn(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, XDP_PASS));
-	p.push_back(insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
-	return kernel_prog::load_xdp(p, why);
+	for (int fd : {full, base})
+		if (fd >= 0)
+			close(fd);
+	if (!ok || !runs) {
+		if (why.empty())
+			fail(state, "BPF_PROG_TEST_RUN");
+		else
+			state.SkipWithError(why.c_str());
+		return;
+	}
+	state.counters["ns_per_elem"] = op_ns / static_cast<double>(runs) * 1e-9; // seconds
+}
+
+// An array map of n probes of size bytes each (n a power of two), filled by probe(i).
+template <typename F> long make_probes(uint32_t n, uint32_t size, F &&probe)
+{
+	long fd = create_raw(kernel_bpf, BPF_MAP_TYPE_ARRAY, 4, size, n, 0);
+	union bpf_attr a;
+	memset(&a, 0, sizeof(a));
+	a.map_fd = static_cast<uint32_t>(fd);
+	for (uint32_t i = 0; fd >= 0 && i < n; i++) {
+		a.key = reinterpret_cast<uintptr_t>(&i);
+		a.value = reinterpret_cast<uintptr_t>(probe(i));
+		kernel_bpf(BPF_MAP_UPDATE_ELEM, &a, ELEM_ATTR_SIZE);
+	}
+	return fd;
 }
 
 void run_lpm_inprog(benchmark::State &state, config c)
@@ -783,48 +802,46 @@ void run_lpm_inprog(benchmark::State &state, config c)
 	}
 	long trie = create_raw(kernel_bpf, BPF_MAP_TYPE_LPM_TRIE, 8, c.value_size, c.entries,
 			       BPF_F_NO_PREALLOC);
-	long probes_fd = create_raw(kernel_bpf, BPF_MAP_TYPE_ARRAY, 4, 8, 1 << 16, 0);
-	if (trie < 0 || probes_fd < 0) {
+	std::mt19937 rng(42); // the same prefixes and probes as the other LPM rows
+	std::vector<key4> probes;
+	if (trie >= 0)
+		probes = lpm_probes(lpm_fill(kernel_bpf, trie, c, rng), rng);
+	long probes_fd = make_probes(1 << 16, sizeof(key4), [&](uint32_t i) { return &probes[i]; });
+	if (trie < 0 || probes_fd < 0)
+		fail(state, "create");
+	else
+		time_inprog(state, static_cast<int>(probes_fd), (1 << 16) - 1,
+			    static_cast<int>(trie), kernel_prog::probe_op::lookup);
+	for (long fd : {trie, probes_fd})
+		if (fd >= 0)
+			close(static_cast<int>(fd));
+	state.counters["entries"] = c.entries;
+}
+
+// The same for the fixture's kernel hash map: probes are its keys (each padded to hold a
+// value too, which an update stores), every key about as often.
+void run_hash_inprog(benchmark::State &state, config c, kernel_prog::probe_op op)
+{
+	fixture &f = get_fixture(c);
+	int kfd = f.kernel_fd();
+	if (kfd < 0) {
+		state.SkipWithError(f.kerr.c_str());
+		return;
+	}
+	uint32_t n = 1;
+	while (n < c.entries)
+		n <<= 1;
+	std::vector<unsigned char> probe(std::max(c.key_size, c.value_bytes()));
+	long probes_fd = make_probes(n, static_cast<uint32_t>(probe.size()), [&](uint32_t i) {
+		memcpy(probe.data(), f.key(i % c.entries), c.key_size);
+		return probe.data();
+	});
+	if (probes_fd < 0) {
 		fail(state, "create");
 		return;
 	}
-	std::mt19937 rng(42); // the same prefixes and probes as the other LPM rows
-	std::vector<key4> probes = lpm_probes(lpm_fill(kernel_bpf, trie, c, rng), rng);
-	union bpf_attr a;
-	memset(&a, 0, sizeof(a));
-	a.map_fd = static_cast<uint32_t>(probes_fd);
-	for (uint32_t i = 0; i < probes.size(); i++) {
-		a.key = reinterpret_cast<uintptr_t>(&i);
-		a.value = reinterpret_cast<uintptr_t>(&probes[i]);
-		kernel_bpf(BPF_MAP_UPDATE_ELEM, &a, ELEM_ATTR_SIZE);
-	}
-	std::string why;
-	int full = load_lpm_inprog(static_cast<int>(probes_fd), static_cast<int>(trie), true, &why);
-	int base =
-		load_lpm_inprog(static_cast<int>(probes_fd), static_cast<int>(trie), false, &why);
-	double lookup_ns = 0;
-	long runs = 0;
-	bool ok = full >= 0 && base >= 0;
-	for (auto _ : state) {
-		if (!ok)
-			break;
-		double f = kernel_prog::run_ns(full, 100), b = kernel_prog::run_ns(base, 100);
-		ok = f >= 0 && b >= 0;
-		lookup_ns += (f - b) / INPROG_LOOP;
-		runs++;
-		state.SetIterationTime(f * 100 * 1e-9);
-	}
-	for (int fd : {full, base, static_cast<int>(trie), static_cast<int>(probes_fd)})
-		if (fd >= 0)
-			close(fd);
-	if (!ok || !runs) {
-		if (why.empty())
-			fail(state, "BPF_PROG_TEST_RUN");
-		else
-			state.SkipWithError(why.c_str());
-		return;
-	}
-	state.counters["ns_per_elem"] = lookup_ns / static_cast<double>(runs) * 1e-9; // seconds
+	time_inprog(state, static_cast<int>(probes_fd), n - 1, kfd, op);
+	close(static_cast<int>(probes_fd));
 	state.counters["entries"] = c.entries;
 }
 
@@ -893,6 +910,18 @@ void register_all()
 					->Unit(benchmark::kNanosecond)
 					->UseRealTime();
 			}
+		}
+		if (c.type != BPF_MAP_TYPE_HASH && c.type != BPF_MAP_TYPE_LRU_HASH)
+			continue;
+		for (auto o : {kernel_prog::probe_op::lookup, kernel_prog::probe_op::update}) {
+			std::string name = c.name() +
+					   (o == kernel_prog::probe_op::lookup ? "/lookup_inprog"
+									       : "/update_inprog") +
+					   "/kernel";
+			benchmark::RegisterBenchmark(name.c_str(), run_hash_inprog, c, o)
+				->Unit(benchmark::kNanosecond)
+				->UseManualTime()
+				->Iterations(20);
 		}
 	}
 }
