@@ -23,10 +23,11 @@ namespace {
 
 // An LRU lookup's mark: a plain store, and only when the bit is clear, so that hot
 // elements' cache lines stay shared between CPUs.
-void mark_referenced(htab_elem *e)
+void mark_referenced(bpf_htab *h, htab_elem *e)
 {
-	if (!e->lru_ref.load(std::memory_order_relaxed))
-		e->lru_ref.store(1, std::memory_order_relaxed);
+	std::atomic<uint8_t> &ref = h->lru_part(e)->lru_ref;
+	if (!ref.load(std::memory_order_relaxed))
+		ref.store(1, std::memory_order_relaxed);
 }
 
 // Count one more element unless the map is full. Each failed exchange means the count
@@ -74,7 +75,8 @@ htab_elem *elem_fill(bpf_htab *h, htab_elem *e, uint64_t hash, const void *key, 
 	uint32_t busy = (e->seq.load(std::memory_order_relaxed) | 1) + 2;
 	e->seq.store(busy, std::memory_order_relaxed);
 	std::atomic_thread_fence(std::memory_order_release);
-	e->hash.store(static_cast<uint32_t>(hash), std::memory_order_relaxed);
+	if (h->is_lru)
+		h->lru_part(e)->hash.store(static_cast<uint32_t>(hash), std::memory_order_relaxed);
 	copy_to_shared(h->elem_key(e), key, h->key_size);
 	write_value(h, h->elem_value(e), value, true);
 	e->seq.store(busy + 1, std::memory_order_release);
@@ -101,15 +103,15 @@ enum class probe_result { hit, miss, retry };
 // already passed). On a hit the value is copied to out, if out is not null. Inlined: it is
 // most of a lookup, and a call would cost the quick path a frame.
 template <uint32_t KS = 0>
-[[gnu::always_inline]] inline probe_result
-probe(bpf_htab *h, htab_elem *e, uint64_t hash, const void *key, void *out, uint32_t *seq = nullptr)
+[[gnu::always_inline]] inline probe_result probe(bpf_htab *h, htab_elem *e, const void *key,
+						 void *out, uint32_t *seq = nullptr)
 {
 	uint32_t s = e->seq.load(std::memory_order_acquire);
 	if (seq)
 		*seq = s;
 	if (s & 1)
 		return probe_result::retry;
-	bool hit = elem_matches<KS>(h, e, hash, key);
+	bool hit = elem_matches<KS>(h, e, key);
 	if (hit && out)
 		copy_from_shared(out, h->elem_value(e), h->uvalue_size);
 	std::atomic_thread_fence(std::memory_order_acquire);
@@ -150,7 +152,7 @@ find_state bucket_find_once(bpf_htab *h, bucket *bk, uint32_t b, uint64_t hash, 
 		}
 		htab_elem *e = h->elem(idx);
 		uint32_t seq;
-		probe_result r = probe(h, e, hash, key, out, &seq);
+		probe_result r = probe(h, e, key, out, &seq);
 		if (r == probe_result::hit && !slot_still(bk, i, idx, e, seq))
 			r = probe_result::retry;
 		// A miss on an element that left the slot meanwhile may have been the old copy
@@ -177,7 +179,7 @@ find_state bucket_find_once(bpf_htab *h, bucket *bk, uint32_t b, uint64_t hash, 
 			return find_state::corrupt;
 		htab_elem *e = h->elem(idx);
 		uint32_t seq;
-		probe_result r = probe(h, e, hash, key, out, &seq);
+		probe_result r = probe(h, e, key, out, &seq);
 		if (r == probe_result::retry)
 			return find_state::retry;
 		// A hit or a miss counts only if e was still linked where we found it, behind a
@@ -262,7 +264,7 @@ template <uint32_t KS>
 	// slot, which is read after the value.
 	htab_elem *e = h->elem(idx);
 	uint32_t s = e->seq.load(std::memory_order_acquire);
-	if ((s & 1) || !elem_matches<KS>(h, e, hash, key))
+	if ((s & 1) || !elem_matches<KS>(h, e, key))
 		return quick_result::unsure;
 	if (out)
 		copy_from_shared(out, h->elem_value(e), h->uvalue_size);
@@ -348,7 +350,7 @@ position locked_find(bpf_htab *h, bucket *bk, uint64_t hash, const void *key)
 			return true;
 		}
 		p.e = h->elem(idx);
-		return elem_matches<KS>(h, p.e, hash, key);
+		return elem_matches<KS>(h, p.e, key);
 	});
 	if (p.err)
 		return {.err = p.err};
@@ -361,7 +363,7 @@ position locked_find(bpf_htab *h, bucket *bk, uint64_t hash, const void *key)
 		if (!h->idx_ok(idx) || steps >= h->n_elems)
 			return {.err = -EFAULT};
 		htab_elem *e = h->elem(idx);
-		if (elem_matches<KS>(h, e, hash, key)) {
+		if (elem_matches<KS>(h, e, key)) {
 			p.e = e;
 			p.prev = prev;
 			return p;
@@ -611,7 +613,7 @@ bool htab_lru_delete_node(void *arg, uint32_t idx)
 	if (!h->idx_ok(idx))
 		return false;
 	htab_elem *e = h->elem(idx);
-	uint32_t b = e->hash.load(std::memory_order_relaxed) & h->bucket_mask;
+	uint32_t b = h->lru_part(e)->hash.load(std::memory_order_relaxed) & h->bucket_mask;
 	bucket *bk = &h->buckets[b];
 	lock_guard g(h->locks[b & h->lock_mask]);
 	if (g.owner_died())
@@ -661,7 +663,7 @@ int htab_lru_update(bpf_htab *h, const void *key, value_src value, uint64_t flag
 			if (!p.e && flags == uapi::BPF_EXIST)
 				return -ENOENT;
 			if (p.e && h->percpu) {
-				mark_referenced(p.e);
+				mark_referenced(h, p.e);
 				elem_rewrite(h, p.e, value);
 				return 0;
 			}
@@ -670,7 +672,7 @@ int htab_lru_update(bpf_htab *h, const void *key, value_src value, uint64_t flag
 			htab_elem *e = elem_fill(h, h->elem(fresh), hash, key, value);
 			if (p.e) {
 				// The replacement was just used: it starts referenced.
-				mark_referenced(e);
+				mark_referenced(h, e);
 				replace_at(h, bk, p, e);
 				retire(p.e);
 				old = h->index_of(p.e);
@@ -704,7 +706,7 @@ htab_elem *lru_find_ref(bpf_htab *h, const void *key)
 {
 	htab_elem *e = htab_find(h, key, nullptr);
 	if (e)
-		mark_referenced(e);
+		mark_referenced(h, e);
 	return e;
 }
 

@@ -22,10 +22,11 @@
 // BPF_F_NO_PREALLOC touches memory only as the map grows.
 //
 // Homes. A lookup in a big map pays two dependent cache misses, the bucket and then the
-// element. A preallocated HASH map therefore has a larger pool (1.5 x max_entries) in
-// which every key has two home groups of elements, picked by its hash: an
-// insert takes an element in one of them when it can, and a lookup prefetches both while it
-// reads the bucket, so most lookups wait for one miss. Placement never moves a live element.
+// element. A preallocated HASH map therefore has a larger pool (1.25 or 1.125 x
+// max_entries, hashtab_layout.cc says why) in which every key has two home groups of
+// elements, picked by its hash: an insert takes an element in one of them when it can, and
+// a lookup prefetches both while it reads the bucket, so most lookups wait for one miss.
+// Placement never moves a live element.
 //
 // Concurrency contract:
 // - Writers (update, delete, lookup_and_delete) hold the bucket's lock (striped by bucket
@@ -122,13 +123,19 @@ struct alignas(64) bucket {
 };
 static_assert(sizeof(bucket) == 64);
 
+// An element: this header, then (LRU maps only) an htab_lru_part, then the key rounded up
+// to 8, then the value. The header is all a HASH element pays beyond its key and value.
 struct htab_elem {
 	std::atomic<uint32_t> seq;
-	std::atomic<uint32_t> next;   // overflow chain
+	std::atomic<uint32_t> next; // overflow chain
+};
+
+// What an LRU map's element adds: the eviction, which starts from an element rather than
+// a key, finds the bucket from the stored hash; and the LRU's reference bit.
+struct htab_lru_part {
 	std::atomic<uint32_t> hash;   // low 32 bits of the key's hash
-	std::atomic<uint8_t> lru_ref; // LRU maps: the reference bit (core/lru_list.h)
+	std::atomic<uint8_t> lru_ref; // core/lru_list.h
 	uint8_t pad[3];
-	// key, rounded up to 8, then value
 };
 
 struct htab_ctl {
@@ -167,6 +174,7 @@ struct bpf_htab : bpf_map {
 	uint32_t lock_mask = 0;
 	uint32_t n_elems = 0;
 	uint32_t elem_size = 0;
+	uint32_t key_off = 0;	    // key offset inside an element
 	uint32_t key_off_value = 0; // value offset inside an element
 	bool percpu = false;
 	uint32_t pcpu_size = 0; // one CPU slot of a per-CPU value: round_up(value_size, 8)
@@ -181,7 +189,12 @@ struct bpf_htab : bpf_map {
 	{
 		return reinterpret_cast<htab_elem *>(elems + static_cast<size_t>(idx) * elem_size);
 	}
-	char *elem_key(htab_elem *e) const { return reinterpret_cast<char *>(e + 1); }
+	char *elem_key(htab_elem *e) const { return reinterpret_cast<char *>(e) + key_off; }
+	// LRU maps only.
+	htab_lru_part *lru_part(htab_elem *e) const
+	{
+		return reinterpret_cast<htab_lru_part *>(e + 1);
+	}
 	char *elem_value(htab_elem *e) const { return reinterpret_cast<char *>(e) + key_off_value; }
 	uint32_t index_of(const htab_elem *e) const
 	{
@@ -248,11 +261,11 @@ template <typename F> decltype(auto) by_key_size(const bpf_htab *h, F &&fn)
 	}
 }
 
-template <uint32_t KS = 0>
-bool elem_matches(bpf_htab *h, htab_elem *e, uint64_t hash, const void *key)
+// Whether e holds key. Called only where the bucket's tag matched, which leaves one
+// element in 128 to compare in vain: the key itself is the cheapest check left.
+template <uint32_t KS = 0> bool elem_matches(bpf_htab *h, htab_elem *e, const void *key)
 {
-	return e->hash.load(std::memory_order_relaxed) == static_cast<uint32_t>(hash) &&
-	       equal_shared(h->elem_key(e), key, key_len<KS>(h));
+	return equal_shared(h->elem_key(e), key, key_len<KS>(h));
 }
 
 inline void set_chain_head(bucket *bk, uint32_t idx)

@@ -117,7 +117,7 @@ int htab_map_get_next_key(bpf_map *map, const void *key, void *next_key)
 			 bk->tagw[1].load(std::memory_order_acquire)};
 	int slot = find_slot(w, tag_of(hash), [&](uint32_t i) {
 		uint32_t idx = bk->slot[i].load(std::memory_order_acquire);
-		return h->idx_ok(idx) && elem_matches(h, h->elem(idx), hash, key);
+		return h->idx_ok(idx) && elem_matches(h, h->elem(idx), key);
 	});
 	if (slot >= 0)
 		return first_key_from(h, b, static_cast<uint32_t>(slot) + 1, nullptr, next_key);
@@ -155,10 +155,24 @@ vbucket_geometry vbuckets(const bpf_htab *h)
 	return g;
 }
 
-// Which of its bucket's virtual buckets an element falls in.
-uint32_t sub_of(const vbucket_geometry &g, const htab_elem *e)
+// The hash of the key an element holds (only LRU elements keep it). A lock-free caller
+// may hash a key being rewritten, and checks the element's sequence count afterwards;
+// ThreadSanitizer builds copy the key out first, as copy_from_shared reads shared bytes.
+uint64_t elem_hash(const bpf_htab *h, htab_elem *e)
 {
-	return (e->hash.load(std::memory_order_relaxed) >> g.bucket_bits) & (g.per_bucket - 1);
+#ifdef BPFMAP_TSAN
+	std::vector<unsigned char> key(h->key_size);
+	copy_from_shared(key.data(), h->elem_key(e), h->key_size);
+	return hash_key(key.data(), h->key_size, h->seed);
+#else
+	return hash_key(h->elem_key(e), h->key_size, h->seed);
+#endif
+}
+
+// Which of its bucket's virtual buckets an element falls in.
+uint32_t sub_of(const bpf_htab *h, const vbucket_geometry &g, htab_elem *e)
+{
+	return (static_cast<uint32_t>(elem_hash(h, e)) >> g.bucket_bits) & (g.per_bucket - 1);
 }
 
 bool bucket_looks_empty(bucket *bk)
@@ -178,7 +192,7 @@ struct batch_elem {
 int bucket_elems(bpf_htab *h, bucket *bk, const vbucket_geometry &g, std::vector<batch_elem> *out)
 {
 	out->clear();
-	auto add = [&](htab_elem *e) { out->push_back({e, sub_of(g, e)}); };
+	auto add = [&](htab_elem *e) { out->push_back({e, sub_of(h, g, e)}); };
 	uint64_t w[2] = {bk->tagw[0].load(std::memory_order_relaxed),
 			 bk->tagw[1].load(std::memory_order_relaxed)};
 	for (uint32_t i = 0; i < SLOTS; i++) {
@@ -301,7 +315,7 @@ int batch_bucket(bpf_htab *h, bucket *bk, const vbucket_geometry &g, uint32_t *c
 	}
 	if (do_delete && end > begin) {
 		bucket_remove_if(h, bk, [&](htab_elem *e) {
-			uint32_t sub = sub_of(g, e);
+			uint32_t sub = sub_of(h, g, e);
 			return sub >= first && sub < stop;
 		});
 	}
@@ -362,7 +376,7 @@ bool batch_bucket_snapshot(bpf_htab *h, bucket *bk, const vbucket_geometry &g, u
 			htab_elem *e = h->elem(idx);
 			uint32_t seq = e->seq.load(std::memory_order_acquire);
 			busy = seq & 1;
-			snap[n++] = {e, i, idx, seq, sub_of(g, e)};
+			snap[n++] = {e, i, idx, seq, sub_of(h, g, e)};
 		}
 		if (busy)
 			continue;

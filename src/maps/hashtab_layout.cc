@@ -19,7 +19,10 @@ namespace bpfmap {
 namespace {
 
 constexpr uint32_t MAX_LOCKS = 1024;
-constexpr uint32_t KEYS_PER_BUCKET = 6; // sizing: average load between 3 and 6 of 12
+// Sizing: an average load between 4 and 8 of a bucket's 12 slots. At 8, about one key in
+// 80 overflows into a chain; fewer buckets than that would cost more in chains than the
+// memory they save.
+constexpr uint32_t KEYS_PER_BUCKET = 8;
 // The kernel's limits: an element (its 48-byte header, key and value) must fit one
 // kmalloc (4 MiB), and its 16-byte bucket array must stay below 2^31 bytes.
 constexpr uint64_t MAX_KEY_VALUE_SIZE = (1ull << 22) - 48;
@@ -45,6 +48,11 @@ bool is_lru(uint32_t map_type)
 	return map_type == uapi::MAP_TYPE_LRU_HASH || map_type == uapi::MAP_TYPE_LRU_PERCPU_HASH;
 }
 
+uint32_t elem_key_off(bool lru)
+{
+	return static_cast<uint32_t>(sizeof(htab_elem) + (lru ? sizeof(htab_lru_part) : 0));
+}
+
 // A per-CPU LRU gives every CPU the same number of elements: max_entries rounded up to a
 // multiple of the CPUs, or down when rounding up would overflow, as the kernel does.
 uint32_t effective_max_entries(const uapi::map_create_attr &attr, uint32_t nr_cpus)
@@ -66,13 +74,19 @@ htab_geometry geometry(const uapi::map_create_attr &attr, uint32_t nr_cpus)
 	g.n_locks = g.n_buckets < MAX_LOCKS ? g.n_buckets : MAX_LOCKS;
 	// No spares: a key that exists is rewritten in place, and an LRU map evicts.
 	g.n_elems = g.max_entries;
-	g.elem_size = static_cast<uint32_t>(sizeof(htab_elem) + round_up(attr.key_size, 8) +
+	g.elem_size = static_cast<uint32_t>(elem_key_off(lru) + round_up(attr.key_size, 8) +
 					    round_up(attr.value_size, 8) * (percpu ? nr_cpus : 1));
 	// Homes: a group is the elements of one cache line when two or more fit, else one.
+	// The pool gets room to spare so that most keys find a place in one of their two
+	// homes: a quarter of max_entries where a group holds two or more (about 92% of a
+	// full map's keys then sit at home), an eighth where it holds one (about 80%), as an
+	// element that fills a line or more makes spare room dear and a lookup costs more
+	// than one line anyway.
 	g.n_groups = g.group_elems = 0;
 	if (!percpu && !lru && !(attr.map_flags & uapi::BPF_F_NO_PREALLOC)) {
 		g.group_elems = g.elem_size <= 32 ? 64 / g.elem_size : 1;
-		g.n_groups = (g.n_elems + g.max_entries / 2 + g.group_elems - 1) / g.group_elems;
+		uint32_t spare = g.max_entries / (g.group_elems > 1 ? 4 : 8);
+		g.n_groups = (g.n_elems + spare + g.group_elems - 1) / g.group_elems;
 		g.n_elems = g.n_groups * g.group_elems;
 	}
 	g.locks_off = 0;
@@ -176,7 +190,8 @@ int htab_map_attach(bpf_map *map)
 	h->lock_mask = g.n_locks - 1;
 	h->n_elems = g.n_elems;
 	h->elem_size = g.elem_size;
-	h->key_off_value = static_cast<uint32_t>(sizeof(htab_elem) + round_up(map->key_size, 8));
+	h->key_off = elem_key_off(is_lru(map->map_type));
+	h->key_off_value = h->key_off + static_cast<uint32_t>(round_up(map->key_size, 8));
 	h->percpu = is_percpu(map->map_type);
 	h->pcpu_size = static_cast<uint32_t>(round_up(map->value_size, 8));
 	h->nr_cpus = map->nr_cpus;
@@ -186,8 +201,8 @@ int htab_map_attach(bpf_map *map)
 	if (h->is_lru)
 		lru_attach(&h->lru, map->data + g.lru_off, h->n_elems, h->nr_cpus,
 			   map->map_flags & uapi::BPF_F_NO_COMMON_LRU,
-			   h->elems + offsetof(htab_elem, lru_ref), h->elem_size,
-			   htab_lru_delete_node, h);
+			   h->elems + sizeof(htab_elem) + offsetof(htab_lru_part, lru_ref),
+			   h->elem_size, htab_lru_delete_node, h);
 	return 0;
 }
 
