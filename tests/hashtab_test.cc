@@ -365,8 +365,7 @@ struct bucket_view {
 	uint32_t slot[12];
 };
 struct elem_view {
-	uint32_t seq, next, hash;
-	uint8_t lru_ref, pad[3];
+	uint32_t seq, next; // the header; an LRU element's hash and reference bit follow
 };
 constexpr uint32_t NULLS = 0x80000000u;
 constexpr size_t CTL_OFFSET = 256; // inside the header page, the file's last page
