@@ -534,10 +534,11 @@ void htab_remove_at(bpf_htab *h, bucket *bk, const position &p)
 {
 	unlink_at(bk, p);
 	retire(p.e);
-	if (h->is_lru)
+	if (h->is_lru) {
 		htab_lru_unlinked.push_back(h->index_of(p.e));
-	else
-		htab_pool_push(h, p.e);
+		return;
+	}
+	htab_pool_push(h, p.e);
 	h->ctl_->count.fetch_sub(1, std::memory_order_relaxed);
 }
 
@@ -623,17 +624,10 @@ bool htab_lru_delete_node(void *arg, uint32_t idx)
 		return false;
 	unlink_at(bk, p);
 	retire(e);
-	h->ctl_->count.fetch_sub(1, std::memory_order_relaxed);
 	return true;
 }
 
 namespace {
-
-void lru_give_back(bpf_htab *h, uint32_t idx)
-{
-	h->ctl_->count.fetch_sub(1, std::memory_order_relaxed);
-	lru_push_free(&h->lru, idx);
-}
 
 int htab_lru_update(bpf_htab *h, const void *key, value_src value, uint64_t flags)
 {
@@ -648,7 +642,6 @@ int htab_lru_update(bpf_htab *h, const void *key, value_src value, uint64_t flag
 			return -ENOMEM;
 		if (!h->idx_ok(fresh))
 			return -EFAULT; // the LRU's lists are corrupt
-		h->ctl_->count.fetch_add(1, std::memory_order_relaxed);
 	}
 	// The new element is filled only once the flags allow the update (the kernel fills it
 	// before): a reader that still holds it from before it was evicted must never see the
@@ -683,9 +676,9 @@ int htab_lru_update(bpf_htab *h, const void *key, value_src value, uint64_t flag
 			return 0;
 		});
 	if (fresh != LRU_NIL)
-		lru_give_back(h, fresh);
+		lru_push_free(&h->lru, fresh);
 	if (old != LRU_NIL)
-		lru_give_back(h, old);
+		lru_push_free(&h->lru, old);
 	return err;
 }
 

@@ -152,6 +152,8 @@ struct htab_ctl {
 	uint64_t full_off;    // which words of used bits are full
 	uint32_t n_groups;    // home groups (0: the map places elements without homes)
 	uint32_t group_elems; // elements in a home group
+	// Keys in the map (not kept by LRU maps: their LRU holds every free element, and a
+	// count would be one more cache line that every writer shares).
 	alignas(64) std::atomic<uint32_t> count;
 	std::atomic<uint32_t> needs_audit; // a writer died holding a bucket lock
 };
