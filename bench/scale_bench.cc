@@ -14,6 +14,8 @@
 // bpfmap_map_update_elem(key, value, BPF_ANY) of a present key. The row is the children's
 // summed ops/s, and its ratio to the one-process row of the same config: 2.0 at 2 processes
 // is perfect scaling, below 1.0 the processes slow each other down more than they add.
+// cpu% is the share of their wall time the children were on a CPU: well below 100, other
+// work on the machine took their CPUs and the row says little about the map.
 //
 // The `kernel` rows run the same loop on a kernel map through bpf(2) with libbpf's attr size;
 // the children inherit the parent's fd. They are skipped, with the reason, where bpf(2) is
@@ -108,8 +110,8 @@ struct shared_page {
 	std::atomic<uint32_t> go;    // set to 1 to start the timed loops (futex word)
 	struct {
 		uint64_t ops, misses;
-		double secs;
-		char err[64]; // empty, or why the child gave up
+		double secs, cpu_secs; // wall time of the timed loop, and the CPU time it got
+		char err[64];	       // empty, or why the child gave up
 	} child[MAX_PROCS];
 };
 
@@ -119,10 +121,10 @@ std::string pin_root_dir; // ours, made for this run
 
 // ---- small helpers ---------------------------------------------------------------------
 
-double now()
+double now(clockid_t clock = CLOCK_MONOTONIC)
 {
 	timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(clock, &ts);
 	return double(ts.tv_sec) + double(ts.tv_nsec) * 1e-9;
 }
 
@@ -323,7 +325,9 @@ void child_run(Ops &ops, const std::vector<uint32_t> &keys, uint32_t upd_pct, do
 {
 	auto &slot = page->child[idx];
 	barrier();
+	double cpu = now(CLOCK_PROCESS_CPUTIME_ID);
 	slot.ops = timed_loop(ops, keys, upd_pct, seconds, &slot.secs);
+	slot.cpu_secs = now(CLOCK_PROCESS_CPUTIME_ID) - cpu;
 	slot.misses = ops.misses;
 	if (slot.ops == 0)
 		snprintf(slot.err, sizeof(slot.err), "update failed");
@@ -356,8 +360,13 @@ void child_run(Ops &ops, const std::vector<uint32_t> &keys, uint32_t upd_pct, do
 
 // ---- the parent ------------------------------------------------------------------------
 
-// One run with procs children: their summed Mops/s, or -1 (reason printed).
-double run_once(const bench_map &m, path p, unsigned procs, uint32_t upd_pct, double seconds)
+// What one run of procs children did.
+struct run_result {
+	double mops = -1; // their summed Mops/s; -1: a child failed (reason printed)
+	double cpu = 0;	  // the share of the wall time they ran: below 1, others took CPU
+};
+
+run_result run_once(const bench_map &m, path p, unsigned procs, uint32_t upd_pct, double seconds)
 {
 	memset(static_cast<void *>(page), 0, sizeof(*page));
 	std::vector<pid_t> pids;
@@ -382,20 +391,25 @@ double run_once(const bench_map &m, path p, unsigned procs, uint32_t upd_pct, do
 		waitpid(pid, &status, 0);
 		ok = ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
 	}
-	double mops = 0;
+	run_result res;
+	double mops = 0, cpu = 0, wall = 0;
 	for (unsigned i = 0; i < procs; i++) {
 		const auto &c = page->child[i];
 		if (c.err[0] || !ok) {
 			fprintf(stderr, "%s/%u: child %u failed: %s\n", name_of(m.type), m.entries,
 				i, c.err[0] ? c.err : "abnormal exit");
-			return -1;
+			return res;
 		}
 		if (c.misses)
 			fprintf(stderr, "%s/%u: child %u: %llu lookups missed a present key\n",
 				name_of(m.type), m.entries, i, (unsigned long long)c.misses);
 		mops += double(c.ops) / c.secs / 1e6;
+		cpu += c.cpu_secs;
+		wall += c.secs;
 	}
-	return mops;
+	res.mops = mops;
+	res.cpu = cpu / wall;
+	return res;
 }
 
 struct row_printer {
@@ -403,37 +417,40 @@ struct row_printer {
 
 	void header()
 	{
-		printf("%-12s %8s %4s %-6s %5s %9s %10s\n", "TYPE", "entries", "upd%", "path",
-		       "procs", "Mops/s", "ratio_vs_1");
+		printf("%-12s %8s %4s %-6s %5s %9s %10s %5s\n", "TYPE", "entries", "upd%", "path",
+		       "procs", "Mops/s", "ratio_vs_1", "cpu%");
 		if (csv)
-			fprintf(csv, "type,entries,update_pct,path,procs,mops,ratio_vs_1\n");
+			fprintf(csv,
+				"type,entries,update_pct,path,procs,mops,ratio_vs_1,cpu_pct\n");
 	}
-	void row(const bench_map &m, uint32_t upd, path p, unsigned procs, double mops, double one)
+	void row(const bench_map &m, uint32_t upd, path p, unsigned procs, double mops, double one,
+		 double cpu)
 	{
 		const char *ps = p == path::kernel ? "kernel" : "bpfmap";
-		printf("%-12s %8u %4u %-6s %5u %9.2f %10.2f\n", name_of(m.type), m.entries, upd, ps,
-		       procs, mops, mops / one);
+		printf("%-12s %8u %4u %-6s %5u %9.2f %10.2f %5.0f\n", name_of(m.type), m.entries,
+		       upd, ps, procs, mops, mops / one, 100 * cpu);
 		fflush(stdout);
 		if (csv)
-			fprintf(csv, "%s,%u,%u,%s,%u,%.4f,%.4f\n", name_of(m.type), m.entries, upd,
-				ps, procs, mops, mops / one);
+			fprintf(csv, "%s,%u,%u,%s,%u,%.4f,%.4f,%.1f\n", name_of(m.type), m.entries,
+				upd, ps, procs, mops, mops / one, 100 * cpu);
 	}
 };
 
 // The rows of one (map, update %, path): each process count, median of the repeats.
 void measure(const bench_map &m, uint32_t upd, path p, const options &o, row_printer &out)
 {
-	std::vector<std::vector<double>> runs(o.max_procs + 1);
+	std::vector<std::vector<double>> mops(o.max_procs + 1), cpu(o.max_procs + 1);
 	for (unsigned r = 0; r < o.repeats; r++)
 		for (unsigned procs = 1; procs <= o.max_procs; procs++) {
-			double mops = run_once(m, p, procs, upd, o.seconds);
-			if (mops < 0)
+			run_result res = run_once(m, p, procs, upd, o.seconds);
+			if (res.mops < 0)
 				return;
-			runs[procs].push_back(mops);
+			mops[procs].push_back(res.mops);
+			cpu[procs].push_back(res.cpu);
 		}
-	double one = median(runs[1]);
+	double one = median(mops[1]);
 	for (unsigned procs = 1; procs <= o.max_procs; procs++)
-		out.row(m, upd, p, procs, median(runs[procs]), one);
+		out.row(m, upd, p, procs, median(mops[procs]), one, median(cpu[procs]));
 }
 
 // bpf(2) where it can be used; else the reason, printed once.
