@@ -311,6 +311,36 @@ htab_elem *htab_find(bpf_htab *h, const void *key, void *out)
 	return out ? htab_find_copying<true>(h, key, out) : htab_find_copying<false>(h, key, out);
 }
 
+} // namespace
+
+// What htab_find does after hashing, without a copy: for a caller that hashed the key
+// earlier and prefetched its lines meanwhile (hashtab_multi.cc).
+htab_elem *htab_find_hashed(bpf_htab *h, const void *key, uint64_t hash)
+{
+	uint32_t b = static_cast<uint32_t>(hash) & h->bucket_mask;
+	htab_elem *e = nullptr;
+	quick_result r;
+	switch (h->key_size) {
+	case 4:
+		r = bucket_find_quick<4>(h, b, hash, key, nullptr, &e);
+		break;
+	case 8:
+		r = bucket_find_quick<8>(h, b, hash, key, nullptr, &e);
+		break;
+	case 16:
+		r = bucket_find_quick<16>(h, b, hash, key, nullptr, &e);
+		break;
+	default:
+		r = bucket_find_quick<0>(h, b, hash, key, nullptr, &e);
+		break;
+	}
+	if (__builtin_expect(r != quick_result::unsure, 1))
+		return e;
+	return htab_bucket_find(h, b, hash, key, nullptr);
+}
+
+namespace {
+
 void *htab_map_lookup_elem(bpf_map *map, const void *key)
 {
 	bpf_htab *h = htab_of(map);
@@ -739,6 +769,7 @@ const bpf_map_ops htab_map_ops = {
 	.map_init = htab_map_init,
 	.map_attach = htab_map_attach,
 	.map_lookup_elem = htab_map_lookup_elem,
+	.map_lookup_multi = htab_map_lookup_multi,
 	.map_copy_value = htab_map_copy_value,
 	.map_update_elem = htab_map_update_elem,
 	.map_update_value = htab_map_update_elem,
@@ -759,6 +790,7 @@ const bpf_map_ops htab_percpu_map_ops = {
 	.map_attach = htab_map_attach,
 	.map_lookup_elem = htab_percpu_map_lookup_elem,
 	.map_lookup_percpu_elem = htab_percpu_map_lookup_percpu_elem,
+	.map_lookup_multi = htab_map_lookup_multi,
 	.map_copy_value = htab_map_copy_value,
 	.map_update_elem = htab_percpu_map_update_elem,
 	.map_update_value = htab_map_update_elem,
@@ -778,6 +810,7 @@ const bpf_map_ops htab_lru_map_ops = {
 	.map_init = htab_map_init,
 	.map_attach = htab_map_attach,
 	.map_lookup_elem = htab_lru_map_lookup_elem,
+	.map_lookup_multi = htab_map_lookup_multi,
 	.map_copy_value = htab_map_copy_value,
 	.map_update_elem = htab_lru_map_update_elem,
 	.map_update_value = htab_lru_map_update_elem,
@@ -798,6 +831,7 @@ const bpf_map_ops htab_lru_percpu_map_ops = {
 	.map_attach = htab_map_attach,
 	.map_lookup_elem = htab_lru_percpu_map_lookup_elem,
 	.map_lookup_percpu_elem = htab_lru_percpu_map_lookup_percpu_elem,
+	.map_lookup_multi = htab_map_lookup_multi,
 	.map_copy_value = htab_map_copy_value,
 	.map_update_elem = htab_lru_percpu_map_update_elem,
 	.map_update_value = htab_lru_map_update_elem,
