@@ -13,6 +13,8 @@
 //          per-CPU map: the caller's CPU value)
 //   copy   bpfmap_bpf(BPF_MAP_*_ELEM, attr) -- the bpf(2) convention, value copied out
 //          (for a per-CPU map: every possible CPU's value)
+//   multi  HASH lookup only: bpfmap_map_lookup_multi, MULTI_KEYS keys per call, each value's
+//          first 8 bytes read after the call; one key per iteration (time and items per key)
 //   kernel syscall(__NR_bpf, BPF_MAP_*_ELEM, attr)
 //   boost  HASH lookup and update only, where Boost 1.81 is installed: the same keys in a
 //          boost::unordered_flat_map (bench/peer_flat_map.h), value copied out; a
@@ -22,6 +24,8 @@
 // as the copy-out paths do.
 //
 // Benchmark names: <TYPE>/<entries>/k<key>v<value>/<op>/<path>, e.g. HASH/10000/k4v8/lookup/copy.
+// MEM/1GiB/random_read (random_read.cc) is this machine's limit for the multi rows: ns per
+// independent 8-byte load from a random line of 1 GiB.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -313,7 +317,7 @@ fixture &get_fixture(const config &c)
 
 // ---- benchmarks ----------------------------------------------------------------------
 
-enum class path { ptr, copy, kernel, boost };
+enum class path { ptr, copy, kernel, boost, multi };
 // lookup_fullattr: the copy-out lookup with the attr size sizeof(union bpf_attr) instead of
 // libbpf's 32 bytes, so that the zero-tail check runs over the whole attr.
 enum class op { lookup, lookup_fullattr, update, delete_reinsert, lookup_batch, insert_evict };
@@ -323,6 +327,7 @@ const char *path_name(path p)
 	return p == path::ptr	   ? "ptr"
 	       : p == path::copy   ? "copy"
 	       : p == path::kernel ? "kernel"
+	       : p == path::multi  ? "multi"
 				   : "boost";
 }
 const char *op_name(op o)
@@ -360,6 +365,36 @@ void run_peer(benchmark::State &state, fixture &f, op o)
 }
 #endif
 
+// The multi rows: MULTI_KEYS keys per call, taken in the shuffled order and wrapping at the
+// end; each iteration counts one key.
+constexpr uint32_t MULTI_KEYS = 256;
+
+bool run_multi(benchmark::State &state, fixture &f)
+{
+	const uint32_t n = f.cfg.entries, ks = f.cfg.key_size;
+	void *ptrs[MULTI_KEYS];
+	uint32_t i = 0;
+	while (state.KeepRunningBatch(MULTI_KEYS)) {
+		uint32_t first = std::min(MULTI_KEYS, n - i);
+		long found = bpfmap_map_lookup_multi(f.handle, f.keys.data() + size_t(i) * ks,
+						     first, ptrs);
+		if (first < MULTI_KEYS)
+			found += bpfmap_map_lookup_multi(f.handle, f.keys.data(),
+							 MULTI_KEYS - first, ptrs + first);
+		if (__builtin_expect(found != MULTI_KEYS, 0))
+			return false;
+		uint64_t sum = 0;
+		for (void *v : ptrs) {
+			uint64_t w;
+			memcpy(&w, v, 8);
+			sum += w;
+		}
+		benchmark::DoNotOptimize(sum);
+		i = (i + MULTI_KEYS) % n;
+	}
+	return true;
+}
+
 void run(benchmark::State &state, config c, op o, path p)
 {
 	fixture &f = get_fixture(c);
@@ -392,7 +427,9 @@ void run(benchmark::State &state, config c, op o, path p)
 	switch (o) {
 	case op::lookup:
 	case op::lookup_fullattr:
-		if (p == path::ptr) {
+		if (p == path::multi) {
+			ok = run_multi(state, f);
+		} else if (p == path::ptr) {
 			for (auto _ : state) {
 				void *v = bpfmap_map_lookup_elem(f.handle, keys + i * ks);
 				if (__builtin_expect(!v, 0)) {
@@ -896,10 +933,14 @@ void register_all()
 				continue;
 			if (o == op::insert_evict && !c.lru())
 				continue;
-			for (path p : {path::kernel, path::copy, path::ptr, path::boost}) {
+			for (path p :
+			     {path::kernel, path::copy, path::ptr, path::multi, path::boost}) {
 				if ((o == op::delete_reinsert || o == op::lookup_batch ||
 				     o == op::lookup_fullattr) &&
 				    p == path::ptr)
+					continue;
+				if (p == path::multi &&
+				    (c.type != BPF_MAP_TYPE_HASH || o != op::lookup))
 					continue;
 				if (p == path::boost &&
 				    !(have_peer && c.type == BPF_MAP_TYPE_HASH &&

@@ -153,6 +153,18 @@ static void program_calls(int fd)
 	CHECK(bpfmap_map_delete_elem(m, &k3) == 0, "bpfmap_map_delete_elem");
 	CHECK(bpfmap_map_delete_elem(m, &k3) == -ENOENT, "bpfmap_map_delete_elem of a deleted key");
 	CHECK(bpfmap_map_lookup_elem(m, &k3) == NULL, "bpfmap_map_lookup_elem of a deleted key");
+
+	/* Many keys at once: a present key, a deleted one, the present one again. */
+	struct flow keys[3] = {k, k3, k};
+	void *ptrs[3] = {NULL, NULL, NULL};
+	CHECK(bpfmap_map_lookup_multi(m, keys, 3, ptrs) == 2, "bpfmap_map_lookup_multi");
+	CHECK(ptrs[0] == bpfmap_map_lookup_elem(m, &k) && ptrs[1] == NULL && ptrs[2] == ptrs[0],
+	      "bpfmap_map_lookup_multi's pointers");
+	CHECK(bpfmap_map_lookup_multi(m, NULL, 0, NULL) == 0, "bpfmap_map_lookup_multi of no key");
+	CHECK(bpfmap_map_lookup_multi(m, NULL, 1, ptrs) == -EINVAL,
+	      "bpfmap_map_lookup_multi without keys");
+	CHECK(bpfmap_map_lookup_multi(NULL, keys, 1, ptrs) == -EINVAL,
+	      "bpfmap_map_lookup_multi without a map");
 	bpfmap_map_put(m);
 	CHECK(bpfmap_map_get(-1) == NULL && errno == EBADF, "bpfmap_map_get(-1)");
 }

@@ -55,6 +55,15 @@ BPFMAP_API void *bpfmap_map_lookup_elem(struct bpfmap_map *map, const void *key)
  * for a CPU that is not possible, and for maps that are not per-CPU). */
 BPFMAP_API void *bpfmap_map_lookup_percpu_elem(struct bpfmap_map *map, const void *key,
 					       uint32_t cpu);
+/* Many keys at once: n keys packed key_size bytes apart at keys. out_ptrs[i] gets what
+ * bpfmap_map_lookup_elem(map, key i) returns (a value pointer, or NULL; for a per-CPU map,
+ * into the value of the CPU the caller runs on as the call starts); the hash maps look the
+ * keys up with their cache misses overlapped, every other map type one by one. Returns
+ * how many keys were found (0 for n = 0), or -EINVAL, writing nothing, for a NULL map, or a
+ * NULL keys or out_ptrs with n > 0. Like n single lookups, not one snapshot: an update that
+ * runs meanwhile may be seen by some keys and not by others. */
+BPFMAP_API long bpfmap_map_lookup_multi(struct bpfmap_map *map, const void *keys, uint32_t n,
+					void **out_ptrs);
 /* The CPUs a per-CPU value has a slot for (as /sys/devices/system/cpu/possible lists them).
  * Syscall commands on a per-CPU map copy round_up(value_size, 8) bytes for each. */
 BPFMAP_API uint32_t bpfmap_num_possible_cpus(void);

@@ -6,6 +6,7 @@
 // pointer lookup (no copy, no permission checks, as for a BPF program).
 #pragma once
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -81,6 +82,12 @@ public:
 	int lookup(std::span<const std::byte> key, std::span<std::byte> value) const;
 	// Pointer into the map's value, or nullptr when the key is absent.
 	void *lookup_ptr(const void *key) const;
+	// Many keys at once (bpfmap_map_lookup_multi): keys holds ptrs.size() keys packed
+	// key_size() bytes apart, and ptrs[i] gets key i's pointer or nullptr; *found, if
+	// given, how many were found. EINVAL, with nothing written, when keys is not exactly
+	// that many keys (or more than 2^32 - 1 of them).
+	int lookup_ptr(std::span<const std::byte> keys, std::span<void *> ptrs,
+		       uint32_t *found = nullptr) const;
 	int update(const void *key, const void *value, uint64_t flags = ANY);
 	int update(std::span<const std::byte> key, std::span<const std::byte> value,
 		   uint64_t flags = ANY);
@@ -161,6 +168,31 @@ public:
 		return v;
 	}
 	V *lookup_ptr(const K &key) const { return static_cast<V *>(map_.lookup_ptr(&key)); }
+	// Many keys at once, as Map's: ptrs[i] for keys[i]; EINVAL when the counts differ.
+	int lookup_ptr(std::span<const K> keys, std::span<V *> ptrs,
+		       uint32_t *found = nullptr) const
+	{
+		if (keys.size() != ptrs.size())
+			return EINVAL;
+		// Through a buffer of void pointers, a few hundred keys at a time: one call per
+		// chunk keeps the misses of a chunk's keys overlapped.
+		void *chunk[256];
+		uint32_t total = 0;
+		for (size_t i = 0; i < keys.size(); i += std::size(chunk)) {
+			size_t n = std::min(std::size(chunk), keys.size() - i);
+			uint32_t got = 0;
+			int err = map_.lookup_ptr(std::as_bytes(keys.subspan(i, n)),
+						  std::span<void *>(chunk, n), &got);
+			if (err)
+				return err;
+			for (size_t j = 0; j < n; j++)
+				ptrs[i + j] = static_cast<V *>(chunk[j]);
+			total += got;
+		}
+		if (found)
+			*found = total;
+		return 0;
+	}
 	int update(const K &key, const V &value, uint64_t flags = ANY)
 	{
 		return map_.update(&key, &value, flags);

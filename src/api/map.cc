@@ -162,6 +162,19 @@ int Map::lookup(std::span<const std::byte> key, std::span<std::byte> value) cons
 
 void *Map::lookup_ptr(const void *key) const { return bpfmap_map_lookup_elem(map_, key); }
 
+int Map::lookup_ptr(std::span<const std::byte> keys, std::span<void *> ptrs, uint32_t *found) const
+{
+	if (keys.size() != ptrs.size() * key_size_ || ptrs.size() > UINT32_MAX)
+		return EINVAL;
+	long n = bpfmap_map_lookup_multi(map_, keys.data(), static_cast<uint32_t>(ptrs.size()),
+					 ptrs.data());
+	if (n < 0)
+		return static_cast<int>(-n);
+	if (found)
+		*found = static_cast<uint32_t>(n);
+	return 0;
+}
+
 int Map::push(const void *value, uint64_t flags)
 {
 	return static_cast<int>(-bpfmap_map_push_elem(map_, value, flags));

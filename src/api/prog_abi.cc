@@ -54,6 +54,22 @@ void *bpfmap_map_lookup_percpu_elem(bpfmap_map *m, const void *key, uint32_t cpu
 	return map->ops->map_lookup_percpu_elem(map, key, static_cast<uint32_t>(slot));
 }
 
+long bpfmap_map_lookup_multi(bpfmap_map *m, const void *keys, uint32_t n, void **out_ptrs)
+{
+	bpf_map *map = to_map(m);
+	if (!map || (n && (!keys || !out_ptrs)))
+		return -EINVAL;
+	if (map->ops->map_lookup_multi)
+		return map->ops->map_lookup_multi(map, keys, n, out_ptrs);
+	long found = 0;
+	const char *key = static_cast<const char *>(keys);
+	for (uint32_t i = 0; i < n; i++, key += map->key_size) {
+		out_ptrs[i] = map->ops->map_lookup_elem(map, key);
+		found += out_ptrs[i] != nullptr;
+	}
+	return found;
+}
+
 uint32_t bpfmap_num_possible_cpus(void) { return bpfmap::num_possible_cpus(); }
 
 long bpfmap_map_update_elem(bpfmap_map *m, const void *key, const void *value, uint64_t flags)

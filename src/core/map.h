@@ -101,6 +101,10 @@ struct bpf_map_ops {
 	// Program-side lookup of one CPU's value; per-CPU maps only. slot is the CPU's value
 	// slot (core/percpu.h), already checked against map->nr_cpus by the caller.
 	void *(*map_lookup_percpu_elem)(bpf_map *map, const void *key, uint32_t slot) = nullptr;
+	// Program-side lookup of n keys packed key_size bytes apart: ptrs[i] is what
+	// map_lookup_elem would return for key i; returns how many were found. For families
+	// that can overlap the keys' cache misses. Null: the caller loops over map_lookup_elem.
+	long (*map_lookup_multi)(bpf_map *map, const void *keys, uint32_t n, void **ptrs) = nullptr;
 	// Syscall-side lookup: copy the value out in the syscall layout (bpf_map_value_size
 	// bytes); never a torn value where the type promises.
 	int (*map_copy_value)(bpf_map *map, const void *key, void *value, uint64_t flags) = nullptr;

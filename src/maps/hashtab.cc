@@ -21,15 +21,6 @@ thread_local std::vector<uint32_t> htab_lru_unlinked;
 
 namespace {
 
-// An LRU lookup's mark: a plain store, and only when the bit is clear, so that hot
-// elements' cache lines stay shared between CPUs.
-void mark_referenced(bpf_htab *h, htab_elem *e)
-{
-	std::atomic<uint8_t> &ref = h->lru_part(e)->lru_ref;
-	if (!ref.load(std::memory_order_relaxed))
-		ref.store(1, std::memory_order_relaxed);
-}
-
 // Count one more element unless the map is full. Each failed exchange means the count
 // changed meanwhile; a count that never stops changing (another process writing it) gives
 // up after many, as a full map.
@@ -304,6 +295,24 @@ htab_elem *htab_find(bpf_htab *h, const void *key, void *out)
 {
 	return out ? htab_find_copying<true>(h, key, out) : htab_find_copying<false>(h, key, out);
 }
+
+} // namespace
+
+// What htab_find does after hashing, without a copy: for a caller that hashed the key
+// earlier and prefetched its lines meanwhile (hashtab_multi.cc).
+htab_elem *htab_find_hashed(bpf_htab *h, const void *key, uint64_t hash)
+{
+	uint32_t b = static_cast<uint32_t>(hash) & h->bucket_mask;
+	htab_elem *e = nullptr;
+	quick_result r = by_key_size(h, [&](auto ks) {
+		return bucket_find_quick<ks.value>(h, b, hash, key, nullptr, &e);
+	});
+	if (__builtin_expect(r != quick_result::unsure, 1))
+		return e;
+	return htab_bucket_find(h, b, hash, key, nullptr);
+}
+
+namespace {
 
 void *htab_map_lookup_elem(bpf_map *map, const void *key)
 {
@@ -656,7 +665,7 @@ int htab_lru_update(bpf_htab *h, const void *key, value_src value, uint64_t flag
 			if (!p.e && flags == uapi::BPF_EXIST)
 				return -ENOENT;
 			if (p.e && h->percpu) {
-				mark_referenced(h, p.e);
+				htab_mark_referenced(h, p.e);
 				elem_rewrite(h, p.e, value);
 				return 0;
 			}
@@ -665,7 +674,7 @@ int htab_lru_update(bpf_htab *h, const void *key, value_src value, uint64_t flag
 			htab_elem *e = elem_fill(h, h->elem(fresh), hash, key, value);
 			if (p.e) {
 				// The replacement was just used: it starts referenced.
-				mark_referenced(h, e);
+				htab_mark_referenced(h, e);
 				replace_at(h, bk, p, e);
 				retire(p.e);
 				old = h->index_of(p.e);
@@ -699,7 +708,7 @@ htab_elem *lru_find_ref(bpf_htab *h, const void *key)
 {
 	htab_elem *e = htab_find(h, key, nullptr);
 	if (e)
-		mark_referenced(h, e);
+		htab_mark_referenced(h, e);
 	return e;
 }
 
@@ -732,6 +741,7 @@ const bpf_map_ops htab_map_ops = {
 	.map_init = htab_map_init,
 	.map_attach = htab_map_attach,
 	.map_lookup_elem = htab_map_lookup_elem,
+	.map_lookup_multi = htab_map_lookup_multi,
 	.map_copy_value = htab_map_copy_value,
 	.map_update_elem = htab_map_update_elem,
 	.map_update_value = htab_map_update_elem,
@@ -752,6 +762,7 @@ const bpf_map_ops htab_percpu_map_ops = {
 	.map_attach = htab_map_attach,
 	.map_lookup_elem = htab_percpu_map_lookup_elem,
 	.map_lookup_percpu_elem = htab_percpu_map_lookup_percpu_elem,
+	.map_lookup_multi = htab_map_lookup_multi,
 	.map_copy_value = htab_map_copy_value,
 	.map_update_elem = htab_percpu_map_update_elem,
 	.map_update_value = htab_map_update_elem,
@@ -771,6 +782,7 @@ const bpf_map_ops htab_lru_map_ops = {
 	.map_init = htab_map_init,
 	.map_attach = htab_map_attach,
 	.map_lookup_elem = htab_lru_map_lookup_elem,
+	.map_lookup_multi = htab_map_lookup_multi,
 	.map_copy_value = htab_map_copy_value,
 	.map_update_elem = htab_lru_map_update_elem,
 	.map_update_value = htab_lru_map_update_elem,
@@ -791,6 +803,7 @@ const bpf_map_ops htab_lru_percpu_map_ops = {
 	.map_attach = htab_map_attach,
 	.map_lookup_elem = htab_lru_percpu_map_lookup_elem,
 	.map_lookup_percpu_elem = htab_lru_percpu_map_lookup_percpu_elem,
+	.map_lookup_multi = htab_map_lookup_multi,
 	.map_copy_value = htab_map_copy_value,
 	.map_update_elem = htab_lru_percpu_map_update_elem,
 	.map_update_value = htab_lru_map_update_elem,

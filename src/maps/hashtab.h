@@ -207,6 +207,15 @@ struct bpf_htab : bpf_map {
 
 inline bpf_htab *htab_of(bpf_map *map) { return static_cast<bpf_htab *>(map); }
 
+// An LRU lookup's mark: a plain store, and only when the bit is clear, so that hot
+// elements' cache lines stay shared between CPUs.
+inline void htab_mark_referenced(const bpf_htab *h, htab_elem *e)
+{
+	std::atomic<uint8_t> &ref = h->lru_part(e)->lru_ref;
+	if (!ref.load(std::memory_order_relaxed))
+		ref.store(1, std::memory_order_relaxed);
+}
+
 inline uint32_t roundup_pow2(uint64_t v)
 {
 	uint64_t p = 1;
@@ -333,9 +342,11 @@ void htab_pool_push(bpf_htab *h, htab_elem *e);
 void htab_audit(bpf_htab *h);
 
 // hashtab.cc: find a key in bucket b without its lock (copying its value to out unless
-// out is null); find an element in a locked bucket by identity; unlink and free the
-// element at p of a locked bucket; evict an LRU element.
+// out is null); the pointer lookup's search of a key already hashed; find an element in a
+// locked bucket by identity; unlink and free the element at p of a locked bucket; evict an
+// LRU element.
 htab_elem *htab_bucket_find(bpf_htab *h, uint32_t b, uint64_t hash, const void *key, void *out);
+htab_elem *htab_find_hashed(bpf_htab *h, const void *key, uint64_t hash);
 position htab_locate(bpf_htab *h, bucket *bk, htab_elem *e);
 void htab_remove_at(bpf_htab *h, bucket *bk, const position &p);
 bool htab_lru_delete_node(void *arg, uint32_t idx);
@@ -370,6 +381,9 @@ int htab_map_mem_size(const uapi::map_create_attr &attr, size_t *size);
 bpf_map *htab_map_alloc();
 int htab_map_attach(bpf_map *map);
 void htab_map_init(bpf_map *map);
+
+// hashtab_multi.cc: the pointer lookup of many keys, their cache misses overlapped.
+long htab_map_lookup_multi(bpf_map *map, const void *keys, uint32_t n, void **ptrs);
 
 // hashtab_iter.cc: the walks over the whole map.
 int htab_map_get_next_key(bpf_map *map, const void *key, void *next_key);
