@@ -1,4 +1,4 @@
-// Small XDP programs for measuring the kernel's own in-program costs: build the bytecode,
+// Small BPF programs for measuring the kernel's own in-program costs: build the bytecode,
 // load it, run it with BPF_PROG_TEST_RUN. Shared by map_bench and ringbuf_bench.
 #pragma once
 
@@ -37,13 +37,15 @@ inline long kernel_bpf(int cmd, union bpf_attr *a, unsigned size = sizeof(union 
 	return syscall(__NR_bpf, cmd, a, size);
 }
 
-// Load p as an XDP program: its fd, or -1 with the verifier's reason (its last lines) in *why.
-inline int load_xdp(const std::vector<bpf_insn> &p, std::string *why)
+// Load p as a program of this type (XDP by default): its fd, or -1 with the verifier's
+// reason (its last lines) in *why.
+inline int load_prog(const std::vector<bpf_insn> &p, std::string *why,
+		     bpf_prog_type type = BPF_PROG_TYPE_XDP)
 {
 	static char log[65536];
 	union bpf_attr a;
 	memset(&a, 0, sizeof(a));
-	a.prog_type = BPF_PROG_TYPE_XDP;
+	a.prog_type = type;
 	a.insns = reinterpret_cast<uintptr_t>(p.data());
 	a.insn_cnt = static_cast<uint32_t>(p.size());
 	a.license = reinterpret_cast<uintptr_t>("GPL");
@@ -61,16 +63,17 @@ inline int load_xdp(const std::vector<bpf_insn> &p, std::string *why)
 	return -1;
 }
 
-// What a probe loop does with each probe it picks.
-enum class probe_op { none, lookup, update };
+// What a probe loop does with each probe it picks. mix: an update in upd_pct of the
+// iterations, evenly spread, and a lookup in the others.
+enum class probe_op { none, lookup, update, mix };
 
-// An XDP program that `loop` times picks a random probe (bpf_get_prandom_u32() & mask) from
+// A program that `loop` times picks a random probe (bpf_get_prandom_u32() & mask) from
 // the array map probes_fd and looks it up in the map target_fd (lookup), or stores it there
 // as key and value with BPF_ANY (update: the probe holds the key and at least value_size
 // bytes); probe_op::none only picks. Run with and without the map call, the difference
 // per iteration is what the kernel's own helper costs, net of the loop and the pick.
 inline int load_probe_loop(int probes_fd, uint32_t mask, int target_fd, probe_op op, int loop,
-			   std::string *why)
+			   std::string *why, uint32_t upd_pct = 0)
 {
 	std::vector<bpf_insn> p = {
 		insn(BPF_ALU64 | BPF_MOV | BPF_K, 6, 0, 0, 0),		     // r6 = 0
@@ -82,26 +85,46 @@ inline int load_probe_loop(int probes_fd, uint32_t mask, int target_fd, probe_op
 	p.push_back(insn(BPF_ALU64 | BPF_MOV | BPF_X, 2, 10, 0, 0));
 	p.push_back(insn(BPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, -4));
 	p.push_back(insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem)); // r0 = &probe
-	std::vector<bpf_insn> call;
-	if (op != probe_op::none) {
-		call.push_back(insn(BPF_ALU64 | BPF_MOV | BPF_X, 2, 0, 0, 0)); // key = probe
-		if (op == probe_op::update) {
-			call.push_back(insn(BPF_ALU64 | BPF_MOV | BPF_X, 3, 0, 0, 0)); // value too
-			call.push_back(insn(BPF_ALU64 | BPF_MOV | BPF_K, 4, 0, 0, BPF_ANY));
+	auto map_call = [&](std::vector<bpf_insn> &c, bool update) {
+		c.push_back(insn(BPF_ALU64 | BPF_MOV | BPF_X, 2, 0, 0, 0)); // key = probe
+		if (update) {
+			c.push_back(insn(BPF_ALU64 | BPF_MOV | BPF_X, 3, 0, 0, 0)); // value too
+			c.push_back(insn(BPF_ALU64 | BPF_MOV | BPF_K, 4, 0, 0, BPF_ANY));
 		}
-		load_map(call, 1, target_fd);
-		call.push_back(insn(BPF_JMP | BPF_CALL, 0, 0, 0,
-				    op == probe_op::update ? BPF_FUNC_map_update_elem
-							   : BPF_FUNC_map_lookup_elem));
+		load_map(c, 1, target_fd);
+		c.push_back(insn(BPF_JMP | BPF_CALL, 0, 0, 0,
+				 update ? BPF_FUNC_map_update_elem : BPF_FUNC_map_lookup_elem));
+	};
+	std::vector<bpf_insn> call;
+	if (op == probe_op::lookup || op == probe_op::update) {
+		map_call(call, op == probe_op::update);
+	} else if (op == probe_op::mix) {
+		// Iteration i updates when (i * upd_pct) % 100 < upd_pct.
+		std::vector<bpf_insn> upd, look;
+		map_call(upd, true);
+		map_call(look, false);
+		call.push_back(insn(BPF_ALU64 | BPF_MOV | BPF_X, 7, 6, 0, 0));
+		call.push_back(
+			insn(BPF_ALU64 | BPF_MUL | BPF_K, 7, 0, 0, static_cast<int32_t>(upd_pct)));
+		call.push_back(insn(BPF_ALU64 | BPF_MOD | BPF_K, 7, 0, 0, 100));
+		call.push_back(insn(BPF_JMP | BPF_JGE | BPF_K, 7, 0,
+				    static_cast<int16_t>(upd.size() + 1),
+				    static_cast<int32_t>(upd_pct)));
+		call.insert(call.end(), upd.begin(), upd.end());
+		call.push_back(insn(BPF_JMP | BPF_JA, 0, 0, static_cast<int16_t>(look.size()), 0));
+		call.insert(call.end(), look.begin(), look.end());
 	}
 	p.push_back(insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, static_cast<int16_t>(call.size()), 0));
 	p.insert(p.end(), call.begin(), call.end());
 	p.push_back(insn(BPF_ALU64 | BPF_ADD | BPF_K, 6, 0, 0, 1));
 	int back = -static_cast<int>(p.size()); // to the prandom call
 	p.push_back(insn(BPF_JMP | BPF_JLT | BPF_K, 6, 0, static_cast<int16_t>(back), loop));
-	p.push_back(insn(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, XDP_PASS));
+	p.push_back(insn(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 0));
 	p.push_back(insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0));
-	return load_xdp(p, why);
+	// A socket filter, not XDP: each BPF_PROG_TEST_RUN of an XDP program installs it in
+	// the XDP dispatcher and takes it out again, which costs milliseconds of waiting
+	// whenever no other XDP program is running, and would hide the loop's own time.
+	return load_prog(p, why, BPF_PROG_TYPE_SOCKET_FILTER);
 }
 
 // Run prog repeat times on a 64-byte packet: the kernel's average ns per run, or -1.

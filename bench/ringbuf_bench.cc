@@ -202,7 +202,7 @@ int load_produce_prog(int map_fd, int size, std::string *why)
 		insn(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, XDP_PASS),
 		insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0),
 	};
-	return kernel_prog::load_xdp(p, why);
+	return kernel_prog::load_prog(p, why);
 }
 
 void kernel_produce(benchmark::State &state)

@@ -62,7 +62,9 @@ constexpr unsigned CREATE_ATTR_SIZE = offsetof(union bpf_attr, map_extra) + size
 constexpr const char *PIN_PATH = "/sys/fs/bpf/scale_bench";
 constexpr const char *PIN_FILE = "scale_bench"; // PIN_PATH's file, in the pin root
 constexpr unsigned MAX_PROCS = 128;
-constexpr unsigned CLOCK_EVERY = 256; // ops between two reads of the clock
+constexpr unsigned CLOCK_EVERY = 256;  // ops between two reads of the clock
+constexpr int INPROG_LOOP = 1000;      // probes per run of the inprog rows' program
+constexpr uint32_t INPROG_REPEAT = 20; // runs per BPF_PROG_TEST_RUN
 
 struct type_name {
 	uint32_t type;
@@ -94,7 +96,12 @@ struct options {
 	std::string csv;
 };
 
-enum class path { bpfmap, kernel };
+enum class path { bpfmap, kernel, inprog };
+
+const char *path_name(path p)
+{
+	return p == path::bpfmap ? "bpfmap" : p == path::kernel ? "kernel" : "inprog";
+}
 
 // One map of one config, ready for children: the bpfmap map is pinned at PIN_PATH.
 struct bench_map {
@@ -102,6 +109,7 @@ struct bench_map {
 	std::vector<uint32_t> keys; // the present keys
 	uint32_t value_bytes;	    // a value in a syscall buffer (every CPU's, per-CPU)
 	int fd = -1;		    // bpfmap: the creator's fd; kernel: inherited by the children
+	int prog = -1;		    // inprog: the probe loop program, inherited by the children
 };
 
 // What a run's parent and children share: one MAP_SHARED anonymous mapping.
@@ -333,9 +341,34 @@ void child_run(Ops &ops, const std::vector<uint32_t> &keys, uint32_t upd_pct, do
 		snprintf(slot.err, sizeof(slot.err), "update failed");
 }
 
+// The inprog rows' child: BPF_PROG_TEST_RUN of the probe loop, which runs on this CPU,
+// INPROG_REPEAT times per call, until the time is up.
+[[noreturn]] void child_inprog(const bench_map &m, double seconds, unsigned idx)
+{
+	auto &slot = page->child[idx];
+	barrier();
+	double cpu = now(CLOCK_PROCESS_CPUTIME_ID), start = now(), t;
+	uint64_t runs = 0;
+	do {
+		if (kernel_prog::run_ns(m.prog, INPROG_REPEAT) < 0) {
+			snprintf(slot.err, sizeof(slot.err), "BPF_PROG_TEST_RUN: %s",
+				 strerror(errno));
+			_exit(1);
+		}
+		runs++;
+		t = now();
+	} while (t - start < seconds);
+	slot.ops = runs * INPROG_REPEAT * INPROG_LOOP;
+	slot.secs = t - start;
+	slot.cpu_secs = now(CLOCK_PROCESS_CPUTIME_ID) - cpu;
+	_exit(0);
+}
+
 [[noreturn]] void child(const bench_map &m, path p, uint32_t upd_pct, double seconds, unsigned idx)
 {
 	pin_to_cpu(allowed_cpus[idx % allowed_cpus.size()]);
+	if (p == path::inprog)
+		child_inprog(m, seconds, idx);
 	std::vector<uint32_t> keys = m.keys;
 	std::shuffle(keys.begin(), keys.end(), std::mt19937(idx + 1));
 	if (p == path::kernel) {
@@ -426,7 +459,7 @@ struct row_printer {
 	void row(const bench_map &m, uint32_t upd, path p, unsigned procs, double mops, double one,
 		 double cpu)
 	{
-		const char *ps = p == path::kernel ? "kernel" : "bpfmap";
+		const char *ps = path_name(p);
 		printf("%-12s %8u %4u %-6s %5u %9.2f %10.2f %5.0f\n", name_of(m.type), m.entries,
 		       upd, ps, procs, mops, mops / one, 100 * cpu);
 		fflush(stdout);
@@ -451,6 +484,52 @@ void measure(const bench_map &m, uint32_t upd, path p, const options &o, row_pri
 	double one = median(mops[1]);
 	for (unsigned procs = 1; procs <= o.max_procs; procs++)
 		out.row(m, upd, p, procs, median(mops[procs]), one, median(cpu[procs]));
+}
+
+// The inprog rows: the kernel map m.fd driven from inside a BPF program instead of bpf(2),
+// kernel_prog::load_probe_loop's loop over random probes (every present key about as often)
+// with upd% of its iterations updates. Skipped, with the reason, where the program does not
+// load.
+void measure_inprog(bench_map &m, const options &o, row_printer &out)
+{
+	uint32_t n = 1;
+	while (n < m.entries)
+		n <<= 1;
+	// Probe i: an array element of 8 bytes, key i % entries, which also serves as the
+	// value an update stores (a per-CPU map's program-side value is one CPU's 8 bytes).
+	bench_map probes{BPF_MAP_TYPE_ARRAY, n, {}, 8};
+	int pfd = create_filled(kernel_bpf, probes);
+	for (uint32_t i = 0; pfd >= 0 && i < n; i++) {
+		uint64_t probe = m.keys[i % m.entries];
+		union bpf_attr a;
+		memset(&a, 0, sizeof(a));
+		a.map_fd = static_cast<uint32_t>(pfd);
+		a.key = reinterpret_cast<uintptr_t>(&i);
+		a.value = reinterpret_cast<uintptr_t>(&probe);
+		if (kernel_bpf(BPF_MAP_UPDATE_ELEM, &a, ELEM_ATTR_SIZE) != 0) {
+			close(pfd);
+			pfd = -errno;
+		}
+	}
+	if (pfd < 0) {
+		printf("# %s/%u inprog rows skipped: probes: %s\n", name_of(m.type), m.entries,
+		       strerror(-pfd));
+		return;
+	}
+	for (uint32_t upd : o.updates) {
+		std::string why;
+		m.prog = kernel_prog::load_probe_loop(pfd, n - 1, m.fd, kernel_prog::probe_op::mix,
+						      INPROG_LOOP, &why, upd);
+		if (m.prog < 0) {
+			printf("# %s/%u inprog rows skipped: %s\n", name_of(m.type), m.entries,
+			       why.c_str());
+			break;
+		}
+		measure(m, upd, path::inprog, o, out);
+		close(m.prog);
+		m.prog = -1;
+	}
+	close(pfd);
 }
 
 // bpf(2) where it can be used; else the reason, printed once.
@@ -495,6 +574,7 @@ void run_config(uint32_t type, uint32_t entries, const options &o, row_printer &
 	}
 	for (uint32_t upd : o.updates)
 		measure(m, upd, path::kernel, o, out);
+	measure_inprog(m, o, out);
 	close(m.fd);
 }
 
