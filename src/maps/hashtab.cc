@@ -638,11 +638,13 @@ bool htab_lru_delete_node(void *arg, uint32_t idx)
 
 namespace {
 
-int htab_lru_update(bpf_htab *h, const void *key, value_src value, uint64_t flags)
+template <uint32_t KS>
+[[gnu::noinline]] int htab_lru_update_sized(bpf_htab *h, const void *key, value_src value,
+					    uint64_t flags)
 {
-	if (flags > uapi::BPF_EXIST)
-		return -EINVAL;
-	uint64_t hash = hash_key(key, h->key_size, h->seed);
+	uint64_t hash = hash_key(key, key_len<KS>(h), h->seed);
+	// The bucket's line comes in while the LRU hands out a node.
+	__builtin_prefetch(&h->buckets[static_cast<uint32_t>(hash) & h->bucket_mask], 1);
 	// A per-CPU value of a key that exists is rewritten in place: BPF_EXIST takes no node.
 	uint32_t fresh = LRU_NIL, old = LRU_NIL;
 	if (!h->percpu || flags != uapi::BPF_EXIST) {
@@ -657,7 +659,7 @@ int htab_lru_update(bpf_htab *h, const void *key, value_src value, uint64_t flag
 	// value of an update that then fails.
 	int err = with_bucket_locked(
 		h, static_cast<uint32_t>(hash) & h->bucket_mask, [&](bucket *bk) {
-			position p = locked_find(h, bk, hash, key);
+			position p = locked_find<KS>(h, bk, hash, key);
 			if (p.err)
 				return p.err;
 			if (p.e && flags == uapi::BPF_NOEXIST)
@@ -689,6 +691,14 @@ int htab_lru_update(bpf_htab *h, const void *key, value_src value, uint64_t flag
 	if (old != LRU_NIL)
 		lru_push_free(&h->lru, old);
 	return err;
+}
+
+int htab_lru_update(bpf_htab *h, const void *key, value_src value, uint64_t flags)
+{
+	if (flags > uapi::BPF_EXIST)
+		return -EINVAL;
+	return by_key_size(
+		h, [&](auto ks) { return htab_lru_update_sized<ks.value>(h, key, value, flags); });
 }
 
 int htab_lru_map_update_elem(bpf_map *map, const void *key, const void *value, uint64_t flags)
