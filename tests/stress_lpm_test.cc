@@ -2,6 +2,7 @@
 // prefix while writers rewrite the table, and writers killed mid-rewrite never wedge the trie.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <memory>
@@ -103,6 +104,43 @@ TEST(Stress, LpmReadersAlwaysFindTheStablePrefix)
 	EXPECT_EQ(wrong.load(), 0) << "of " << reads.load() << " lookups";
 	EXPECT_EQ(bad_returns.load(), 0);
 	bpfmap_map_put(m);
+	close(fd);
+}
+
+// A replace rewrites the prefix's value in place: readers through bpf() never see half of
+// one update and half of another (both halves of each value are equal), and a replace of a
+// prefix whose bits past the prefix differ keeps the last update's key, as the kernel does.
+TEST(Stress, LpmReplacedValuesNeverTear)
+{
+	int fd = map_create(u::MAP_TYPE_LPM_TRIE, 8, 64, 16, u::BPF_F_NO_PREALLOC);
+	ASSERT_GE(fd, 0);
+	lpm_key4 k = lpm_key_of(0x0a000000u, 8);
+	std::vector<uint64_t> v(8, 0);
+	ASSERT_EQ(update(fd, &k, v.data()), 0);
+	std::atomic<bool> stop{false};
+	std::atomic<long> torn{0}, reads{0};
+	std::thread reader([&] {
+		lpm_key4 probe = lpm_key_of(0x0a010203u, 32);
+		std::vector<uint64_t> out(8);
+		while (!stop.load(std::memory_order_relaxed)) {
+			if (lookup(fd, &probe, out.data()) != 0 ||
+			    std::count(out.begin(), out.end(), out[0]) != 8)
+				torn++;
+			reads++;
+		}
+	});
+	const int iters = 200000 * SCALE;
+	for (int i = 1; i <= iters; i++) {
+		lpm_key4 w = lpm_key_of(0x0a000000u | (i & 0xff), 8); // bits past /8 vary
+		std::fill(v.begin(), v.end(), uint64_t(i));
+		ASSERT_EQ(update(fd, &w, v.data(), u::BPF_EXIST), 0);
+	}
+	stop = true;
+	reader.join();
+	EXPECT_EQ(torn.load(), 0) << "of " << reads.load() << " lookups";
+	lpm_key4 first{}, last = lpm_key_of(0x0a000000u | (iters & 0xff), 8);
+	ASSERT_EQ(next_key(fd, nullptr, &first), 0);
+	EXPECT_EQ(memcmp(&first, &last, sizeof(first)), 0) << "the last update's key is kept";
 	close(fd);
 }
 

@@ -43,8 +43,8 @@ BPFMAP_API void bpfmap_map_put(struct bpfmap_map *map);
 /* A pointer to the value stored for key, or NULL; like bpf_map_lookup_elem(). For a
  * per-CPU map, the value of the CPU the caller runs on (sched_getcpu()).
  * The pointer stays inside the map for as long as the map handle is held, and reads there
- * what the map holds: an update of the same key (from either ABI) in a HASH or PERCPU_HASH
- * map rewrites the value in place, so later reads see the new value, and a read during
+ * what the map holds: an update of the same key (from either ABI) in a HASH, PERCPU_HASH or
+ * LPM_TRIE map rewrites the value in place, so later reads see the new value, and a read during
  * the rewrite may see a mix of old and new bytes. (The kernel's HASH update instead
  * publishes a new element and frees the old one for reuse, so a kernel pointer may keep
  * the old value or see another key's: a program may rely on neither.) After a delete,

@@ -31,9 +31,13 @@
 //   reader would still see them, and goes to the tail of a FIFO free list, so it is reused
 //   as late as possible. A writer bumps reuse_seq before it rewrites a node that was ever
 //   reachable; a reader reads reuse_seq before and after its walk and walks again if it
-//   moved, so it never acts on a node that was rewritten under it. A pointer that a
-//   program-side lookup returned stays the node's value until the node is reused, which
-//   the FIFO puts off for at least (pool size - live nodes) frees.
+//   moved, so it never acts on a node that was rewritten under it.
+// - A replace (an update of a prefix that is stored) rewrites the node's key and value in
+//   place, with reuse_seq odd meanwhile (a reader that finds it odd walks again): the trie
+//   and the jump table do not change, which is what makes a replace cheap. In the kernel a
+//   replace publishes a new node. A pointer that a program-side lookup returned reads
+//   whatever its prefix's value is now, and stays in the node until it is reused after a
+//   delete, which the FIFO puts off for at least (pool size - live nodes) frees.
 // - A writer that dies holding the lock leaves a consistent trie; what may be off is the
 //   entry count and the free list (a node it took and did not link). The next holder sees
 //   the owner died and rebuilds both from the nodes reachable from the root.
@@ -211,6 +215,8 @@ template <typename F> bool read_stable(const bpf_lpm_trie *t, F &&walk)
 {
 	for (int i = 0; i < READ_TRIES; i++) {
 		uint32_t s = t->c->reuse_seq.load(std::memory_order_acquire);
+		if (s & 1)
+			continue; // a value is being rewritten in place
 		bool sane = walk();
 		std::atomic_thread_fence(std::memory_order_acquire);
 		if (__builtin_expect(t->c->reuse_seq.load(std::memory_order_relaxed) == s && sane,
@@ -565,6 +571,14 @@ void change_slot(bpf_lpm_trie *t, uint32_t parent, const lpm_key &key, F &&publi
 		seq.store((s | 1) + 1, std::memory_order_release);
 }
 
+// reuse_seq is even while no value is being rewritten. A writer (the lock held) moves it
+// to the first even count past the one it finds: an odd one was left by a writer that died
+// mid-rewrite, or scribbled, and is not to be waited out.
+uint32_t reuse_seq_next_even(bpf_lpm_trie *t)
+{
+	return (t->c->reuse_seq.load(std::memory_order_relaxed) + 2) & ~1u;
+}
+
 // Rebuild the entry count and the free list from what the root reaches: after a writer
 // died holding the lock, a node it had taken may be in neither. Each node is marked once,
 // so a scribbled link (a cycle, a node reached twice) cannot keep it going.
@@ -590,6 +604,9 @@ void trie_audit(bpf_lpm_trie *t)
 				todo.push_back(ch);
 	}
 	c->n_entries = std::min(entries, t->max_entries);
+	// A writer that died mid-replace left reuse_seq odd: readers would take the lock for
+	// ever after.
+	c->reuse_seq.store(reuse_seq_next_even(t), std::memory_order_release);
 	c->free_head = c->free_tail = NIL;
 	for (uint32_t i = 0; i < bump; i++)
 		if (!live[i])
@@ -638,9 +655,25 @@ uint32_t alloc_node(bpf_lpm_trie *t)
 	c->free_head = next;
 	if (next == NIL)
 		c->free_tail = NIL;
-	c->reuse_seq.fetch_add(1, std::memory_order_relaxed);
+	c->reuse_seq.store(reuse_seq_next_even(t), std::memory_order_relaxed);
 	std::atomic_thread_fence(std::memory_order_release);
 	return n;
+}
+
+// Replace real node n's key and value in place with those of an update of its prefix: the
+// trie's shape and the jump table stay as they are. The key's bits within the prefix are
+// the same, so a walk matches n throughout; the bits past it are the update's, as the
+// kernel keeps the key of the last update. reuse_seq is odd meanwhile, so a lock-free
+// reader that copied any of it walks again.
+void rewrite_in_place(bpf_lpm_trie *t, uint32_t n, const void *data, const void *value)
+{
+	std::atomic<uint32_t> &seq = t->c->reuse_seq;
+	uint32_t s = reuse_seq_next_even(t);
+	seq.store(s + 1, std::memory_order_relaxed);
+	std::atomic_thread_fence(std::memory_order_release);
+	copy_to_shared(t->data_of(n), data, t->data_size);
+	copy_to_shared(t->value_of(n), value, t->value_size);
+	seq.store(s + 2, std::memory_order_release);
 }
 
 // A fresh, unpublished node: prefix, data and (for a real node) value; no children.
@@ -709,19 +742,21 @@ int trie_update_locked(bpf_lpm_trie *t, const void *ukey, const lpm_key &key, co
 		return 0;
 	}
 	if (prefixlen_of(t, n) == matchlen) {
-		// The exact prefix: a real node is replaced, an intermediate one becomes real.
+		// The exact prefix: a real node's value is rewritten where it is (the jump
+		// table's entries stay right), an intermediate node becomes real.
 		if (!is_im(t, n)) {
 			if (flags == uapi::BPF_NOEXIST)
 				return -EEXIST;
-		} else if (int err = check_add(t, flags)) {
-			return err;
+			rewrite_in_place(t, n, data, value);
+			return 0;
 		}
+		if (int err = check_add(t, flags))
+			return err;
 		uint32_t x = new_node(t, key.prefixlen, data, value, child_of(t, n, 0),
 				      child_of(t, n, 1));
 		if (x == NIL)
 			return -ENOMEM;
-		if (is_im(t, n))
-			t->c->n_entries++;
+		t->c->n_entries++;
 		change_slot(t, parent, key, [&] { slot.store(x, std::memory_order_release); });
 		free_node(t, n);
 		return 0;
