@@ -84,12 +84,19 @@ uint32_t home_first(const bpf_htab *h, uint64_t hash, int which)
 } // namespace
 
 // A free element for a key with this hash: in one of its homes if one has room, else
-// anywhere, searching from a place the hash picks so that free elements stay spread out.
-// Without homes: the lowest free one.
+// anywhere, searching from a place the hash picks so that free elements stay spread out
+// (and writers on different CPUs seldom meet on one word of used bits). BPF_F_NO_PREALLOC
+// takes the lowest free one, so that it touches memory only as the map grows.
 htab_elem *htab_pool_pop(bpf_htab *h, uint64_t hash)
 {
-	if (!h->n_groups)
+	if (h->map_flags & uapi::BPF_F_NO_PREALLOC)
 		return pool_take_any(h, 0);
+	if (!h->n_groups) {
+		uint32_t i = static_cast<uint32_t>((hash >> 32) % h->n_used_words);
+		if (htab_elem *e = pool_take_in_word(h, i))
+			return e;
+		return pool_take_any(h, i / 64);
+	}
 	for (int which = 0; which < 2; which++) {
 		uint32_t first = home_first(h, hash, which);
 		for (uint32_t idx = first; idx < first + h->group_elems; idx++)
