@@ -26,6 +26,11 @@
 // Benchmark names: <TYPE>/<entries>/k<key>v<value>/<op>/<path>, e.g. HASH/10000/k4v8/lookup/copy.
 // MEM/1GiB/random_read (random_read.cc) is this machine's limit for the multi rows: ns per
 // independent 8-byte load from a random line of 1 GiB.
+//
+// map_bench --sweep[=MAX] runs, instead of all of the above, the HASH lookup and update rows
+// (every path, and the kernel's in-program ones) at 10^3 to 10^7 entries, or to MAX
+// (map_sweep.cc); bench/run_sweep.sh runs it for bench/plot.py. The JSON's context names
+// the CPU (cpu_model) and the kernel.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -40,65 +45,23 @@
 #include <random>
 #include <string>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 #include <vector>
 
 #include "bpfmap/bpfmap.h"
 #include "kernel_prog.h"
+#include "map_bench.h"
 #include "peer_flat_map.h"
 
 namespace {
 
 using kernel_prog::kernel_bpf;
+using map_bench::config;
+using map_bench::op;
 
 // libbpf's attr size for element commands: offsetofend(union bpf_attr, flags).
 constexpr unsigned ELEM_ATTR_SIZE = offsetof(union bpf_attr, flags) + sizeof(__u64);
-
-struct config {
-	uint32_t type; // BPF_MAP_TYPE_{,PERCPU_}HASH or BPF_MAP_TYPE_{,PERCPU_}ARRAY
-	uint32_t entries, key_size, value_size;
-
-	bool hash() const
-	{
-		return type == BPF_MAP_TYPE_HASH || type == BPF_MAP_TYPE_PERCPU_HASH || lru();
-	}
-	bool lru() const
-	{
-		return type == BPF_MAP_TYPE_LRU_HASH || type == BPF_MAP_TYPE_LRU_PERCPU_HASH;
-	}
-	bool percpu() const
-	{
-		return type == BPF_MAP_TYPE_PERCPU_HASH || type == BPF_MAP_TYPE_PERCPU_ARRAY ||
-		       type == BPF_MAP_TYPE_LRU_PERCPU_HASH;
-	}
-	// Bytes of a value in a syscall buffer.
-	uint32_t value_bytes() const
-	{
-		return percpu() ? (value_size + 7) / 8 * 8 * bpfmap_num_possible_cpus()
-				: value_size;
-	}
-
-	bool operator==(const config &o) const
-	{
-		return type == o.type && entries == o.entries && key_size == o.key_size &&
-		       value_size == o.value_size;
-	}
-	std::string name() const
-	{
-		const char *t = type == BPF_MAP_TYPE_HASH	       ? "HASH"
-				: type == BPF_MAP_TYPE_ARRAY	       ? "ARRAY"
-				: type == BPF_MAP_TYPE_PERCPU_HASH     ? "PERCPU_HASH"
-				: type == BPF_MAP_TYPE_LRU_HASH	       ? "LRU_HASH"
-				: type == BPF_MAP_TYPE_LRU_PERCPU_HASH ? "LRU_PERCPU_HASH"
-				: type == BPF_MAP_TYPE_QUEUE	       ? "QUEUE"
-				: type == BPF_MAP_TYPE_STACK	       ? "STACK"
-				: type == BPF_MAP_TYPE_BLOOM_FILTER    ? "BLOOM_FILTER"
-				: type == BPF_MAP_TYPE_LPM_TRIE	       ? "LPM_TRIE"
-								       : "PERCPU_ARRAY";
-		return std::string(t) + "/" + std::to_string(entries) + "/k" +
-		       std::to_string(key_size) + "v" + std::to_string(value_size);
-	}
-};
 
 // A bijection on 32-bit integers (murmur3's finaliser): distinct, random-looking keys.
 uint32_t mix32(uint32_t x)
@@ -255,19 +218,26 @@ struct fixture {
 
 	unsigned char *key(size_t i) { return &keys[i * cfg.key_size]; }
 
+	// BPF_MAP_UPDATE_BATCH, FILL_BATCH keys per call: a bpf(2) per key took the kernel's
+	// 10^7-entry map (the sweep) twice as long to fill. Both maps are filled the same way.
 	void fill(create_fn fn, int fd)
 	{
+		constexpr uint32_t FILL_BATCH = 4096;
+		std::vector<unsigned char> values(size_t(FILL_BATCH) * value.size());
+		for (size_t off = 0; off < values.size(); off += value.size())
+			memcpy(&values[off], value.data(), value.size());
 		union bpf_attr a;
-		memset(&a, 0, sizeof(a));
-		a.map_fd = static_cast<uint32_t>(fd);
-		a.value = reinterpret_cast<uintptr_t>(value.data());
-		a.flags = BPF_ANY;
-		for (uint32_t i = 0; i < cfg.entries; i++) {
-			a.key = reinterpret_cast<uintptr_t>(key(i));
-			if (fn(BPF_MAP_UPDATE_ELEM, &a, ELEM_ATTR_SIZE) != 0) {
+		for (uint32_t i = 0; i < cfg.entries; i += FILL_BATCH) {
+			memset(&a, 0, sizeof(a));
+			a.batch.map_fd = static_cast<uint32_t>(fd);
+			a.batch.keys = reinterpret_cast<uintptr_t>(key(i));
+			a.batch.values = reinterpret_cast<uintptr_t>(values.data());
+			a.batch.count = std::min(FILL_BATCH, cfg.entries - i);
+			a.batch.elem_flags = BPF_ANY;
+			if (fn(BPF_MAP_UPDATE_BATCH, &a, sizeof(a)) != 0) {
 				fprintf(stderr, "%s: fill %s failed at %u: %s\n",
 					cfg.name().c_str(), fn == bpfmap_bpf ? "bpfmap" : "kernel",
-					i, strerror(errno));
+					i + a.batch.count, strerror(errno));
 				abort();
 			}
 		}
@@ -318,9 +288,6 @@ fixture &get_fixture(const config &c)
 // ---- benchmarks ----------------------------------------------------------------------
 
 enum class path { ptr, copy, kernel, boost, multi };
-// lookup_fullattr: the copy-out lookup with the attr size sizeof(union bpf_attr) instead of
-// libbpf's 32 bytes, so that the zero-tail check runs over the whole attr.
-enum class op { lookup, lookup_fullattr, update, delete_reinsert, lookup_batch, insert_evict };
 
 const char *path_name(path p)
 {
@@ -816,17 +783,31 @@ void time_inprog(benchmark::State &state, int probes_fd, uint32_t mask, int targ
 	state.counters["ns_per_elem"] = op_ns / static_cast<double>(runs) * 1e-9; // seconds
 }
 
-// An array map of n probes of size bytes each (n a power of two), filled by probe(i).
+// An array map of n probes of size bytes each (n a power of two), filled by probe(i),
+// BATCH probes per bpf(2): one call per probe took ~18 s for the 2^24 probes of a 10^7-entry
+// map.
 template <typename F> long make_probes(uint32_t n, uint32_t size, F &&probe)
 {
+	constexpr uint32_t BATCH = 4096;
 	long fd = create_raw(kernel_bpf, BPF_MAP_TYPE_ARRAY, 4, size, n, 0);
+	std::vector<uint32_t> keys(BATCH);
+	std::vector<unsigned char> values(size_t(BATCH) * size);
 	union bpf_attr a;
-	memset(&a, 0, sizeof(a));
-	a.map_fd = static_cast<uint32_t>(fd);
-	for (uint32_t i = 0; fd >= 0 && i < n; i++) {
-		a.key = reinterpret_cast<uintptr_t>(&i);
-		a.value = reinterpret_cast<uintptr_t>(probe(i));
-		kernel_bpf(BPF_MAP_UPDATE_ELEM, &a, ELEM_ATTR_SIZE);
+	for (uint32_t i = 0; fd >= 0 && i < n; i += BATCH) {
+		uint32_t count = std::min(BATCH, n - i);
+		for (uint32_t j = 0; j < count; j++) {
+			keys[j] = i + j;
+			memcpy(&values[size_t(j) * size], probe(i + j), size);
+		}
+		memset(&a, 0, sizeof(a));
+		a.batch.map_fd = static_cast<uint32_t>(fd);
+		a.batch.keys = reinterpret_cast<uintptr_t>(keys.data());
+		a.batch.values = reinterpret_cast<uintptr_t>(values.data());
+		a.batch.count = count;
+		if (kernel_bpf(BPF_MAP_UPDATE_BATCH, &a, sizeof(a)) != 0) {
+			close(static_cast<int>(fd));
+			return -1;
+		}
 	}
 	return fd;
 }
@@ -908,6 +889,28 @@ constexpr bool have_peer = true;
 constexpr bool have_peer = false;
 #endif
 
+// The machine in the JSON's context, for the tables and plots made from it: the benchmark
+// library records the CPU count and clock, not which CPU or kernel.
+void add_machine_context()
+{
+	char line[256];
+	FILE *f = fopen("/proc/cpuinfo", "r");
+	while (f && fgets(line, sizeof(line), f)) {
+		const char *colon = strchr(line, ':');
+		if (strncmp(line, "model name", 10) || !colon)
+			continue;
+		std::string model = colon + 2;
+		model.erase(model.find_last_not_of(" \n") + 1);
+		benchmark::AddCustomContext("cpu_model", model);
+		break;
+	}
+	if (f)
+		fclose(f);
+	struct utsname u;
+	if (uname(&u) == 0)
+		benchmark::AddCustomContext("kernel", u.release);
+}
+
 void register_all()
 {
 	std::vector<config> configs;
@@ -924,56 +927,62 @@ void register_all()
 	configs.push_back({BPF_MAP_TYPE_LRU_HASH, 10000, 4, 8});
 	configs.push_back({BPF_MAP_TYPE_LRU_HASH, 1000000, 4, 8});
 	configs.push_back({BPF_MAP_TYPE_LRU_PERCPU_HASH, 10000, 4, 8});
-	for (const config &c : configs) {
-		for (op o : {op::lookup, op::lookup_fullattr, op::update, op::delete_reinsert,
-			     op::lookup_batch, op::insert_evict}) {
-			if (o == op::lookup_fullattr && c.type != BPF_MAP_TYPE_HASH)
-				continue;
-			if (o == op::delete_reinsert && !c.hash())
-				continue;
-			if (o == op::insert_evict && !c.lru())
-				continue;
-			for (path p :
-			     {path::kernel, path::copy, path::ptr, path::multi, path::boost}) {
-				if ((o == op::delete_reinsert || o == op::lookup_batch ||
-				     o == op::lookup_fullattr) &&
-				    p == path::ptr)
-					continue;
-				if (p == path::multi &&
-				    (c.type != BPF_MAP_TYPE_HASH || o != op::lookup))
-					continue;
-				if (p == path::boost &&
-				    !(have_peer && c.type == BPF_MAP_TYPE_HASH &&
-				      (o == op::lookup || o == op::update)))
-					continue;
-				std::string name = c.name() + "/" + op_name(o) + "/" + path_name(p);
-				benchmark::RegisterBenchmark(name.c_str(), run, c, o, p)
-					->Unit(benchmark::kNanosecond)
-					->UseRealTime();
-			}
-		}
-		if (c.type != BPF_MAP_TYPE_HASH && c.type != BPF_MAP_TYPE_LRU_HASH)
-			continue;
-		for (auto o : {kernel_prog::probe_op::lookup, kernel_prog::probe_op::update}) {
-			std::string name = c.name() +
-					   (o == kernel_prog::probe_op::lookup ? "/lookup_inprog"
-									       : "/update_inprog") +
-					   "/kernel";
-			benchmark::RegisterBenchmark(name.c_str(), run_hash_inprog, c, o)
-				->Unit(benchmark::kNanosecond)
-				->UseManualTime()
-				->Iterations(20);
-		}
-	}
+	for (const config &c : configs)
+		map_bench::register_config(c, {op::lookup, op::lookup_fullattr, op::update,
+					       op::delete_reinsert, op::lookup_batch,
+					       op::insert_evict});
 }
 
 } // namespace
 
+void map_bench::register_config(const config &c, std::initializer_list<op> ops)
+{
+	for (op o : ops) {
+		if (o == op::lookup_fullattr && c.type != BPF_MAP_TYPE_HASH)
+			continue;
+		if (o == op::delete_reinsert && !c.hash())
+			continue;
+		if (o == op::insert_evict && !c.lru())
+			continue;
+		for (path p : {path::kernel, path::copy, path::ptr, path::multi, path::boost}) {
+			if ((o == op::delete_reinsert || o == op::lookup_batch ||
+			     o == op::lookup_fullattr) &&
+			    p == path::ptr)
+				continue;
+			if (p == path::multi && (c.type != BPF_MAP_TYPE_HASH || o != op::lookup))
+				continue;
+			if (p == path::boost && !(have_peer && c.type == BPF_MAP_TYPE_HASH &&
+						  (o == op::lookup || o == op::update)))
+				continue;
+			std::string name = c.name() + "/" + op_name(o) + "/" + path_name(p);
+			benchmark::RegisterBenchmark(name.c_str(), run, c, o, p)
+				->Unit(benchmark::kNanosecond)
+				->UseRealTime();
+		}
+	}
+	if (c.type != BPF_MAP_TYPE_HASH && c.type != BPF_MAP_TYPE_LRU_HASH)
+		return;
+	for (op o : ops) {
+		if (o != op::lookup && o != op::update)
+			continue;
+		auto probe = o == op::lookup ? kernel_prog::probe_op::lookup
+					     : kernel_prog::probe_op::update;
+		std::string name = c.name() + "/" + op_name(o) + "_inprog/kernel";
+		benchmark::RegisterBenchmark(name.c_str(), run_hash_inprog, c, probe)
+			->Unit(benchmark::kNanosecond)
+			->UseManualTime()
+			->Iterations(20);
+	}
+}
+
 int main(int argc, char **argv)
 {
-	register_all();
-	register_keyless();
-	register_lpm();
+	if (!map_bench::register_sweep(&argc, argv)) {
+		register_all();
+		register_keyless();
+		register_lpm();
+	}
+	add_machine_context();
 	benchmark::Initialize(&argc, argv);
 	if (benchmark::ReportUnrecognizedArguments(argc, argv))
 		return 1;

@@ -5,7 +5,8 @@ pkgs=(cmake g++ make python3 libgtest-dev libgmock-dev libbenchmark-dev libxxhas
   pkgconf
   libboost1.81-dev
   linux-source
-  clang libclang-rt-14-dev clang-format)
+  clang libclang-rt-14-dev clang-format
+  python3-matplotlib) # bench/plot.py only
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
