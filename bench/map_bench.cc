@@ -51,6 +51,7 @@
 
 #include "bpfmap/bpfmap.h"
 #include "kernel_prog.h"
+#include "keys.h"
 #include "map_bench.h"
 #include "peer_flat_map.h"
 
@@ -63,16 +64,7 @@ using map_bench::op;
 // libbpf's attr size for element commands: offsetofend(union bpf_attr, flags).
 constexpr unsigned ELEM_ATTR_SIZE = offsetof(union bpf_attr, flags) + sizeof(__u64);
 
-// A bijection on 32-bit integers (murmur3's finaliser): distinct, random-looking keys.
-uint32_t mix32(uint32_t x)
-{
-	x ^= x >> 16;
-	x *= 0x85ebca6bu;
-	x ^= x >> 13;
-	x *= 0xc2b2ae35u;
-	x ^= x >> 16;
-	return x;
-}
+using bench_keys::mix32;
 
 // ---- kernel availability -------------------------------------------------------------
 

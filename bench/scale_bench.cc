@@ -50,6 +50,7 @@
 
 #include "bpfmap/bpfmap.h"
 #include "kernel_prog.h"
+#include "keys.h"
 
 namespace {
 
@@ -149,16 +150,7 @@ void futex_wake(std::atomic<uint32_t> *word)
 		nullptr, 0);
 }
 
-// A bijection on 32-bit integers (murmur3's finaliser): distinct, random-looking keys.
-uint32_t mix32(uint32_t x)
-{
-	x ^= x >> 16;
-	x *= 0x85ebca6bu;
-	x ^= x >> 13;
-	x *= 0xc2b2ae35u;
-	x ^= x >> 16;
-	return x;
-}
+using bench_keys::mix32;
 
 bool is_percpu(uint32_t type) { return type == BPF_MAP_TYPE_PERCPU_HASH; }
 bool is_lru(uint32_t type) { return type == BPF_MAP_TYPE_LRU_HASH; }
@@ -671,6 +663,44 @@ void find_allowed_cpus()
 
 } // namespace
 
+// The one-way cost of moving a written cache line from one CPU to another: two processes
+// (pinned to the first two allowed CPUs) take turns writing a word in a shared page. Every
+// update that another process's next access has to fetch pays this; it is what bounds the
+// scaling of small maps with many writes (README, Benchmarks).
+double line_transfer_ns()
+{
+	if (allowed_cpus.size() < 2)
+		return -1;
+	constexpr uint32_t TURNS = 200000;
+	std::atomic<uint32_t> &turn = page->ready; // reused: no run is in progress
+	turn.store(0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		pin_to_cpu(allowed_cpus[1]);
+		for (uint32_t i = 0; i < TURNS; i++) {
+			while (turn.load(std::memory_order_acquire) != 2 * i + 1)
+				;
+			turn.store(2 * i + 2, std::memory_order_release);
+		}
+		_exit(0);
+	}
+	pin_to_cpu(allowed_cpus[0]);
+	double start = now();
+	for (uint32_t i = 0; i < TURNS; i++) {
+		turn.store(2 * i + 1, std::memory_order_release);
+		while (turn.load(std::memory_order_acquire) != 2 * i + 2)
+			;
+	}
+	double ns = (now() - start) * 1e9 / (2.0 * TURNS);
+	waitpid(pid, nullptr, 0);
+	cpu_set_t all;
+	CPU_ZERO(&all);
+	for (int cpu : allowed_cpus)
+		CPU_SET(cpu, &all);
+	sched_setaffinity(0, sizeof(all), &all);
+	return ns;
+}
+
 int main(int argc, char **argv)
 {
 	find_allowed_cpus();
@@ -692,6 +722,8 @@ int main(int argc, char **argv)
 	printf("# %u CPUs allowed, %.2f s per run, median of %u; children pinned to CPU i %% %zu\n",
 	       static_cast<unsigned>(allowed_cpus.size()), o.seconds, o.repeats,
 	       allowed_cpus.size());
+	printf("# one-way cache line transfer between CPUs %d and %d: %.1f ns\n", allowed_cpus[0],
+	       allowed_cpus.size() > 1 ? allowed_cpus[1] : allowed_cpus[0], line_transfer_ns());
 	out.header();
 	for (uint32_t type : o.types)
 		for (uint32_t entries : o.entries)
