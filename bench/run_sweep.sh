@@ -7,19 +7,5 @@
 # kernel's probe array and the boost table side by side).
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BUILD="$ROOT/build-rel"
-OUT="$BUILD/bench/sweep.json"
-
-cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DBPFMAP_BUILD_TESTS=OFF >/dev/null
-make -C "$BUILD" -j2 map_bench >/dev/null
-
-"$BUILD/bench/map_bench" \
-	--sweep \
-	--benchmark_min_time=0.2 \
-	--benchmark_repetitions=3 \
-	--benchmark_report_aggregates_only=true \
-	--benchmark_out="$OUT" \
-	--benchmark_out_format=json \
-	"$@"
-
-echo "wrote $OUT; pictures: python3 bench/plot.py --sweep $OUT"
+BENCH_OUT="$ROOT/build-rel/bench/sweep.json" "$ROOT/bench/run.sh" --sweep "$@"
+echo "pictures: python3 bench/plot.py --sweep $ROOT/build-rel/bench/sweep.json"
