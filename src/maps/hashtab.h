@@ -18,8 +18,10 @@
 // bit operations; a second level says which words of used bits are full, so a search for
 // a free element skips 4096 taken ones per load. The pool holds max_entries elements: an
 // update of a key that exists rewrites it in place, so a full map needs no spare element
-// (the kernel's extra_elems) to replace one. Free elements are taken lowest first, so
-// BPF_F_NO_PREALLOC touches memory only as the map grows.
+// (the kernel's extra_elems) to replace one. Where a new element goes: in one of its key's
+// homes (below) if the map has them, else first in a word of used bits its key's hash
+// picks, so that writers on different CPUs seldom meet; BPF_F_NO_PREALLOC takes the lowest
+// free one, so that it touches memory only as the map grows.
 //
 // Homes. A lookup in a big map pays two dependent cache misses, the bucket and then the
 // element. A preallocated HASH map therefore has a larger pool (1.25 or 1.125 x
