@@ -266,6 +266,19 @@ template <uint32_t KS>
 	return quick_result::hit;
 }
 
+// The search of a key already hashed: the quick path, else the full lock-free one.
+template <uint32_t KS>
+[[gnu::always_inline]] inline htab_elem *find_hashed(bpf_htab *h, const void *key, uint64_t hash,
+						     void *out)
+{
+	uint32_t b = static_cast<uint32_t>(hash) & h->bucket_mask;
+	htab_elem *e = nullptr;
+	quick_result r = bucket_find_quick<KS>(h, b, hash, key, out, &e);
+	if (__builtin_expect(r != quick_result::unsure, 1))
+		return e;
+	return htab_bucket_find(h, b, hash, key, out);
+}
+
 // Not inlined into htab_find: each key size, with or without a value to copy out, gets a
 // frame of its own, as small as it can be (a lookup that copies nothing makes no calls).
 template <uint32_t KS, bool COPY>
@@ -274,14 +287,9 @@ template <uint32_t KS, bool COPY>
 	if (!COPY)
 		out = nullptr;
 	uint64_t hash = hash_key(key, key_len<KS>(h), h->seed);
-	uint32_t b = static_cast<uint32_t>(hash) & h->bucket_mask;
 	if (h->n_groups)
 		prefetch_homes<0>(h, hash);
-	htab_elem *e = nullptr;
-	quick_result r = bucket_find_quick<KS>(h, b, hash, key, out, &e);
-	if (__builtin_expect(r != quick_result::unsure, 1))
-		return e;
-	return htab_bucket_find(h, b, hash, key, out);
+	return find_hashed<KS>(h, key, hash, out);
 }
 
 template <bool COPY> htab_elem *htab_find_copying(bpf_htab *h, const void *key, void *out)
@@ -302,14 +310,8 @@ htab_elem *htab_find(bpf_htab *h, const void *key, void *out)
 // earlier and prefetched its lines meanwhile (hashtab_multi.cc).
 htab_elem *htab_find_hashed(bpf_htab *h, const void *key, uint64_t hash)
 {
-	uint32_t b = static_cast<uint32_t>(hash) & h->bucket_mask;
-	htab_elem *e = nullptr;
-	quick_result r = by_key_size(h, [&](auto ks) {
-		return bucket_find_quick<ks.value>(h, b, hash, key, nullptr, &e);
-	});
-	if (__builtin_expect(r != quick_result::unsure, 1))
-		return e;
-	return htab_bucket_find(h, b, hash, key, nullptr);
+	return by_key_size(h,
+			   [&](auto ks) { return find_hashed<ks.value>(h, key, hash, nullptr); });
 }
 
 namespace {

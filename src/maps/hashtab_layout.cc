@@ -201,7 +201,7 @@ int htab_map_attach(bpf_map *map)
 	if (h->is_lru)
 		lru_attach(&h->lru, map->data + g.lru_off, h->n_elems, h->nr_cpus,
 			   map->map_flags & uapi::BPF_F_NO_COMMON_LRU,
-			   h->elems + sizeof(htab_elem) + offsetof(htab_lru_part, lru_ref),
+			   reinterpret_cast<char *>(&h->lru_part(h->elem(0))->lru_ref),
 			   h->elem_size, htab_lru_delete_node, h);
 	return 0;
 }
