@@ -775,35 +775,6 @@ void time_inprog(benchmark::State &state, int probes_fd, uint32_t mask, int targ
 	state.counters["ns_per_elem"] = op_ns / static_cast<double>(runs) * 1e-9; // seconds
 }
 
-// An array map of n probes of size bytes each (n a power of two), filled by probe(i),
-// BATCH probes per bpf(2): one call per probe took ~18 s for the 2^24 probes of a 10^7-entry
-// map.
-template <typename F> long make_probes(uint32_t n, uint32_t size, F &&probe)
-{
-	constexpr uint32_t BATCH = 4096;
-	long fd = create_raw(kernel_bpf, BPF_MAP_TYPE_ARRAY, 4, size, n, 0);
-	std::vector<uint32_t> keys(BATCH);
-	std::vector<unsigned char> values(size_t(BATCH) * size);
-	union bpf_attr a;
-	for (uint32_t i = 0; fd >= 0 && i < n; i += BATCH) {
-		uint32_t count = std::min(BATCH, n - i);
-		for (uint32_t j = 0; j < count; j++) {
-			keys[j] = i + j;
-			memcpy(&values[size_t(j) * size], probe(i + j), size);
-		}
-		memset(&a, 0, sizeof(a));
-		a.batch.map_fd = static_cast<uint32_t>(fd);
-		a.batch.keys = reinterpret_cast<uintptr_t>(keys.data());
-		a.batch.values = reinterpret_cast<uintptr_t>(values.data());
-		a.batch.count = count;
-		if (kernel_bpf(BPF_MAP_UPDATE_BATCH, &a, sizeof(a)) != 0) {
-			close(static_cast<int>(fd));
-			return -1;
-		}
-	}
-	return fd;
-}
-
 void run_lpm_inprog(benchmark::State &state, config c)
 {
 	if (!kernel_available()) {
@@ -816,7 +787,8 @@ void run_lpm_inprog(benchmark::State &state, config c)
 	std::vector<key4> probes;
 	if (trie >= 0)
 		probes = lpm_probes(lpm_fill(kernel_bpf, trie, c, rng), rng);
-	long probes_fd = make_probes(1 << 16, sizeof(key4), [&](uint32_t i) { return &probes[i]; });
+	long probes_fd = kernel_prog::make_probes(1 << 16, sizeof(key4),
+						  [&](uint32_t i) { return &probes[i]; });
 	if (trie < 0 || probes_fd < 0)
 		fail(state, "create");
 	else
@@ -842,10 +814,11 @@ void run_hash_inprog(benchmark::State &state, config c, kernel_prog::probe_op op
 	while (n < c.entries)
 		n <<= 1;
 	std::vector<unsigned char> probe(std::max(c.key_size, c.value_bytes()));
-	long probes_fd = make_probes(n, static_cast<uint32_t>(probe.size()), [&](uint32_t i) {
-		memcpy(probe.data(), f.key(i % c.entries), c.key_size);
-		return probe.data();
-	});
+	long probes_fd =
+		kernel_prog::make_probes(n, static_cast<uint32_t>(probe.size()), [&](uint32_t i) {
+			memcpy(probe.data(), f.key(i % c.entries), c.key_size);
+			return probe.data();
+		});
 	if (probes_fd < 0) {
 		fail(state, "create");
 		return;

@@ -487,25 +487,16 @@ void measure_inprog(bench_map &m, const options &o, row_printer &out)
 	uint32_t n = 1;
 	while (n < m.entries)
 		n <<= 1;
-	// Probe i: an array element of 8 bytes, key i % entries, which also serves as the
-	// value an update stores (a per-CPU map's program-side value is one CPU's 8 bytes).
-	bench_map probes{BPF_MAP_TYPE_ARRAY, n, {}, 8};
-	int pfd = create_filled(kernel_bpf, probes);
-	for (uint32_t i = 0; pfd >= 0 && i < n; i++) {
-		uint64_t probe = m.keys[i % m.entries];
-		union bpf_attr a;
-		memset(&a, 0, sizeof(a));
-		a.map_fd = static_cast<uint32_t>(pfd);
-		a.key = reinterpret_cast<uintptr_t>(&i);
-		a.value = reinterpret_cast<uintptr_t>(&probe);
-		if (kernel_bpf(BPF_MAP_UPDATE_ELEM, &a, ELEM_ATTR_SIZE) != 0) {
-			close(pfd);
-			pfd = -errno;
-		}
-	}
+	// Probe i: 8 bytes, key i % entries, which also serves as the value an update stores
+	// (a per-CPU map's program-side value is one CPU's 8 bytes).
+	uint64_t probe;
+	int pfd = kernel_prog::make_probes(n, sizeof(probe), [&](uint32_t i) {
+		probe = m.keys[i % m.entries];
+		return &probe;
+	});
 	if (pfd < 0) {
 		printf("# %s/%u inprog rows skipped: probes: %s\n", name_of(m.type), m.entries,
-		       strerror(-pfd));
+		       strerror(errno));
 		return;
 	}
 	for (uint32_t upd : o.updates) {
